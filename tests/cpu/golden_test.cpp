@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 
 #include "cpu/model.h"
@@ -48,7 +49,10 @@ TEST_P(GoldenTest, PromptAndGreedyDecodeMatchTransformers) {
     const int64_t length = static_cast<int64_t>(c.prompt_ids.size());
     cpu::SequenceCache cache = model.new_cache();
     std::vector<float> logits = model.forward(cache, c.prompt_ids, /*all_logits=*/true);
-    expect_close(compare(logits.data(), c.prompt_logits.data(), length * vocab), "prompt logits");
+    const Comparison prompt = compare(logits.data(), c.prompt_logits.data(), length * vocab);
+    expect_close(prompt, "prompt logits");
+    std::printf("  %s %s (prompt %lld): %s\n", dir.filename().c_str(), c.name.c_str(),
+                static_cast<long long>(length), prompt.describe().c_str());
 
     // Free-running greedy decode with the cache: identical tokens, close logits.
     const int64_t steps = static_cast<int64_t>(c.generated_ids.size());
