@@ -129,7 +129,6 @@ class Binder {
       m.scales = scale->data;
       m.scale_dtype = scale->dtype == DType::kU8 ? DType::kF8_E8M0 : scale->dtype;
     } else {
-      expect_shape(weight, {rows, cols}, "dense");
       switch (weight.dtype) {
         case DType::kF32: m.format = WeightFormat::kF32; break;
         case DType::kBF16: m.format = WeightFormat::kBF16; break;
@@ -138,6 +137,7 @@ class Binder {
           fail("tensor {} in {}: dtype {} without scale tensors (expected F32/BF16/F16, or quantized data with "
                ".scale or .weight_scale/.weight_scale_2 companions)", weight.name, weight.file, dtype_name(weight.dtype));
       }
+      expect_shape(weight, {rows, cols}, "dense");
     }
     return m;
   }
