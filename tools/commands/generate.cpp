@@ -21,6 +21,7 @@ namespace {
 struct GenerateFlags {
   std::string model;
   std::string prompt;
+  bool prompt_given = false;
   std::string prompt_ids;
   int max_new_tokens = 32;
   float temperature = 0.0f;
@@ -82,6 +83,9 @@ void run_generate(const GenerateFlags& flags) {
     prompt = codec.available() ? codec.encode_prompt(flags.prompt) : std::vector<int32_t>{};
   }
   if (prompt.empty()) prompt.push_back(static_cast<int32_t>(engine->config().bos_token_id));
+  DSV4_CHECK(static_cast<int64_t>(prompt.size()) + flags.max_new_tokens <= engine->config().max_position_embeddings,
+             "prompt ({} tokens) + --max-new-tokens {} exceeds the model's context of {} tokens", prompt.size(),
+             flags.max_new_tokens, engine->config().max_position_embeddings);
 
   Sampler sampler(SamplingParams{flags.temperature, flags.top_p, flags.top_k, flags.seed});
   const SequenceId sequence = engine->add_sequence();
