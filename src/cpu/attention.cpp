@@ -47,7 +47,7 @@ std::vector<std::vector<int64_t>> run_indexer(const IndexerWeights& weights, con
   const float score_scale = 1.0f / std::sqrt(static_cast<float>(dim));
   const float weight_scale = 1.0f / std::sqrt(static_cast<float>(heads));
   std::vector<std::vector<int64_t>> selected(static_cast<size_t>(tokens));
-#pragma omp parallel
+#pragma omp parallel if (tokens > 1)
   {
     std::vector<float> scores;
 #pragma omp for schedule(dynamic)
@@ -109,7 +109,7 @@ std::vector<float> attention_forward(const AttentionWeights& weights, AttentionT
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   std::vector<float> output(static_cast<size_t>(tokens * heads * head_dim), 0.0f);  // [tokens, heads, head_dim]
-#pragma omp parallel
+#pragma omp parallel if (tokens > 1)
   {
     std::vector<const float*> keys;
     std::vector<float> logits;

@@ -11,6 +11,9 @@ namespace {
 // Output rows dequantized together: big enough to amortise the decode, small enough
 // that [rows, in] FP32 stays in L2 for V4-Flash widths (64 x 4096 x 4 B = 1 MiB).
 constexpr int64_t kRowBlock = 64;
+// Below this many multiply-adds a parallel region costs more than it saves (and
+// spinning OpenMP threads on a busy 2-core machine cost far more).
+constexpr int64_t kParallelWork = 1 << 18;
 }  // namespace
 
 float dot(const float* a, const float* b, int64_t count) {
@@ -34,7 +37,7 @@ void linear_rows(const QuantMatrix& weight, int64_t row_begin, int64_t row_count
              weight.rows);
   const int64_t cols = weight.cols;
   const int64_t blocks = (row_count + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel if (blocks > 1 || tokens > 1)
+#pragma omp parallel if (row_count * cols * tokens >= kParallelWork)
   {
     std::vector<float> dequantized(static_cast<size_t>(kRowBlock * cols));  // [kRowBlock, cols]
 #pragma omp for schedule(dynamic)
@@ -65,7 +68,7 @@ std::vector<float> linear(const QuantMatrix& weight, std::span<const float> x, i
 }
 
 void rms_norm(float* rows, int64_t count, int64_t width, const float* weight, double eps) {
-#pragma omp parallel for if (count > 8)
+#pragma omp parallel for if (count * width >= (1 << 16))
   for (int64_t r = 0; r < count; ++r) {
     float* row = rows + r * width;
     const float mean_square = dot(row, row, width) / static_cast<float>(width);
@@ -75,7 +78,7 @@ void rms_norm(float* rows, int64_t count, int64_t width, const float* weight, do
 }
 
 void rms_norm_unweighted(float* rows, int64_t count, int64_t width, double eps) {
-#pragma omp parallel for if (count > 8)
+#pragma omp parallel for if (count * width >= (1 << 16))
   for (int64_t r = 0; r < count; ++r) {
     float* row = rows + r * width;
     const float mean_square = dot(row, row, width) / static_cast<float>(width);

@@ -30,7 +30,7 @@ std::vector<float> hyper_collapse(const HyperConnectionWeights& weights, const M
   std::vector<float> collapsed(static_cast<size_t>(tokens * hidden));
   mix->post.assign(static_cast<size_t>(tokens * n), 0.0f);
   mix->comb.assign(static_cast<size_t>(tokens * n * n), 0.0f);
-#pragma omp parallel
+#pragma omp parallel if (tokens * config.hc_mult * config.hidden_size >= (1 << 16))
   {
     std::vector<float> normalized(static_cast<size_t>(flat_width));
     std::vector<float> mixes(static_cast<size_t>(config.hc_mix_width()));
@@ -83,7 +83,7 @@ std::vector<float> hyper_collapse(const HyperConnectionWeights& weights, const M
 void hyper_expand(const HyperMix& mix, const ModelConfig& config, const float* output, int64_t tokens,
                   float* streams) {
   const int64_t n = config.hc_mult, hidden = config.hidden_size;
-#pragma omp parallel
+#pragma omp parallel if (tokens * config.hc_mult * config.hidden_size >= (1 << 16))
   {
     std::vector<float> old_streams(static_cast<size_t>(n * hidden));
 #pragma omp for
@@ -110,7 +110,7 @@ std::vector<float> hyper_head(const HyperConnectionWeights& weights, const Model
   const int64_t n = config.hc_mult, hidden = config.hidden_size, flat_width = n * hidden;
   const float eps = static_cast<float>(config.hc_eps);
   std::vector<float> collapsed(static_cast<size_t>(tokens * hidden));
-#pragma omp parallel
+#pragma omp parallel if (tokens * config.hc_mult * config.hidden_size >= (1 << 16))
   {
     std::vector<float> normalized(static_cast<size_t>(flat_width));
     std::vector<float> mixes(static_cast<size_t>(n));
