@@ -19,6 +19,15 @@ void stream_mixes(const FloatTensor& fn, const float* token_streams, int64_t fla
   for (int64_t m = 0; m < mix_width; ++m) mixes[m] = dot(normalized, fn.values.data() + m * flat_width, flat_width);
 }
 
+// out[d] = sum_i pre[i] * streams[i, d] (FP32): the weighted collapse of n streams.
+void collapse_streams(const float* pre, const float* token_streams, int64_t n, int64_t hidden, float* out) {
+  for (int64_t d = 0; d < hidden; ++d) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += pre[i] * token_streams[i * hidden + d];
+    out[d] = sum;
+  }
+}
+
 }  // namespace
 
 std::vector<float> hyper_collapse(const HyperConnectionWeights& weights, const ModelConfig& config,
@@ -69,12 +78,7 @@ std::vector<float> hyper_collapse(const HyperConnectionWeights& weights, const M
         normalize_rows();
         normalize_columns();
       }
-      float* out = collapsed.data() + t * hidden;
-      for (int64_t d = 0; d < hidden; ++d) {
-        float sum = 0;
-        for (int64_t i = 0; i < n; ++i) sum += pre[i] * token_streams[i * hidden + d];
-        out[d] = sum;
-      }
+      collapse_streams(pre.data(), token_streams, n, hidden, collapsed.data() + t * hidden);
     }
   }
   return collapsed;
@@ -121,12 +125,7 @@ std::vector<float> hyper_head(const HyperConnectionWeights& weights, const Model
       std::vector<float> pre(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i)
         pre[i] = sigmoid(mixes[i] * weights.scale.values[0] + weights.base.values[i]) + eps;
-      float* out = collapsed.data() + t * hidden;
-      for (int64_t d = 0; d < hidden; ++d) {
-        float sum = 0;
-        for (int64_t i = 0; i < n; ++i) sum += pre[i] * token_streams[i * hidden + d];
-        out[d] = sum;
-      }
+      collapse_streams(pre.data(), token_streams, n, hidden, collapsed.data() + t * hidden);
     }
   }
   return collapsed;

@@ -64,6 +64,15 @@ void dequantize_fp4_row(const uint8_t* packed, const float* block_scales, int64_
   }
 }
 
+// A row of 16-bit floats (unaligned bytes) through `decode`.
+void decode_16bit_row(const uint8_t* src, int64_t cols, float (*decode)(uint16_t), float* out) {
+  for (int64_t c = 0; c < cols; ++c) {
+    uint16_t bits;
+    std::memcpy(&bits, src + 2 * c, 2);
+    out[c] = decode(bits);
+  }
+}
+
 }  // namespace
 
 void dequantize_rows(const QuantMatrix& m, int64_t row_begin, int64_t row_count, float* out) {
@@ -78,24 +87,12 @@ void dequantize_rows(const QuantMatrix& m, int64_t row_begin, int64_t row_count,
       case WeightFormat::kF32:
         std::memcpy(row, m.data + r * cols * 4, static_cast<size_t>(cols) * 4);
         break;
-      case WeightFormat::kBF16: {
-        const uint8_t* src = m.data + r * cols * 2;
-        for (int64_t c = 0; c < cols; ++c) {
-          uint16_t bits;
-          std::memcpy(&bits, src + 2 * c, 2);
-          row[c] = bf16_to_float(bits);
-        }
+      case WeightFormat::kBF16:
+        decode_16bit_row(m.data + r * cols * 2, cols, bf16_to_float, row);
         break;
-      }
-      case WeightFormat::kF16: {
-        const uint8_t* src = m.data + r * cols * 2;
-        for (int64_t c = 0; c < cols; ++c) {
-          uint16_t bits;
-          std::memcpy(&bits, src + 2 * c, 2);
-          row[c] = f16_to_float(bits);
-        }
+      case WeightFormat::kF16:
+        decode_16bit_row(m.data + r * cols * 2, cols, f16_to_float, row);
         break;
-      }
       case WeightFormat::kFP8Block: {
         // data [rows, cols] E4M3; scales [ceil(rows/128), ceil(cols/128)] E8M0 or F32.
         const uint8_t* src = m.data + r * cols;
