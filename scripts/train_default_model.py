@@ -406,6 +406,10 @@ def main():
           f"{nll_fp32 * n_tok / held_bytes / math.log(2):.4f} bits per byte", flush=True)
 
     os.makedirs(args.out, exist_ok=True)
+    stale = os.path.join(args.out, "byte_tokenizer.json")  # left by the earlier byte-vocabulary default model
+    if os.path.exists(stale):
+        os.remove(stale)
+        print(f"removed {stale}: this model uses tokenizer.json (BPE)", flush=True)
     save_model(model, args.out)
     tok.save(os.path.join(args.out, "tokenizer.json"))
     with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:

@@ -18,3 +18,18 @@ uint8_t float_to_e4m3(float value);
 float e8m0_to_float(uint8_t code);
 
 }  // namespace dsv4
+
+#include <vector>
+
+namespace dsv4 {
+
+// Block quantizers for one row of `cols` values (cols a multiple of the block).
+// MXFP4 (OCP): per 32, shared exponent e = floor(log2(amax)) - 2 (E2M1's top exponent),
+// stored as E8M0 (e + 127); amax 0 -> e = -127 (code 0). Packed low nibble = even column.
+void quantize_mxfp4_row(const float* row, int64_t cols, uint8_t* packed, uint8_t* scales);
+// NVFP4 (ModelOpt): per 16, block scale E4M3(amax_block / 6 / tensor_scale), values
+// E2M1(x / (block_scale * tensor_scale)); tensor_scale = amax(W) / (6 * 448).
+void quantize_nvfp4_row(const float* row, int64_t cols, float tensor_scale, uint8_t* packed, uint8_t* scales);
+float nvfp4_tensor_scale(const float* values, int64_t count);
+
+}  // namespace dsv4
