@@ -1,3 +1,4 @@
+// dtype names as safetensors writes them, storage sizes, and exact f16 <-> f32.
 #include "dsv4/dtype.h"
 
 #include <cmath>
@@ -35,8 +36,12 @@ bool parse_dtype(std::string_view name, DType* out) {
 }
 
 int64_t dtype_storage_bytes(DType dtype, int64_t elements) {
-  for (const auto& info : kDTypes)
-    if (info.dtype == dtype) return (elements * info.bits + 7) / 8;
+  for (const auto& info : kDTypes) {
+    if (info.dtype != dtype) continue;
+    // Divide before multiplying: element counts of real checkpoints times 32 bits
+    // stay far from overflow, but a hostile header's shape should not wrap around.
+    return info.bits >= 8 ? elements * (info.bits / 8) : elements / 2 + elements % 2;
+  }
   return -1;
 }
 

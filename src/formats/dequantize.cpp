@@ -1,5 +1,8 @@
 // dequantize_rows for every stored weight format: table lookups per byte, one scale
-// per block. Exact (every product below is representable in FP32).
+// per block, no per-element branches. Exact for F32/BF16/F16, MXFP4 and FP8 with
+// E8M0 scales (an E4M3 or E2M1 value times a power of two); FP8 with F32 scales rounds
+// the product like the reference dequantizers; NVFP4 rounds s_block * s_tensor to FP32 once (see below).
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -27,8 +30,8 @@ int64_t QuantMatrix::storage_bytes() const {
     case WeightFormat::kBF16:
     case WeightFormat::kF16: return rows * cols * 2;
     case WeightFormat::kFP8Block: return rows * cols + scale_rows * scale_cols * (scale_dtype == DType::kF32 ? 4 : 1);
-    case WeightFormat::kMXFP4:
-    case WeightFormat::kNVFP4: return rows * cols / 2 + scale_rows * scale_cols;
+    case WeightFormat::kMXFP4: return rows * cols / 2 + scale_rows * scale_cols;
+    case WeightFormat::kNVFP4: return rows * cols / 2 + scale_rows * scale_cols + 4;  // + FP32 weight_scale_2
   }
   return 0;
 }
@@ -76,11 +79,25 @@ void decode_16bit_row(const uint8_t* src, int64_t cols, float (*decode)(uint16_t
 }  // namespace
 
 void dequantize_rows(const QuantMatrix& m, int64_t row_begin, int64_t row_count, float* out) {
-  DSV4_CHECK(row_begin >= 0 && row_begin + row_count <= m.rows, "dequantize {}: rows [{}, {}) outside {} rows", m.name,
-             row_begin, row_begin + row_count, m.rows);
+  DSV4_CHECK(row_begin >= 0 && row_count >= 0 && row_begin + row_count <= m.rows,
+             "dequantize {}: rows [{}, {}) outside {} rows", m.name, row_begin, row_begin + row_count, m.rows);
   const Tables& t = tables();
   const int64_t cols = m.cols;
   std::vector<float> block_scales;
+  // Scale element type by format: MXFP4 E8M0, NVFP4 E4M3, FP8 blocks E8M0 or F32 (V3's
+  // weight_scale_inv, V4-Base's FP32 container).
+  const bool f32_scales = m.format == WeightFormat::kFP8Block && m.scale_dtype == DType::kF32;
+  const float* scale_table = m.format == WeightFormat::kNVFP4 ? t.e4m3 : t.e8m0;
+  auto load_scales = [&](int64_t scale_row, int64_t count) {
+    // One scale row decoded once per matrix row, so the element loops have no branch.
+    block_scales.resize(static_cast<size_t>(count));
+    const int64_t first = scale_row * m.scale_cols;
+    if (f32_scales) {
+      std::memcpy(block_scales.data(), m.scales + 4 * first, static_cast<size_t>(count) * 4);
+    } else {
+      for (int64_t b = 0; b < count; ++b) block_scales[b] = scale_table[m.scales[first + b]];
+    }
+  };
   for (int64_t r = row_begin; r < row_begin + row_count; ++r) {
     float* row = out + (r - row_begin) * cols;
     switch (m.format) {
@@ -94,33 +111,29 @@ void dequantize_rows(const QuantMatrix& m, int64_t row_begin, int64_t row_count,
         decode_16bit_row(m.data + r * cols * 2, cols, f16_to_float, row);
         break;
       case WeightFormat::kFP8Block: {
-        // data [rows, cols] E4M3; scales [ceil(rows/128), ceil(cols/128)] E8M0 or F32.
+        // data [rows, cols] E4M3; scales [ceil(rows/128), ceil(cols/128)] E8M0 or F32;
+        // the last block row/column may be narrower than 128 (ragged).
+        if (r == row_begin || r % 128 == 0) load_scales(r / 128, (cols + 127) / 128);
         const uint8_t* src = m.data + r * cols;
-        const int64_t scale_row = r / 128;
-        for (int64_t c = 0; c < cols; ++c) {
-          const int64_t index = scale_row * m.scale_cols + c / 128;
-          float scale;
-          if (m.scale_dtype == DType::kF32) std::memcpy(&scale, m.scales + 4 * index, 4);
-          else scale = t.e8m0[m.scales[index]];
-          row[c] = t.e4m3[src[c]] * scale;
+        for (int64_t c0 = 0; c0 < cols; c0 += 128) {
+          const float scale = block_scales[c0 / 128];
+          const int64_t end = std::min(cols, c0 + 128);
+          for (int64_t c = c0; c < end; ++c) row[c] = t.e4m3[src[c]] * scale;
         }
         break;
       }
-      case WeightFormat::kMXFP4: {
+      case WeightFormat::kMXFP4:
         // data [rows, cols/2] packed E2M1; scales [rows, cols/32] E8M0.
-        block_scales.resize(static_cast<size_t>(m.scale_cols));
-        for (int64_t b = 0; b < m.scale_cols; ++b) block_scales[b] = t.e8m0[m.scales[r * m.scale_cols + b]];
+        load_scales(r, cols / 32);
         dequantize_fp4_row(m.data + r * cols / 2, block_scales.data(), cols, 32, row);
         break;
-      }
-      case WeightFormat::kNVFP4: {
-        // data [rows, cols/2] packed E2M1; scales [rows, cols/16] E4M3; times the FP32 tensor scale.
-        block_scales.resize(static_cast<size_t>(m.scale_cols));
-        for (int64_t b = 0; b < m.scale_cols; ++b)
-          block_scales[b] = t.e4m3[m.scales[r * m.scale_cols + b]] * m.tensor_scale;
+      case WeightFormat::kNVFP4:
+        // data [rows, cols/2] packed E2M1; scales [rows, cols/16] E4M3. W = e2m1 * fl(s_block * s_tensor):
+        // the product is rounded to FP32 once, the same product the quantizer divided by.
+        load_scales(r, cols / 16);
+        for (float& scale : block_scales) scale *= m.tensor_scale;
         dequantize_fp4_row(m.data + r * cols / 2, block_scales.data(), cols, 16, row);
         break;
-      }
     }
   }
 }

@@ -38,7 +38,10 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
   const int fd = ::open(file.c_str(), O_RDONLY);
   DSV4_CHECK(fd >= 0, "cannot open safetensors file {}: {}", file, std::strerror(errno));
   struct stat info {};
-  ::fstat(fd, &info);
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    fail("cannot read safetensors file {}: not a regular file", file);
+  }
   mapping_size_ = static_cast<size_t>(info.st_size);
   if (mapping_size_ > 0) {
     void* mapped = ::mmap(nullptr, mapping_size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -86,10 +89,13 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
                  "{}: tensor {} has unsupported dtype {} (expected F32, F16, BF16, F8_E4M3, F8_E8M0, U8, I8, I32, I64 or F4)",
                  file, name, dtype);
       DSV4_CHECK(entry["shape"].is_array(), "{}: tensor {} shape is not a list", file, name);
+      int64_t numel = 1;
       for (const json& d : entry["shape"]) {
         DSV4_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, "{}: tensor {} has a bad dimension {}", file, name,
                    d.dump());
         view.shape.push_back(d.get<int64_t>());
+        DSV4_CHECK(!__builtin_mul_overflow(numel, d.get<int64_t>(), &numel) && numel < (int64_t{1} << 60),
+                   "{}: tensor {} has an impossible shape {}", file, name, entry["shape"].dump());
       }
       const json& offsets = entry["data_offsets"];
       DSV4_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
@@ -138,6 +144,7 @@ Checkpoint::Checkpoint(const fs::path& directory) : directory_(directory) {
   std::map<std::string, std::string> weight_map;
   if (fs::exists(index)) {
     std::ifstream in(index);
+    DSV4_CHECK(in.good(), "cannot open {}", index.string());
     json object;
     try {
       object = json::parse(in);
@@ -153,6 +160,10 @@ Checkpoint::Checkpoint(const fs::path& directory) : directory_(directory) {
       files.insert(it.value().get<std::string>());
     }
     for (const auto& f : files) {
+      const fs::path relative(f);
+      DSV4_CHECK(!relative.empty() && relative.is_relative() &&
+                     std::find(relative.begin(), relative.end(), "..") == relative.end(),
+                 "{}: shard name '{}' must be a file inside the checkpoint directory", index.string(), f);
       DSV4_CHECK(fs::exists(directory / f), "{}: shard {} listed in the index is missing", index.string(), f);
       shards.push_back(directory / f);
     }
@@ -205,6 +216,8 @@ void write_safetensors(const fs::path& path, const std::vector<TensorToWrite>& t
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& t : tensors) {
+    DSV4_CHECK(!t.name.empty() && t.name != "__metadata__" && !header.contains(t.name),
+               "write_safetensors {}: tensor name '{}' is empty, reserved or given twice", path.string(), t.name);
     int64_t numel = 1;
     for (int64_t d : t.shape) numel *= d;
     DSV4_CHECK(dtype_storage_bytes(t.dtype, numel) == t.nbytes, "write_safetensors: tensor {} has {} bytes, dtype/shape need {}",

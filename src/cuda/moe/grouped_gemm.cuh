@@ -1,0 +1,306 @@
+// Grouped W4A16 GEMM for MoE experts (sm_90a, mma.sync BF16 m16n8k16).
+// Swap-AB form: the weight rows are the MMA's M (A operand, dequantized in
+// registers from the fragment layout of fragment.h), the slots (token rows) its N
+// (B operand, BF16 via ldmatrix). One CTA computes BW weight rows x BT slots of one
+// expert's tile; a cp.async pipeline of STAGES k-tiles feeds it.
+//   L1: weight = interleaved W13 [2I, H]; epilogue = clamped SwiGLU -> h [slots, I]
+//   L2: weight = W2 [H, I]; epilogue = * factor * routing weight -> slot_out [slots, H]
+#pragma once
+#include <cuda_bf16.h>
+
+#include "cuda/moe/fragment.h"
+#include "cuda/moe/moe.h"
+
+namespace dsv4::cuda::moe::detail {
+
+template <int BW_, int BT_, int BK_, int WW_, int WT_, int STAGES_, int MIN_CTAS_>
+struct GemmTile {
+  static constexpr int BW = BW_;          // weight rows per CTA
+  static constexpr int BT = BT_;          // slots per CTA
+  static constexpr int BK = BK_;          // K per pipeline stage
+  static constexpr int WW = WW_;          // warps along weight rows
+  static constexpr int WT = WT_;          // warps along slots
+  static constexpr int STAGES = STAGES_;
+  static constexpr int kMinCtas = MIN_CTAS_;  // per SM: caps registers (__launch_bounds__)
+  static constexpr int kThreads = WW * WT * 32;
+  static constexpr int MT = BW / WW / 16;  // m16 tiles per warp
+  static constexpr int NT = BT / WT / 8;   // n8 tiles per warp
+  static_assert(BW % (WW * 16) == 0, "weight rows split into m16 tiles per warp");
+  static_assert(BT % (WT * 8) == 0, "slots split into n8 tiles per warp");
+  static_assert(BK % kFragCols == 0, "a stage holds whole fragment blocks");
+};
+
+// Decode: 128 weight rows x 8 slots, 6 stages of 128 K (~11 KB each) in flight per CTA,
+// 3 CTAs per SM. (64 rows per CTA was measured too, 2026-11-24: no gain at 1 token,
+// 1-5% slower at 64 tokens; docs/PERFORMANCE.md.)
+using DecodeTile = GemmTile<128, 8, 128, 4, 1, 6, 3>;
+using PrefillTile = GemmTile<128, 128, 64, 4, 2, 4, 2>;
+
+template <class Tile, ExpertFormat F>
+struct GemmSmem {
+  static constexpr int kFbN = Tile::BW / kFragRows;
+  static constexpr int kFbK = Tile::BK / kFragCols;
+  static constexpr int kWeightBytes = kFbN * kFbK * kFragBytes;             // [fb][lane][16 B]
+  static constexpr int kScaleBytes = kFbN * kFbK * frag_scale_bytes(F);     // [fb][SB]
+  static constexpr int kActStride = Tile::BK + 8;                           // BF16 per slot row (padded)
+  static constexpr int kActBytes = Tile::BT * kActStride * 2;               // [BT][BK + 8]
+  static constexpr int kStageBytes = kWeightBytes + kScaleBytes + kActBytes;
+  static constexpr int kPipeBytes = kStageBytes * Tile::STAGES;
+  static constexpr int kOutStride = Tile::BW + 8;                           // BF16 per slot row (L2 bound)
+  static constexpr int kOutBytes = Tile::BT * kOutStride * 2;
+  static constexpr int kBytes = kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes;
+  static_assert(kWeightBytes % 16 == 0 && kScaleBytes % 16 == 0 && kActBytes % 16 == 0, "16-byte aligned regions");
+};
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+
+// Scale code byte `byte` (0..3) of `word` as a BF16x2 multiplier (same value twice).
+template <ExpertFormat F>
+__device__ __forceinline__ uint32_t scale_pair(uint32_t word, int byte) {
+  const uint32_t dup = __byte_perm(word, 0u, static_cast<uint32_t>(byte | (4 << 4) | (byte << 8) | (4 << 12)));
+  if constexpr (F == ExpertFormat::kNVFP4) {
+    return (dup << 4) + ((static_cast<uint32_t>(kNvfp4ScaleBias) << 7) * 0x10001u);
+  } else {
+    return dup << 7;
+  }
+}
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+template <class Tile, ExpertFormat F, bool kL1>
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
+  using Smem = GemmSmem<Tile, F>;
+  constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
+  constexpr int kThreads = Tile::kThreads;
+  constexpr int SB = frag_scale_bytes(F);
+  extern __shared__ __align__(16) uint8_t smem[];
+
+  const int tile = blockIdx.x;
+  if (tile >= *p.tile_count) return;
+  const int expert = p.tile_expert[tile];
+  const int slot0 = p.tile_slot_begin[tile];
+  const int rows = p.tile_row_count[tile];
+  const int n0 = blockIdx.y * BW;
+  const int K = p.k;
+  const int kb_count = K / kFragCols;
+  const int k_tiles = K / BK;
+
+  const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
+  const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int ww = warp % Tile::WW, wt = warp / Tile::WW;
+  const int g = lane >> 2, t = lane & 3;
+
+  // Activation rows this thread copies: chunk c = tid + i * kThreads of [BT][BK / 8].
+  constexpr int kActChunks = BT * BK / 8;
+  constexpr int kActIters = (kActChunks + kThreads - 1) / kThreads;
+  // Element offset of the chunk's row in act, or -1 for rows past the tile (zero-filled).
+  int act_offset[kActIters];
+#pragma unroll
+  for (int i = 0; i < kActIters; ++i) {
+    const int c = tid + i * kThreads;
+    const int r = c / (BK / 8);
+    act_offset[i] = -1;
+    if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
+  }
+
+  auto load_stage = [&](int stage, int kt) {
+    uint8_t* s_weights = smem + stage * Smem::kStageBytes;
+    uint8_t* s_scales = s_weights + Smem::kWeightBytes;
+    uint8_t* s_act = s_scales + Smem::kScaleBytes;
+#pragma unroll
+    for (int c = tid; c < Smem::kWeightBytes / 16; c += kThreads) {
+      const int fb = c / 32, chunk_lane = c % 32;
+      const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
+      cp_async16(s_weights + c * 16, g_weights + static_cast<int64_t>(gfb) * kFragBytes + chunk_lane * 16, true);
+    }
+#pragma unroll
+    for (int c = tid; c < Smem::kScaleBytes / 16; c += kThreads) {
+      const int fb = c / (SB / 16), part = c % (SB / 16);
+      const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
+      cp_async16(s_scales + c * 16, g_scales + static_cast<int64_t>(gfb) * SB + part * 16, true);
+    }
+#pragma unroll
+    for (int i = 0; i < kActIters; ++i) {
+      const int c = tid + i * kThreads;
+      if (c < kActChunks) {
+        const int r = c / (BK / 8), cc = c % (BK / 8);
+        const bool valid = act_offset[i] >= 0;
+        cp_async16(s_act + (r * Smem::kActStride + cc * 8) * 2, p.act + (valid ? act_offset[i] + kt * BK : 0), valid);
+      }
+    }
+  };
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < Tile::STAGES - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<Tile::STAGES - 2>();
+    __syncthreads();  // stage kt visible to all; stage kt - 1 free for the refill below
+    {
+      const int next = kt + Tile::STAGES - 1;
+      if (next < k_tiles) load_stage(next % Tile::STAGES, next);
+      cp_async_commit();
+    }
+    const uint8_t* s_weights = smem + (kt % Tile::STAGES) * Smem::kStageBytes;
+    const uint8_t* s_scales = s_weights + Smem::kWeightBytes;
+    const uint8_t* s_act = s_scales + Smem::kScaleBytes;
+#pragma unroll
+    for (int kbl = 0; kbl < Smem::kFbK; ++kbl) {
+      uint32_t words[MT][4];
+      uint32_t scale_words[MT][2];
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        const int fb = (ww * MT + i) * Smem::kFbK + kbl;
+        const uint4 w = *reinterpret_cast<const uint4*>(s_weights + fb * kFragBytes + lane * 16);
+        words[i][0] = w.x;
+        words[i][1] = w.y;
+        words[i][2] = w.z;
+        words[i][3] = w.w;
+        if constexpr (F == ExpertFormat::kNVFP4) {
+          const uint2 sw = *reinterpret_cast<const uint2*>(s_scales + fb * SB + g * 8);
+          scale_words[i][0] = sw.x;
+          scale_words[i][1] = sw.y;
+        } else {
+          scale_words[i][0] = *reinterpret_cast<const uint32_t*>(s_scales + fb * SB + g * 4);
+          scale_words[i][1] = 0;
+        }
+      }
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        uint32_t b[NT][2];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
+          const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
+          ldmatrix_x2(b[j][0], b[j][1], s_act + (row * Smem::kActStride + col) * 2);
+        }
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          uint32_t scale_lo, scale_hi;  // rows g and g + 8
+          if constexpr (F == ExpertFormat::kNVFP4) {
+            scale_lo = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2);
+            scale_hi = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2 + 1);
+          } else {
+            scale_lo = scale_pair<F>(scale_words[i][0], (s / 2) * 2);
+            scale_hi = scale_pair<F>(scale_words[i][0], (s / 2) * 2 + 1);
+          }
+          uint32_t a[4];
+          a[0] = bf16x2_mul(frag_decode_bits(words[i][s], 0), scale_lo);
+          a[1] = bf16x2_mul(frag_decode_bits(words[i][s], 1), scale_hi);
+          a[2] = bf16x2_mul(frag_decode_bits(words[i][s], 2), scale_lo);
+          a[3] = bf16x2_mul(frag_decode_bits(words[i][s], 3), scale_hi);
+#pragma unroll
+          for (int j = 0; j < NT; ++j) mma_bf16(acc[i][j], a, b[j][0], b[j][1]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline buffers are reused for the output tile
+
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
+  constexpr int kOutCols = kL1 ? BW / 2 : BW;
+  if constexpr (kL1) {
+    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
+    const float limit = p.swiglu_limit;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int col = (ww * MT + i) * 8 + g;  // intermediate column inside the tile
+        const int slot = wt * (BT / Tile::WT) + j * 8 + 2 * t;
+#pragma unroll
+        for (int v = 0; v < 2; ++v) {
+          const float gate = fminf(acc[i][j][v] * gate_factor, limit);
+          const float up = fminf(fmaxf(acc[i][j][2 + v] * up_factor, -limit), limit);
+          s_out[(slot + v) * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
+        }
+      }
+  } else {
+    const float factor = p.factor_a[expert];
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = wt * (BT / Tile::WT) + j * 8 + 2 * t + v;
+        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          const int col = (ww * MT + i) * 16 + g;
+          s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[i][j][v] * scale);
+          s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[i][j][2 + v] * scale);
+        }
+      }
+  }
+  __syncthreads();
+  const int out_stride = kL1 ? p.n / 2 : p.n;
+  const int out_col0 = kL1 ? n0 / 2 : n0;
+  constexpr int kChunksPerRow = kOutCols / 8;
+  for (int c = tid; c < BT * kChunksPerRow; c += kThreads) {
+    const int r = c / kChunksPerRow, cc = c % kChunksPerRow;
+    if (r < rows)
+      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
+          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
+  }
+}
+
+template <class Tile, ExpertFormat F, bool kL1>
+cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
+  using Smem = GemmSmem<Tile, F>;
+  if (p.n % Tile::BW != 0 || p.k % Tile::BK != 0 || (kL1 && p.n % 16 != 0)) return cudaErrorInvalidValue;
+  if (p.max_tiles <= 0) return cudaSuccess;
+  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1>;
+  static bool configured = false;  // attribute set once per instantiation (idempotent)
+  if (!configured) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
+    if (err != cudaSuccess) return err;
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW));
+  kernel<<<grid, Tile::kThreads, Smem::kBytes, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace dsv4::cuda::moe::detail

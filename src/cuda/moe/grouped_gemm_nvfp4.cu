@@ -1,0 +1,15 @@
+// NVFP4 instantiations of the grouped GEMMs (one format per translation unit keeps
+// compile time per file short).
+#include "cuda/moe/grouped_gemm.cuh"
+
+namespace dsv4::cuda::moe::detail {
+
+cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1) {
+  if (p.config == TileConfig::kPrefill)
+    return l1 ? launch_grouped_gemm<PrefillTile, ExpertFormat::kNVFP4, true>(p)
+              : launch_grouped_gemm<PrefillTile, ExpertFormat::kNVFP4, false>(p);
+  return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true>(p)
+            : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false>(p);
+}
+
+}  // namespace dsv4::cuda::moe::detail

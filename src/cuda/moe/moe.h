@@ -1,0 +1,163 @@
+// MoE layer on Hopper: router, dispatch, grouped GEMMs on 4-bit experts (W4A16,
+// mma.sync BF16), combine. Launchers take params structs of raw device pointers;
+// nothing here synchronises with the host, so a forward is CUDA-graph capturable.
+// Operand layouts: docs/kernels/moe.md.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/moe/fragment.h"
+
+namespace dsv4::cuda::moe {
+
+// Bits OR-ed into *error_flag by the router and dispatch.
+inline constexpr int32_t kErrorTokenIdOutOfRange = 1;  // hash routing: token id outside [0, vocab)
+inline constexpr int32_t kErrorExpertOutOfRange = 2;   // tid2eid or topk id outside [0, experts)
+
+// ---- Router: scores = sqrt(softplus(x Wg^T)) in FP32, then top-k -------------------
+struct RouterParams {
+  const uint16_t* x = nullptr;            // [tokens, hidden] BF16
+  const float* gate_weight = nullptr;     // [experts, hidden]
+  const float* gate_bias = nullptr;       // [experts], selection only (score routing)
+  const int32_t* tid2eid = nullptr;       // [vocab, top_k]: hash routing when not null
+  const int32_t* token_ids = nullptr;     // [tokens] (hash routing)
+  int64_t vocab_size = 0;
+  int tokens = 0, hidden = 0, experts = 0, top_k = 0;  // hidden % 128 == 0, experts <= 256, top_k <= 8
+  float routed_scaling_factor = 1.0f;
+  float* scores = nullptr;                // [tokens, experts] workspace (sqrtsoftplus scores)
+  int32_t* topk_ids = nullptr;            // [tokens, top_k]; -1 where routing failed
+  float* topk_weights = nullptr;          // [tokens, top_k]: score / (sum + 1e-20) * scaling
+  int32_t* error_flag = nullptr;          // device int
+  cudaStream_t stream = nullptr;
+};
+cudaError_t launch_router(const RouterParams& params);
+
+// ---- Dispatch: (token, k) pairs grouped by expert ------------------------------------
+// Pair p = token * pairs_per_token + k; k < top_k are routed, k == top_k the shared
+// expert (index `experts`, weight 1) when has_shared. Slots are rows of the permuted
+// activation order; expert e owns slots [offsets[e], offsets[e] + counts[e]).
+// Slot order inside an expert is not fixed; results do not depend on it.
+struct DispatchParams {
+  const int32_t* topk_ids = nullptr;      // [tokens, top_k]
+  const float* topk_weights = nullptr;    // [tokens, top_k]
+  int tokens = 0, top_k = 0, experts = 0;
+  bool has_shared = true;
+  int tile_rows = 8;                      // rows (slots) per GEMM tile
+  int max_tiles = 0;                      // capacity of the tile arrays (moe_max_tiles)
+  int32_t* expert_counts = nullptr;       // [experts + 1]
+  int32_t* expert_offsets = nullptr;      // [experts + 2]
+  int32_t* slot_of_pair = nullptr;        // [tokens * pairs_per_token], -1 = dropped
+  int32_t* slot_token = nullptr;          // [tokens * pairs_per_token]
+  float* slot_weight = nullptr;           // [tokens * pairs_per_token]
+  int32_t* tile_expert = nullptr;         // [max_tiles]
+  int32_t* tile_slot_begin = nullptr;     // [max_tiles]
+  int32_t* tile_row_count = nullptr;      // [max_tiles]
+  int32_t* tile_count = nullptr;          // [1]
+  int32_t* error_flag = nullptr;
+  cudaStream_t stream = nullptr;
+};
+cudaError_t launch_dispatch(const DispatchParams& params);
+int moe_max_tiles(int tokens, int pairs_per_token, int experts_with_shared, int tile_rows);
+
+// ---- Grouped GEMMs ---------------------------------------------------------------------
+enum class TileConfig : int {
+  kDecode = 0,   // 128 weight rows x 8 slots per CTA: weight streaming for few tokens per expert
+  kPrefill = 1,  // 128 weight rows x 128 slots per CTA
+};
+int tile_config_rows(TileConfig config);
+
+struct GroupedGemmParams {
+  ExpertFormat format = ExpertFormat::kNVFP4;
+  TileConfig config = TileConfig::kDecode;
+  const uint8_t* weights = nullptr;       // [experts + 1][n / 16][k / 64][512] fragment layout
+  const uint8_t* scales = nullptr;        // [experts + 1][n / 16][k / 64][frag_scale_bytes]
+  const float* factor_a = nullptr;        // [experts + 1]: L1 gate rows / L2 all rows
+  const float* factor_b = nullptr;        // [experts + 1]: L1 up rows
+  const uint16_t* act = nullptr;          // L1: x [tokens, k] BF16 (rows gathered); L2: h [slots, k]
+  const int32_t* slot_token = nullptr;    // L1: row of x for each slot
+  const float* slot_weight = nullptr;     // L2: routing weight per slot
+  const int32_t* tile_expert = nullptr;
+  const int32_t* tile_slot_begin = nullptr;
+  const int32_t* tile_row_count = nullptr;
+  const int32_t* tile_count = nullptr;
+  int max_tiles = 0;
+  int n = 0, k = 0;                       // weight [n, k]; n % 128 == 0, k % 128 == 0 (tile sizes)
+  float swiglu_limit = 0.0f;              // L1
+  uint16_t* out = nullptr;                // L1: h [slots, n / 2] BF16; L2: slot_out [slots, n] BF16
+  cudaStream_t stream = nullptr;
+};
+// L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
+cudaError_t launch_moe_l1(const GroupedGemmParams& params);
+// L2: slot_out = (h W2^T) * factor * slot_weight.
+cudaError_t launch_moe_l2(const GroupedGemmParams& params);
+
+// ---- Combine: out[t] = sum over k (in k order, shared last) of slot_out[slot_of_pair] --
+struct CombineParams {
+  const uint16_t* slot_out = nullptr;     // [slots, hidden] BF16
+  const int32_t* slot_of_pair = nullptr;  // [tokens, pairs_per_token]
+  int tokens = 0, pairs_per_token = 0, hidden = 0;  // hidden % 8 == 0
+  float* out = nullptr;                   // [tokens, hidden] FP32
+  cudaStream_t stream = nullptr;
+};
+cudaError_t launch_combine(const CombineParams& params);
+
+// ---- The whole layer -----------------------------------------------------------------
+struct MoeLayerWeights {                   // device pointers
+  ExpertFormat format = ExpertFormat::kNVFP4;
+  int hidden = 0, intermediate = 0, experts = 0, top_k = 0;  // experts: routed ones
+  bool has_shared = true;                  // shared expert stored as expert index `experts`
+  const uint8_t* w13 = nullptr;            // [experts + 1][2I / 16][H / 64][512]
+  const uint8_t* w13_scales = nullptr;
+  const uint8_t* w2 = nullptr;             // [experts + 1][H / 16][I / 64][512]
+  const uint8_t* w2_scales = nullptr;
+  const float* gate_factor = nullptr;      // [experts + 1]
+  const float* up_factor = nullptr;
+  const float* down_factor = nullptr;
+  const float* router_weight = nullptr;    // [experts, H] FP32
+  const float* router_bias = nullptr;      // [experts]
+  const int32_t* tid2eid = nullptr;        // hash routing when not null
+  int64_t vocab_size = 0;
+  float routed_scaling_factor = 1.0f, swiglu_limit = 0.0f;
+};
+
+// Workspace regions, all carved from one device buffer.
+struct MoeWorkspace {
+  float* scores;          // [tokens, experts]
+  int32_t* topk_ids;      // [tokens, top_k]
+  float* topk_weights;    // [tokens, top_k]
+  int32_t* expert_counts; // [experts + 1]
+  int32_t* expert_offsets;
+  int32_t* slot_of_pair;
+  int32_t* slot_token;
+  float* slot_weight;
+  int32_t* tile_expert;
+  int32_t* tile_slot_begin;
+  int32_t* tile_row_count;
+  int32_t* tile_count;
+  uint16_t* h;            // [slots, I] BF16
+  uint16_t* slot_out;     // [slots, H] BF16
+  int max_tiles;
+  size_t bytes;           // total
+};
+// Layout of the workspace for `tokens` tokens with tile config `config`; base may be
+// null to only compute the size.
+MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base);
+TileConfig moe_default_tile_config(int tokens);
+
+struct MoeForwardParams {
+  const MoeLayerWeights* weights = nullptr;
+  const uint16_t* x = nullptr;             // [tokens, H] BF16 (after ffn_norm)
+  const int32_t* token_ids = nullptr;      // [tokens] (hash routing)
+  int tokens = 0;
+  TileConfig config = TileConfig::kDecode;
+  void* workspace = nullptr;               // moe_workspace(...).bytes
+  float* out = nullptr;                    // [tokens, H] FP32: routed + shared
+  int32_t* error_flag = nullptr;           // device int, never cleared here
+  cudaStream_t stream = nullptr;
+};
+// Router, dispatch, L1, L2, combine: 5 launches, no host synchronisation.
+cudaError_t moe_forward(const MoeForwardParams& params);
+
+}  // namespace dsv4::cuda::moe

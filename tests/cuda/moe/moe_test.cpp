@@ -1,0 +1,344 @@
+// MoE layer on the GPU vs the CPU reference on the same 4-bit weights.
+//   MoePack.*     host only: the fragment layout decodes to exactly the stored values
+//   MoeSmall.*    16 experts, hidden 256: every row, both tile configs (sanitizer-sized)
+//   MoeFlash.*    V4-Flash shapes (hidden 4096, intermediate 2048, 256 experts, top-6,
+//                 shared expert): tokens 1, 2, 7, 64, 333, 4096, skewed routings, hash
+//                 routing; rows checked on the CPU: all up to 64 tokens and in skewed
+//                 cases, every 3rd row at 333, every 64th row at 4096.
+//   MoeRouting.*  hash-routing errors are reported, not read out of bounds.
+// Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "moe/moe_fixture.h"
+
+namespace dsv4::moe_test {
+namespace {
+
+using cuda::moe::TileConfig;
+
+constexpr double kCosineBound = 0.9999;
+constexpr float kScaling = 1.5f, kLimit = 10.0f;
+
+// ---- host-only layout test -----------------------------------------------------------
+
+void check_packed_matrix(const ExpertSet& set, int e, bool w13) {
+  const int H = set.hidden, I = set.intermediate;
+  const int64_t rows = w13 ? 2 * I : H, cols = w13 ? H : I;
+  std::vector<uint8_t> data(cuda::moe::packed_data_bytes(rows, cols));
+  std::vector<uint8_t> scales(cuda::moe::packed_scale_bytes(set.format, rows, cols));
+  float fa = 0, fb = 0;
+  cuda::moe::PackStats stats;
+  if (w13)
+    cuda::moe::pack_w13(set.matrix(e, 0), set.matrix(e, 1), data.data(), scales.data(), &fa, &fb, &stats);
+  else
+    cuda::moe::pack_w2(set.matrix(e, 2), data.data(), scales.data(), &fa, &stats);
+  // Reference rows in packed order.
+  std::vector<float> w1(static_cast<size_t>(I) * H), w3(static_cast<size_t>(I) * H), w2(static_cast<size_t>(H) * I);
+  dequantize_rows(set.matrix(e, 0), 0, I, w1.data());
+  dequantize_rows(set.matrix(e, 1), 0, I, w3.data());
+  dequantize_rows(set.matrix(e, 2), 0, H, w2.data());
+  const int sb = cuda::moe::frag_scale_bytes(set.format);
+  const int64_t kb_count = cols / 64;
+  int checked = 0, flushed_seen = 0;
+  for (int64_t nb = 0; nb < rows / 16; ++nb)
+    for (int64_t kb = 0; kb < kb_count; ++kb) {
+      const uint8_t* block = data.data() + (nb * kb_count + kb) * 512;
+      const uint8_t* block_scales = scales.data() + (nb * kb_count + kb) * sb;
+      for (int lane = 0; lane < 32; ++lane)
+        for (int s = 0; s < 4; ++s) {
+          uint32_t word;
+          std::memcpy(&word, block + lane * 16 + s * 4, 4);
+          for (int r = 0; r < 4; ++r) {
+            const uint32_t bits = cuda::moe::frag_decode_bits(word, r);
+            const int hr = r & 1;
+            const uint8_t code = block_scales[cuda::moe::frag_scale_offset(set.format, lane / 4, s, hr)];
+            const float scale = bf16_to_float(static_cast<uint16_t>(cuda::moe::kernel_scale_bits(set.format, code)));
+            for (int h = 0; h < 2; ++h) {
+              const float q = bf16_to_float(static_cast<uint16_t>(bits >> (16 * h)));
+              const float product = q * scale;  // exact in FP32; must be exact in BF16 too
+              ASSERT_EQ(bf16_to_float(float_to_bf16(product)), product) << "BF16 product not exact";
+              const int64_t row = nb * 16 + cuda::moe::frag_row(lane, r);
+              const int64_t col = kb * 64 + cuda::moe::frag_col(lane, s, r, h);
+              float expected;
+              float factor = fa;
+              if (w13) {
+                const int64_t src = (row / 16) * 8 + row % 8;
+                expected = (row % 16) < 8 ? w1[src * H + col] : w3[src * H + col];
+                if ((row % 16) >= 8) factor = fb;
+              } else {
+                expected = w2[row * I + col];
+              }
+              const float got = static_cast<float>(static_cast<double>(product) * factor);
+              if (code == 0 && expected != 0) {  // MXFP4 flushed block: tiny reference
+                ++flushed_seen;
+                ASSERT_LT(std::abs(expected), 1e-30f);
+                continue;
+              }
+              ASSERT_NEAR(got, expected, std::abs(expected) * 1e-6f)
+                  << "matrix " << (w13 ? "w13" : "w2") << " row " << row << " col " << col << " lane " << lane
+                  << " step " << s << " reg " << r << " half " << h;
+              ++checked;
+            }
+          }
+        }
+    }
+  EXPECT_EQ(checked + flushed_seen, rows * cols);
+}
+
+TEST(MoePack, FragmentLayoutDecodesStoredValues) {
+  for (ExpertFormat f : {ExpertFormat::kNVFP4, ExpertFormat::kMXFP4}) {
+    SCOPED_TRACE(f == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4");
+    const ExpertSet set = make_expert_set(f, 128, 64, 2, 11);
+    for (int e = 0; e < 3; ++e) {
+      check_packed_matrix(set, e, true);
+      check_packed_matrix(set, e, false);
+    }
+  }
+}
+
+TEST(MoePack, SpecialScalesAreCounted) {
+  ExpertSet set = make_expert_set(ExpertFormat::kMXFP4, 128, 64, 1, 3);
+  set.scales[2][1] = 200;  // matrix max 2^73
+  set.scales[2][0] = 0;    // 2^-127: more than 2^125 below the max, flushed
+  std::vector<uint8_t> data(cuda::moe::packed_data_bytes(128, 64)), scales(cuda::moe::packed_scale_bytes(ExpertFormat::kMXFP4, 128, 64));
+  float factor = 0;
+  cuda::moe::PackStats stats;
+  cuda::moe::pack_w2(set.matrix(0, 2), data.data(), scales.data(), &factor, &stats);
+  EXPECT_GE(stats.flushed_blocks, 1);
+  set.scales[2][0] = 0xff;
+  EXPECT_THROW(cuda::moe::pack_w2(set.matrix(0, 2), data.data(), scales.data(), &factor, &stats), Error);
+}
+
+// ---- GPU cases -----------------------------------------------------------------------
+
+bool have_gpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+struct Case {
+  std::string label;
+  int tokens = 1;
+  TileConfig config = TileConfig::kDecode;
+  int row_stride = 1;                        // check every row_stride-th row
+  const std::vector<int32_t>* tid2eid = nullptr;
+  int64_t vocab = 0;
+  const float* bias_override = nullptr;      // device bias (skewed routing)
+  const std::vector<float>* host_bias = nullptr;
+  uint64_t seed = 1;
+  std::vector<int32_t> token_ids;            // hash routing
+};
+
+struct CaseOutput {
+  std::vector<float> out;
+  int32_t error_flag = 0;
+};
+
+CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vector<uint16_t>& x,
+                       const Case& c, std::vector<int32_t>* ids, std::vector<float>* routing_weights) {
+  const int H = weights.hidden, T = c.tokens;
+  uint16_t* d_x = device_copy(x);
+  int32_t* d_token_ids = c.token_ids.empty() ? nullptr : device_copy(c.token_ids);
+  const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(weights, T, c.config, nullptr);
+  void* d_ws = nullptr;
+  float* d_out = nullptr;
+  int32_t* d_flag = nullptr;
+  DSV4_CUDA_OK(cudaMalloc(&d_ws, size.bytes));
+  DSV4_CUDA_OK(cudaMalloc(&d_out, static_cast<size_t>(T) * H * sizeof(float)));
+  DSV4_CUDA_OK(cudaMalloc(&d_flag, sizeof(int32_t)));
+  DSV4_CUDA_OK(cudaMemset(d_ws, 0xff, size.bytes));  // poison: stray reads show as NaN / -1
+  DSV4_CUDA_OK(cudaMemset(d_out, 0xff, static_cast<size_t>(T) * H * sizeof(float)));
+  DSV4_CUDA_OK(cudaMemset(d_flag, 0, sizeof(int32_t)));
+  cuda::moe::MoeForwardParams p;
+  p.weights = &weights;
+  p.x = d_x;
+  p.token_ids = d_token_ids;
+  p.tokens = T;
+  p.config = c.config;
+  p.workspace = d_ws;
+  p.out = d_out;
+  p.error_flag = d_flag;
+  DSV4_CUDA_OK(cuda::moe::moe_forward(p));
+  DSV4_CUDA_OK(cudaDeviceSynchronize());
+  const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(weights, T, c.config, d_ws);
+  CaseOutput result;
+  result.out.resize(static_cast<size_t>(T) * H);
+  DSV4_CUDA_OK(cudaMemcpy(result.out.data(), d_out, result.out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  DSV4_CUDA_OK(cudaMemcpy(&result.error_flag, d_flag, sizeof(int32_t), cudaMemcpyDeviceToHost));
+  if (ids) {
+    ids->resize(static_cast<size_t>(T) * weights.top_k);
+    routing_weights->resize(ids->size());
+    DSV4_CUDA_OK(cudaMemcpy(ids->data(), ws.topk_ids, ids->size() * 4, cudaMemcpyDeviceToHost));
+    DSV4_CUDA_OK(cudaMemcpy(routing_weights->data(), ws.topk_weights, ids->size() * 4, cudaMemcpyDeviceToHost));
+  }
+  cudaFree(d_x);
+  cudaFree(d_token_ids);
+  cudaFree(d_ws);
+  cudaFree(d_out);
+  cudaFree(d_flag);
+  return result;
+}
+
+// Runs one case and checks routing + rows against the CPU; returns the GPU output.
+std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const RouterWeights& router, int top_k,
+                              const Case& c) {
+  SCOPED_TRACE(c.label);
+  const int H = set.hidden, T = c.tokens;
+  cuda::moe::MoeLayerWeights weights = dev.weights;
+  RouterWeights host_router = router;
+  if (c.bias_override) {
+    weights.router_bias = c.bias_override;
+    host_router.bias = *c.host_bias;
+  }
+  int32_t* d_tid2eid = nullptr;
+  if (c.tid2eid) {
+    d_tid2eid = device_copy(*c.tid2eid);
+    weights.tid2eid = d_tid2eid;
+    weights.vocab_size = c.vocab;
+  }
+  const std::vector<uint16_t> x = make_activations(T, H, c.seed);
+  std::vector<int32_t> ids;
+  std::vector<float> routing_weights;
+  const CaseOutput gpu = run_forward(weights, x, c, &ids, &routing_weights);
+  cudaFree(d_tid2eid);
+  EXPECT_EQ(gpu.error_flag, 0);
+
+  const std::vector<double> scores = cpu_scores(x, host_router, T, H, set.experts);
+  const RoutingCheck routing = check_routing(scores, host_router, T, set.experts, top_k, kScaling, ids, routing_weights,
+                                             c.tid2eid, c.tid2eid ? &c.token_ids : nullptr);
+  EXPECT_EQ(routing.mismatched_ids, 0) << routing.first_problem;
+  EXPECT_LT(routing.max_weight_error, 1e-5);
+
+  std::vector<int> rows;
+  for (int t = 0; t < T; t += c.row_stride) rows.push_back(t);
+  if (rows.back() != T - 1) rows.push_back(T - 1);
+  const std::vector<double> ref = cpu_moe_rows(set, x, rows, top_k, ids, routing_weights, kLimit);
+  const RowCompare cmp = compare_rows(ref, gpu.out, rows, H, kCosineBound);
+  int non_finite_all = 0;
+  for (float v : gpu.out) non_finite_all += !std::isfinite(v);
+  EXPECT_EQ(non_finite_all, 0) << "unwritten or non-finite outputs";
+  EXPECT_EQ(cmp.bad_rows, 0) << "min cosine " << cmp.min_cosine << " at row " << cmp.worst_row;
+  std::printf("[moe] %s %s tokens=%d config=%s rows_checked=%zu min_cosine=%.7f worst_row=%d max_abs_err=%.3g "
+              "near_ties=%d max_weight_err=%.2g\n",
+              set.format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", c.label.c_str(), T,
+              c.config == TileConfig::kPrefill ? "prefill" : "decode", rows.size(), cmp.min_cosine, cmp.worst_row,
+              cmp.max_abs_error, routing.near_ties, routing.max_weight_error);
+  std::fflush(stdout);
+  return gpu.out;
+}
+
+void run_small(ExpertFormat format) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 16, kHidden = 256, kInter = 128, kTopK = 4;
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 5);
+  const RouterWeights router = make_router(kExperts, kHidden, 6);
+  const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill})
+    for (int tokens : {1, 5, 37, 200}) {
+      Case c;
+      c.label = "small";
+      c.tokens = tokens;
+      c.config = config;
+      c.seed = 100 + tokens;
+      check_case(set, dev, router, kTopK, c);
+    }
+}
+
+TEST(MoeSmall, Nvfp4) { run_small(ExpertFormat::kNVFP4); }
+TEST(MoeSmall, Mxfp4) { run_small(ExpertFormat::kMXFP4); }
+
+void run_flash(ExpertFormat format) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 21);
+  const RouterWeights router = make_router(kExperts, kHidden, 22);
+  const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
+  std::printf("[moe] packed: flushed_blocks=%lld zero_blocks=%lld\n", static_cast<long long>(dev.stats.flushed_blocks),
+              static_cast<long long>(dev.stats.zero_blocks));
+
+  for (int tokens : {1, 2, 7, 64, 333, 4096}) {
+    Case c;
+    c.label = "uniform";
+    c.tokens = tokens;
+    c.config = cuda::moe::moe_default_tile_config(tokens);
+    c.row_stride = tokens <= 64 ? 1 : tokens <= 512 ? 3 : 64;
+    c.seed = 1000 + tokens;
+    check_case(set, dev, router, kTopK, c);
+  }
+  {  // the other tile config on the mid size, and bit-identical reruns
+    Case c;
+    c.label = "uniform";
+    c.tokens = 333;
+    c.config = TileConfig::kPrefill;
+    c.row_stride = 3;
+    c.seed = 1333;
+    const std::vector<float> first = check_case(set, dev, router, kTopK, c);
+    const std::vector<float> second = run_forward(dev.weights, make_activations(333, kHidden, 1333), c, nullptr, nullptr).out;
+    EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0) << "rerun differs";
+  }
+  // Skewed: a bias of +100 on six experts sends every token to them; the other 250 stay empty.
+  std::vector<float> skew_bias = router.bias;
+  for (int e : {3, 77, 128, 200, 254, 255}) skew_bias[e] += 100.0f;
+  float* d_skew_bias = device_copy(skew_bias);
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill}) {
+    Case c;
+    c.label = "six_experts";
+    c.tokens = 333;
+    c.config = config;
+    c.bias_override = d_skew_bias;
+    c.host_bias = &skew_bias;
+    c.seed = 2333;
+    check_case(set, dev, router, kTopK, c);
+  }
+  cudaFree(d_skew_bias);
+  // Hash routing with every token on expert 7 (k = 0), the rest spread.
+  {
+    constexpr int kVocab = 1000;
+    std::vector<int32_t> tid2eid(static_cast<size_t>(kVocab) * kTopK);
+    std::mt19937 rng(9);
+    for (int v = 0; v < kVocab; ++v) {
+      tid2eid[v * kTopK] = 7;
+      for (int k = 1; k < kTopK; ++k) tid2eid[v * kTopK + k] = 8 + static_cast<int>(rng() % 248);
+    }
+    Case c;
+    c.label = "hash_one_expert";
+    c.tokens = 64;
+    c.tid2eid = &tid2eid;
+    c.vocab = kVocab;
+    c.seed = 3064;
+    for (int t = 0; t < c.tokens; ++t) c.token_ids.push_back(static_cast<int32_t>(rng() % kVocab));
+    check_case(set, dev, router, kTopK, c);
+  }
+}
+
+TEST(MoeFlash, Nvfp4) { run_flash(ExpertFormat::kNVFP4); }
+TEST(MoeFlash, Mxfp4) { run_flash(ExpertFormat::kMXFP4); }
+
+TEST(MoeRouting, HashErrorsAreReported) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 16, kHidden = 256, kInter = 128, kTopK = 4, kVocab = 50;
+  const ExpertSet set = make_expert_set(ExpertFormat::kNVFP4, kHidden, kInter, kExperts, 5);
+  const RouterWeights router = make_router(kExperts, kHidden, 6);
+  std::vector<int32_t> tid2eid(kVocab * kTopK);
+  for (int i = 0; i < kVocab * kTopK; ++i) tid2eid[i] = i % kExperts;
+  tid2eid[10 * kTopK + 2] = 300;  // token id 10 maps to an expert that does not exist
+  const DeviceMoe dev(set, router, kTopK, kScaling, kLimit, &tid2eid, kVocab);
+  const std::vector<uint16_t> x = make_activations(4, kHidden, 1);
+  for (auto [ids, expected] : {std::pair<std::vector<int32_t>, int>{{1, 2, kVocab, 3}, cuda::moe::kErrorTokenIdOutOfRange},
+                               {{1, -5, 2, 3}, cuda::moe::kErrorTokenIdOutOfRange},
+                               {{1, 10, 2, 3}, cuda::moe::kErrorExpertOutOfRange},
+                               {{1, 2, 3, 4}, 0}}) {
+    Case c;
+    c.tokens = 4;
+    c.token_ids = ids;
+    const CaseOutput out = run_forward(dev.weights, x, c, nullptr, nullptr);
+    EXPECT_EQ(out.error_flag, expected);
+    for (float v : out.out) ASSERT_TRUE(std::isfinite(v));  // dropped picks give finite rows
+  }
+}
+
+}  // namespace
+}  // namespace dsv4::moe_test
