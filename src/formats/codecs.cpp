@@ -6,6 +6,7 @@
 //   E8M0: c10 fp8e8m0fnu_from_fp32_value (guard/round/sticky on the FP32 exponent).
 //   E2M1: ModelOpt _cast_fp4 (searchsorted on the midpoints, ties to the even code).
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -14,18 +15,6 @@
 namespace dsv4 {
 
 namespace {
-
-uint32_t bits_of(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  return bits;
-}
-
-float from_bits(uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
 
 constexpr float kE2M1Values[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                    -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
@@ -41,8 +30,8 @@ uint8_t e4m3_magnitude_code(uint32_t abs_bits) {
   if (abs_bits < kE4M3MinNormalBits) {
     // The FP32 add rounds to a multiple of 2^-9 (round to nearest even: the default
     // floating-point environment, which the library never changes).
-    const float shifted = from_bits(abs_bits) + from_bits(kDenormMagicBits);
-    return static_cast<uint8_t>(bits_of(shifted) - kDenormMagicBits);
+    const float shifted = std::bit_cast<float>(abs_bits) + std::bit_cast<float>(kDenormMagicBits);
+    return static_cast<uint8_t>(std::bit_cast<uint32_t>(shifted) - kDenormMagicBits);
   }
   const uint32_t mantissa_odd = (abs_bits >> 20) & 1u;
   const uint32_t rounded = abs_bits + 0x7ffffu + mantissa_odd - (120u << 23);  // rebias 127 -> 7
@@ -70,12 +59,12 @@ float e4m3_to_float(uint8_t code) {
 }
 
 uint8_t float_to_e4m3_nonsaturating(float value) {
-  const uint32_t bits = bits_of(value);
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
   return static_cast<uint8_t>(((bits >> 24) & 0x80u) | e4m3_magnitude_code(bits & 0x7fffffffu));
 }
 
 uint8_t float_to_e4m3(float value) {
-  const uint32_t bits = bits_of(value);
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
   const uint8_t sign = static_cast<uint8_t>((bits >> 24) & 0x80u);
   const uint32_t abs_bits = bits & 0x7fffffffu;
   if (abs_bits > 0x7f800000u) return sign | 0x7f;  // NaN stays NaN
@@ -92,7 +81,7 @@ float e8m0_to_float(uint8_t code) {
 uint8_t e8m0_from_exponent(int exponent) { return static_cast<uint8_t>(std::clamp(exponent, -127, 127) + 127); }
 
 uint8_t float_to_e8m0(float value) {
-  const uint32_t bits = bits_of(value);
+  const uint32_t bits = std::bit_cast<uint32_t>(value);
   uint32_t exponent = (bits >> 23) & 0xffu;
   if (exponent == 0xffu) return 0xff;
   const bool guard = bits & 0x400000u, round = bits & 0x200000u, sticky = bits & 0x1fffffu;

@@ -5,6 +5,7 @@
 #include "io/torch_powf.h"
 
 #include <cfloat>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -16,18 +17,6 @@ namespace {
 struct Float2 {
   float hi, lo;
 };
-
-int32_t float_bits(float value) {
-  int32_t bits;
-  std::memcpy(&bits, &value, 4);
-  return bits;
-}
-
-float bits_float(int32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
 
 // df.h helpers (FMA variants where SLEEF has two).
 Float2 df_add2(float x, float y) {
@@ -86,9 +75,9 @@ float sleef_ldexp(float x, int32_t q) {
   m += 0x7f;
   m = m > 0 ? m : 0;
   m = m > 0xff ? 0xff : m;
-  float u = bits_float(m << 23);
+  float u = std::bit_cast<float>(m << 23);
   x = x * u * u * u * u;
-  u = bits_float((q + 0x7f) << 23);
+  u = std::bit_cast<float>((q + 0x7f) << 23);
   return x * u;
 }
 
@@ -105,8 +94,8 @@ Float2 sleef_logk(float d, bool avx512) {
   } else {
     const bool tiny = d < FLT_MIN;
     if (tiny) d = d * (static_cast<float>(INT64_C(1) << 32) * static_cast<float>(INT64_C(1) << 32));
-    int32_t exponent = ((float_bits(d * (1.0f / 0.75f)) >> 23) & 0xff) - 0x7f;  // vilogb2k
-    m = bits_float(float_bits(d) + ((-exponent) << 23));                         // vldexp3
+    int32_t exponent = ((std::bit_cast<int32_t>(d * (1.0f / 0.75f)) >> 23) & 0xff) - 0x7f;  // vilogb2k
+    m = std::bit_cast<float>(std::bit_cast<int32_t>(d) + ((-exponent) << 23));                         // vldexp3
     if (tiny) exponent -= 64;
     e = static_cast<float>(exponent);
   }

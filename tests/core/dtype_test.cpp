@@ -2,6 +2,7 @@
 // against the compiler's own IEEE binary16 type (_Float16, round to nearest even).
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -10,18 +11,6 @@
 
 namespace dsv4 {
 namespace {
-
-uint32_t bits_of(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  return bits;
-}
-
-float float_of(uint32_t bits) {
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
 
 uint16_t reference_f16(float value) {
   const _Float16 half = static_cast<_Float16>(value);
@@ -72,7 +61,7 @@ TEST(DType, F16ToFloatExhaustive) {
       EXPECT_TRUE(std::isnan(got)) << std::hex << code;
       EXPECT_EQ(std::signbit(got), std::signbit(expected)) << std::hex << code;
     } else {
-      EXPECT_EQ(bits_of(got), bits_of(expected)) << std::hex << code;
+      EXPECT_EQ(std::bit_cast<uint32_t>(got), std::bit_cast<uint32_t>(expected)) << std::hex << code;
     }
     if (!std::isnan(expected)) {
       EXPECT_EQ(float_to_f16(got), half_bits) << std::hex << code;  // round trip
@@ -85,7 +74,7 @@ TEST(DType, FloatToF16RoundsToNearestEven) {
   // around f16's rounding point), plus random words: identical to _Float16's RNE.
   int mismatches = 0;
   auto check = [&](uint32_t word) {
-    const float value = float_of(word);
+    const float value = std::bit_cast<float>(word);
     const uint16_t got = float_to_f16(value), want = reference_f16(value);
     if (std::isnan(value)) {
       EXPECT_EQ(got & 0x7c00, 0x7c00);
@@ -117,10 +106,10 @@ TEST(DType, FloatToF16RoundsToNearestEven) {
 TEST(DType, Bf16) {
   EXPECT_EQ(float_to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(bf16_to_float(0x3f80), 1.0f);
-  EXPECT_EQ(float_to_bf16(float_of(0x3f808000)), 0x3f80);  // tie -> even
-  EXPECT_EQ(float_to_bf16(float_of(0x3f818000)), 0x3f82);  // tie -> even (up)
-  EXPECT_EQ(float_to_bf16(float_of(0x3f808001)), 0x3f81);
-  EXPECT_EQ(float_to_bf16(float_of(0x7f7fffff)), 0x7f80);  // overflow to infinity
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x3f808000)), 0x3f80);  // tie -> even
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x3f818000)), 0x3f82);  // tie -> even (up)
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x3f808001)), 0x3f81);
+  EXPECT_EQ(float_to_bf16(std::bit_cast<float>(0x7f7fffff)), 0x7f80);  // overflow to infinity
   const uint16_t nan = float_to_bf16(NAN);
   EXPECT_TRUE(std::isnan(bf16_to_float(nan)));
   for (uint32_t code = 0; code < 65536; ++code) {
