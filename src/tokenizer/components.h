@@ -64,5 +64,7 @@ std::unique_ptr<PostProcessor> make_prepend_processor(int32_t id);
 // Field helpers that name the field in their errors.
 std::string json_string(const nlohmann::json& object, const char* key, const char* where);
 bool json_bool(const nlohmann::json& object, const char* key, bool fallback);
+// Replaces every occurrence of `from` (non-empty) in `text` with `to`, left to right.
+void replace_all(std::string& text, const std::string& from, const std::string& to);
 
 }  // namespace dsv4::tokenizer

@@ -74,18 +74,7 @@ class ReplaceDecoder final : public Decoder {
       : from_(json_string(json.at("pattern"), "String", "Replace decoder pattern")),
         to_(json_string(json, "content", "Replace decoder")) {}
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
-    if (from_.empty()) return tokens;
-    for (std::string& token : tokens) {
-      std::string out;
-      size_t pos = 0;
-      for (size_t hit = token.find(from_); hit != std::string::npos; hit = token.find(from_, pos)) {
-        out.append(token, pos, hit - pos);
-        out += to_;
-        pos = hit + from_.size();
-      }
-      out.append(token, pos);
-      token = std::move(out);
-    }
+    for (std::string& token : tokens) replace_all(token, from_, to_);
     return tokens;
   }
 

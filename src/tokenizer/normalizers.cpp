@@ -20,8 +20,6 @@ bool json_bool(const nlohmann::json& object, const char* key, bool fallback) {
   return object.at(key).get<bool>();
 }
 
-namespace {
-
 void replace_all(std::string& text, const std::string& from, const std::string& to) {
   if (from.empty()) return;
   std::string out;
@@ -34,6 +32,8 @@ void replace_all(std::string& text, const std::string& from, const std::string& 
   out.append(text, pos);
   text = std::move(out);
 }
+
+namespace {
 
 class PrependNormalizer final : public Normalizer {
  public:
