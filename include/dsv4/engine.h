@@ -13,13 +13,24 @@
 
 namespace dsv4 {
 
+struct ModelWeights;
+
 enum class Device { kCpu, kCuda };
 
 struct EngineOptions {
   std::filesystem::path model_dir;
   Device device = Device::kCpu;
-  int max_batch = 64;        // sequences decoded together in one step
-  int64_t max_context = 0;   // 0: the model's max_position_embeddings
+  int max_batch = 64;        // sequences decoded together in one step (CUDA: cache slots)
+  int64_t max_context = 0;   // 0: the model's max_position_embeddings (CUDA: min of it and 8192)
+  int prefill_chunk = 0;     // CUDA: tokens per prefill step (0: 2048); longer prompts are chunked
+  bool cuda_graphs = true;   // CUDA: capture each decode batch size once and replay it
+  bool profile = false;      // CUDA: start with profiling on (see Engine::set_profiling)
+};
+
+// Accumulated device time per op group (CUDA engine with profile = true).
+struct OpTime {
+  std::string op;
+  double milliseconds = 0;
 };
 
 using SequenceId = int64_t;
@@ -47,7 +58,19 @@ class Engine {
   // One token for each of `sequences` (distinct). Returns logits [sequences.size(), vocab].
   virtual std::vector<float> decode(std::span<const SequenceId> sequences,
                                     std::span<const int32_t> tokens) = 0;
+
+  // Profiling (CUDA with EngineOptions::profile): time per op group since the last reset.
+  virtual void set_profiling(bool /*on*/) {}   // eager, event-timed steps while on
+  virtual std::vector<OpTime> op_times() const { return {}; }
+  virtual void reset_op_times() {}
+  virtual std::string device_name() const { return "cpu"; }
+  // Peak device memory the engine holds, bytes (0 on the CPU).
+  virtual size_t device_memory_bytes() const { return 0; }
 };
+
+// An engine over weights already loaded (or synthetic, for dsv4 bench: QuantMatrix
+// views without data are filled with random values on the device).
+std::unique_ptr<Engine> create_engine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options);
 
 struct SamplingParams {
   float temperature = 0.0f;  // 0: greedy (argmax, lowest id on ties)

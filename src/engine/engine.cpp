@@ -4,18 +4,30 @@
 #include "dsv4/error.h"
 #include "dsv4/weights.h"
 #include "engine/cpu_engine.h"
+#if defined(DSV4_HAVE_CUDA)
+#include "cuda/engine/cuda_engine.h"
+#endif
 
 namespace dsv4 {
 
-std::unique_ptr<Engine> Engine::create(const EngineOptions& options) {
-  auto weights = std::make_shared<const ModelWeights>(load_model(options.model_dir));
+std::unique_ptr<Engine> create_engine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options) {
   switch (options.device) {
     case Device::kCpu:
+      DSV4_CHECK(weights->embed.data != nullptr,
+                 "the CPU engine needs real weights (synthetic random-weight models run on --device cuda)");
       return std::make_unique<CpuEngine>(std::move(weights));
     case Device::kCuda:
-      fail("the CUDA engine is not available in this build yet (use --device cpu)");
+#if defined(DSV4_HAVE_CUDA)
+      return cuda::create_cuda_engine(std::move(weights), options);
+#else
+      fail("this dsv4 was built without the CUDA backend (nvcc was not found at configure time); use --device cpu");
+#endif
   }
   fail("unknown device");
+}
+
+std::unique_ptr<Engine> Engine::create(const EngineOptions& options) {
+  return create_engine(std::make_shared<const ModelWeights>(load_model(options.model_dir)), options);
 }
 
 }  // namespace dsv4

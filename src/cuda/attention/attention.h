@@ -1,0 +1,103 @@
+// DeepSeek-V4 attention pieces on CUDA (issue 4, straightforward kernels; issue 6
+// replaces them with fast ones behind the same launchers): the sliding-window KV ring,
+// the compressors (CSA rate 4 with two overlapping series, HCA), the Lightning indexer
+// with its top-k, and sparse MQA attention with sinks. CPU twins: src/cpu/attention.cpp
+// and src/cpu/compressor.cpp. Tests: tests/cuda/attention against them.
+//
+// Caches are per layer, one region per cache slot (sequence); a TokenBatch says which
+// slot and position each token row has. Nothing here keeps counters: how many entries
+// a slot has follows from positions (after position p: (p + 1) / rate entries).
+// All launchers are asynchronous, allocate nothing and never synchronise.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/device_types.h"
+
+namespace dsv4::cuda::attention {
+
+// ---- Sliding-window KV ring -------------------------------------------------------------
+// window_kv: [slots, ring_rows, head_dim] BF16; position p of a slot lives in row
+// p % ring_rows. The engine keeps ring_rows >= sliding_window - 1 + (tokens of one
+// sequence in any batch), so a batch never overwrites a row its own queries still need.
+// Writes kv[t] (FP32, already normed and RoPE'd) at its slot/position.
+void kv_window_write(const float* kv /*[tokens, head_dim]*/, int head_dim, uint16_t* window_kv, int ring_rows,
+                     const TokenBatch& batch, cudaStream_t stream);
+
+// ---- Compressor (cpu: compressor_append / pool_window) ---------------------------------
+// Window w of a sequence covers positions [w*rate, (w+1)*rate). When the batch holds the
+// last token of a window (position p with (p + 1) % rate == 0), entry w is pooled:
+// per channel c < dim, softmax over slots of (gate + ape) weighting kv, where the slots
+// are (CSA, overlapping) the previous window's Ca half (columns [0, dim), only if w > 0)
+// then this window's Cb half (columns [dim, 2 dim)); (HCA) this window's whole
+// projection. ape row j belongs to the j-th token of a window. Then RMSNorm(norm_weight)
+// and RoPE at position w * rate (interleaved pairs on the last rope_dim channels).
+// Projections of positions before the batch's chunk come from the state ring; after
+// pooling, the state ring receives every batch token's projections.
+// Value OR-ed into *error_flag when a closing window's entry index is >= max_entries
+// (the entry is not written). Values 1 and 2 belong to the MoE router/dispatch.
+inline constexpr int32_t kErrorCompressedEntryOverflow = 4;
+struct CompressorParams {
+  const float* kv_proj = nullptr;     // [tokens, width] x Wkv^T of the batch, width = (overlapping ? 2 : 1) * dim
+  const float* gate_proj = nullptr;   // [tokens, width] x Wgate^T
+  const float* ape = nullptr;         // [rate, width] position bias
+  const float* norm_weight = nullptr; // [dim]
+  const float* inv_freq = nullptr;    // [rope_dim / 2] (the compress RoPE)
+  int rope_dim = 0;
+  int rate = 0, dim = 0;
+  bool overlapping = false;           // CSA (and the indexer's compressor): true; HCA: false
+  float rms_eps = 1e-6f;
+  float* state_kv = nullptr;          // [slots, state_rows, width] raw kv projections; position p in row p % state_rows
+  float* state_gate = nullptr;        // [slots, state_rows, width] raw gate projections (ape not added)
+  int state_rows = 0;                 // 2 * rate when overlapping, else rate
+  void* entries = nullptr;            // [slots, max_entries, dim]; entry w in row w
+  bool entries_bf16 = true;           // BF16 (attention's KV entries) or FP32 (indexer keys)
+  int max_entries = 0;                // a window past it is an error (kErrorCompressedEntryOverflow)
+  TokenBatch batch;
+  int32_t* error_flag = nullptr;
+};
+void compressor_update(const CompressorParams& params, cudaStream_t stream);
+
+// ---- Lightning indexer + top-k (cpu: run_indexer / indexer_select) ---------------------
+// For token t at position p, entries w < visible = (p + 1) / rate are scored:
+//   score[w] = sum_h relu(q[t,h] . key[w]) / sqrt(dim) * head_weights[t,h] / sqrt(heads)
+// and the top min(top_k, visible) are kept (ties toward the lower index), written to
+// selected[t] in ascending entry order, -1 padded to top_k.
+struct IndexerParams {
+  const float* q = nullptr;            // [tokens, heads, dim] indexer queries after RoPE
+  const float* head_weights = nullptr; // [tokens, heads] x weights_proj^T
+  const float* entries = nullptr;      // [slots, max_entries, dim] FP32 indexer keys
+  int max_entries = 0;
+  int heads = 0, dim = 0, rate = 0, top_k = 0;
+  TokenBatch batch;
+  float* scores = nullptr;             // workspace [tokens, max_entries]
+  int32_t* selected = nullptr;         // [tokens, top_k]
+};
+void indexer_topk(const IndexerParams& params, cudaStream_t stream);
+
+// ---- Sparse MQA attention with sinks (cpu: attention_forward's inner loop) -------------
+// For token t (slot s, position p) and head h, the keys (= values) are the window rows
+// of positions max(0, p - window + 1) .. p, then compressed entries: none (sliding
+// layers), every entry w < (p + 1) / rate (HCA), or selected[t] without the -1s (CSA).
+// out[t,h] = sum_k softmax_k(q.key_k * scale with the sink logit sinks[h] in the
+// denominator only) * key_k. FP32 math, BF16 keys.
+enum class CompressedKeys : int { kNone = 0, kAllVisible = 1, kSelected = 2 };
+struct SparseAttentionParams {
+  const float* q = nullptr;             // [tokens, heads, head_dim]
+  int heads = 0, head_dim = 0;
+  const uint16_t* window_kv = nullptr;  // [slots, ring_rows, head_dim] BF16
+  int ring_rows = 0, window = 0;
+  CompressedKeys compressed = CompressedKeys::kNone;
+  const uint16_t* entries = nullptr;    // [slots, max_entries, head_dim] BF16
+  int max_entries = 0, rate = 0;
+  const int32_t* selected = nullptr;    // [tokens, top_k] (kSelected)
+  int top_k = 0;
+  const float* sinks = nullptr;         // [heads]
+  float scale = 0.0f;                   // 1 / sqrt(head_dim)
+  TokenBatch batch;
+  float* out = nullptr;                 // [tokens, heads, head_dim]
+};
+void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
+
+}  // namespace dsv4::cuda::attention
