@@ -25,12 +25,14 @@ __device__ float e8m0(uint8_t code) {
   return code == 0xff ? __int_as_float(0x7fc00000) : ldexpf(1.0f, static_cast<int>(code) - 127);
 }
 
-// One thread per element pair (c, c+1) of row r: a packed FP4 byte holds exactly one pair.
-__global__ void dequantize_kernel(DequantizeParams p) {
+// One thread per element pair (c, c+1) of matrix row r = row_begin + out_row: a packed
+// FP4 byte holds exactly one pair. `row_count` is the resolved slice length (>= 0).
+__global__ void dequantize_kernel(DequantizeParams p, int64_t row_count) {
   const int64_t pair = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t pairs_per_row = p.cols / 2;
-  if (pair >= p.rows * pairs_per_row) return;
-  const int64_t r = pair / pairs_per_row, c = 2 * (pair % pairs_per_row);
+  if (pair >= row_count * pairs_per_row) return;
+  const int64_t out_row = pair / pairs_per_row, c = 2 * (pair % pairs_per_row);
+  const int64_t r = p.row_begin + out_row;
   float v0 = 0, v1 = 0;
   switch (static_cast<WeightFormat>(p.format)) {
     case WeightFormat::kF32: {
@@ -73,7 +75,7 @@ __global__ void dequantize_kernel(DequantizeParams p) {
       break;
     }
   }
-  __nv_bfloat16* out = reinterpret_cast<__nv_bfloat16*>(p.out) + r * p.cols + c;
+  __nv_bfloat16* out = reinterpret_cast<__nv_bfloat16*>(p.out) + out_row * p.cols + c;
   out[0] = __float2bfloat16_rn(v0);
   out[1] = __float2bfloat16_rn(v1);
 }
@@ -82,11 +84,13 @@ __global__ void dequantize_kernel(DequantizeParams p) {
 
 cudaError_t dequantize_to_bf16(const DequantizeParams& params) {
   if (params.cols % 2 != 0) return cudaErrorInvalidValue;
-  const int64_t pairs = params.rows * params.cols / 2;
+  const int64_t row_count = params.row_count < 0 ? params.rows - params.row_begin : params.row_count;
+  if (params.row_begin < 0 || row_count < 0 || params.row_begin + row_count > params.rows) return cudaErrorInvalidValue;
+  const int64_t pairs = row_count * params.cols / 2;
   if (pairs == 0) return cudaSuccess;
   constexpr int kThreads = 256;
   const int64_t blocks = (pairs + kThreads - 1) / kThreads;
-  dequantize_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, params.stream>>>(params);
+  dequantize_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, params.stream>>>(params, row_count);
   return cudaGetLastError();
 }
 

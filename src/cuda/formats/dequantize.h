@@ -16,11 +16,18 @@ struct DequantizeParams {
   int scale_is_f32;           // FP8 block scales stored as F32 instead of E8M0
   int64_t scale_cols;
   float tensor_scale;         // NVFP4 global scale
-  uint16_t* out;              // BF16 bits [rows, cols]
+  uint16_t* out;              // BF16 bits [row_count, cols]: out row i = matrix row row_begin + i
   cudaStream_t stream;
+  // Row slice (added last so positional initialisers of the fields above keep working):
+  // dequantize rows [row_begin, row_begin + row_count) of the [rows, cols] matrix;
+  // row_count < 0 means every row from row_begin. Any row_begin (FP8 picks the scale
+  // row of each absolute row).
+  int64_t row_begin = 0;
+  int64_t row_count = -1;
 };
 
-// Launches one thread per output element pair; returns the launch error.
+// Launches one thread per output element pair; returns the launch error
+// (cudaErrorInvalidValue for odd cols or a slice outside the matrix).
 cudaError_t dequantize_to_bf16(const DequantizeParams& params);
 
 }  // namespace dsv4::cuda

@@ -1,0 +1,60 @@
+// Elementwise conversion and add kernels (launchers in conversions.cpp / linear.cpp).
+#include <cuda_bf16.h>
+
+#include "cuda/ops/kernels.h"
+
+namespace dsv4::cuda::ops::detail {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+// in, out: [count]. Grid-stride loop (count may exceed the grid).
+__global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t count) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16_rn(in[i]);
+}
+
+// x: [rows, x_stride] (first `cols` used); out: [rows, cols] dense.
+__global__ void f32_rows_to_bf16_kernel(const float* x, int64_t x_stride, int64_t rows, int64_t cols,
+                                        __nv_bfloat16* out) {
+  const int64_t count = rows * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols, c = i % cols;
+    out[i] = __float2bfloat16_rn(x[r * x_stride + c]);
+  }
+}
+
+// y, add: [count].
+__global__ void add_inplace_kernel(float* y, const float* add, int64_t count) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] += add[i];
+}
+
+}  // namespace
+
+cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  f32_to_bf16_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(in, reinterpret_cast<__nv_bfloat16*>(out),
+                                                                        count);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
+                                    cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  f32_rows_to_bf16_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
+      x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out));
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream) {
+  if (count <= 0) return cudaSuccess;
+  add_inplace_kernel<<<grid_for(count, kThreads), kThreads, 0, stream>>>(y, add, count);
+  return cudaGetLastError();
+}
+
+}  // namespace dsv4::cuda::ops::detail

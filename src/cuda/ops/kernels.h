@@ -1,0 +1,84 @@
+// Kernel launchers of the ops family, internal to src/cuda/ops. The .cu files hold only
+// kernels and these launchers (no fmt/dsv4::Error: nvcc cannot compile fmt's consteval
+// format strings); the engine-facing launchers of ops.h live in the .cpp files, which
+// validate arguments, call these and turn a launch error into dsv4::Error.
+// Every launcher returns the launch error (cudaGetLastError) and never synchronises.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/device_types.h"
+#include "cuda/ops/ops.h"
+
+namespace dsv4::cuda::ops::detail {
+
+// ---- conversions (conversion_kernels.cu) ---------------------------------------------
+// out[i] = bf16_rn(in[i]); in, out: [count].
+cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cudaStream_t stream);
+// out[r, c] = bf16_rn(x[r * x_stride + c]); x: [rows, x_stride] (first cols used); out: [rows, cols].
+cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
+                                    cudaStream_t stream);
+// y[i] += add[i]; [count].
+cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream);
+
+// ---- embedding, RMSNorm, RoPE (embed_norm_rope_kernels.cu) -----------------------------
+cudaError_t launch_embed(const DeviceMatrix& embed, const int32_t* token_ids, int tokens, int n_streams,
+                         float* streams, int32_t* error_flag, cudaStream_t stream);
+cudaError_t launch_rms_norm(float* x, int64_t rows, int64_t width, const float* weight, float eps,
+                            cudaStream_t stream);
+cudaError_t launch_rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, const float* inv_freq,
+                        const int32_t* positions, bool inverse, cudaStream_t stream);
+
+// ---- mHC (hyper_connection_kernels.cu) -------------------------------------------------
+inline constexpr int kMaxHyperStreams = 8;  // hc_mult supported up to 8 (V4: 4)
+// head == false: a sublayer site (collapsed, post, comb written); head == true: the
+// HyperHead (collapsed only; post and comb unused).
+cudaError_t launch_hyper_mix(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
+                             float* collapsed, float* post, float* comb, bool head, cudaStream_t stream);
+cudaError_t launch_hyper_expand(const float* post, const float* comb, const HyperShape& shape, const float* output,
+                                int tokens, float* streams, cudaStream_t stream);
+
+// ---- generic MoE (moe_generic_kernels.cu) ----------------------------------------------
+// Scratch of one moe_generic_forward call, carved from the caller's workspace
+// (moe_generic.cpp). slots = top_k + 1 per token: slot k < top_k is routed pick k,
+// slot top_k the shared expert (unused without one).
+struct MoeGenericScratch {
+  float* scores = nullptr;        // [tokens, experts]: x Wg^T, then sqrt(softplus()) in place
+  int32_t* topk_ids = nullptr;    // [tokens, top_k]; -1 where routing failed
+  float* topk_weights = nullptr;  // [tokens, top_k]; 0 where routing failed
+  float* act = nullptr;           // [tokens, slots, intermediate]: silu(min(g, L)) * clamp(u, +-L)
+  float* contrib = nullptr;       // [tokens, slots, hidden]: weight * expert(x) per slot
+};
+struct MoeGenericParams {
+  int tokens = 0, hidden = 0, intermediate = 0, experts = 0, top_k = 0;
+  bool has_shared = true;
+  const DeviceMatrix* w1 = nullptr;  // device arrays [experts]
+  const DeviceMatrix* w2 = nullptr;
+  const DeviceMatrix* w3 = nullptr;
+  DeviceMatrix shared_w1, shared_w2, shared_w3;
+  const float* gate_bias = nullptr;  // [experts] (score routing)
+  const int32_t* tid2eid = nullptr;  // [vocab, top_k] (hash routing when not null)
+  const int32_t* token_ids = nullptr;
+  int64_t vocab_size = 0;
+  float routed_scaling_factor = 1.0f, swiglu_limit = 10.0f;
+  const float* x = nullptr;          // [tokens, hidden]
+  float* out = nullptr;              // [tokens, hidden]
+  int32_t* error_flag = nullptr;
+  MoeGenericScratch scratch;
+  cudaStream_t stream = nullptr;
+};
+// scratch.scores (raw logits, filled by the caller) -> scores, topk_ids, topk_weights.
+cudaError_t launch_moe_generic_route(const MoeGenericParams& params);
+// Experts on every (token, slot) pair, then out = sum_k contrib[k] (k order) + shared.
+cudaError_t launch_moe_generic_experts(const MoeGenericParams& params);
+
+// Grid size for `count` items of `threads` threads each, capped at the 1-D grid limit
+// (the kernels that use it loop with a grid stride).
+inline unsigned grid_for(int64_t count, int threads) {
+  const int64_t blocks = (count + threads - 1) / threads;
+  constexpr int64_t kMaxBlocks = 0x7fffffff;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
+}
+
+}  // namespace dsv4::cuda::ops::detail

@@ -1,0 +1,118 @@
+// Dense linear layers on cuBLAS (cpu twins: cpu::linear / linear_rows).
+//
+// Row-major to cuBLAS (column-major): a row-major [R, C] array with row stride ld is the
+// column-major [C, R] matrix with leading dimension ld. For y[t, r] = sum_c x[t, c] W[r, c]:
+//   C (column-major [row_count, tokens], ldc = y_stride)   = y
+//   A (column-major [cols, row_count], lda = cols), op T   = W rows [row_begin, +row_count)
+//   B (column-major [cols, tokens], ldb = cols), op N      = x converted to dense BF16
+// so cublasGemmEx(T, N, m = row_count, n = tokens, k = cols).
+#include <climits>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/formats/dequantize.h"
+#include "cuda/ops/kernels.h"
+#include "cuda/ops/ops.h"
+#include "dsv4/weight_format.h"
+
+namespace dsv4::cuda::ops {
+
+namespace {
+
+// The handle must run on ctx.stream (graph capture) with host scalars (alpha, beta here).
+void check_context(const LinearContext& ctx, const char* op) {
+  DSV4_CHECK(ctx.cublas != nullptr, "{}: LinearContext has no cuBLAS handle", op);
+  cudaStream_t handle_stream = nullptr;
+  DSV4_CUBLAS_CHECK(cublasGetStream(ctx.cublas, &handle_stream));
+  DSV4_CHECK(handle_stream == ctx.stream,
+             "{}: the cuBLAS handle runs on stream {} but LinearContext.stream is {} (call cublasSetStream once "
+             "when creating the context)",
+             op, static_cast<void*>(handle_stream), static_cast<void*>(ctx.stream));
+  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  DSV4_CUBLAS_CHECK(cublasGetPointerMode(ctx.cublas, &mode));
+  DSV4_CHECK(mode == CUBLAS_POINTER_MODE_HOST, "{}: the cuBLAS handle must use CUBLAS_POINTER_MODE_HOST", op);
+}
+
+void check_int(int64_t value, const char* what, const char* op) {
+  DSV4_CHECK(value >= 0 && value <= INT_MAX, "{}: {} = {} does not fit cuBLAS's int", op, what, value);
+}
+
+}  // namespace
+
+void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
+            float* y, int64_t y_stride, int64_t row_begin, int64_t row_count) {
+  const int64_t cols = weight.cols;
+  if (row_count < 0) row_count = weight.rows - row_begin;
+  DSV4_CHECK(weight.format >= static_cast<int>(WeightFormat::kF32) &&
+                 weight.format <= static_cast<int>(WeightFormat::kNVFP4),
+             "linear: unknown weight format {}", weight.format);
+  DSV4_CHECK(weight.rows > 0 && cols > 0 && weight.data != nullptr, "linear: empty weight [{}, {}]", weight.rows,
+             cols);
+  DSV4_CHECK(row_begin >= 0 && row_count >= 0 && row_begin + row_count <= weight.rows,
+             "linear: rows [{}, {}) outside the weight's {} rows", row_begin, row_begin + row_count, weight.rows);
+  DSV4_CHECK(tokens >= 0, "linear: tokens {}", tokens);
+  DSV4_CHECK(x_stride >= cols, "linear: x_stride {} is less than the weight's {} columns", x_stride, cols);
+  DSV4_CHECK(y_stride >= row_count, "linear: y_stride {} is less than row_count {}", y_stride, row_count);
+  if (tokens == 0 || row_count == 0) return;
+  DSV4_CHECK(x != nullptr && y != nullptr, "linear: null x or y");
+  check_context(ctx, "linear");
+  check_int(row_count, "row_count", "linear");
+  check_int(tokens, "tokens", "linear");
+  check_int(cols, "cols", "linear");
+  check_int(y_stride, "y_stride", "linear");
+  DSV4_CHECK(ctx.act_bf16 != nullptr && tokens * cols <= ctx.act_capacity,
+             "linear: activation scratch too small: tokens {} x cols {} = {} BF16 elements, act_capacity {}", tokens,
+             cols, tokens * cols, ctx.act_capacity);
+
+  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, cols, ctx.act_bf16, ctx.stream));
+
+  const uint16_t* w_bf16 = nullptr;  // [row_count, cols] BF16, row stride cols
+  if (weight.format == static_cast<int>(WeightFormat::kBF16)) {
+    w_bf16 = reinterpret_cast<const uint16_t*>(weight.data) + row_begin * cols;
+  } else {
+    DSV4_CHECK(ctx.weight_bf16 != nullptr && row_count * cols <= ctx.weight_capacity,
+               "linear: weight scratch too small: {} rows x {} cols = {} BF16 elements, weight_capacity {}",
+               row_count, cols, row_count * cols, ctx.weight_capacity);
+    DSV4_CHECK(cols % 2 == 0, "linear: a {} weight needs an even column count to dequantize, got {}",
+               weight_format_name(static_cast<WeightFormat>(weight.format)), cols);
+    DequantizeParams params{weight.format, weight.rows, cols,         weight.data,     weight.scales,
+                            weight.scale_is_f32, weight.scale_cols, weight.tensor_scale, ctx.weight_bf16, ctx.stream};
+    params.row_begin = row_begin;
+    params.row_count = row_count;
+    DSV4_CUDA_CHECK(dequantize_to_bf16(params));
+    w_bf16 = ctx.weight_bf16;
+  }
+
+  const float alpha = 1.0f, beta = 0.0f;
+  DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count),
+                                 static_cast<int>(tokens), static_cast<int>(cols), &alpha, w_bf16, CUDA_R_16BF,
+                                 static_cast<int>(cols), ctx.act_bf16, CUDA_R_16BF, static_cast<int>(cols), &beta, y,
+                                 CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+void linear_f32(const LinearContext& ctx, const float* weight_f32, int64_t rows, int64_t cols, const float* x,
+                int64_t tokens, float* y) {
+  DSV4_CHECK(rows > 0 && cols > 0 && tokens >= 0, "linear_f32: rows {} cols {} tokens {}", rows, cols, tokens);
+  if (tokens == 0) return;
+  DSV4_CHECK(weight_f32 != nullptr && x != nullptr && y != nullptr, "linear_f32: null weight, x or y");
+  check_context(ctx, "linear_f32");
+  check_int(rows, "rows", "linear_f32");
+  check_int(cols, "cols", "linear_f32");
+  check_int(tokens, "tokens", "linear_f32");
+  // Same mapping as linear: y (column-major [rows, tokens]) = W^T-op x. PEDANTIC keeps
+  // cuBLAS off TF32 whatever the handle's math mode (router selection follows FP32).
+  const float alpha = 1.0f, beta = 0.0f;
+  const int m = static_cast<int>(rows), n = static_cast<int>(tokens), k = static_cast<int>(cols);
+  const cublasStatus_t status = cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, weight_f32,
+                                             CUDA_R_32F, k, x, CUDA_R_32F, k, &beta, y, CUDA_R_32F, m,
+                                             CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT);
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_INVALID_VALUE) {
+    // A cuBLAS without the pedantic FP32 GemmEx path: plain SGEMM (FP32 unless the
+    // handle was put in TF32 math mode).
+    DSV4_CUBLAS_CHECK(cublasSgemm(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, weight_f32, k, x, k, &beta,
+                                  y, m));
+    return;
+  }
+  DSV4_CUBLAS_CHECK(status);
+}
+
+}  // namespace dsv4::cuda::ops
