@@ -1,0 +1,26 @@
+// Attention family internals: the kernel launch functions of the four .cu files and
+// the limits the public launchers (launchers.cpp) check before calling them. The .cu
+// files stay free of dsv4/error.h (fmt does not compile under nvcc); validation and
+// dsv4::Error live in launchers.cpp.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "cuda/attention/attention.h"
+
+namespace dsv4::cuda::attention::detail {
+
+inline constexpr int kCompressorMaxDim = 12 * 1024;       // pool kernel's [dim] FP32 shared buffer <= 48 KiB
+inline constexpr int kIndexerMaxDim = 256;                // 8 key channels per lane
+inline constexpr int kIndexerEntriesPerCta = 64;          // score grid: max_entries / 64 CTAs along y (<= 65535)
+inline constexpr size_t kIndexerMaxSmem = 227 * 1024;     // queries [heads, dim] + weights [heads] FP32
+inline constexpr int kSparseMaxHeadDim = 512;             // 16 channels per lane
+inline constexpr int kSparseHeadDimMultiple = 8;          // 16-byte BF16 row loads
+
+// Each returns the launch error (cudaGetLastError after the launches).
+cudaError_t launch_kv_window_write(const float* kv, int head_dim, uint16_t* window_kv, int ring_rows,
+                                   const TokenBatch& batch, cudaStream_t stream);
+cudaError_t launch_compressor_update(const CompressorParams& params, cudaStream_t stream);
+cudaError_t launch_indexer_topk(const IndexerParams& params, cudaStream_t stream);
+cudaError_t launch_sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
+
+}  // namespace dsv4::cuda::attention::detail

@@ -1,0 +1,80 @@
+// Public launchers of the attention family: validate the params (dsv4::Error naming
+// the bad value), then call the kernel launch functions of the .cu files. Host only,
+// no synchronisation; checks touch only host-side scalars and pointers.
+#include <cstdint>
+
+#include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
+#include "cuda/common/cuda_check.h"
+
+namespace dsv4::cuda::attention {
+
+void kv_window_write(const float* kv, int head_dim, uint16_t* window_kv, int ring_rows, const TokenBatch& batch,
+                     cudaStream_t stream) {
+  DSV4_CHECK(head_dim > 0 && ring_rows > 0, "kv_window_write: head_dim {} and ring_rows {} must be positive",
+             head_dim, ring_rows);
+  if (batch.tokens <= 0) return;
+  DSV4_CHECK(kv && window_kv && batch.positions && batch.slots, "kv_window_write: a required pointer is null");
+  DSV4_CUDA_CHECK(detail::launch_kv_window_write(kv, head_dim, window_kv, ring_rows, batch, stream));
+}
+
+void compressor_update(const CompressorParams& params, cudaStream_t stream) {
+  const CompressorParams& p = params;
+  DSV4_CHECK(p.rate > 0 && p.dim > 0 && p.max_entries > 0,
+             "compressor_update: rate {}, dim {}, max_entries {} must be positive", p.rate, p.dim, p.max_entries);
+  DSV4_CHECK(p.dim <= detail::kCompressorMaxDim, "compressor_update: dim {} > {}", p.dim, detail::kCompressorMaxDim);
+  DSV4_CHECK(p.rope_dim >= 0 && p.rope_dim % 2 == 0 && p.rope_dim <= p.dim,
+             "compressor_update: rope_dim {} must be even and <= dim {}", p.rope_dim, p.dim);
+  const int needed_rows = (p.overlapping ? 2 : 1) * p.rate;
+  DSV4_CHECK(p.state_rows >= needed_rows,
+             "compressor_update: state_rows {} < {} (pooling reads that many positions back)", p.state_rows,
+             needed_rows);
+  if (p.batch.tokens <= 0) return;
+  DSV4_CHECK(p.kv_proj && p.gate_proj && p.ape && p.norm_weight && p.state_kv && p.state_gate && p.entries &&
+                 (p.rope_dim == 0 || p.inv_freq) && p.batch.positions && p.batch.slots && p.batch.first_rows,
+             "compressor_update: a required pointer is null");
+  DSV4_CUDA_CHECK(detail::launch_compressor_update(p, stream));
+}
+
+void indexer_topk(const IndexerParams& params, cudaStream_t stream) {
+  const IndexerParams& p = params;
+  DSV4_CHECK(p.heads > 0 && p.dim > 0 && p.rate > 0 && p.top_k > 0 && p.max_entries > 0,
+             "indexer_topk: heads {}, dim {}, rate {}, top_k {}, max_entries {} must be positive", p.heads, p.dim,
+             p.rate, p.top_k, p.max_entries);
+  DSV4_CHECK(p.dim <= detail::kIndexerMaxDim, "indexer_topk: dim {} > {}", p.dim, detail::kIndexerMaxDim);
+  const size_t smem = (static_cast<size_t>(p.heads) * p.dim + p.heads) * sizeof(float);
+  DSV4_CHECK(smem <= detail::kIndexerMaxSmem, "indexer_topk: heads x dim = {} x {} needs {} bytes of shared memory",
+             p.heads, p.dim, smem);
+  const int64_t tiles = (static_cast<int64_t>(p.max_entries) + detail::kIndexerEntriesPerCta - 1) /
+                        detail::kIndexerEntriesPerCta;
+  DSV4_CHECK(tiles <= 65535, "indexer_topk: max_entries {} too large for the score grid", p.max_entries);
+  if (p.batch.tokens <= 0) return;
+  DSV4_CHECK(p.q && p.head_weights && p.entries && p.scores && p.selected && p.batch.positions && p.batch.slots,
+             "indexer_topk: a required pointer is null");
+  DSV4_CUDA_CHECK(detail::launch_indexer_topk(p, stream));
+}
+
+void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) {
+  const SparseAttentionParams& p = params;
+  DSV4_CHECK(p.heads > 0 && p.head_dim > 0 && p.head_dim <= detail::kSparseMaxHeadDim &&
+                 p.head_dim % detail::kSparseHeadDimMultiple == 0,
+             "sparse_attention: heads {} must be positive and head_dim {} a multiple of {} up to {}", p.heads,
+             p.head_dim, detail::kSparseHeadDimMultiple, detail::kSparseMaxHeadDim);
+  DSV4_CHECK(p.ring_rows > 0 && p.window > 0, "sparse_attention: ring_rows {} and window {} must be positive",
+             p.ring_rows, p.window);
+  if (p.compressed != CompressedKeys::kNone)
+    DSV4_CHECK(p.entries && p.rate > 0 && p.max_entries > 0,
+               "sparse_attention: compressed keys need entries, rate {} > 0 and max_entries {} > 0", p.rate,
+               p.max_entries);
+  if (p.compressed == CompressedKeys::kSelected)
+    DSV4_CHECK(p.selected && p.top_k > 0, "sparse_attention: selected keys need `selected` and top_k {} > 0",
+               p.top_k);
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(p.window_kv) % 16 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0,
+             "sparse_attention: window_kv and entries must be 16-byte aligned");
+  if (p.batch.tokens <= 0) return;
+  DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
+             "sparse_attention: q, window_kv, out and the batch arrays are required");
+  DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
+}
+
+}  // namespace dsv4::cuda::attention
