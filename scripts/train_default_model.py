@@ -13,10 +13,11 @@
     balancing) after; mHC with 4 streams and 20 Sinkhorn iterations.
   * the last 2% of verses are held out; held-out perplexity (per token, and bits per byte) is
     printed, written to README.md and training_log.json. The best checkpoint by held-out loss
-    is kept.
+    is kept. The held-out verses are written to heldout.txt (EOS spelled out where the token
+    stream has it), for `dsv4 perplexity` and scripts/eval_default_model.sh.
   * saved with save_pretrained in BF16, except the tensors the official release keeps in FP32
     (mHC fn/base/scale, attention sinks, compressor position biases (ape), router bias); plus
-    tokenizer.json, tokenizer_config.json, README.md and training_log.json.
+    tokenizer.json, tokenizer_config.json, heldout.txt, README.md and training_log.json.
 
 Text input (--text): either the output of the Debian bible-kjv reader,
     bible -l100000 'Gen1:1-Rev22:21' > kjv.txt
@@ -37,8 +38,11 @@ import subprocess
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # --export-text needs only bible(1); training needs torch
+    torch = F = None
 
 SW, CSA, HCA = "sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"
 BOS_TOKEN, EOS_TOKEN = "<|begin_of_text|>", "<|end_of_text|>"
@@ -136,6 +140,18 @@ def train_tokenizer(lines, vocab_size):
 def tokenizer_config(max_len):
     return {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN,
             "add_bos_token": True, "add_eos_token": False, "model_max_length": max_len, "clean_up_tokenization_spaces": False}
+
+
+def heldout_text(verses):
+    """The held-out verses as one text whose encoding (special tokens parsed, none added) is exactly
+    encode_stream's token stream: verse lines, and EOS spelled out after each book's last verse.
+    Written to the model directory as heldout.txt for `dsv4 perplexity --text`."""
+    parts = []
+    for i, v in enumerate(verses):
+        parts.append(verse_line(v))
+        if i + 1 == len(verses) or verses[i + 1][0] != v[0]:
+            parts.append(EOS_TOKEN)
+    return "".join(parts)
 
 
 def encode_stream(tok, verses):
@@ -304,7 +320,7 @@ def main():
     p.add_argument("--text", help="KJV text (bible -l100000 output, or one 'Book C:V text' verse per line)")
     p.add_argument("--out", help="output model directory")
     p.add_argument("--export-text", metavar="PATH", help="write the KJV (from the local bible(1)) to PATH and exit")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch is not None and torch.cuda.is_available() else "cpu")
     p.add_argument("--minutes", type=float, default=5.0, help="training time budget (evaluation excluded)")
     p.add_argument("--vocab", type=int, default=3072)
     p.add_argument("--seq", type=int, default=512)
@@ -321,6 +337,8 @@ def main():
         return export_text(args.export_text)
     if not args.text or not args.out:
         p.error("--text and --out are required")
+    if torch is None:
+        raise SystemExit("training needs torch, transformers and tokenizers (pip install torch transformers tokenizers)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -339,6 +357,9 @@ def main():
     tok = train_tokenizer([verse_line(v) for v in train_v], args.vocab)
     train_stream, train_starts, _ = encode_stream(tok, train_v)
     held_stream, _, held_text = encode_stream(tok, held_v)
+    held_file = heldout_text(held_v)
+    if tok.encode(held_file, add_special_tokens=False).ids != held_stream.tolist():
+        raise SystemExit("heldout.txt does not encode to the held-out token stream")
     held_bytes = sum(len(verse_line(v).encode("utf-8")) for v in held_v)
     held_text_bytes = sum(len(v[3].encode("utf-8")) + 1 for v in held_v)  # verse text + newline
     train_bytes = sum(len(verse_line(v).encode("utf-8")) for v in train_v)
@@ -412,6 +433,8 @@ def main():
         print(f"removed {stale}: this model uses tokenizer.json (BPE)", flush=True)
     save_model(model, args.out)
     tok.save(os.path.join(args.out, "tokenizer.json"))
+    with open(os.path.join(args.out, "heldout.txt"), "w", encoding="utf-8") as f:
+        f.write(held_file)
     with open(os.path.join(args.out, "tokenizer_config.json"), "w") as f:
         json.dump(tokenizer_config(cfg.max_position_embeddings), f, indent=1)
 
@@ -436,7 +459,9 @@ def main():
                 train_seconds=round(trained, 1), total_seconds=round(time.time() - t_start, 1), device=device_name,
                 batch=args.batch, seq=args.seq, lr=args.lr, bf16_autocast=amp, experts_implementation=impl,
                 train_tokens_seen=step * args.batch * args.seq, train_tokens=len(train_stream),
-                held_out_verses=len(held_v), held_out_tokens=n_tok, held_out_bytes=held_bytes,
+                held_out_verses=len(held_v), held_out_first_verse=f"{held_v[0][0]} {held_v[0][1]}:{held_v[0][2]}",
+                held_out_file="heldout.txt", eval_context=args.seq,
+                held_out_tokens=n_tok, held_out_bytes=held_bytes,
                 held_out_ppl_fp32=math.exp(nll_fp32), held_out_ppl_saved_bf16_weights=ppl_saved,
                 held_out_bits_per_byte_saved=bpb_saved, held_out_text_bytes=held_text_bytes,
                 held_out_text_bits_per_byte_saved=text_bpb, torch=torch.__version__,
@@ -499,8 +524,13 @@ The held-out set is the last 2% of verses, {info['held_out_verses']} verses from
   Over the verse text alone (references excluded, {info['held_out_text_bytes']} bytes): {info['held_out_text_bits_per_byte_saved']:.4f}.
   That is a perplexity of {2 ** info['held_out_text_bits_per_byte_saved']:.3f} per byte, comparable with a byte-level model on the same verses.
 
-Details are in `training_log.json`. To retrain:
-`python3 scripts/train_default_model.py --text kjv.txt --out models/default --device cuda --minutes 5`.
+The held-out verses are in `heldout.txt` (from {info['held_out_first_verse']} on; EOS is spelled `{EOS_TOKEN}` after
+each book's last verse, so the text encodes to exactly the evaluated tokens). The engine measures the same thing:
+`dsv4 perplexity --model DIR --text DIR/heldout.txt --context {info['eval_context']}`, and
+`scripts/eval_default_model.sh DIR` measures BF16, NVFP4 and MXFP4 experts.
+
+Details are in `training_log.json`. To retrain (GPU machine, from the repo root, KJV text exported by
+`python3 scripts/train_default_model.py --export-text .deps/kjv/kjv.txt`): `bash scripts/device_train_default.sh 4`.
 """
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write(text)

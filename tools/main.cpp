@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   dsv4::cli::register_bench(app);
   dsv4::cli::register_quantize(app);
   dsv4::cli::register_inspect(app);
+  dsv4::cli::register_perplexity(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {

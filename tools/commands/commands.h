@@ -10,6 +10,7 @@ void register_serve(CLI::App& app);
 void register_bench(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_inspect(CLI::App& app);
+void register_perplexity(CLI::App& app);
 
 // Default model shipped with the repo (models/default), found next to the binary's
 // source tree or the install prefix.

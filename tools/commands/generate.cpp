@@ -79,7 +79,7 @@ void run_generate(const GenerateFlags& flags) {
     prompt = parse_ids(flags.prompt_ids);
   } else {
     DSV4_CHECK(codec.available() || flags.prompt.empty(),
-               "model '{}' has no tokenizer.json: give the prompt as --prompt-ids", model_dir);
+               "model '{}' has no tokenizer.json (or byte_tokenizer.json): give the prompt as --prompt-ids", model_dir);
     prompt = codec.available() ? codec.encode_prompt(flags.prompt) : std::vector<int32_t>{};
   }
   if (prompt.empty()) prompt.push_back(static_cast<int32_t>(engine->config().bos_token_id));

@@ -1,5 +1,6 @@
 // Text side of `dsv4 generate`: prompt encoding and streaming decode through the
-// model's tokenizer.json, when the checkpoint ships one.
+// model's tokenizer (tokenizer.json, else byte_tokenizer.json), when the checkpoint
+// ships one.
 #pragma once
 #include <cstdint>
 #include <memory>
