@@ -1,0 +1,236 @@
+// cuda::ops::linear (BF16 cuBLAS GEMM) vs cpu::linear_rows in every stored format, on
+// odd shapes, row slices and strided inputs/outputs (the grouped output projection);
+// linear_f32 vs cpu::linear; the dequantize kernel's row slice; capacity errors; and
+// a CUDA-graph capture of linear.
+//
+// Tolerances: BF16 GEMM (x rounded to BF16, the weight rounded to BF16 where its format
+// is not exact in BF16): |got - ref| <= 1e-2 * sum_c |x_c W_rc| elementwise, and
+// cosine >= 0.9999 per token row. linear_f32: 1e-5 * sum_c |x_c W_rc|.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "cpu/cpu_ops.h"
+#include "cuda/formats/dequantize.h"
+#include "ops_test_util.h"
+
+namespace dsv4::ops_test {
+namespace {
+
+using cuda::ops::linear;
+
+// sum_c |x[t, c] W[row_begin + r, c]| for the error bound: [tokens, row_count].
+std::vector<double> magnitude(const std::vector<float>& x, int64_t x_stride, const std::vector<float>& w, int64_t cols,
+                              int64_t tokens, int64_t row_begin, int64_t row_count) {
+  std::vector<double> m(static_cast<size_t>(tokens * row_count));
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t r = 0; r < row_count; ++r) {
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) s += std::abs(double(x[t * x_stride + c]) * w[(row_begin + r) * cols + c]);
+      m[t * row_count + r] = s;
+    }
+  return m;
+}
+
+struct LinearCase {
+  WeightFormat format;
+  int64_t tokens, rows, cols, row_begin, row_count;
+  int64_t x_pad = 0, y_pad = 0;  // extra elements per row of x / y (strides cols + x_pad, row_count + y_pad)
+  bool fp8_f32_scales = false;
+};
+
+std::string describe(const LinearCase& c) {
+  return std::string(weight_format_name(c.format)) + (c.fp8_f32_scales ? "(f32 scales)" : "") + " tokens " +
+         std::to_string(c.tokens) + " W [" + std::to_string(c.rows) + ", " + std::to_string(c.cols) + "] rows [" +
+         std::to_string(c.row_begin) + ", +" + std::to_string(c.row_count) + ") x_pad " + std::to_string(c.x_pad) +
+         " y_pad " + std::to_string(c.y_pad);
+}
+
+void run_case(const LinearCase& c, uint64_t seed) {
+  SCOPED_TRACE(describe(c));
+  const TestWeight w = make_weight(c.format, c.rows, c.cols, random_normal(c.rows * c.cols, 0.5f, seed), c.fp8_f32_scales);
+  const int64_t x_stride = c.cols + c.x_pad, y_stride = c.row_count + c.y_pad;
+  const std::vector<float> x = random_normal(c.tokens * x_stride, 1.0f, seed + 1);
+
+  // Oracle: cpu::linear_rows on the dense x (FP32 x, exact weights).
+  std::vector<float> x_dense(c.tokens * c.cols);
+  for (int64_t t = 0; t < c.tokens; ++t)
+    for (int64_t k = 0; k < c.cols; ++k) x_dense[t * c.cols + k] = x[t * x_stride + k];
+  std::vector<float> want(c.tokens * c.row_count);
+  cpu::linear_rows(w.matrix, c.row_begin, c.row_count, x_dense.data(), c.tokens, want.data());
+
+  TestLinearContext context(c.tokens * c.cols, c.row_count * c.cols);
+  DeviceBuffer<float> d_x(x), d_y(static_cast<size_t>(c.tokens * y_stride));
+  d_y.poison();
+  linear(context.ctx, w.device(), d_x.get(), x_stride, c.tokens, d_y.get(), y_stride, c.row_begin, c.row_count);
+  const std::vector<float> y = d_y.download();
+
+  std::vector<float> got(c.tokens * c.row_count);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t r = 0; r < c.row_count; ++r) got[t * c.row_count + r] = y[t * y_stride + r];
+    for (int64_t r = c.row_count; r < y_stride; ++r)
+      ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "linear wrote the y padding at token " << t << " column " << r;
+  }
+  const std::vector<double> scale = magnitude(x, x_stride, w.dequantized(), c.cols, c.tokens, c.row_begin, c.row_count);
+  expect_close("linear y", got, want, {1e-2, 0}, {c.tokens, c.row_count}, {"t", "r"}, scale);
+  expect_row_cosine("linear y", got, want, c.row_count, 0.9999);
+}
+
+TEST(CudaOpsLinear, EveryFormatOddShapes) {
+  uint64_t seed = 100;
+  for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kFP8Block})
+    for (int64_t tokens : {1, 3, 77})
+      for (auto [rows, cols] : {std::pair<int64_t, int64_t>{16, 64}, {83, 200}}) run_case({f, tokens, rows, cols, 0, rows}, seed++);
+  // FP4 formats need whole blocks of columns (MXFP4 32, NVFP4 16).
+  for (int64_t tokens : {1, 3, 77}) {
+    run_case({WeightFormat::kMXFP4, tokens, 83, 64, 0, 83}, seed++);
+    run_case({WeightFormat::kMXFP4, tokens, 16, 96, 0, 16}, seed++);
+    run_case({WeightFormat::kNVFP4, tokens, 83, 64, 0, 83}, seed++);
+    run_case({WeightFormat::kNVFP4, tokens, 16, 208, 0, 16}, seed++);
+  }
+  run_case({WeightFormat::kFP8Block, 3, 83, 200, 0, 83, 0, 0, /*fp8_f32_scales=*/true}, seed++);
+}
+
+TEST(CudaOpsLinear, RowSlicesAndStrides) {
+  uint64_t seed = 300;
+  for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kF32, WeightFormat::kFP8Block, WeightFormat::kMXFP4,
+                         WeightFormat::kNVFP4}) {
+    run_case({f, 3, 83, 64, 5, 40}, seed++);             // a slice off the start
+    run_case({f, 77, 83, 64, 67, 16}, seed++);           // the last 16 rows
+    run_case({f, 5, 83, 64, 10, 33, 7, 3}, seed++);      // slice + padded x and y rows
+  }
+  // FP8 slices crossing a 128-row scale block, starting off a block boundary.
+  run_case({WeightFormat::kFP8Block, 3, 300, 200, 130, 100}, seed++);
+  run_case({WeightFormat::kFP8Block, 2, 300, 200, 100, 60, 0, 0, true}, seed++);
+}
+
+// The engine's grouped output projection: group g reads x[:, g*gw : (g+1)*gw] of a
+// [tokens, heads*head_dim] row and writes y[:, g*R : (g+1)*R] of a [tokens, groups*R] row,
+// with rows [g*R, (g+1)*R) of W [groups*R, gw].
+TEST(CudaOpsLinear, GroupedOutputProjection) {
+  constexpr int64_t tokens = 7, groups = 4, gw = 50, R = 24;
+  for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kFP8Block}) {
+    SCOPED_TRACE(weight_format_name(f));
+    const TestWeight w = make_weight(f, groups * R, gw, random_normal(groups * R * gw, 0.5f, 7));
+    const std::vector<float> x = random_normal(tokens * groups * gw, 1.0f, 8);
+    std::vector<float> want(tokens * groups * R);
+    std::vector<double> scale(want.size());
+    const std::vector<float> wf = w.dequantized();
+    for (int64_t g = 0; g < groups; ++g) {
+      std::vector<float> xg(tokens * gw), yg(tokens * R);
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t c = 0; c < gw; ++c) xg[t * gw + c] = x[t * groups * gw + g * gw + c];
+      cpu::linear_rows(w.matrix, g * R, R, xg.data(), tokens, yg.data());
+      const std::vector<double> mg = magnitude(xg, gw, wf, gw, tokens, g * R, R);
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int64_t r = 0; r < R; ++r) {
+          want[t * groups * R + g * R + r] = yg[t * R + r];
+          scale[t * groups * R + g * R + r] = mg[t * R + r];
+        }
+    }
+    TestLinearContext context(tokens * gw, R * gw);
+    DeviceBuffer<float> d_x(x), d_y(want.size());
+    d_y.poison();
+    for (int64_t g = 0; g < groups; ++g)
+      linear(context.ctx, w.device(), d_x.get() + g * gw, groups * gw, tokens, d_y.get() + g * R, groups * R, g * R, R);
+    const std::vector<float> got = d_y.download();
+    expect_close("grouped y", got, want, {1e-2, 0}, {tokens, groups, R}, {"t", "group", "r"}, scale);
+    expect_row_cosine("grouped y", got, want, groups * R, 0.9999);
+  }
+}
+
+TEST(CudaOpsLinear, F32PathMatchesCpu) {
+  for (auto [tokens, rows, cols] : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 64}, {5, 37, 200}, {77, 83, 129}}) {
+    SCOPED_TRACE("tokens " + std::to_string(tokens) + " W [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    const TestWeight w = make_weight(WeightFormat::kF32, rows, cols, random_normal(rows * cols, 0.5f, 11));
+    const std::vector<float> x = random_normal(tokens * cols, 1.0f, 12);
+    std::vector<float> want(tokens * rows);
+    cpu::linear(w.matrix, x.data(), tokens, want.data());
+    TestLinearContext context(1, 1);
+    DeviceBuffer<float> d_w(w.dequantized()), d_x(x), d_y(want.size());
+    d_y.poison();
+    cuda::ops::linear_f32(context.ctx, d_w.get(), rows, cols, d_x.get(), tokens, d_y.get());
+    const std::vector<float> got = d_y.download();
+    expect_close("linear_f32 y", got, want, {1e-5, 0}, {tokens, rows}, {"t", "r"},
+                 magnitude(x, cols, w.dequantized(), cols, tokens, 0, rows));
+  }
+}
+
+// The row-slice extension of the dequantize kernel, bit for bit against the CPU.
+TEST(CudaOpsLinear, DequantizeRowSliceBitExact) {
+  for (WeightFormat f : {WeightFormat::kFP8Block, WeightFormat::kMXFP4, WeightFormat::kNVFP4, WeightFormat::kF32}) {
+    SCOPED_TRACE(weight_format_name(f));
+    constexpr int64_t rows = 300, cols = 64, begin = 131, count = 150;
+    const TestWeight w = make_weight(f, rows, cols, random_normal(rows * cols, 0.5f, 21));
+    std::vector<float> want(count * cols);
+    dequantize_rows(w.matrix, begin, count, want.data());
+    DeviceBuffer<uint16_t> out(count * cols + 8);
+    out.poison();
+    const cuda::DeviceMatrix m = w.device();
+    cuda::DequantizeParams p{m.format, rows, cols, m.data, m.scales, m.scale_is_f32, m.scale_cols, m.tensor_scale,
+                             out.get(), nullptr};
+    p.row_begin = begin;
+    p.row_count = count;
+    ASSERT_EQ(cuda::dequantize_to_bf16(p), cudaSuccess);
+    const std::vector<uint16_t> got = out.download();
+    for (int64_t i = 0; i < count * cols; ++i)
+      ASSERT_EQ(got[i], float_to_bf16(want[i])) << "slice row " << i / cols << " (matrix row " << begin + i / cols
+                                                << ") col " << i % cols;
+    for (int64_t i = count * cols; i < count * cols + 8; ++i) ASSERT_EQ(got[i], 0xffff) << "wrote past the slice";
+    p.row_count = rows - begin + 1;
+    EXPECT_EQ(cuda::dequantize_to_bf16(p), cudaErrorInvalidValue) << "a slice past the last row must be refused";
+  }
+}
+
+TEST(CudaOpsLinear, RefusesShortScratchAndBadSlices) {
+  const TestWeight w = make_weight(WeightFormat::kFP8Block, 83, 64, random_normal(83 * 64, 0.5f, 31));
+  DeviceBuffer<float> d_x(random_normal(3 * 64, 1.0f, 32)), d_y(3 * 83);
+  {
+    TestLinearContext context(3 * 64 - 1, 83 * 64);
+    EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 3, d_y.get(), 83), Error);
+  }
+  {
+    TestLinearContext context(3 * 64, 83 * 64 - 1);
+    EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 3, d_y.get(), 83), Error);
+  }
+  TestLinearContext context(3 * 64, 83 * 64);
+  EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 3, d_y.get(), 83, 80, 4), Error);  // rows past the end
+  EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 63, 3, d_y.get(), 83), Error);         // x stride < cols
+  EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 3, d_y.get(), 82), Error);         // y stride < rows
+  try {
+    TestLinearContext short_context(10, 83 * 64);
+    linear(short_context.ctx, w.device(), d_x.get(), 64, 3, d_y.get(), 83);
+    ADD_FAILURE() << "no error for a short activation scratch";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("act_capacity"), std::string::npos) << e.what();
+  }
+}
+
+// linear (dequantize + conversion + cuBLAS) captured into a CUDA graph gives the same
+// bits as the eager call: nothing in it allocates or synchronises.
+TEST(CudaOpsLinear, GraphCaptureMatchesEager) {
+  constexpr int64_t tokens = 5, rows = 83, cols = 64;
+  const TestWeight w = make_weight(WeightFormat::kNVFP4, rows, cols, random_normal(rows * cols, 0.5f, 41));
+  TestLinearContext context(tokens * cols, rows * cols);
+  DeviceBuffer<float> d_x(random_normal(tokens * cols, 1.0f, 42)), eager(tokens * rows), graphed(tokens * rows);
+  eager.poison();
+  graphed.poison();
+  linear(context.ctx, w.device(), d_x.get(), cols, tokens, eager.get(), rows);
+  context.sync();
+  cudaGraph_t graph = nullptr;
+  OPS_CUDA_OK(cudaStreamBeginCapture(context.stream, cudaStreamCaptureModeThreadLocal));
+  linear(context.ctx, w.device(), d_x.get(), cols, tokens, graphed.get(), rows);
+  OPS_CUDA_OK(cudaStreamEndCapture(context.stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  OPS_CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  OPS_CUDA_OK(cudaGraphLaunch(exec, context.stream));
+  context.sync();
+  const std::vector<float> a = eager.download(), b = graphed.download();
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(std::memcmp(&a[i], &b[i], 4), 0) << "element " << i;
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+}
+
+}  // namespace
+}  // namespace dsv4::ops_test
