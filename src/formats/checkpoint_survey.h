@@ -3,7 +3,8 @@
 // format and by role (routed expert / dense projection / kept as is). Shared by
 // `dsv4 quantize` (which tensors to convert) and `dsv4 inspect` (bytes per format).
 //
-// Stored forms of a matrix W[out, in] under X (same rules as src/io/weights.cpp):
+// Stored forms of a matrix W[out, in] under X (detected by io/stored_matrix.h, the
+// loader's own rules, with [out, in] read off the stored shapes):
 //   dense     X.weight F32/BF16/F16 [out, in]
 //   FP8 block X.weight F8_E4M3 [out, in] + X.scale | X.weight_scale_inv E8M0/F32
 //             [ceil(out/128), ceil(in/128)]

@@ -3,17 +3,10 @@
 // views); small vectors become owned FP32. Every problem is collected, then reported
 // together (a mis-converted checkpoint usually has many).
 //
-// Storage formats of a matrix W[out, in] stored under X (= X.weight):
-//   dense     X.weight F32/BF16/F16 [out, in]
-//   FP8 block X.weight F8_E4M3 [out, in] + X.scale (or transformers' X.weight_scale_inv)
-//             E8M0 or F32 [ceil(out/128), ceil(in/128)]
-//   MXFP4     X.weight I8/U8 [out, in/2] or F4 [out, in] + X.scale E8M0 (or U8) [out, in/32]
-//   NVFP4     X.weight U8/I8 [out, in/2] + X.weight_scale E4M3 [out, in/16]
-//             + X.weight_scale_2 F32 scalar (+ X.input_scale, ignored)
-// Packed E2M1: low nibble = even column.
+// Matrices: format detection and validation in io/stored_matrix.h (shared with the
+// checkpoint survey); here only the config's [rows, cols] and the fused-expert views.
 #include "dsv4/weights.h"
 
-#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -21,22 +14,13 @@
 
 #include "dsv4/error.h"
 #include "io/key_names.h"
+#include "io/stored_matrix.h"
 
 namespace dsv4 {
 
 namespace {
 
 std::string shape_text(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
-
-WeightFormat dense_format(DType dtype, bool* ok) {
-  *ok = true;
-  switch (dtype) {
-    case DType::kF32: return WeightFormat::kF32;
-    case DType::kBF16: return WeightFormat::kBF16;
-    case DType::kF16: return WeightFormat::kF16;
-    default: *ok = false; return WeightFormat::kF32;
-  }
-}
 
 class Binder {
  public:
@@ -152,88 +136,13 @@ class Binder {
   }
 
  private:
-  const TensorView* companion(const std::string& stored_base, std::initializer_list<const char*> suffixes) const {
-    for (const char* suffix : suffixes)
-      if (const TensorView* view = checkpoint_.find(stored_base + suffix)) return view;
-    return nullptr;
-  }
-
+  // The stored matrix, its format read off its dtypes and companions, every stored
+  // shape checked against the config's [rows, cols] (io/stored_matrix.h).
   QuantMatrix bind_matrix(const std::string& official_base, int64_t rows, int64_t cols, const std::string& why) const {
     const TensorView& weight = require(official_base + ".weight", why);
     const std::string stored_base = weight.name.substr(0, weight.name.size() - std::string(".weight").size());
-    auto expect_shape = [&](const TensorView& view, const std::vector<int64_t>& shape, const char* layout) {
-      DSV4_CHECK(view.shape == shape, "tensor {} in {}: shape {} but config expects {} ({}; {})", view.name, view.file,
-                 view.shape_string(), shape_text(shape), why, layout);
-    };
-    QuantMatrix m;
-    m.name = weight.name;
-    m.rows = rows;
-    m.cols = cols;
-    m.data = weight.data;
-    const TensorView* scale = companion(stored_base, {".scale", ".weight_scale_inv"});
-    const TensorView* nv_scale = companion(stored_base, {".weight_scale"});
-    if (nv_scale) {  // ModelOpt NVFP4
-      DSV4_CHECK(weight.dtype == DType::kU8 || weight.dtype == DType::kI8,
-                 "tensor {} in {}: dtype {} but an NVFP4 weight (it has {}) must be U8 packed E2M1 ({})", weight.name,
-                 weight.file, dtype_name(weight.dtype), nv_scale->name, why);
-      DSV4_CHECK(cols % 16 == 0, "tensor {} in {}: NVFP4 needs in_features divisible by 16, config gives {} ({})",
-                 weight.name, weight.file, cols, why);
-      expect_shape(weight, {rows, cols / 2}, "NVFP4: packed E2M1, two per byte");
-      DSV4_CHECK(nv_scale->dtype == DType::kF8_E4M3, "tensor {} in {}: dtype {} but NVFP4 block scales must be F8_E4M3",
-                 nv_scale->name, nv_scale->file, dtype_name(nv_scale->dtype));
-      expect_shape(*nv_scale, {rows, cols / 16}, "NVFP4: one E4M3 scale per 16 inputs");
-      const TensorView* global = companion(stored_base, {".weight_scale_2"});
-      DSV4_CHECK(global && global->dtype == DType::kF32 && global->numel() == 1,
-                 "tensor {}.weight_scale_2 (the F32 per-tensor scale of NVFP4 weight {} in {}) is missing or not a F32 "
-                 "scalar", stored_base, weight.name, weight.file);
-      std::memcpy(&m.tensor_scale, global->data, 4);
-      DSV4_CHECK(std::isfinite(m.tensor_scale) && m.tensor_scale > 0.0f,
-                 "tensor {} in {}: NVFP4 per-tensor scale {} must be positive and finite", global->name, global->file,
-                 m.tensor_scale);
-      m.format = WeightFormat::kNVFP4;
-      m.scales = nv_scale->data;
-      m.scale_dtype = DType::kF8_E4M3;
-      m.scale_rows = rows;
-      m.scale_cols = cols / 16;
-    } else if (scale && weight.dtype == DType::kF8_E4M3) {  // official FP8, 128x128 blocks
-      expect_shape(weight, {rows, cols}, "FP8 E4M3");
-      const int64_t scale_rows = (rows + 127) / 128, scale_cols = (cols + 127) / 128;
-      DSV4_CHECK(scale->dtype == DType::kF8_E8M0 || scale->dtype == DType::kF32,
-                 "tensor {} in {}: dtype {} but FP8 block scales must be F8_E8M0 or F32", scale->name, scale->file,
-                 dtype_name(scale->dtype));
-      expect_shape(*scale, {scale_rows, scale_cols}, "one scale per 128x128 block");
-      m.format = WeightFormat::kFP8Block;
-      m.scales = scale->data;
-      m.scale_dtype = scale->dtype;
-      m.scale_rows = scale_rows;
-      m.scale_cols = scale_cols;
-    } else if (scale && (weight.dtype == DType::kI8 || weight.dtype == DType::kU8 || weight.dtype == DType::kF4)) {
-      DSV4_CHECK(cols % 32 == 0, "tensor {} in {}: MXFP4 needs in_features divisible by 32, config gives {} ({})",
-                 weight.name, weight.file, cols, why);
-      // F4 headers count E2M1 elements; I8/U8 headers count bytes.
-      expect_shape(weight, weight.dtype == DType::kF4 ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows, cols / 2},
-                   "MXFP4: packed E2M1, two per byte");
-      DSV4_CHECK(scale->dtype == DType::kF8_E8M0 || scale->dtype == DType::kU8,
-                 "tensor {} in {}: dtype {} but MXFP4 scales must be F8_E8M0", scale->name, scale->file,
-                 dtype_name(scale->dtype));
-      expect_shape(*scale, {rows, cols / 32}, "MXFP4: one E8M0 scale per 32 inputs");
-      m.format = WeightFormat::kMXFP4;
-      m.scales = scale->data;
-      m.scale_dtype = DType::kF8_E8M0;
-      m.scale_rows = rows;
-      m.scale_cols = cols / 32;
-    } else if (scale) {
-      fail("tensor {} in {}: dtype {} with scale companion {} (expected F8_E4M3 for FP8 blocks or I8/U8/F4 for "
-           "MXFP4) ({})", weight.name, weight.file, dtype_name(weight.dtype), scale->name, why);
-    } else {
-      bool dense = false;
-      m.format = dense_format(weight.dtype, &dense);
-      DSV4_CHECK(dense, "tensor {} in {}: dtype {} but expected F32, BF16 or F16, or quantized data with a .scale "
-                 "(FP8/MXFP4) or .weight_scale + .weight_scale_2 (NVFP4) companion ({})",
-                 weight.name, weight.file, dtype_name(weight.dtype), why);
-      expect_shape(weight, {rows, cols}, "dense");
-    }
-    return m;
+    const ExpectedMatrix expected{rows, cols, why};
+    return bind_stored_matrix(weight, find_matrix_companions(checkpoint_, stored_base), &expected);
   }
 
   const TensorView* find_fused(int64_t layer, const char* which) const {
@@ -252,9 +161,8 @@ class Binder {
     DSV4_CHECK(down != nullptr, "missing tensor model.layers.{}.mlp.experts.down_proj (routed experts of layer {}, "
                "beside {}) in checkpoint {}", layer, layer, gate_up->name, checkpoint_.directory().string());
     auto check = [&](const TensorView& view, const std::vector<int64_t>& shape, const char* meaning) {
-      bool dense = false;
-      dense_format(view.dtype, &dense);
-      DSV4_CHECK(dense, "tensor {} in {}: dtype {} but fused experts must be F32, BF16 or F16", view.name, view.file,
+      DSV4_CHECK(dense_weight_format(view.dtype).has_value(),
+                 "tensor {} in {}: dtype {} but fused experts must be F32, BF16 or F16", view.name, view.file,
                  dtype_name(view.dtype));
       DSV4_CHECK(view.shape == shape, "tensor {} in {}: shape {} but config expects {} ({})", view.name, view.file,
                  view.shape_string(), shape_text(shape), meaning);
@@ -262,10 +170,9 @@ class Binder {
     check(*gate_up, {experts, 2 * inter, hidden}, "n_routed_experts, 2*moe_intermediate_size, hidden_size");
     check(*down, {experts, hidden, inter}, "n_routed_experts, hidden_size, moe_intermediate_size");
     auto view = [&](const TensorView& t, int64_t first_row, int64_t rows, int64_t cols, const std::string& name) {
-      bool dense = false;
       QuantMatrix m;
       m.name = name;
-      m.format = dense_format(t.dtype, &dense);
+      m.format = *dense_weight_format(t.dtype);  // checked above
       m.rows = rows;
       m.cols = cols;
       m.data = t.data + first_row * cols * dtype_storage_bytes(t.dtype, 1);
