@@ -20,14 +20,29 @@ never by the C++ code:
   weights and 1x128 activations (DeepSeek's fast_round_scale with torch's float8 cast),
   on ragged shapes with adversarial blocks (all zero, denormal, exact ties, clipping).
 
-Runs unchanged on the CPU machine and on the GPU machine (CPU tensors only):
-    python scripts/make_format_fixtures.py
+Runs unchanged on the CPU machine and on the GPU machine (CPU tensors only; needs
+torch >= 2.7 for float8_e8m0fnu, safetensors, and transformers for the nibble-order
+tensor). From the repo root:
+    python3 scripts/make_format_fixtures.py            # rewrites the committed fixture
+On the GPU machine only files under $OUT come back, so write there and compare with
+the committed file (exit status 1 when a tensor differs):
+    python3 scripts/make_format_fixtures.py --out "$OUT/torch_formats.safetensors" --compare tests/fixtures/formats/torch_formats.safetensors
+then copy the new file over tests/fixtures/formats/torch_formats.safetensors if wanted.
 """
+import argparse
 import os
+import sys
 import types
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+
+DEFAULT_OUT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
+                                            "formats", "torch_formats.safetensors"))
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("--out", default=DEFAULT_OUT, help="file to write (default: the committed fixture)")
+parser.add_argument("--compare", metavar="REF", help="compare every tensor bit for bit with this fixture file")
+args = parser.parse_args()
 
 torch.manual_seed(0)
 gen = torch.Generator().manual_seed(1234)
@@ -219,8 +234,30 @@ if torch_fp4_unpack_supported:
 # would make the file differ from run to run.
 metadata = {"made_by": f"torch {torch.__version__}; float4_e2m1fn_x2 cast {torch_fp4_supported}, "
                        f"unpack {torch_fp4_unpack_supported}"}
-out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "formats",
-                   "torch_formats.safetensors")
+out = args.out
+os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 save_file({k: v.contiguous() for k, v in tensors.items()}, out, metadata=metadata)
 print(f"wrote {os.path.normpath(out)} ({os.path.getsize(out)} bytes); torch {torch.__version__}; "
       f"float4_e2m1fn_x2 cast: {torch_fp4_supported}, unpack: {torch_fp4_unpack_supported}")
+
+if args.compare:
+    # Byte views: NaN payloads and signs count, and NaN == NaN.
+    reference = load_file(args.compare)
+    differing = []
+    for name in sorted(set(tensors) | set(reference)):
+        if name not in tensors or name not in reference:
+            differing.append(name)
+            print(f"  {name}: only in {'the reference' if name in reference else 'the new file'}")
+            continue
+        ours, theirs = tensors[name].contiguous(), reference[name].contiguous()
+        if ours.dtype != theirs.dtype or ours.shape != theirs.shape:
+            differing.append(name)
+            print(f"  {name}: {ours.dtype} {list(ours.shape)} vs reference {theirs.dtype} {list(theirs.shape)}")
+            continue
+        mismatch = (ours.view(u8) != theirs.view(u8)).nonzero()
+        if mismatch.numel():
+            differing.append(name)
+            print(f"  {name}: {mismatch.shape[0]} bytes differ, first at byte {mismatch[0].tolist()}")
+    print(f"compare with {args.compare}: " + (f"{len(differing)} tensors differ: {differing}" if differing
+                                               else f"all {len(tensors)} tensors identical"))
+    sys.exit(1 if differing else 0)
