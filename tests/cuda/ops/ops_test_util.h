@@ -56,6 +56,7 @@ class DeviceBuffer {
   void upload(const std::vector<T>& host) {
     DSV4_CHECK(host.size() == count_, "upload: {} values into a buffer of {}", host.size(), count_);
     if (count_) OPS_CUDA_OK(cudaMemcpy(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice));
+    OPS_CUDA_OK(cudaDeviceSynchronize());  // pageable H2D may still be in flight on return
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);
@@ -65,6 +66,7 @@ class DeviceBuffer {
   }
   void poison() {
     if (count_) OPS_CUDA_OK(cudaMemset(ptr_, 0xff, count_ * sizeof(T)));
+    OPS_CUDA_OK(cudaDeviceSynchronize());  // cudaMemset is asynchronous to the host
   }
 
  private:
@@ -189,6 +191,7 @@ inline TestWeight make_weight(WeightFormat format, int64_t rows, int64_t cols, c
 // ---- cuBLAS context ------------------------------------------------------------------------
 
 // A LinearContext as the engine builds one: own stream, handle on it, user workspace.
+// The stream is a blocking one so it orders with the legacy-stream copies of the test.
 struct TestLinearContext {
   cudaStream_t stream = nullptr;
   cublasHandle_t handle = nullptr;
@@ -198,7 +201,7 @@ struct TestLinearContext {
 
   TestLinearContext(int64_t act_capacity, int64_t weight_capacity)
       : act(static_cast<size_t>(act_capacity)), weight(static_cast<size_t>(weight_capacity)) {
-    OPS_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    OPS_CUDA_OK(cudaStreamCreate(&stream));
     DSV4_CHECK(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS, "cublasCreate failed");
     DSV4_CHECK(cublasSetStream(handle, stream) == CUBLAS_STATUS_SUCCESS, "cublasSetStream failed");
     DSV4_CHECK(cublasSetWorkspace(handle, cublas_workspace.get(), cublas_workspace.size()) == CUBLAS_STATUS_SUCCESS,
