@@ -44,6 +44,14 @@ try:
 except ImportError:  # --export-text needs only bible(1); training needs torch
     torch = F = None
 
+
+def no_grad(fn):
+    """torch.no_grad() as a decorator that also lets this file load without torch."""
+    def wrapper(*args, **kwargs):
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return wrapper
+
 SW, CSA, HCA = "sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"
 BOS_TOKEN, EOS_TOKEN = "<|begin_of_text|>", "<|end_of_text|>"
 BOS, EOS = 0, 1
@@ -202,7 +210,7 @@ class BiasBalancer:
             counts = torch.bincount(output[2].reshape(-1), minlength=module.num_experts).float()
             self.loads[id(module)] = self.loads.get(id(module), 0) + counts
 
-    @torch.no_grad()
+    @no_grad
     def step(self):
         imbalance = 0.0
         for r in self.routers:
@@ -219,7 +227,7 @@ def batch_from(stream, offsets, seq):
     return torch.stack([torch.cat([torch.tensor([BOS]), stream[int(o): int(o) + seq]]) for o in offsets])
 
 
-@torch.no_grad()
+@no_grad
 def evaluate(model, stream, seq, device, amp, max_windows=None, text_mask=None):
     """NLL over BOS-prefixed windows that tile the held-out stream (BOS not scored).
     Returns (mean NLL per token, scored tokens, summed NLL of the text_mask tokens)."""
