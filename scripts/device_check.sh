@@ -1,93 +1,293 @@
 #!/usr/bin/env bash
-# Builds, tests and benchmarks the CUDA backend on the GPU machine, from the repo
-# root, in ONE `run` call (first, here: bash scripts/setup.sh && bash scripts/device_deps.sh):
+# Builds, tests and benchmarks the whole tree on the GPU machine in ONE `run` call, from
+# the repo root. First, here: bash scripts/setup.sh && bash scripts/device_deps.sh
+# (.deps/device-root: nlohmann-json, CLI11, fmt, PCRE2 headers + libpcre2-8.a, googletest
+# source; about 5 MiB. The GPU machine has no pkg-config and no cpp-httplib: the HTTP
+# server is not built there, `dsv4 serve` says so).
 #
-#   everything (all tests, CUDA tests under compute-sanitizer, all benchmarks + peers):
-#     run(command="bash scripts/device_check.sh", carry=[".deps/device-root", ".deps/cutlass"], timeout_s=540)
-#   the MoE family only (its test binary and benchmark, the torch peer, sanitizer last):
-#     run(command="DSV4_CHECK=moe bash scripts/device_check.sh", carry=[".deps/device-root"], timeout_s=480)
+#   everything:
+#     run(command="bash scripts/device_check.sh", carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
+#   one family (test binaries / benchmarks whose name matches the regex), plus extras:
+#     run(command="DSV4_CHECK=moe bash scripts/device_check.sh", carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
+#   only extra commands (builds dsv4 only, no tests / benchmarks / sanitizer):
+#     run(command="DSV4_CHECK=none DSV4_EXTRA='build-device/tools/dsv4 bench --device cuda --json $SUMMARY' bash scripts/device_check.sh",
+#         carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
 #
-# Switches (env): DSV4_CTEST_REGEX (moe mode, default ^Moe), DSV4_BENCH_TOKENS (default
-# 1,8,64,4096,16384), DSV4_BENCH_PEER=0 skips the torch peer, DSV4_SANITIZER=0 skips the tools.
-# Writes under $OUT (at most 8 files come back): summary.jsonl (one status line plus
-# every benchmark's JSON lines), build.log, ctest.log, sanitizer.log, bench.log.
+# Steps, in order, each under its own timeout and a global deadline (DSV4_DEADLINE seconds
+# after the start, default 560: about timeout_s - 40, so a hang cannot eat the call; steps that
+# would start after it are recorded as "skipped"):
+#   configure, build    all cores (nproc), ninja -k 0 (what can build, builds); ccache
+#                       when present (CCACHE_DIR defaults to build-device/.ccache)
+#   ctest_cpu           every ctest test that is not a CUDA one, -j nproc
+#   ctest_cuda          every CUDA test (labels cuda_*), -j DSV4_CUDA_JOBS (default 4)
+#   bench_<family>      every build-device/bench/bench_* binary: --json $SUMMARY plus
+#                       $DSV4_BENCH_ARGS_<family> (e.g. DSV4_BENCH_ARGS_moe="--tokens 1,8")
+#   peer_<family>       scripts/bench_<family>_peer.py with the same arguments (torch)
+#   extra_<n>           each line of $DSV4_EXTRA, then of the file $DSV4_EXTRA_FILE
+#                       (blank lines and # comments skipped), run with bash -c; they
+#                       see $SUMMARY (append JSON lines there), $LOGS, $BUILD
+#   memcheck_<bin>, racecheck_<bin>
+#                       compute-sanitizer on every CUDA test binary, DSV4_SANITIZER_JOBS
+#                       (default 3) at a time, long binaries with a gtest filter
+#                       (DSV4_SANITIZER_FILTERS='bin=filter;bin2=filter' adds/overrides)
+# Selection: DSV4_CHECK=all (default) | none | <regex> matched against binary names
+# (cuda_moe_test, bench_moe, tokenizer_test, ...). Switches: DSV4_BUILD=0 (reuse a warm
+# build-device), DSV4_TESTS=0, DSV4_BENCH=0, DSV4_BENCH_PEER=0, DSV4_SANITIZER=0.
+# Timeouts (s): DSV4_BUILD_TIMEOUT 420, DSV4_TEST_TIMEOUT 240, DSV4_BENCH_TIMEOUT 180,
+# DSV4_EXTRA_TIMEOUT 300, DSV4_SANITIZER_TIMEOUT 150. DSV4_TAIL lines (default 25) of each
+# benchmark / extra log are printed.
+# Writes under $OUT: summary.jsonl (a first "env" line, one line per step: step, status,
+# rc, seconds, ...; plus the benchmarks' own JSON lines) and logs.tar.gz (every step's
+# log, ctest's LastTest.log, CMakeCache.txt). The last lines printed are a table of steps.
+# Exit status: 0 when every step that ran passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
-mkdir -p "$OUT"
-mode=${DSV4_CHECK:-all}
-root=$PWD/.deps/device-root
-gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
-echo "gpu: $gpu; mode: $mode; $(date -u +%FT%TZ)"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
+repo=$PWD
+build=build-device
+root=$repo/.deps/device-root
+export SUMMARY=$OUT/summary.jsonl BUILD=$build LOGS=$repo/$build/check-logs
+rm -rf "$LOGS" && mkdir -p "$LOGS" && : > "$SUMMARY"
+rows=$LOGS/.rows && : > "$rows"
 start=$SECONDS
-
-extra=()
-if [[ $mode == moe ]]; then
-  # The MoE targets need none of the pkg-config libraries (PCRE2, cpp-httplib) that the
-  # tokenizer / server want and the GPU machine lacks: stand-ins let the configure pass.
-  mkdir -p build-device
-  cat > build-device/stub_pkgconfig.cmake <<'CMAKE'
-cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL dsv4_stub_pkgconfig_targets)
-function(dsv4_stub_pkgconfig_targets)
-  foreach(target PkgConfig::PCRE2 PkgConfig::HTTPLIB)
-    if(NOT TARGET ${target})
-      add_library(${target} INTERFACE IMPORTED GLOBAL)
-    endif()
-  endforeach()
-endfunction()
-CMAKE
-  extra=(-DCMAKE_PROJECT_INCLUDE="$PWD/build-device/stub_pkgconfig.cmake")
+deadline=$((start + ${DSV4_DEADLINE:-560}))
+tail_lines=${DSV4_TAIL:-25}
+mode=${DSV4_CHECK:-all}
+jobs=$(nproc)
+[[ -x /usr/local/cuda/bin/nvcc ]] && ! command -v nvcc >/dev/null && export PATH=/usr/local/cuda/bin:$PATH
+if command -v ccache >/dev/null; then
+  export CCACHE_DIR=${CCACHE_DIR:-$repo/$build/.ccache}
+  ccache_note=$(ccache --version | head -1)
+else
+  ccache_note="no ccache"
 fi
-cmake -S . -B build-device -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA_TESTS=ON "${extra[@]}" \
-  -DCMAKE_PREFIX_PATH="$root/usr" -DDSV4_GTEST_SOURCE_DIR="$root/googletest" > "$OUT/build.log" 2>&1
-configure_rc=$?
-if [[ $mode == moe ]]; then targets=(--target cuda_moe_test bench_moe); else targets=(); fi
-cmake --build build-device -j"$(nproc)" "${targets[@]}" >> "$OUT/build.log" 2>&1
-build_rc=$?
-echo "configure rc=$configure_rc build rc=$build_rc ($((SECONDS - start)) s)"
-[[ $build_rc -eq 0 ]] || grep -E "error|Error" -A5 "$OUT/build.log" | head -60
 
-# Tests: every test (all) or the MoE binary's tests (moe), through ctest.
-if [[ $mode == moe ]]; then ctest_args=(-R "${DSV4_CTEST_REGEX:-^Moe}"); else ctest_args=(); fi
-(cd build-device && ctest --output-on-failure -V -j2 "${ctest_args[@]}" > "$OUT/ctest.log" 2>&1)
-ctest_rc=$?
-grep -E "^\S*\[moe\]|tests passed|Failed|\*\*\*" "$OUT/ctest.log" | sed 's/^[0-9]*: //' | tail -60
-passed=$(grep -cE "Test +#[0-9]+: .*Passed" "$OUT/ctest.log")
-failed=$(grep -cE "\*\*\*Failed|\*\*\*Exception|\*\*\*Timeout" "$OUT/ctest.log")
-echo "ctest rc=$ctest_rc passed=$passed failed=$failed ($((SECONDS - start)) s)"
+json_str() {  # a JSON string literal
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/ }
+  s=${s//$'\n'/ }
+  s=${s//$'\r'/ }
+  printf '"%s"' "$s"
+}
 
-# Benchmarks: their JSON lines go straight into summary.jsonl.
-bench_rc=0
-if [[ -x build-device/bench/bench_moe ]]; then
-  tokens=${DSV4_BENCH_TOKENS:-1,8,64,4096,16384}
-  build-device/bench/bench_moe --tokens "$tokens" --json "$OUT/summary.jsonl" 2>&1 | tee "$OUT/bench.log" || bench_rc=1
-  if [[ ${DSV4_BENCH_PEER:-1} == 1 ]]; then
-    PYTHONUNBUFFERED=1 python3 scripts/bench_moe_peer.py --tokens "$tokens" --json "$OUT/summary.jsonl" 2>&1 \
-      | tee -a "$OUT/bench.log" || bench_rc=1
+# record NAME STATUS RC SECONDS DETAIL [EXTRA_JSON_FIELDS]
+record() {
+  printf '{"step":%s,"status":"%s","rc":%d,"seconds":%s,"detail":%s%s}\n' "$(json_str "$1")" "$2" "$3" "$4" \
+    "$(json_str "$5")" "${6:+,$6}" >> "$SUMMARY"
+  printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$4" "$5" >> "$rows"
+}
+
+# step NAME LIMIT DETAIL CMD...: CMD's output goes to $LOGS/NAME.log; at most LIMIT
+# seconds (less when the deadline is nearer). DETAIL: a function given the log that
+# prints the table's detail column, "=text", or "-". Sets step_rc.
+step() {
+  local name=$1 limit=$2 detail_fn=$3
+  shift 3
+  local left=$((deadline - SECONDS))
+  if ((left < 10)); then
+    record "$name" skipped 0 0 "deadline reached" && step_rc=0 && return 0
+  fi
+  ((limit > left)) && limit=$left
+  local t0=$EPOCHREALTIME
+  timeout -k 10 "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  step_rc=$?
+  local seconds
+  seconds=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
+  local status=ok
+  ((step_rc != 0)) && status=FAIL
+  ((step_rc == 124 || step_rc == 137)) && status=TIMEOUT
+  local detail=""
+  case $detail_fn in
+    -) ;;
+    =*) detail=${detail_fn#=} ;;
+    *) detail=$($detail_fn "$LOGS/$name.log" 2>/dev/null) ;;
+  esac
+  ((step_rc == 124 || step_rc == 137)) && detail="killed after ${limit}s; $detail"
+  record "$name" "$status" "$step_rc" "$seconds" "$detail" "\"limit\":$limit"
+  return 0
+}
+
+ctest_detail() {
+  local line
+  line=$(grep -E "tests passed|tests failed" "$1" | tail -1)
+  local failed
+  failed=$(grep -E "^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Exception|Not Run|Subprocess aborted)" "$1" |
+    sed -E 's/^\s+[0-9]+ - //; s/ \(.*//' | head -8 | tr '\n' ' ')
+  echo "${line:-no summary}${failed:+; failed: $failed}"
+}
+sanitizer_detail() { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED" "$1" | grep -vE "^\[ +(OK|RUN)" | tail -3 | tr '\n' ' '; }
+build_detail() { grep -cE "^FAILED: " "$1" | sed 's/$/ failed edges/'; }
+last_line() { grep -v '^\s*$' "$1" | tail -1 | cut -c1-120; }
+
+pack() {
+  local extra=()
+  for f in "$build/Testing/Temporary/LastTest.log" "$build/Testing/Temporary/LastTestsFailed.log" "$build/CMakeCache.txt"; do
+    [[ -f $f ]] && extra+=("$f")
+  done
+  # Keep the tarball well under the 16 MiB a returned file may have: cut huge logs.
+  for f in "$LOGS"/*.log; do
+    [[ -f $f ]] || continue
+    if (($(stat -c %s "$f") > 20000000)); then
+      { head -c 5000000 "$f"; printf '\n[... cut by device_check.sh ...]\n'; tail -c 5000000 "$f"; } > "$f.cut"
+      mv "$f.cut" "$f"
+    fi
+  done
+  tar -czf "$OUT/logs.tar.gz" -C "$repo" "${build}/check-logs" "${extra[@]}" 2>/dev/null
+}
+
+table() {
+  echo
+  echo "== device_check ($mode) on ${gpu%%,*}: $(awk -F'\t' '$2=="ok"' "$rows" | wc -l) ok," \
+    "$(awk -F'\t' '$2=="FAIL"||$2=="TIMEOUT"' "$rows" | wc -l) failed," \
+    "$(awk -F'\t' '$2=="skipped"' "$rows" | wc -l) skipped; $((SECONDS - start)) s; \$OUT: summary.jsonl logs.tar.gz"
+  awk -F'\t' '{ printf "%-28s %-8s %7s  %s\n", $1, $2, $3, substr($4, 1, 110) }' "$rows"
+}
+
+finish() {
+  pack
+  table
+  if awk -F'\t' '$2=="FAIL"||$2=="TIMEOUT"' "$rows" | grep -q .; then exit 1; fi
+  exit 0
+}
+trap 'record interrupted FAIL 130 0 "device_check.sh got a signal"; finish' INT TERM
+
+gpu="no nvidia-smi"
+command -v nvidia-smi >/dev/null && gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
+nvcc_version=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "no nvcc")
+sanitizer=$(command -v compute-sanitizer || echo "")
+printf '{"step":"env","mode":%s,"date":"%s","gpu":%s,"nvcc":%s,"cores":%d,"ccache":%s,"commit":%s}\n' \
+  "$(json_str "$mode")" "$(date -u +%FT%TZ)" "$(json_str "$gpu")" "$(json_str "$nvcc_version")" "$jobs" \
+  "$(json_str "$ccache_note")" "$(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")" >> "$SUMMARY"
+echo "device_check: gpu: $gpu; $nvcc_version; $jobs cores; $ccache_note; mode: $mode; $(date -u +%FT%TZ)"
+
+# ---- configure + build ----------------------------------------------------------------
+if [[ ${DSV4_BUILD:-1} == 1 || ! -f $build/build.ninja ]]; then
+  if [[ ! -d $root/usr/include ]]; then
+    record configure FAIL 1 0 ".deps/device-root missing: run scripts/device_deps.sh here and carry it"
+    finish
+  fi
+  step configure 120 last_line cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA_TESTS=ON \
+    -DDSV4_STATIC_DEPS=ON -DCMAKE_PREFIX_PATH="$root/usr" -DDSV4_GTEST_SOURCE_DIR="$root/googletest"
+  if ((step_rc != 0)); then
+    tail -30 "$LOGS/configure.log"
+    finish
   fi
 fi
-echo "bench rc=$bench_rc ($((SECONDS - start)) s)"
+# Executables of interest: test binaries (*_test, cuda_*) and benchmarks (bench_*).
+mapfile -t binaries < <(ninja -C "$build" -t targets all 2>/dev/null |
+  sed -nE 's/^(cuda_[A-Za-z0-9_]+|[A-Za-z0-9_]+_test|bench_[A-Za-z0-9_]+): phony$/\1/p' | grep -v '^cmake_' | sort -u)
+selected=()
+case $mode in
+  all) selected=("${binaries[@]}") ;;
+  none) ;;
+  *) for b in "${binaries[@]}"; do [[ $b =~ $mode ]] && selected+=("$b"); done ;;
+esac
+echo "device_check: ${#selected[@]} of ${#binaries[@]} test/bench binaries selected: ${selected[*]}"
+if [[ ${DSV4_BUILD:-1} == 1 ]]; then
+  targets=()
+  [[ $mode != all ]] && targets=(--target dsv4 "${selected[@]}")
+  step build "${DSV4_BUILD_TIMEOUT:-420}" build_detail cmake --build "$build" -j"$jobs" "${targets[@]}" -- -k 0
+  if ((step_rc != 0)); then
+    grep -E "^FAILED: |error|Error" -A3 "$LOGS/build.log" | head -40
+  fi
+  echo "device_check: build rc=$step_rc ($((SECONDS - start)) s)"
+fi
 
-printf '{"check":"device_check","mode":"%s","date":"%s","gpu":"%s","configure_rc":%d,"build_rc":%d,"ctest_rc":%d,"passed":%d,"failed":%d,"bench_rc":%d,"seconds":%d}\n' \
-  "$mode" "$(date -u +%FT%TZ)" "$gpu" "$configure_rc" "$build_rc" "$ctest_rc" "$passed" "$failed" "$bench_rc" \
-  "$((SECONDS - start))" | tee -a "$OUT/summary.jsonl"
+cpu_tests=() cuda_tests=() benches=()
+for b in "${selected[@]}"; do
+  case $b in
+    bench_*) benches+=("$b") ;;
+    cuda_*) cuda_tests+=("$b") ;;
+    *) cpu_tests+=("$b") ;;
+  esac
+done
+alternation() { local IFS='|'; echo "^($*)\$"; }
 
-# compute-sanitizer memcheck + racecheck on the CUDA test binaries; the MoE binary
-# runs its small cases only (the V4-Flash ones take minutes under the tools).
-sanitizer_rc=0
-: > "$OUT/sanitizer.log"
-[[ ${DSV4_SANITIZER:-1} == 1 ]] || echo "sanitizer skipped (DSV4_SANITIZER=0)"
-for test in build-device/tests/cuda/cuda_*; do
-  [[ ${DSV4_SANITIZER:-1} == 1 ]] || break
-  [[ -x $test ]] || continue
-  filter=()
-  [[ $(basename "$test") == cuda_moe_test ]] && filter=(--gtest_filter='MoeSmall.*:MoeRouting.*:MoePack.*')
-  for tool in memcheck racecheck; do
-    timeout 150 compute-sanitizer --tool $tool --error-exitcode 9 "$test" "${filter[@]}" >> "$OUT/sanitizer.log" 2>&1 || sanitizer_rc=1
-    echo "$(basename "$test") $tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log" | tail -1)"
+# ---- ctest ----------------------------------------------------------------------------
+# Every test carries its binary's name as label (tests/CMakeLists.txt, tests/cuda/).
+if [[ ${DSV4_TESTS:-1} == 1 ]]; then
+  if [[ $mode == all ]]; then cpu_select=(-LE '^cuda_'); else cpu_select=(-L "$(alternation "${cpu_tests[@]}")"); fi
+  if [[ $mode == all || ${#cpu_tests[@]} -gt 0 ]]; then
+    step ctest_cpu "${DSV4_TEST_TIMEOUT:-240}" ctest_detail \
+      ctest --test-dir "$build" --output-on-failure -j"$jobs" "${cpu_select[@]}"
+    echo "device_check: ctest_cpu: $(ctest_detail "$LOGS/ctest_cpu.log")"
+  fi
+  if ((${#cuda_tests[@]})); then
+    step ctest_cuda "${DSV4_TEST_TIMEOUT:-240}" ctest_detail \
+      ctest --test-dir "$build" --output-on-failure -j"${DSV4_CUDA_JOBS:-4}" -L "$(alternation "${cuda_tests[@]}")"
+    echo "device_check: ctest_cuda: $(ctest_detail "$LOGS/ctest_cuda.log")"
+  fi
+fi
+
+# ---- benchmarks + peers ---------------------------------------------------------------
+if [[ ${DSV4_BENCH:-1} == 1 ]]; then
+  for b in "${benches[@]}"; do
+    binary=$build/bench/$b
+    [[ -x $binary ]] || { record "$b" FAIL 1 0 "$binary was not built"; continue; }
+    family=${b#bench_}
+    args_var=DSV4_BENCH_ARGS_$family
+    args=${!args_var-}
+    [[ $family == moe && -z $args && -n ${DSV4_BENCH_TOKENS:-} ]] && args="--tokens $DSV4_BENCH_TOKENS"
+    read -ra args_array <<< "$args"
+    step "$b" "${DSV4_BENCH_TIMEOUT:-180}" last_line "$binary" --json "$SUMMARY" "${args_array[@]}"
+    echo "---- $b ${args}"; tail -n "$tail_lines" "$LOGS/$b.log"
+    peer=scripts/bench_${family}_peer.py
+    if [[ -f $peer && ${DSV4_BENCH_PEER:-1} == 1 ]]; then
+      step "peer_$family" "${DSV4_BENCH_TIMEOUT:-180}" last_line \
+        env PYTHONUNBUFFERED=1 python3 "$peer" --json "$SUMMARY" "${args_array[@]}"
+      echo "---- peer_$family"; tail -n "$tail_lines" "$LOGS/peer_$family.log"
+    fi
   done
+fi
+
+# ---- extra commands -------------------------------------------------------------------
+extras=()
+if [[ -n ${DSV4_EXTRA:-} ]]; then mapfile -t -O 0 extras <<< "$DSV4_EXTRA"; fi
+if [[ -n ${DSV4_EXTRA_FILE:-} ]]; then
+  if [[ -f $DSV4_EXTRA_FILE ]]; then
+    mapfile -t more < "$DSV4_EXTRA_FILE"
+    extras+=("${more[@]}")
+  else
+    record extra_file FAIL 1 0 "DSV4_EXTRA_FILE=$DSV4_EXTRA_FILE does not exist"
+  fi
+fi
+n=0
+for command in "${extras[@]}"; do
+  [[ $command =~ ^[[:space:]]*(#|$) ]] && continue
+  n=$((n + 1))
+  echo "---- extra_$n: $command"
+  step "extra_$n" "${DSV4_EXTRA_TIMEOUT:-300}" "=$command" bash -c "$command"
+  tail -n "$tail_lines" "$LOGS/extra_$n.log"
 done
 
-printf '{"check":"sanitizer","mode":"%s","sanitizer_rc":%d,"seconds":%d}\n' "$mode" "$sanitizer_rc" "$((SECONDS - start))" \
-  | tee -a "$OUT/summary.jsonl"
-exit $((configure_rc || build_rc || ctest_rc || bench_rc || sanitizer_rc))
+# ---- compute-sanitizer ----------------------------------------------------------------
+# Long binaries get a filter of their small cases (the full V4-Flash shapes take minutes
+# under the tools). Binaries not listed run whole (their step may time out: TIMEOUT).
+declare -A filters=(
+  [cuda_moe_test]='MoeSmall.*:MoeRouting.*:MoePack.*'
+)
+IFS=';' read -ra overrides <<< "${DSV4_SANITIZER_FILTERS:-}"
+for o in "${overrides[@]}"; do [[ $o == *=* ]] && filters[${o%%=*}]=${o#*=}; done
+if [[ ${DSV4_SANITIZER:-1} == 1 && ${#cuda_tests[@]} -gt 0 ]]; then
+  if [[ -z $sanitizer ]]; then
+    record sanitizer FAIL 1 0 "compute-sanitizer not found"
+  else
+    running=0
+    for b in "${cuda_tests[@]}"; do
+      binary=$build/tests/cuda/$b
+      [[ -x $binary ]] || continue
+      filter=()
+      [[ -n ${filters[$b]:-} ]] && filter=(--gtest_filter="${filters[$b]}")
+      for tool in memcheck racecheck; do
+        step "${tool}_${b#cuda_}" "${DSV4_SANITIZER_TIMEOUT:-150}" sanitizer_detail \
+          compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 50 "$binary" "${filter[@]}" &
+        running=$((running + 1))
+        if ((running >= ${DSV4_SANITIZER_JOBS:-3})); then wait -n; running=$((running - 1)); fi
+      done
+    done
+    wait
+  fi
+fi
+finish
