@@ -193,7 +193,7 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
     b.shared_out = act("act.shared_expert", T * H);
   }
   b.moe_workspace = carver.take_bytes("workspace.moe", RegionKind::kWorkspace, moe_bytes);
-  b.act_capacity = T * std::max<int64_t>(a.model.max_linear_cols, H);
+  b.act_capacity = 2 * T * std::max<int64_t>(a.model.max_linear_cols, H);  // split activations: hi + lo
   b.act_bf16 = carver.take<uint16_t>("workspace.linear_act_bf16", RegionKind::kWorkspace, b.act_capacity);
   b.weight_capacity = a.model.max_dequantized_elements;
   b.weight_bf16 = carver.take<uint16_t>("workspace.linear_weight_bf16", RegionKind::kWorkspace,
@@ -300,6 +300,7 @@ class CudaEngine final : public Engine {
     linear_.act_capacity = layout_.buffers.act_capacity;
     linear_.weight_bf16 = layout_.buffers.weight_bf16;
     linear_.weight_capacity = layout_.buffers.weight_capacity;
+    linear_.split_activations = true;
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));

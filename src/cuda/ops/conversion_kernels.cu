@@ -17,13 +17,17 @@ __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t 
 }
 
 // x: [rows, x_stride] (first `cols` used); out: [rows, cols] dense.
+// out = bf16(x); residual (when not null) = bf16(x - out): x ~ out + residual to ~2^-17.
 __global__ void f32_rows_to_bf16_kernel(const float* x, int64_t x_stride, int64_t rows, int64_t cols,
-                                        __nv_bfloat16* out) {
+                                        __nv_bfloat16* out, __nv_bfloat16* residual) {
   const int64_t count = rows * cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / cols, c = i % cols;
-    out[i] = __float2bfloat16_rn(x[r * x_stride + c]);
+    const float v = x[r * x_stride + c];
+    const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+    out[i] = hi;
+    if (residual) residual[i] = __float2bfloat16_rn(v - __bfloat162float(hi));
   }
 }
 
@@ -44,10 +48,10 @@ cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cu
 }
 
 cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
-                                    cudaStream_t stream) {
+                                    cudaStream_t stream, uint16_t* residual) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   f32_rows_to_bf16_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
-      x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out));
+      x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<__nv_bfloat16*>(residual));
   return cudaGetLastError();
 }
 

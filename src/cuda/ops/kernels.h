@@ -18,7 +18,8 @@ namespace dsv4::cuda::ops::detail {
 cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cudaStream_t stream);
 // out[r, c] = bf16_rn(x[r * x_stride + c]); x: [rows, x_stride] (first cols used); out: [rows, cols].
 cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
-                                    cudaStream_t stream);
+                                    cudaStream_t stream,
+                                    uint16_t* residual = nullptr);
 // y[i] += add[i]; [count].
 cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream);
 

@@ -59,11 +59,25 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
   check_int(tokens, "tokens", "linear");
   check_int(cols, "cols", "linear");
   check_int(y_stride, "y_stride", "linear");
-  DSV4_CHECK(ctx.act_bf16 != nullptr && tokens * cols <= ctx.act_capacity,
-             "linear: activation scratch too small: tokens {} x cols {} = {} BF16 elements, act_capacity {}", tokens,
-             cols, tokens * cols, ctx.act_capacity);
-
-  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, cols, ctx.act_bf16, ctx.stream));
+  check_int(x_stride, "x_stride", "linear");
+  if (weight.format == static_cast<int>(WeightFormat::kF32)) {
+    // Weights stored in FP32 are computed in FP32 (no TF32): the stored precision is
+    // the model's, and rounding both operands to BF16 would cost ~1e-4 of cosine.
+    const float alpha = 1.0f, beta = 0.0f;
+    const float* w = reinterpret_cast<const float*>(weight.data) + row_begin * cols;
+    DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count),
+                                   static_cast<int>(tokens), static_cast<int>(cols), &alpha, w, CUDA_R_32F,
+                                   static_cast<int>(cols), x, CUDA_R_32F, static_cast<int>(x_stride), &beta, y,
+                                   CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F_PEDANTIC,
+                                   CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  const int64_t act_needed = (ctx.split_activations ? 2 : 1) * tokens * cols;
+  DSV4_CHECK(ctx.act_bf16 != nullptr && act_needed <= ctx.act_capacity,
+             "linear: activation scratch too small: {} x tokens {} x cols {} = {} BF16 elements, act_capacity {}",
+             ctx.split_activations ? 2 : 1, tokens, cols, act_needed, ctx.act_capacity);
+  uint16_t* act_residual = ctx.split_activations ? ctx.act_bf16 + tokens * cols : nullptr;  // [tokens, cols]
+  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, cols, ctx.act_bf16, ctx.stream, act_residual));
 
   const uint16_t* w_bf16 = nullptr;  // [row_count, cols] BF16, row stride cols
   if (weight.format == static_cast<int>(WeightFormat::kBF16)) {
@@ -87,6 +101,13 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
                                  static_cast<int>(tokens), static_cast<int>(cols), &alpha, w_bf16, CUDA_R_16BF,
                                  static_cast<int>(cols), ctx.act_bf16, CUDA_R_16BF, static_cast<int>(cols), &beta, y,
                                  CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (act_residual != nullptr) {
+    const float one = 1.0f;
+    DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count),
+                                   static_cast<int>(tokens), static_cast<int>(cols), &alpha, w_bf16, CUDA_R_16BF,
+                                   static_cast<int>(cols), act_residual, CUDA_R_16BF, static_cast<int>(cols), &one, y,
+                                   CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
 }
 
 void linear_f32(const LinearContext& ctx, const float* weight_f32, int64_t rows, int64_t cols, const float* x,

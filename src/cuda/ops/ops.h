@@ -77,6 +77,10 @@ struct LinearContext {
   int64_t act_capacity = 0;
   uint16_t* weight_bf16 = nullptr;   // scratch: >= weight_capacity BF16 elements (non-BF16 weights
   int64_t weight_capacity = 0;       // dequantized here before the GEMM); unused for BF16 weights
+  // Split activations: x = bf16(x) + bf16(x - bf16(x)), two BF16 GEMMs (the second adds
+  // into y), so the GEMM sees x to ~2^-17 relative instead of 2^-9 (the engine's
+  // correct-first path; act_capacity must then hold 2 x tokens x cols).
+  bool split_activations = false;
 };
 // y[t, r * 1] = sum_c x[t, c] W[row_begin + r, c] for r < row_count, t < tokens.
 // x: [tokens, W.cols] with row stride x_stride (elements); y: [tokens, row_count] with row
