@@ -70,7 +70,9 @@ python3 - "$WORK/results.jsonl" "$MODEL" "$TEXT" "${RESULT:-}" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 base = rows[0]
-print(f"Held-out perplexity of {sys.argv[2]} ({base['scored_tokens']} tokens, {base['bytes']} bytes of {sys.argv[3]}, "
+import os
+print(f"model: {sys.argv[2]}", file=sys.stderr)
+print(f"Held-out perplexity ({base['scored_tokens']} tokens, {base['bytes']} bytes of {os.path.basename(sys.argv[3])}, "
       f"windows of {base['context']} tokens after BOS; dense weights BF16, CPU engine):\n")
 print("| routed experts | perplexity per token | bits per byte | vs BF16 | model.safetensors |")
 print("| --- | --- | --- | --- | --- |")
