@@ -392,7 +392,7 @@ def main():
     gen = torch.Generator().manual_seed(args.seed + 1)
     log, best = [], None
     step, trained, last_eval, t0 = 0, 0.0, 0.0, time.time()
-    loss_ema = None
+    loss_ema, bad_steps = None, 0
     while trained < budget:
         t = time.time()
         frac = trained / budget
@@ -407,6 +407,20 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not (math.isfinite(float(loss.detach())) and math.isfinite(float(gnorm))):
+            # Skip the update; BF16 autocast that keeps failing is switched off (one run must finish).
+            opt.zero_grad(set_to_none=True)
+            balancer.loads.clear()
+            bad_steps += 1
+            trained += time.time() - t
+            print(f"step {step + 1}: non-finite loss/grad ({float(loss.detach())}, {float(gnorm)}), skipped", flush=True)
+            if bad_steps >= 10 and amp:
+                amp, bad_steps = False, 0
+                print("10 non-finite steps in a row under BF16 autocast: continuing in FP32/TF32", flush=True)
+            elif bad_steps >= 50:
+                raise SystemExit("training diverged: 50 non-finite steps in a row")
+            continue
+        bad_steps = 0
         opt.step()
         imbalance = balancer.step()
         step += 1
@@ -426,6 +440,8 @@ def main():
             print(f"  held-out (subset) nll {nll:.4f} ppl {math.exp(nll):.2f}{'  *best' if improved else ''}",
                   flush=True)
 
+    if best is None:
+        raise SystemExit("no training step finished within the budget: nothing to save")
     model.load_state_dict(best[2])
     model.eval()
     nll_amp, n_tok, _ = evaluate(model, held_stream, args.seq, device, amp)
