@@ -27,7 +27,8 @@ class ServeProcess {
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addclose(&actions, out[0]);
-    std::vector<std::string> args = {DSV4_BINARY, "serve", "--host", "127.0.0.1", "--port", "0", "--max-running", "16"};
+    std::vector<std::string> args = {DSV4_BINARY, "serve", "--host", "127.0.0.1", "--port", "0", "--max-running", "16",
+                                     "--max-model-len", "4096"};  // the bundled model allows 1M; the 5000-byte prompt below must exceed it
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

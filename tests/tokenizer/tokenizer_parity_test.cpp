@@ -103,9 +103,10 @@ TEST(Tokenizer, SpecialTokenTextIsPlainUnlessParsed) {
   EXPECT_EQ(std::count(with_think.begin(), with_think.end(), think), 1);
 }
 
-TEST(Tokenizer, BundledByteVocabulary) {
-  const auto dir = std::filesystem::path(DSV4_SOURCE_DIR) / "models" / "default";
-  if (!std::filesystem::exists(dir / "byte_tokenizer.json")) GTEST_SKIP() << "bundled model has no byte_tokenizer.json";
+// The byte-vocabulary model that was bundled before the BPE one (kept as a test fixture).
+TEST(Tokenizer, TrainedByteModelVocabulary) {
+  const auto dir = std::filesystem::path(DSV4_FIXTURES_DIR) / "trained_byte_model";
+  ASSERT_TRUE(std::filesystem::exists(dir / "byte_tokenizer.json")) << dir;
   auto tokenizer = Tokenizer::from_file(dir / "byte_tokenizer.json");
   const auto ids = tokenizer->encode("Hé", true);
   ASSERT_EQ(ids.size(), 4u);  // BOS + 3 bytes

@@ -147,16 +147,17 @@ std::vector<std::string> golden_dirs() {
 INSTANTIATE_TEST_SUITE_P(All, CudaGolden, ::testing::ValuesIn(golden_dirs()),
                          [](const auto& info) { return fs::path(info.param).filename().string(); });
 
-fs::path bundled_model() { return fs::path(DSV4_SOURCE_DIR) / "models" / "default"; }
+// A trained BF16 model (the byte-vocabulary model bundled before the BPE one).
+fs::path trained_byte_model() { return fs::path(DSV4_FIXTURES_DIR) / "trained_byte_model"; }
 
-// The bundled model (hidden 128, intermediate 128) with NVFP4 / MXFP4 experts runs the
+// The trained byte model (hidden 128, intermediate 128) with NVFP4 / MXFP4 experts runs the
 // fast 4-bit MoE kernels inside the engine: compare with the CPU on a prompt + decode.
 TEST(CudaEngine, FastMoePathMatchesCpu) {
   for (const char* format : {"nvfp4", "mxfp4"}) {
     const fs::path out = fs::temp_directory_path() / (std::string("dsv4_cuda_engine_default_") + format);
     fs::remove_all(out);
     formats::QuantizeOptions q;
-    q.input = bundled_model();
+    q.input = trained_byte_model();
     q.output = out;
     q.experts = formats::parse_expert_format(format);
     q.dense = formats::DenseFormat::kBF16;
@@ -184,7 +185,7 @@ TEST(CudaEngine, FastMoePathMatchesCpu) {
       EXPECT_GE(dc.cosine, kMinCosine) << format << " decode step " << k << ": " << dc.describe();
       token = argmax(r.data(), vocab);
     }
-    std::printf("[engine] bundled model, %s experts (fast MoE kernels): worst cosine %.7f\n", format, worst);
+    std::printf("[engine] trained byte model, %s experts (fast MoE kernels): worst cosine %.7f\n", format, worst);
     fs::remove_all(out);
   }
 }
@@ -208,7 +209,7 @@ std::vector<int32_t> greedy_alone(Engine& engine, const std::vector<int32_t>& pr
 }
 
 TEST(CudaEngine, BatchedDecodeOfEightSequencesEqualsEachAlone) {
-  auto weights = std::make_shared<const ModelWeights>(load_model(bundled_model()));
+  auto weights = std::make_shared<const ModelWeights>(load_model(trained_byte_model()));
   const int64_t vocab = weights->config.vocab_size;
   std::unique_ptr<Engine> gpu = create_engine(weights, cuda_options());
   const int steps = 24;
@@ -239,7 +240,7 @@ TEST(CudaEngine, BatchedDecodeOfEightSequencesEqualsEachAlone) {
 }
 
 TEST(CudaEngine, GraphReplayIsBitIdenticalToEager) {
-  auto weights = std::make_shared<const ModelWeights>(load_model(bundled_model()));
+  auto weights = std::make_shared<const ModelWeights>(load_model(trained_byte_model()));
   const int64_t vocab = weights->config.vocab_size;
   std::unique_ptr<Engine> graphs = create_engine(weights, cuda_options(true));
   std::unique_ptr<Engine> eager = create_engine(weights, cuda_options(false));
@@ -264,7 +265,7 @@ TEST(CudaEngine, GraphReplayIsBitIdenticalToEager) {
 }
 
 TEST(CudaEngine, BadInputIsAnErrorNotAWildRead) {
-  auto weights = std::make_shared<const ModelWeights>(load_model(bundled_model()));
+  auto weights = std::make_shared<const ModelWeights>(load_model(trained_byte_model()));
   std::unique_ptr<Engine> gpu = create_engine(weights, cuda_options());
   const SequenceId s = gpu->add_sequence();
   const std::vector<int32_t> bad = {1, 2, static_cast<int32_t>(weights->config.vocab_size)};
