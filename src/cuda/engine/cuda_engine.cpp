@@ -547,6 +547,36 @@ class CudaEngine final : public Engine {
     }
   }
 
+  // Projects the step's tokens through one compressor (x = the attention input in
+  // b.x) into kv_proj / gate_proj [T, width] and pools every window that closes.
+  void run_compressor(const DeviceCompressor& c, float* kv_proj, float* gate_proj, int rate, int dim, bool overlapping,
+                      float* state_kv, float* state_gate, int state_rows, void* entries, bool entries_bf16,
+                      int max_entries, const TokenBatch& batch) {
+    Buffers& b = layout_.buffers;
+    linear(c.wkv, b.x, batch.tokens, kv_proj);
+    linear(c.wgate, b.x, batch.tokens, gate_proj);
+    attention::CompressorParams p;
+    p.kv_proj = kv_proj;
+    p.gate_proj = gate_proj;
+    p.ape = c.ape;
+    p.norm_weight = c.norm;
+    p.inv_freq = layout_.model.inv_freq_compress;
+    p.rope_dim = static_cast<int>(config_.rope_compress.rope_dim);
+    p.rate = rate;
+    p.dim = dim;
+    p.overlapping = overlapping;
+    p.rms_eps = eps();
+    p.state_kv = state_kv;
+    p.state_gate = state_gate;
+    p.state_rows = state_rows;
+    p.entries = entries;
+    p.entries_bf16 = entries_bf16;
+    p.max_entries = max_entries;
+    p.batch = batch;
+    p.error_flag = b.error_flag;
+    attention::compressor_update(p, stream_);
+  }
+
   void attention_sublayer(int layer_index, const DeviceLayer& layer, LayerCache& cache, const TokenBatch& batch) {
     Buffers& b = layout_.buffers;
     const DeviceAttention& a = layer.attn;
@@ -574,55 +604,17 @@ class CudaEngine final : public Engine {
     if (a.has_compressor) {
       const int rate = static_cast<int>(config_.compress_rate(layer_index));
       const bool csa = layer.attention_type == AttentionType::kCompressedSparse;
-      linear(a.compressor.wkv, b.x, T, b.comp_kv);
-      linear(a.compressor.wgate, b.x, T, b.comp_gate);
-      attention::CompressorParams p;
-      p.kv_proj = b.comp_kv;
-      p.gate_proj = b.comp_gate;
-      p.ape = a.compressor.ape;
-      p.norm_weight = a.compressor.norm;
-      p.inv_freq = layout_.model.inv_freq_compress;
-      p.rope_dim = compress_rope_dim;
-      p.rate = rate;
-      p.dim = static_cast<int>(hd);
-      p.overlapping = csa;
-      p.rms_eps = eps();
-      p.state_kv = cache.state_kv;
-      p.state_gate = cache.state_gate;
-      p.state_rows = cache.state_rows;
-      p.entries = cache.entries;
-      p.entries_bf16 = true;
-      p.max_entries = cache.max_entries;
-      p.batch = batch;
-      p.error_flag = b.error_flag;
-      attention::compressor_update(p, stream_);
+      run_compressor(a.compressor, b.comp_kv, b.comp_gate, rate, static_cast<int>(hd), csa, cache.state_kv,
+                     cache.state_gate, cache.state_rows, cache.entries, /*entries_bf16=*/true, cache.max_entries,
+                     batch);
       profiler_.mark(stream_, "attn.compressor");
     }
     if (a.has_indexer) {
       const int rate = static_cast<int>(config_.compress_rate(layer_index));
       const int64_t id = config_.index_head_dim, ih = config_.index_n_heads;
-      linear(a.index_compressor.wkv, b.x, T, b.index_kv);
-      linear(a.index_compressor.wgate, b.x, T, b.index_gate);
-      attention::CompressorParams p;
-      p.kv_proj = b.index_kv;
-      p.gate_proj = b.index_gate;
-      p.ape = a.index_compressor.ape;
-      p.norm_weight = a.index_compressor.norm;
-      p.inv_freq = layout_.model.inv_freq_compress;
-      p.rope_dim = compress_rope_dim;
-      p.rate = rate;
-      p.dim = static_cast<int>(id);
-      p.overlapping = true;
-      p.rms_eps = eps();
-      p.state_kv = cache.index_state_kv;
-      p.state_gate = cache.index_state_gate;
-      p.state_rows = cache.index_state_rows;
-      p.entries = cache.index_entries;
-      p.entries_bf16 = false;
-      p.max_entries = cache.max_entries;
-      p.batch = batch;
-      p.error_flag = b.error_flag;
-      attention::compressor_update(p, stream_);
+      run_compressor(a.index_compressor, b.index_kv, b.index_gate, rate, static_cast<int>(id), /*overlapping=*/true,
+                     cache.index_state_kv, cache.index_state_gate, cache.index_state_rows, cache.index_entries,
+                     /*entries_bf16=*/false, cache.max_entries, batch);
       linear(a.index_wq_b, b.q_residual, T, b.index_q);
       ops::rope(b.index_q, T, static_cast<int>(ih), static_cast<int>(id), compress_rope_dim,
                 layout_.model.inv_freq_compress, batch.positions, false, stream_);
