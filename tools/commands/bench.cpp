@@ -118,8 +118,12 @@ void run_bench(const BenchFlags& flags) {
   const ModelConfig& config = weights->config;
   EngineOptions options;
   options.device = flags.device == "cuda" ? Device::kCuda : Device::kCpu;
-  options.max_batch = max_batch + (flags.prefill > 0 ? 1 : 0);
-  options.max_context = std::max<int64_t>(flags.context + flags.decode_steps * 3 + 8, flags.prefill + 8);
+  // The long-prefill sequence is removed before the context fill, so max_batch slots
+  // suffice. Sequence 0 is in every decode batch: it grows by (warm-up 3 + timed steps +
+  // profiled 2) per batch size.
+  options.max_batch = max_batch;
+  const int64_t decode_growth = static_cast<int64_t>(batches.size()) * (flags.decode_steps + 5);
+  options.max_context = std::max<int64_t>(flags.context + decode_growth + 8, flags.prefill + 8);
   options.max_context = std::min<int64_t>(options.max_context, config.max_position_embeddings);
   options.prefill_chunk = flags.prefill_chunk;
   options.cuda_graphs = !flags.no_graphs;

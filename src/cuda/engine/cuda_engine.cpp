@@ -581,7 +581,7 @@ class CudaEngine final : public Engine {
     Buffers& b = layout_.buffers;
     const DeviceAttention& a = layer.attn;
     const int T = batch.tokens;
-    const int64_t H = config_.hidden_size, heads = config_.num_attention_heads, hd = config_.head_dim;
+    const int64_t heads = config_.num_attention_heads, hd = config_.head_dim;
     const int64_t q_rank = config_.q_lora_rank;
     const bool sliding = layer.attention_type == AttentionType::kSliding;
     const float* inv_freq = sliding ? layout_.model.inv_freq_main : layout_.model.inv_freq_compress;
@@ -667,7 +667,6 @@ class CudaEngine final : public Engine {
       ops::linear(linear_, a.wo_a, b.attn + g * group_width, heads * hd, T, b.grouped + g * rank, groups * rank,
                   g * rank, rank);
     linear(a.wo_b, b.grouped, T, b.sub_out);
-    (void)H;
     profiler_.mark(stream_, "attn.out_proj");
   }
 

@@ -66,7 +66,11 @@ struct Builder {
   }
 
   // A dense matrix in its stored format; synthetic ones (no data) get random values.
-  DeviceMatrix matrix(const std::string& name, const QuantMatrix& m) {
+  // through_linear: the engine multiplies it with ops::linear, so its width sizes the
+  // activation scratch and, unless stored BF16 or F32 (both read as stored), its size
+  // the BF16 dequantization scratch. The embedding and the generic-MoE experts are read
+  // by their own kernels and need neither.
+  DeviceMatrix matrix(const std::string& name, const QuantMatrix& m, bool through_linear = true) {
     DeviceMatrix d;
     d.format = static_cast<int>(m.format);
     d.rows = m.rows;
@@ -80,8 +84,11 @@ struct Builder {
                                  : nullptr;
     d.data = data;
     d.scales = scales;
-    if (m.format != WeightFormat::kBF16) model.max_dequantized_elements = std::max(model.max_dequantized_elements, m.rows * m.cols);
-    model.max_linear_cols = std::max(model.max_linear_cols, m.cols);
+    if (through_linear) {
+      if (m.format != WeightFormat::kBF16 && m.format != WeightFormat::kF32)
+        model.max_dequantized_elements = std::max(model.max_dequantized_elements, m.rows * m.cols);
+      model.max_linear_cols = std::max(model.max_linear_cols, m.cols);
+    }
     if (carver.sizing()) return d;
     if (m.data != nullptr) {
       DSV4_CUDA_CHECK(cudaMemcpy(data, m.data, bytes, cudaMemcpyHostToDevice));
@@ -294,17 +301,17 @@ struct Builder {
     g.swiglu_limit = static_cast<float>(config.swiglu_limit);
     std::vector<DeviceMatrix> w1(g.experts), w2(g.experts), w3(g.experts);
     for (int e = 0; e < g.experts; ++e) {
-      w1[e] = matrix("ffn.experts.w1", w.experts[e].w1);
-      w2[e] = matrix("ffn.experts.w2", w.experts[e].w2);
-      w3[e] = matrix("ffn.experts.w3", w.experts[e].w3);
+      w1[e] = matrix("ffn.experts.w1", w.experts[e].w1, /*through_linear=*/false);
+      w2[e] = matrix("ffn.experts.w2", w.experts[e].w2, /*through_linear=*/false);
+      w3[e] = matrix("ffn.experts.w3", w.experts[e].w3, /*through_linear=*/false);
     }
     g.w1 = upload<DeviceMatrix>("ffn.experts.views", w1.data(), w1.size());
     g.w2 = upload<DeviceMatrix>("ffn.experts.views", w2.data(), w2.size());
     g.w3 = upload<DeviceMatrix>("ffn.experts.views", w3.data(), w3.size());
     g.has_shared = true;
-    g.shared_w1 = matrix("ffn.shared.w1", w.shared.w1);
-    g.shared_w2 = matrix("ffn.shared.w2", w.shared.w2);
-    g.shared_w3 = matrix("ffn.shared.w3", w.shared.w3);
+    g.shared_w1 = matrix("ffn.shared.w1", w.shared.w1, /*through_linear=*/false);
+    g.shared_w2 = matrix("ffn.shared.w2", w.shared.w2, /*through_linear=*/false);
+    g.shared_w3 = matrix("ffn.shared.w3", w.shared.w3, /*through_linear=*/false);
     g.gate_weight = gate_f32("ffn.gate", w.gate);
     g.gate_bias = type == MlpType::kMoE ? floats("ffn.gate_bias", w.gate_bias) : nullptr;
     g.tid2eid = type == MlpType::kHashMoE ? upload<int32_t>("ffn.tid2eid", w.tid2eid.data(), w.tid2eid.size()) : nullptr;
@@ -329,7 +336,7 @@ DeviceModel build_device_model(const ModelWeights& weights, Carver& carver, uint
   const ModelConfig& config = weights.config;
   DeviceModel model;
   Builder b{carver, stream, seed, model};
-  model.embed = b.matrix("embed", weights.embed);
+  model.embed = b.matrix("embed", weights.embed, /*through_linear=*/false);
   model.head = b.matrix("head", weights.head);
   model.norm = b.floats("norm", weights.norm);
   model.hc_head = b.hyper("hc_head", weights.hc_head);

@@ -57,9 +57,10 @@ struct DeviceModel {
   const float* inv_freq_main = nullptr;      // [rope_dim/2]
   const float* inv_freq_compress = nullptr;  // [rope_dim/2]
   std::vector<DeviceLayer> layers;
-  // Largest element count of a non-BF16 dense matrix (the linear op dequantizes it to BF16 scratch).
+  // Largest element count of a matrix the linear op dequantizes to BF16 scratch (not
+  // stored BF16 or F32), and the widest linear input.
   int64_t max_dequantized_elements = 0;
-  int64_t max_linear_cols = 0;                // widest GEMM input
+  int64_t max_linear_cols = 0;
   bool any_generic_moe = false;
   int64_t fast_moe_flushed_blocks = 0, fast_moe_zero_blocks = 0;
 };
