@@ -17,6 +17,16 @@ struct ModelWeights;
 
 enum class Device { kCpu, kCuda };
 
+// Where the CPU reference backend rounds to BF16. Default: nowhere (FP32 throughout,
+// the oracle that matches transformers). The CUDA engine stores BF16 at these points;
+// turning them on makes the CPU backend compute the same values, so the two backends
+// can be compared value for value (a BF16 difference upstream of a top-k would
+// otherwise flip near-tied routing or indexer choices).
+struct CpuRounding {
+  bool kv_cache = false;         // attention KV rows and compressed attention entries (not the indexer's keys)
+  bool expert_operands = false;  // 4-bit experts: input, SwiGLU output and weighted output (the fast MoE kernels)
+};
+
 struct EngineOptions {
   std::filesystem::path model_dir;
   Device device = Device::kCpu;
@@ -25,6 +35,7 @@ struct EngineOptions {
   int prefill_chunk = 0;     // CUDA: tokens per prefill step (0: 2048); longer prompts are chunked
   bool cuda_graphs = true;   // CUDA: capture each decode batch size once and replay it
   bool profile = false;      // CUDA: start with profiling on (see Engine::set_profiling)
+  CpuRounding cpu_rounding;  // CPU: BF16 rounding points (see CpuRounding)
 };
 
 // Accumulated device time per op group (CUDA engine with profile = true).

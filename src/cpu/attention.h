@@ -18,9 +18,12 @@ struct LayerCache {
   std::vector<float> kv_rows;      // [rows, head_dim] normed + RoPE'd K=V of the last sliding_window-1 tokens (+ chunk)
   CompressorState compressor;      // CSA / HCA
   CompressorState indexer;         // CSA only (index_head_dim)
+  bool round_kv_bf16 = false;      // kv_rows and compressor entries hold BF16 values (CpuRounding::kv_cache)
 };
 
-void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type);
+// round_kv_bf16: KV rows and compressed attention entries are stored as BF16 values
+// (the CUDA engine's caches); the indexer's keys stay FP32 as there.
+void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type, bool round_kv_bf16 = false);
 
 struct RopeTables {
   RopeTable main;      // sliding-only layers

@@ -64,6 +64,7 @@ void pool_window(CompressorState& state, const CompressorWeights& weights, const
   }
   rms_norm(entry.data(), 1, dim, weights.norm.values.data(), rms_eps);
   rope.apply(entry.data(), 1, dim, state.entry_count * rate);
+  if (state.round_entries_bf16) round_to_bf16(entry.data(), dim);
   state.entries.insert(state.entries.end(), entry.begin(), entry.end());
   state.entry_count += 1;
   state.buffered = 0;

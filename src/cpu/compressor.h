@@ -23,6 +23,7 @@ struct CompressorState {
   std::vector<float> overlap_gate; // [rate, dim] its gate, position bias included
   std::vector<float> entries;      // [entry_count, dim] pooled, normed, RoPE'd at w*rate
   int64_t entry_count = 0;
+  bool round_entries_bf16 = false; // store entries as BF16 values (CpuRounding::kv_cache)
 
   void init(int64_t rate_, int64_t dim_, bool overlapping_);
   int64_t width() const { return overlapping ? 2 * dim : dim; }

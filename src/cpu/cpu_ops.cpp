@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "dsv4/dtype.h"
 #include "dsv4/error.h"
 
 namespace dsv4::cpu {
@@ -96,6 +97,10 @@ void softmax(float* values, int64_t count) {
     sum += values[i];
   }
   for (int64_t i = 0; i < count; ++i) values[i] /= sum;
+}
+
+void round_to_bf16(float* values, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) values[i] = bf16_to_float(float_to_bf16(values[i]));
 }
 
 }  // namespace dsv4::cpu

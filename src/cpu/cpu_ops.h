@@ -34,4 +34,7 @@ void softmax(float* values, int64_t count);
 
 float dot(const float* a, const float* b, int64_t count);
 
+// values[i] = BF16(values[i]) (round to nearest even): emulates a BF16 store.
+void round_to_bf16(float* values, int64_t count);
+
 }  // namespace dsv4::cpu

@@ -7,7 +7,8 @@
 
 namespace dsv4::cpu {
 
-CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights) : weights_(std::move(weights)) {
+CpuModel::CpuModel(std::shared_ptr<const ModelWeights> weights, const CpuRounding& rounding)
+    : weights_(std::move(weights)), rounding_(rounding) {
   ropes_.main = RopeTable(weights_->config.rope_main);
   ropes_.compress = RopeTable(weights_->config.rope_compress);
 }
@@ -16,7 +17,7 @@ SequenceCache CpuModel::new_cache() const {
   SequenceCache cache;
   cache.layers.resize(weights_->layers.size());
   for (size_t i = 0; i < weights_->layers.size(); ++i)
-    init_layer_cache(cache.layers[i], config(), weights_->layers[i].attention_type);
+    init_layer_cache(cache.layers[i], config(), weights_->layers[i].attention_type, rounding_.kv_cache);
   return cache;
 }
 
@@ -56,7 +57,8 @@ std::vector<float> CpuModel::forward(SequenceCache& cache, std::span<const int32
 
     x = hyper_collapse(layer.hc_ffn, cfg, streams.data(), count, &mix);
     rms_norm(x.data(), count, hidden, layer.ffn_norm.values.data(), cfg.rms_norm_eps);
-    const std::vector<float> mlp = moe_forward(layer.ffn, layer.mlp_type, cfg, x.data(), count, tokens);
+    const std::vector<float> mlp = moe_forward(layer.ffn, layer.mlp_type, cfg, x.data(), count, tokens,
+                                               rounding_.expert_operands);
     observe(prefix + ".mlp_out", mlp, {count, hidden});
     hyper_expand(mix, cfg, mlp.data(), count, streams.data());
     observe(prefix + ".out", streams, {count, n, hidden});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/attention.h"
+#include "dsv4/engine.h"
 #include "dsv4/weights.h"
 
 namespace dsv4::cpu {
@@ -25,7 +26,7 @@ using ActivationObserver = std::function<void(const std::string& name, std::span
 
 class CpuModel {
  public:
-  explicit CpuModel(std::shared_ptr<const ModelWeights> weights);
+  explicit CpuModel(std::shared_ptr<const ModelWeights> weights, const CpuRounding& rounding = {});
 
   const ModelConfig& config() const { return weights_->config; }
   const ModelWeights& weights() const { return *weights_; }
@@ -39,6 +40,7 @@ class CpuModel {
 
  private:
   std::shared_ptr<const ModelWeights> weights_;
+  CpuRounding rounding_;
   RopeTables ropes_;
 };
 

@@ -47,8 +47,21 @@ Routing route(const MoEWeights& weights, MlpType type, const ModelConfig& config
   return routing;
 }
 
-std::vector<float> expert_forward(const ExpertWeights& expert, double swiglu_limit, const float* x, int64_t tokens) {
+namespace {
+bool is_4bit(const ExpertWeights& expert) {
+  return expert.w1.format == WeightFormat::kNVFP4 || expert.w1.format == WeightFormat::kMXFP4;
+}
+}  // namespace
+
+std::vector<float> expert_forward(const ExpertWeights& expert, double swiglu_limit, const float* x, int64_t tokens,
+                                  bool round_operands, const float* scale) {
   const int64_t hidden = expert.w1.cols, intermediate = expert.w1.rows;
+  std::vector<float> rounded;
+  if (round_operands) {
+    rounded.assign(x, x + tokens * hidden);
+    round_to_bf16(rounded.data(), tokens * hidden);
+    x = rounded.data();
+  }
   const std::span<const float> input(x, tokens * hidden);
   std::vector<float> gate = linear(expert.w1, input, tokens);
   const std::vector<float> up = linear(expert.w3, input, tokens);
@@ -58,11 +71,17 @@ std::vector<float> expert_forward(const ExpertWeights& expert, double swiglu_lim
     const float u = std::clamp(up[i], -limit, limit);    // up: both sides
     gate[i] = silu(g) * u;
   }
-  return linear(expert.w2, gate, tokens);
+  if (round_operands) round_to_bf16(gate.data(), tokens * intermediate);
+  std::vector<float> out = linear(expert.w2, gate, tokens);
+  if (scale != nullptr)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t d = 0; d < hidden; ++d) out[t * hidden + d] *= scale[t];
+  if (round_operands) round_to_bf16(out.data(), tokens * hidden);
+  return out;
 }
 
 std::vector<float> moe_forward(const MoEWeights& weights, MlpType type, const ModelConfig& config, const float* x,
-                               int64_t tokens, std::span<const int32_t> token_ids) {
+                               int64_t tokens, std::span<const int32_t> token_ids, bool round_4bit_operands) {
   const int64_t hidden = config.hidden_size, top_k = config.num_experts_per_tok;
   const Routing routing = route(weights, type, config, x, tokens, token_ids);
 
@@ -75,21 +94,23 @@ std::vector<float> moe_forward(const MoEWeights& weights, MlpType type, const Mo
     slots_of_expert[e].push_back(i);
   }
   std::vector<float> slot_outputs(static_cast<size_t>(tokens * top_k * hidden), 0.0f);  // [tokens, top_k, hidden]
-  std::vector<float> gathered;
+  std::vector<float> gathered, slot_weights;
   for (int64_t e = 0; e < config.n_routed_experts; ++e) {
     const auto& slots = slots_of_expert[e];
     if (slots.empty()) continue;
     const int64_t count = static_cast<int64_t>(slots.size());
     gathered.resize(static_cast<size_t>(count * hidden));
     for (int64_t i = 0; i < count; ++i) std::copy_n(x + (slots[i] / top_k) * hidden, hidden, gathered.data() + i * hidden);
-    const std::vector<float> out = expert_forward(weights.experts[e], config.swiglu_limit, gathered.data(), count);
-    for (int64_t i = 0; i < count; ++i) {
-      const float w = routing.weights[slots[i]];
-      float* dst = slot_outputs.data() + slots[i] * hidden;
-      for (int64_t d = 0; d < hidden; ++d) dst[d] = out[i * hidden + d] * w;
-    }
+    slot_weights.resize(static_cast<size_t>(count));
+    for (int64_t i = 0; i < count; ++i) slot_weights[i] = routing.weights[slots[i]];
+    const ExpertWeights& expert = weights.experts[e];
+    const std::vector<float> out = expert_forward(expert, config.swiglu_limit, gathered.data(), count,
+                                                  round_4bit_operands && is_4bit(expert), slot_weights.data());
+    for (int64_t i = 0; i < count; ++i)
+      std::copy_n(out.data() + i * hidden, hidden, slot_outputs.data() + slots[i] * hidden);
   }
-  std::vector<float> result = expert_forward(weights.shared, config.swiglu_limit, x, tokens);
+  std::vector<float> result =
+      expert_forward(weights.shared, config.swiglu_limit, x, tokens, round_4bit_operands && is_4bit(weights.shared));
   // routed = sum over slots in slot order, then + shared (transformers: routed + shared).
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t d = 0; d < hidden; ++d) {

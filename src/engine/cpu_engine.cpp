@@ -6,7 +6,8 @@
 
 namespace dsv4 {
 
-CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights) : model_(std::move(weights)) {}
+CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const CpuRounding& rounding)
+    : model_(std::move(weights), rounding) {}
 
 SequenceId CpuEngine::add_sequence() {
   const SequenceId id = next_id_++;

@@ -12,7 +12,7 @@ namespace dsv4 {
 
 class CpuEngine final : public Engine {
  public:
-  explicit CpuEngine(std::shared_ptr<const ModelWeights> weights);
+  explicit CpuEngine(std::shared_ptr<const ModelWeights> weights, const CpuRounding& rounding = {});
 
   const ModelConfig& config() const override { return model_.config(); }
   Device device() const override { return Device::kCpu; }

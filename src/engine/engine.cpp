@@ -15,7 +15,7 @@ std::unique_ptr<Engine> create_engine(std::shared_ptr<const ModelWeights> weight
     case Device::kCpu:
       DSV4_CHECK(weights->embed.data != nullptr,
                  "the CPU engine needs real weights (synthetic random-weight models run on --device cuda)");
-      return std::make_unique<CpuEngine>(std::move(weights));
+      return std::make_unique<CpuEngine>(std::move(weights), options.cpu_rounding);
     case Device::kCuda:
 #if defined(DSV4_HAVE_CUDA)
       return cuda::create_cuda_engine(std::move(weights), options);

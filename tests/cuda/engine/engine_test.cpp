@@ -65,11 +65,25 @@ EngineOptions cuda_options(bool graphs = true) {
   return o;
 }
 
+// The CPU reference computes in FP32 and rounds to BF16 exactly where the CUDA engine
+// stores BF16: the KV caches always; the expert operands when the experts run on the
+// fast 4-bit MoE kernels (V4-like widths), not on the generic FP32 MoE path the small
+// golden configs take. Any other difference is the engine's own error.
+CpuRounding engine_rounding(bool fast_moe) {
+  CpuRounding r;
+  r.kv_cache = true;
+  r.expert_operands = fast_moe;
+  return r;
+}
+
 // Prompt + teacher-forced decode of every golden case, CUDA vs CPU on the same weights.
 void check_against_cpu(const fs::path& model_dir, const std::string& label) {
   auto weights = std::make_shared<const ModelWeights>(load_model(model_dir));
   const int64_t vocab = weights->config.vocab_size;
+  ASSERT_NE(weights->config.hidden_size % 128, 0) << label << ": a golden config wide enough for the fast MoE "
+                                                  << "kernels needs engine_rounding(true)";
   EngineOptions cpu_options;
+  cpu_options.cpu_rounding = engine_rounding(/*fast_moe=*/false);
   std::unique_ptr<Engine> cpu = create_engine(weights, cpu_options);
   std::unique_ptr<Engine> gpu = create_engine(weights, cuda_options());
   const testing::GoldenModel golden = testing::load_golden(model_dir, vocab);
@@ -164,7 +178,10 @@ TEST(CudaEngine, FastMoePathMatchesCpu) {
     formats::quantize_checkpoint(q);
     auto weights = std::make_shared<const ModelWeights>(load_model(out));
     const int64_t vocab = weights->config.vocab_size;
-    std::unique_ptr<Engine> cpu = create_engine(weights, EngineOptions{});
+    ASSERT_EQ(weights->config.hidden_size % 128, 0) << "the trained byte model must take the fast MoE kernels";
+    EngineOptions cpu_options;
+    cpu_options.cpu_rounding = engine_rounding(/*fast_moe=*/true);
+    std::unique_ptr<Engine> cpu = create_engine(weights, cpu_options);
     std::unique_ptr<Engine> gpu = create_engine(weights, cuda_options());
     std::mt19937 rng(7);
     std::vector<int32_t> prompt(200);
