@@ -29,7 +29,7 @@
 #   memcheck_<bin>, racecheck_<bin>
 #                       compute-sanitizer on every CUDA test binary, DSV4_SANITIZER_JOBS
 #                       (default 3) at a time, long binaries with a gtest filter
-#                       (DSV4_SANITIZER_FILTERS='bin=filter;bin2=filter' adds/overrides)
+#                       (DSV4_SANITIZER_FILTERS='bin=filter;racecheck:bin2=filter' adds/overrides)
 # Selection: DSV4_CHECK=all (default) | none | <regex> matched against binary names
 # (cuda_moe_test, bench_moe, tokenizer_test, ...). Switches: DSV4_BUILD=0 (reuse a warm
 # build-device), DSV4_TESTS=0, DSV4_BENCH=0, DSV4_BENCH_PEER=0, DSV4_SANITIZER=0.
@@ -265,8 +265,15 @@ done
 # ---- compute-sanitizer ----------------------------------------------------------------
 # Long binaries get a filter of their small cases (the full V4-Flash shapes take minutes
 # under the tools). Binaries not listed run whole (their step may time out: TIMEOUT).
+# A key "tool:binary" (racecheck:cuda_engine_test) applies to that tool only and wins
+# over the plain "binary" key.
 declare -A filters=(
   [cuda_moe_test]='MoeSmall.*:MoeRouting.*:MoePack.*'
+  [cuda_engine_test]='CudaEngine.BadInput*:CudaEngine.GraphReplay*'
+  [racecheck:cuda_engine_test]='CudaEngine.GraphReplay*'
+  [cuda_pipeline_test]='AttentionPipeline.SlidingOnly:AttentionPipeline.HeavilyCompressed:AttentionPipeline.CompressedSparse'
+  [cuda_moe_generic_test]='-*V4Sized*'
+  [cuda_indexer_test]='-*FlashShape*'
 )
 IFS=';' read -ra overrides <<< "${DSV4_SANITIZER_FILTERS:-}"
 for o in "${overrides[@]}"; do [[ $o == *=* ]] && filters[${o%%=*}]=${o#*=}; done
@@ -278,9 +285,10 @@ if [[ ${DSV4_SANITIZER:-1} == 1 && ${#cuda_tests[@]} -gt 0 ]]; then
     for b in "${cuda_tests[@]}"; do
       binary=$build/tests/cuda/$b
       [[ -x $binary ]] || continue
-      filter=()
-      [[ -n ${filters[$b]:-} ]] && filter=(--gtest_filter="${filters[$b]}")
       for tool in memcheck racecheck; do
+        f=${filters[$tool:$b]:-${filters[$b]:-}}
+        filter=()
+        [[ -n $f ]] && filter=(--gtest_filter="$f")
         step "${tool}_${b#cuda_}" "${DSV4_SANITIZER_TIMEOUT:-150}" sanitizer_detail \
           compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 50 "$binary" "${filter[@]}" &
         running=$((running + 1))
