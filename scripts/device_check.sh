@@ -6,12 +6,12 @@
 # server is not built there, `dsv4 serve` says so).
 #
 #   everything:
-#     run(command="bash scripts/device_check.sh", carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
+#     run(command="bash scripts/device_check.sh", carry=[".deps/device-root"], timeout_s=600)
 #   one family (test binaries / benchmarks whose name matches the regex), plus extras:
-#     run(command="DSV4_CHECK=moe bash scripts/device_check.sh", carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
+#     run(command="DSV4_CHECK=moe bash scripts/device_check.sh", carry=[".deps/device-root"], timeout_s=600)
 #   only extra commands (builds dsv4 only, no tests / benchmarks / sanitizer):
 #     run(command="DSV4_CHECK=none DSV4_EXTRA='build-device/tools/dsv4 bench --device cuda --json $SUMMARY' bash scripts/device_check.sh",
-#         carry=[".deps/device-root", ".deps/cutlass"], timeout_s=600)
+#         carry=[".deps/device-root"], timeout_s=600)
 #
 # Steps, in order, each under its own timeout and a global deadline (DSV4_DEADLINE seconds
 # after the start, default 560: about timeout_s - 40, so a hang cannot eat the call; steps that
