@@ -73,6 +73,9 @@ struct IndexerParams {
   TokenBatch batch;
   float* scores = nullptr;             // workspace [tokens, max_entries]
   int32_t* selected = nullptr;         // [tokens, top_k]
+  // heads 64 x dim 128 score on tensor cores with BF16 operands (indexer_mma.cu) unless
+  // this is set; other shapes always take the FP32 kernels (the oracle).
+  bool fp32_scores = false;
 };
 void indexer_topk(const IndexerParams& params, cudaStream_t stream);
 
@@ -97,7 +100,21 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
+  // Kernel choice (issue 6): kAuto takes the wgmma kernel (sparse_attention_wgmma.cu:
+  // heads % 64 == 0, head_dim 512; BF16 q and weights, FP32 accumulation) where it
+  // applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
+  // kWgmma requires the wgmma kernel (an error where it does not apply).
+  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2 } kernel = Kernel::kAuto;
+  // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
+  // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
+  // of sparse_attention_workspace_floats(tokens, heads, kv_splits) FP32 values; without
+  // one there is no split. kv_splits 0: chosen from the shape; 1: off.
+  int kv_splits = 0;
+  float* split_workspace = nullptr;
+  int64_t split_workspace_floats = 0;
 };
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
+// FP32 values of split_workspace for up to kv_splits splits (0 when kv_splits <= 1).
+int64_t sparse_attention_workspace_floats(int tokens, int heads, int kv_splits);
 
 }  // namespace dsv4::cuda::attention

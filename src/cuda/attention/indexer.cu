@@ -1,5 +1,6 @@
 // Lightning indexer (cpu: run_indexer / indexer_select), two kernels in stream order:
-//   1. scores: score[t, w] = sum_h relu(q[t,h] . key[w]) / sqrt(dim) * head_weights[t,h] / sqrt(heads)
+//   1. scores (heads 64 x dim 128 without params.fp32_scores: indexer_mma.cu, BF16 tensor
+//      cores; otherwise this FP32 kernel, the oracle): score[t, w] = sum_h relu(q[t,h] . key[w]) / sqrt(dim) * head_weights[t,h] / sqrt(heads)
 //      for w < visible(t) = min((p + 1) / rate, max_entries); one warp per entry,
 //      the token's queries staged in shared memory.
 //   2. top-k: one CTA per token; a radix select on order-preserving float bits finds
@@ -15,6 +16,7 @@
 #include <cub/block/block_scan.cuh>
 
 #include <cmath>
+#include <cstdint>
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
@@ -163,6 +165,87 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const Indexe
   for (int i = taken + threadIdx.x; i < p.top_k; i += kTopkThreads) selected[i] = -1;  // only on NaN scores
 }
 
+// Faster top-k (same result as indexer_topk_kernel): the row's order keys are staged in
+// shared memory when they fit (one global read instead of five), and the bin holding the
+// k-th key is found by a block-wide scan over the 256 bins instead of one thread.
+// grid (tokens), block kTopkThreads, dynamic smem staged * max_entries * 4 bytes.
+__global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const IndexerParams p, bool staged) {
+  using BlockScan = cub::BlockScan<int, kTopkThreads>;
+  extern __shared__ uint32_t s_keys[];
+  __shared__ typename BlockScan::TempStorage s_scan;
+  __shared__ int s_histogram[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ int s_remaining;
+
+  const int token = blockIdx.x;
+  const int position = p.batch.positions[token], slot = p.batch.slots[token];
+  int32_t* selected = p.selected + static_cast<int64_t>(token) * p.top_k;
+  const int visible = position < 0 || slot < 0 ? 0 : visible_entries(position, p.rate, p.max_entries);
+  if (visible <= p.top_k) {
+    for (int i = threadIdx.x; i < p.top_k; i += kTopkThreads) selected[i] = i < visible ? i : -1;
+    return;
+  }
+  const float* scores = p.scores + static_cast<int64_t>(token) * p.max_entries;
+  if (staged) {
+    for (int i = threadIdx.x; i < visible; i += kTopkThreads) s_keys[i] = order_key(scores[i]);
+  }
+  auto key_at = [&](int i) { return staged ? s_keys[i] : order_key(scores[i]); };
+
+  if (threadIdx.x == 0) {
+    s_prefix = 0;
+    s_remaining = p.top_k;
+  }
+  uint32_t mask = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += kTopkThreads) s_histogram[b] = 0;
+    __syncthreads();  // also: staged keys, s_prefix / s_remaining of the previous pass
+    const uint32_t prefix = s_prefix;
+    const int remaining = s_remaining;
+    for (int i = threadIdx.x; i < visible; i += kTopkThreads) {
+      const uint32_t key = key_at(i);
+      if ((key & mask) == prefix) atomicAdd(&s_histogram[(key >> shift) & 255u], 1);
+    }
+    __syncthreads();
+    // Thread i < 256 looks at bin 255 - i: an inclusive scan gives the count of keys in
+    // that bin and the higher ones; the bin where it first reaches `remaining` holds the k-th.
+    const int count = threadIdx.x < 256 ? s_histogram[255 - threadIdx.x] : 0;
+    int above_inclusive;
+    BlockScan(s_scan).InclusiveSum(count, above_inclusive);
+    const int above = above_inclusive - count;
+    __syncthreads();  // every thread has read prefix / remaining before they change
+    if (threadIdx.x < 256 && count > 0 && above < remaining && remaining <= above_inclusive) {
+      s_prefix = prefix | (static_cast<uint32_t>(255 - threadIdx.x) << shift);
+      s_remaining = remaining - above;
+    }
+    mask |= 0xFFu << shift;
+  }
+  __syncthreads();
+  const uint32_t threshold = s_prefix;
+  const int equal_needed = s_remaining;
+
+  int equal_seen = 0, taken = 0;
+  for (int base = 0; base < visible && taken < p.top_k; base += kTopkThreads) {
+    const int i = base + threadIdx.x;
+    const bool in_range = i < visible;
+    const uint32_t key = in_range ? key_at(i) : 0u;
+    const int greater = in_range && key > threshold;
+    const int equal = in_range && key == threshold;
+    int equal_rank, equal_tile;
+    BlockScan(s_scan).ExclusiveSum(equal, equal_rank, equal_tile);
+    __syncthreads();
+    const int take = greater || (equal && equal_seen + equal_rank < equal_needed);
+    int out_rank, taken_tile;
+    BlockScan(s_scan).ExclusiveSum(take, out_rank, taken_tile);
+    __syncthreads();
+    if (take && taken + out_rank < p.top_k) selected[taken + out_rank] = i;
+    equal_seen += equal_tile;
+    taken += taken_tile;
+  }
+  for (int i = taken + threadIdx.x; i < p.top_k; i += kTopkThreads) selected[i] = -1;
+}
+
+constexpr size_t kTopkMaxStagedBytes = 160 * 1024;
+
 }  // namespace
 
 namespace detail {
@@ -174,11 +257,30 @@ cudaError_t launch_indexer_topk(const IndexerParams& p, cudaStream_t stream) {
                                                    static_cast<int>(smem));
     if (error != cudaSuccess) return error;
   }
-  const int tiles = (p.max_entries + kIndexerEntriesPerCta - 1) / kIndexerEntriesPerCta;
-  indexer_scores_kernel<<<dim3(p.batch.tokens, tiles), kScoreThreads, smem, stream>>>(p);
-  const cudaError_t score_error = cudaGetLastError();
-  if (score_error != cudaSuccess) return score_error;
-  indexer_topk_kernel<<<p.batch.tokens, kTopkThreads, 0, stream>>>(p);
+  const bool mma_shape = p.heads == kIndexerMmaHeads && p.dim == kIndexerMmaDim;
+  const bool aligned = reinterpret_cast<uintptr_t>(p.q) % 8 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0;
+  if (mma_shape && aligned && !p.fp32_scores) {
+    const cudaError_t score_error = launch_indexer_scores_mma(p, stream);
+    if (score_error != cudaSuccess) return score_error;
+  } else {
+    const int tiles = (p.max_entries + kIndexerEntriesPerCta - 1) / kIndexerEntriesPerCta;
+    indexer_scores_kernel<<<dim3(p.batch.tokens, tiles), kScoreThreads, smem, stream>>>(p);
+    const cudaError_t score_error = cudaGetLastError();
+    if (score_error != cudaSuccess) return score_error;
+  }
+  if (p.fp32_scores) {  // the oracle path keeps the original top-k too
+    indexer_topk_kernel<<<p.batch.tokens, kTopkThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+  const size_t staged_bytes = static_cast<size_t>(p.max_entries) * sizeof(uint32_t);
+  const bool staged = staged_bytes <= kTopkMaxStagedBytes;
+  if (staged && staged_bytes > 48 * 1024) {
+    const cudaError_t error = cudaFuncSetAttribute(indexer_topk_staged_kernel,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   static_cast<int>(staged_bytes));
+    if (error != cudaSuccess) return error;
+  }
+  indexer_topk_staged_kernel<<<p.batch.tokens, kTopkThreads, staged ? staged_bytes : 0, stream>>>(p, staged);
   return cudaGetLastError();
 }
 

@@ -13,6 +13,9 @@ inline constexpr int kCompressorMaxDim = 12 * 1024;       // pool kernel's [dim]
 inline constexpr int kIndexerMaxDim = 256;                // 8 key channels per lane
 inline constexpr int kIndexerEntriesPerCta = 64;          // score grid: max_entries / 64 CTAs along y (<= 65535)
 inline constexpr size_t kIndexerMaxSmem = 227 * 1024;     // queries [heads, dim] + weights [heads] FP32
+inline constexpr int kIndexerMmaHeads = 64;               // indexer_mma.cu: the tensor-core path's shape (V4)
+inline constexpr int kIndexerMmaDim = 128;
+inline constexpr int kIndexerMmaTileKeys = 64;
 inline constexpr int kSparseMaxHeadDim = 512;             // 16 channels per lane
 inline constexpr int kSparseHeadDimMultiple = 8;          // 16-byte BF16 row loads
 
@@ -21,6 +24,13 @@ cudaError_t launch_kv_window_write(const float* kv, int head_dim, uint16_t* wind
                                    const TokenBatch& batch, cudaStream_t stream);
 cudaError_t launch_compressor_update(const CompressorParams& params, cudaStream_t stream);
 cudaError_t launch_indexer_topk(const IndexerParams& params, cudaStream_t stream);
+// indexer_mma.cu: BF16 tensor-core scores into params.scores (heads 64, dim 128 only).
+cudaError_t launch_indexer_scores_mma(const IndexerParams& params, cudaStream_t stream);
 cudaError_t launch_sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
+// sparse_attention_wgmma.cu: the wgmma kernel (heads % 64 == 0, head_dim 512), kv_splits
+// >= 1 ranges per token (> 1: params.split_workspace holds the partials, then the merge).
+bool sparse_attention_wgmma_supported(const SparseAttentionParams& params);
+int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int splits);
+cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

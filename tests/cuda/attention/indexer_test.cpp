@@ -1,10 +1,23 @@
 // Lightning indexer scores + top-k on the GPU vs cpu::indexer_select over CPU scores of
-// the same keys (FP32), on a decode batch of several slots at different positions:
-//   V4-Flash shape (64 heads x 128, rate 4, top_k 512) with visible 3001 / 700 / 100;
-//   exact ties (duplicated key rows) and all-negative head weights (scores <= 0 with
-//     many exact zeros): ties must go to the lower index exactly;
-//   positions past max_entries * rate (visible capped), visible == top_k, visible 0.
-// Key rows past each slot's visible count are NaN: a stray read shows as a NaN pick.
+// the same keys, on batches of sequences (slot 2 i + 1 for sequence i) at various
+// positions: decode batches (one token per sequence), prefill chunks and mixes.
+//
+// Two score paths:
+//   * heads 64 x dim 128 (V4) by default: BF16 tensor cores (indexer_mma.cu). Asserted:
+//     - scores equal an FP32 CPU evaluation on BF16-rounded q and keys (atol 2e-5, rtol 2e-4:
+//       only the summation order differs);
+//     - the selection equals cpu::indexer_select over those scores except at genuine near-ties
+//       (|score - k-th score| <= 1e-4 relative), and exact ties (duplicated key rows) go to
+//       the lower index exactly;
+//     - against the CPU on FP32 operands (the engine's reference): recall of the picked set
+//       >= 0.98 per token, and the FP32 score sum of the picks within 1e-3 (relative to the sum
+//       of |scores|) of the CPU picks' sum.
+//   * other shapes, or params.fp32_scores: the FP32 kernels; scores within 1e-5 / 1e-4 and the
+//     selection exact except near-ties, as before.
+// Ragged cases: keys not multiples of the 64-key tile, visible 0, visible < 64, visible < k,
+// visible == k, positions past max_entries * rate (capped), token counts not multiples of
+// the 4-token CTA group, CTA groups mixing slots, the top-k's unstaged path (long rows).
+// Key rows past each slot's visible count are NaN: a stray read shows as a NaN score/pick.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -20,24 +33,43 @@
 namespace dsv4::attention_test {
 namespace {
 
+struct Sequence {
+  int start = 0, count = 1;  // positions start .. start + count - 1
+};
+
 struct IndexerCase {
   int heads = 4, dim = 32, rate = 4, top_k = 6, max_entries = 64;
-  std::vector<int> positions;   // one token per slot (slot = 2 i + 1)
-  int duplicate_every = 0;      // > 0: key row w copies row w % duplicate_every (exact ties)
+  std::vector<Sequence> sequences;  // sequence i in slot 2 i + 1
+  int duplicate_every = 0;          // > 0: key row w copies row w % duplicate_every (exact ties)
   bool negative_weights = false;
+  bool fp32_scores = false;
 };
+
+// Decode batch: one token per sequence at each position.
+std::vector<Sequence> decode(const std::vector<int>& positions) {
+  std::vector<Sequence> out;
+  for (int p : positions) out.push_back({p, 1});
+  return out;
+}
 
 void run_case(const IndexerCase& c, uint64_t seed) {
   Random random(seed);
-  const int tokens = static_cast<int>(c.positions.size()), slots = 2 * tokens + 1;
+  const int sequences = static_cast<int>(c.sequences.size()), slots = 2 * sequences + 1;
   BatchArrays rows;
-  for (int t = 0; t < tokens; ++t) rows.add_sequence(2 * t + 1, c.positions[t], 1);
+  std::vector<int> token_sequence;
+  for (int s = 0; s < sequences; ++s) {
+    rows.add_sequence(2 * s + 1, c.sequences[s].start, c.sequences[s].count);
+    for (int i = 0; i < c.sequences[s].count; ++i) token_sequence.push_back(s);
+  }
+  const int tokens = rows.tokens();
   const cuda::TokenBatch batch = rows.upload();
+  const bool bf16 = c.heads == 64 && c.dim == 128 && !c.fp32_scores;
 
   std::vector<float> entries(static_cast<size_t>(slots) * c.max_entries * c.dim, kNaN);  // [slots, max_entries, dim]
-  for (int t = 0; t < tokens; ++t) {
-    const int visible = std::min((c.positions[t] + 1) / c.rate, c.max_entries);
-    float* slot_rows = entries.data() + static_cast<size_t>(2 * t + 1) * c.max_entries * c.dim;
+  for (int s = 0; s < sequences; ++s) {
+    const int last = c.sequences[s].start + c.sequences[s].count - 1;
+    const int visible = std::min((last + 1) / c.rate, c.max_entries);
+    float* slot_rows = entries.data() + static_cast<size_t>(2 * s + 1) * c.max_entries * c.dim;
     for (int w = 0; w < visible; ++w)
       for (int d = 0; d < c.dim; ++d)
         slot_rows[static_cast<size_t>(w) * c.dim + d] =
@@ -70,46 +102,62 @@ void run_case(const IndexerCase& c, uint64_t seed) {
   p.batch = batch;
   p.scores = d_scores.get();
   p.selected = d_selected.get();
+  p.fp32_scores = c.fp32_scores;
   cuda::attention::indexer_topk(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<int32_t> selected = d_selected.download();
   const std::vector<float> gpu_scores = d_scores.download();
 
+  // BF16-rounded operands (the tensor-core path's inputs).
+  std::vector<float> q_bf16 = q, entries_bf16 = entries;
+  if (bf16) {
+    for (float& v : q_bf16) v = round_bf16(v);
+    for (float& v : entries_bf16) v = std::isnan(v) ? v : round_bf16(v);
+  }
   const float score_scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
   const float weight_scale = 1.0f / std::sqrt(static_cast<float>(c.heads));
-  for (int t = 0; t < tokens; ++t) {
-    const int position = c.positions[t];
-    const int visible = std::min((position + 1) / c.rate, c.max_entries);
-    const float* slot_rows = entries.data() + static_cast<size_t>(2 * t + 1) * c.max_entries * c.dim;
+  auto cpu_scores = [&](const std::vector<float>& qs, const std::vector<float>& keys, int t, int visible) {
+    const float* slot_rows = keys.data() + static_cast<size_t>(2 * token_sequence[t] + 1) * c.max_entries * c.dim;
     std::vector<float> scores(visible);
     for (int w = 0; w < visible; ++w) {
       float total = 0;
       for (int h = 0; h < c.heads; ++h) {
-        const float relu =
-            std::max(cpu::dot(q.data() + (static_cast<size_t>(t) * c.heads + h) * c.dim, slot_rows + w * c.dim, c.dim),
-                     0.0f) *
-            score_scale;
+        const float relu = std::max(cpu::dot(qs.data() + (static_cast<size_t>(t) * c.heads + h) * c.dim,
+                                             slot_rows + static_cast<size_t>(w) * c.dim, c.dim),
+                                    0.0f) *
+                           score_scale;
         total += relu * (head_weights[static_cast<size_t>(t) * c.heads + h] * weight_scale);
       }
       scores[w] = total;
     }
+    return scores;
+  };
+
+  for (int t = 0; t < tokens; ++t) {
+    const int position = rows.positions[t];
+    const int visible = std::min((position + 1) / c.rate, c.max_entries);
+    const std::vector<float> scores = cpu_scores(q_bf16, entries_bf16, t, visible);
     const std::string token = "token " + std::to_string(t) + " (position " + std::to_string(position) +
-                              ", visible " + std::to_string(visible) + ")";
+                              ", visible " + std::to_string(visible) + (bf16 ? ", BF16 path)" : ", FP32 path)");
     expect_close(token + " scores", gpu_scores.data() + static_cast<size_t>(t) * c.max_entries, scores.data(),
-                 scores.size(), 1e-5, 1e-4, [](size_t w) { return "entry " + std::to_string(w); });
+                 scores.size(), bf16 ? 2e-5 : 1e-5, bf16 ? 2e-4 : 1e-4,
+                 [](size_t w) { return "entry " + std::to_string(w); });
     const std::vector<int64_t> want = cpu::indexer_select(scores.data(), visible, c.top_k);
     const int32_t* got = selected.data() + static_cast<size_t>(t) * c.top_k;
     const int expected = static_cast<int>(want.size());
     float threshold = std::numeric_limits<float>::infinity(), row_max = 0;
     for (int64_t w : want) threshold = std::min(threshold, scores[w]);
     for (float v : scores) row_max = std::max(row_max, std::fabs(v));
+    bool picks_valid = true;
     for (int i = 0; i < c.top_k; ++i) {
       if (i >= expected) {
         EXPECT_EQ(got[i], -1) << token << ": selected[" << i << "] should be the -1 pad";
         continue;
       }
-      ASSERT_TRUE(got[i] >= 0 && got[i] < visible && (i == 0 || got[i] > got[i - 1]))
-          << token << ": selected[" << i << "] = " << got[i] << " (want ascending picks in [0, visible))";
+      const bool valid = got[i] >= 0 && got[i] < visible && (i == 0 || got[i] > got[i - 1]);
+      ASSERT_TRUE(valid) << token << ": selected[" << i << "] = " << got[i]
+                         << " (want ascending picks in [0, visible))";
+      picks_valid = picks_valid && valid;
       if (got[i] == want[i]) continue;
       if (std::binary_search(want.begin(), want.end(), static_cast<int64_t>(got[i]))) continue;
       // A near-tie (FP32 summation order) may pick differently. In the exact-tie cases the
@@ -123,19 +171,71 @@ void run_case(const IndexerCase& c, uint64_t seed) {
           << gpu_scores[static_cast<size_t>(t) * c.max_entries + got[i]] << ") where the CPU picks entry " << want[i]
           << "; the CPU's k-th score is " << threshold;
     }
+    if (!bf16 || expected == 0 || !picks_valid || c.duplicate_every > 0) continue;
+    // Against FP32 operands: recall and score-sum agreement.
+    const std::vector<float> exact_scores = cpu_scores(q, entries, t, visible);
+    const std::vector<int64_t> exact_want = cpu::indexer_select(exact_scores.data(), visible, c.top_k);
+    int hits = 0;
+    double got_sum = 0, want_sum = 0, want_abs = 0;
+    for (int i = 0; i < expected; ++i) {
+      hits += std::binary_search(exact_want.begin(), exact_want.end(), static_cast<int64_t>(got[i]));
+      got_sum += exact_scores[got[i]];
+      want_sum += exact_scores[exact_want[i]];
+      want_abs += std::fabs(exact_scores[exact_want[i]]);
+    }
+    EXPECT_GE(static_cast<double>(hits) / expected, 0.98)
+        << token << ": only " << hits << " of " << expected << " picks agree with the CPU on FP32 operands";
+    EXPECT_LE(std::fabs(got_sum - want_sum), 1e-3 * want_abs + 1e-6)
+        << token << ": FP32 score sum of the picks " << got_sum << " vs the CPU's " << want_sum;
   }
 }
 
-TEST(IndexerTopk, FlashShapeDecodeBatch) {
+IndexerCase flash_case() {
   IndexerCase c;
   c.heads = 64;
   c.dim = 128;
   c.top_k = 512;
   c.max_entries = 1100;
-  c.positions = {3999, 2803, 403, 2047};  // visible 1000, 700, 100, 512 == top_k
+  return c;
+}
+
+TEST(IndexerTopk, FlashShapeDecodeBatch) {
+  IndexerCase c = flash_case();
+  c.sequences = decode({3999, 2803, 403, 2047});  // visible 1000, 700, 100, 512 == top_k
   run_case(c, 11);
-  c.positions = {4403, 4415};  // past max_entries * rate: visible capped at 1100
+  c.sequences = decode({4403, 4415});  // past max_entries * rate: visible capped at 1100
   run_case(c, 12);
+  // 9 tokens (groups of 4 + a ragged 1), visible 0, 0, 1, 15, 63, 64, 65, 511, 1099.
+  c.sequences = decode({0, 3, 4, 63, 255, 256, 263, 2047, 4399});
+  run_case(c, 13);
+}
+
+TEST(IndexerTopk, FlashShapePrefillChunk) {
+  IndexerCase c = flash_case();
+  c.max_entries = 1300;
+  c.sequences = {{3700, 301}};  // one sequence, visible 925 .. 1000, 301 tokens (ragged CTA groups)
+  run_case(c, 31);
+  // A prefill chunk, decode tokens and a short prompt in one batch: CTA groups mix slots.
+  c.sequences = {{1, 1}, {2000, 70}, {5000, 1}, {0, 6}, {4100, 3}};
+  run_case(c, 32);
+}
+
+TEST(IndexerTopk, FlashShapeExactTies) {
+  IndexerCase c = flash_case();
+  c.max_entries = 900;
+  c.duplicate_every = 97;  // every score value repeats every 97 entries (bitwise-equal GPU scores)
+  c.sequences = decode({3599, 1999});
+  run_case(c, 41);
+  c.duplicate_every = 0;
+  c.negative_weights = true;  // scores <= 0
+  run_case(c, 42);
+}
+
+TEST(IndexerTopk, FlashShapeFp32Oracle) {
+  IndexerCase c = flash_case();
+  c.fp32_scores = true;
+  c.sequences = decode({3999, 403, 2047, 7});
+  run_case(c, 51);
 }
 
 TEST(IndexerTopk, GoldenShapes) {
@@ -145,11 +245,21 @@ TEST(IndexerTopk, GoldenShapes) {
       c.heads = heads;
       c.top_k = top_k;
       c.max_entries = 300;
-      c.positions = {0, 2, 3, 13, 27, 514, 777, 1199, 1203};  // visible 0, 0, 1, 3, 7, 128, 194, 300, capped
+      c.sequences = decode({0, 2, 3, 13, 27, 514, 777, 1199, 1203});  // visible 0, 0, 1, 3, 7, 128, 194, 300, capped
       SCOPED_TRACE("heads " + std::to_string(heads) + " top_k " + std::to_string(top_k));
       run_case(c, 100 + heads + top_k);
     }
   }
+}
+
+TEST(IndexerTopk, LongRowUnstagedTopk) {
+  // max_entries * 4 bytes > 160 KiB: the top-k reads the scores from global memory.
+  IndexerCase c;
+  c.heads = 4;
+  c.top_k = 512;
+  c.max_entries = 45000;
+  c.sequences = decode({179999, 100003, 2047});  // visible 45000, 25000, 512
+  run_case(c, 61);
 }
 
 TEST(IndexerTopk, ExactTiesGoToLowerIndex) {
@@ -157,7 +267,7 @@ TEST(IndexerTopk, ExactTiesGoToLowerIndex) {
   c.heads = 8;
   c.top_k = 6;
   c.max_entries = 400;
-  c.positions = {63, 255, 1599};
+  c.sequences = decode({63, 255, 1599});
   c.duplicate_every = 5;  // every score value repeats every 5 entries
   run_case(c, 21);
   c.duplicate_every = 0;
