@@ -18,7 +18,9 @@ inline constexpr int32_t kErrorExpertOutOfRange = 2;   // tid2eid or topk id out
 
 // ---- Router: scores = sqrt(softplus(x Wg^T)) in FP32, then top-k -------------------
 struct RouterParams {
-  const uint16_t* x = nullptr;            // [tokens, hidden] BF16
+  const uint16_t* x = nullptr;            // [tokens, hidden] BF16 (scores from it when x_f32 is null)
+  const float* x_f32 = nullptr;           // [tokens, hidden] FP32: when not null the scores come from it
+                                          // (the CPU reference routes from FP32 x; BF16 x flips near-ties)
   const float* gate_weight = nullptr;     // [experts, hidden]
   const float* gate_bias = nullptr;       // [experts], selection only (score routing)
   const int32_t* tid2eid = nullptr;       // [vocab, top_k]: hash routing when not null
@@ -148,7 +150,8 @@ TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {
   const MoeLayerWeights* weights = nullptr;
-  const uint16_t* x = nullptr;             // [tokens, H] BF16 (after ffn_norm)
+  const uint16_t* x = nullptr;             // [tokens, H] BF16 (after ffn_norm): the GEMMs' input
+  const float* x_f32 = nullptr;            // [tokens, H] FP32, optional: router scores from it when not null
   const int32_t* token_ids = nullptr;      // [tokens] (hash routing)
   int tokens = 0;
   TileConfig config = TileConfig::kDecode;

@@ -71,6 +71,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
 
   RouterParams router;
   router.x = p.x;
+  router.x_f32 = p.x_f32;
   router.gate_weight = w.router_weight;
   router.gate_bias = w.router_bias;
   router.tid2eid = w.tid2eid;

@@ -1,4 +1,5 @@
-// Router: FP32 gate scores (one warp per expert, 8 tokens per CTA row), then top-k
+// Router: FP32 gate scores (one warp per expert, 8 tokens per CTA row; x in BF16 or,
+// when RouterParams::x_f32 is set, FP32), then top-k
 // per token (one warp per token) or hash routing through tid2eid.
 #include <cuda_bf16.h>
 
@@ -14,7 +15,8 @@ constexpr int kScoreTokens = 8;   // tokens per CTA (x rows stay in L1 across th
 constexpr int kScoreExperts = 8;  // experts per CTA, one per warp
 constexpr int kMaxExpertsPerLane = 8;
 
-// scores[t][e] = sqrt(softplus(x[t] . gate[e])) in FP32.
+// scores[t][e] = sqrt(softplus(x[t] . gate[e])) in FP32; x read as BF16 or FP32.
+template <bool kF32>
 __global__ void __launch_bounds__(256) router_scores_kernel(const RouterParams p) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int expert = blockIdx.x * kScoreExperts + warp;
@@ -30,10 +32,16 @@ __global__ void __launch_bounds__(256) router_scores_kernel(const RouterParams p
 #pragma unroll
     for (int i = 0; i < kScoreTokens; ++i) {
       if (t0 + i < p.tokens) {
-        const uint2 xv = *reinterpret_cast<const uint2*>(p.x + static_cast<int64_t>(t0 + i) * p.hidden + k);
-        const float2 x01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xv.x));
-        const float2 x23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xv.y));
-        acc[i] += w.x * x01.x + w.y * x01.y + w.z * x23.x + w.w * x23.y;
+        float4 xv;
+        if constexpr (kF32) {
+          xv = *reinterpret_cast<const float4*>(p.x_f32 + static_cast<int64_t>(t0 + i) * p.hidden + k);
+        } else {
+          const uint2 xb = *reinterpret_cast<const uint2*>(p.x + static_cast<int64_t>(t0 + i) * p.hidden + k);
+          const float2 x01 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xb.x));
+          const float2 x23 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&xb.y));
+          xv = make_float4(x01.x, x01.y, x23.x, x23.y);
+        }
+        acc[i] += w.x * xv.x + w.y * xv.y + w.z * xv.z + w.w * xv.w;
       }
     }
   }
@@ -121,8 +129,12 @@ cudaError_t launch_router(const RouterParams& p) {
   if (p.hidden % 128 != 0 || p.experts > 32 * kMaxExpertsPerLane || p.top_k > 8 || p.top_k > p.experts)
     return cudaErrorInvalidValue;
   if (p.tid2eid == nullptr && p.gate_bias == nullptr) return cudaErrorInvalidValue;
+  if (p.x == nullptr && p.x_f32 == nullptr) return cudaErrorInvalidValue;
   const dim3 score_grid((p.experts + kScoreExperts - 1) / kScoreExperts, (p.tokens + kScoreTokens - 1) / kScoreTokens);
-  router_scores_kernel<<<score_grid, 256, 0, p.stream>>>(p);
+  if (p.x_f32 != nullptr)
+    router_scores_kernel<true><<<score_grid, 256, 0, p.stream>>>(p);
+  else
+    router_scores_kernel<false><<<score_grid, 256, 0, p.stream>>>(p);
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   router_topk_kernel<<<(p.tokens + 7) / 8, 256, 0, p.stream>>>(p);

@@ -139,6 +139,20 @@ inline std::vector<uint16_t> make_activations(int tokens, int hidden, uint64_t s
   return x;
 }
 
+// FP32 activations that are not BF16-exact (routing from them differs from BF16 x).
+inline std::vector<float> make_activations_f32(int tokens, int hidden, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(tokens) * hidden);
+  for (auto& v : x) v = n(rng);
+  return x;
+}
+inline std::vector<uint16_t> to_bf16(const std::vector<float>& x) {
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = float_to_bf16(x[i]);
+  return out;
+}
+
 template <typename T>
 T* device_copy(const std::vector<T>& host) {
   T* ptr = nullptr;
@@ -208,14 +222,13 @@ struct DeviceMoe {
 
 inline double softplus_ref(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 
-// scores [tokens, experts] = sqrt(softplus(x . w)) (FP64 dots of the BF16 inputs).
-inline std::vector<double> cpu_scores(const std::vector<uint16_t>& x, const RouterWeights& r, int tokens, int hidden,
-                                      int experts) {
+// scores [tokens, experts] = sqrt(softplus(x . w)) (FP64 dots of the FP32 inputs).
+inline std::vector<double> cpu_scores_f32(const std::vector<float>& x, const RouterWeights& r, int tokens, int hidden,
+                                          int experts) {
   std::vector<double> scores(static_cast<size_t>(tokens) * experts);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < tokens; ++t) {
-    std::vector<float> xf(hidden);
-    for (int k = 0; k < hidden; ++k) xf[k] = bf16_to_float(x[static_cast<size_t>(t) * hidden + k]);
+    const float* xf = x.data() + static_cast<size_t>(t) * hidden;
     for (int e = 0; e < experts; ++e) {
       double dot = 0;
       const float* w = r.weight.data() + static_cast<size_t>(e) * hidden;
@@ -224,6 +237,13 @@ inline std::vector<double> cpu_scores(const std::vector<uint16_t>& x, const Rout
     }
   }
   return scores;
+}
+// The same from BF16 inputs.
+inline std::vector<double> cpu_scores(const std::vector<uint16_t>& x, const RouterWeights& r, int tokens, int hidden,
+                                      int experts) {
+  std::vector<float> xf(x.size());
+  for (size_t i = 0; i < x.size(); ++i) xf[i] = bf16_to_float(x[i]);
+  return cpu_scores_f32(xf, r, tokens, hidden, experts);
 }
 
 struct RoutingCheck {

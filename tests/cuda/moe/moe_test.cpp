@@ -5,7 +5,8 @@
 //                 shared expert): tokens 1, 2, 7, 64, 333, 4096, skewed routings, hash
 //                 routing; rows checked on the CPU: all up to 64 tokens and in skewed
 //                 cases, every 3rd row at 333, every 64th row at 4096.
-//   MoeRouting.*  hash-routing errors are reported, not read out of bounds.
+//   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
+//                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
 #include <gtest/gtest.h>
 
@@ -130,6 +131,7 @@ struct Case {
   const std::vector<float>* host_bias = nullptr;
   uint64_t seed = 1;
   std::vector<int32_t> token_ids;            // hash routing
+  bool route_f32 = false;                    // router reads FP32 x (MoeForwardParams::x_f32)
 };
 
 struct CaseOutput {
@@ -138,9 +140,12 @@ struct CaseOutput {
 };
 
 CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vector<uint16_t>& x,
-                       const Case& c, std::vector<int32_t>* ids, std::vector<float>* routing_weights) {
+                       const Case& c, std::vector<int32_t>* ids, std::vector<float>* routing_weights,
+                       const std::vector<float>* x_f32 = nullptr) {
   const int H = weights.hidden, T = c.tokens;
   uint16_t* d_x = device_copy(x);
+  float* d_x_f32 = x_f32 ? device_copy(*x_f32) : nullptr;
+
   int32_t* d_token_ids = c.token_ids.empty() ? nullptr : device_copy(c.token_ids);
   const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(weights, T, c.config, nullptr);
   void* d_ws = nullptr;
@@ -155,6 +160,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   cuda::moe::MoeForwardParams p;
   p.weights = &weights;
   p.x = d_x;
+  p.x_f32 = d_x_f32;
   p.token_ids = d_token_ids;
   p.tokens = T;
   p.config = c.config;
@@ -175,6 +181,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
     DSV4_CUDA_OK(cudaMemcpy(routing_weights->data(), ws.topk_weights, ids->size() * 4, cudaMemcpyDeviceToHost));
   }
   cudaFree(d_x);
+  cudaFree(d_x_f32);
   cudaFree(d_token_ids);
   cudaFree(d_ws);
   cudaFree(d_out);
@@ -199,14 +206,18 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
     weights.tid2eid = d_tid2eid;
     weights.vocab_size = c.vocab;
   }
-  const std::vector<uint16_t> x = make_activations(T, H, c.seed);
+  // route_f32: FP32 x (not BF16-exact) routes, its BF16 rounding feeds the GEMMs.
+  const std::vector<float> x_f32 = c.route_f32 ? make_activations_f32(T, H, c.seed) : std::vector<float>();
+  const std::vector<uint16_t> x = c.route_f32 ? to_bf16(x_f32) : make_activations(T, H, c.seed);
   std::vector<int32_t> ids;
   std::vector<float> routing_weights;
-  const CaseOutput gpu = run_forward(weights, x, c, &ids, &routing_weights);
+  const CaseOutput gpu = run_forward(weights, x, c, &ids, &routing_weights, c.route_f32 ? &x_f32 : nullptr);
   cudaFree(d_tid2eid);
   EXPECT_EQ(gpu.error_flag, 0);
 
-  const std::vector<double> scores = cpu_scores(x, host_router, T, H, set.experts);
+  const std::vector<double> scores = c.route_f32 ? cpu_scores_f32(x_f32, host_router, T, H, set.experts)
+                                                 : cpu_scores(x, host_router, T, H, set.experts);
+
   const RoutingCheck routing = check_routing(scores, host_router, T, set.experts, top_k, kScaling, ids, routing_weights,
                                              c.tid2eid, c.tid2eid ? &c.token_ids : nullptr);
   EXPECT_EQ(routing.mismatched_ids, 0) << routing.first_problem;
@@ -221,9 +232,9 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
   for (float v : gpu.out) non_finite_all += !std::isfinite(v);
   EXPECT_EQ(non_finite_all, 0) << "unwritten or non-finite outputs";
   EXPECT_EQ(cmp.bad_rows, 0) << "min cosine " << cmp.min_cosine << " at row " << cmp.worst_row;
-  std::printf("[moe] %s %s tokens=%d config=%s rows_checked=%zu min_cosine=%.7f worst_row=%d max_abs_err=%.3g "
+  std::printf("[moe] %s %s%s tokens=%d config=%s rows_checked=%zu min_cosine=%.7f worst_row=%d max_abs_err=%.3g "
               "near_ties=%d max_weight_err=%.2g\n",
-              set.format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", c.label.c_str(), T,
+              set.format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", c.label.c_str(), c.route_f32 ? "_route_f32" : "", T,
               c.config == TileConfig::kPrefill ? "prefill" : "decode", rows.size(), cmp.min_cosine, cmp.worst_row,
               cmp.max_abs_error, routing.near_ties, routing.max_weight_error);
   std::fflush(stdout);
@@ -245,6 +256,12 @@ void run_small(ExpertFormat format) {
       c.seed = 100 + tokens;
       check_case(set, dev, router, kTopK, c);
     }
+  Case c;  // router from FP32 x
+  c.label = "small";
+  c.tokens = 37;
+  c.route_f32 = true;
+  c.seed = 137;
+  check_case(set, dev, router, kTopK, c);
 }
 
 TEST(MoeSmall, Nvfp4) { run_small(ExpertFormat::kNVFP4); }
@@ -266,6 +283,15 @@ void run_flash(ExpertFormat format) {
     c.config = cuda::moe::moe_default_tile_config(tokens);
     c.row_stride = tokens <= 64 ? 1 : tokens <= 512 ? 3 : 64;
     c.seed = 1000 + tokens;
+    check_case(set, dev, router, kTopK, c);
+  }
+  {  // router from FP32 x (as the engine calls it)
+    Case c;
+    c.label = "uniform";
+    c.tokens = 64;
+    c.config = cuda::moe::moe_default_tile_config(64);
+    c.route_f32 = true;
+    c.seed = 4064;
     check_case(set, dev, router, kTopK, c);
   }
   {  // the other tile config on the mid size, and bit-identical reruns
@@ -316,6 +342,77 @@ void run_flash(ExpertFormat format) {
 
 TEST(MoeFlash, Nvfp4) { run_flash(ExpertFormat::kNVFP4); }
 TEST(MoeFlash, Mxfp4) { run_flash(ExpertFormat::kMXFP4); }
+
+// Two experts whose scores tie on BF16(x) but not on FP32 x: with x_f32 set the router
+// must pick as the CPU reference (FP32 x), without it as BF16 x (tie -> lower index).
+TEST(MoeRouting, RoutesFromF32Input) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 16, kHidden = 128, kTopK = 2, kTokens = 3;
+  RouterWeights router;
+  router.weight.assign(static_cast<size_t>(kExperts) * kHidden, 0.0f);
+  router.bias.assign(kExperts, 0.0f);
+  router.weight[5 * kHidden + 0] = 1.0f;  // expert 5 reads x[0]
+  router.weight[9 * kHidden + 1] = 1.0f;  // expert 9 reads x[1]
+  std::vector<float> x_f32(static_cast<size_t>(kTokens) * kHidden, 0.0f);
+  for (int t = 0; t < kTokens; ++t) {
+    x_f32[t * kHidden + 0] = 1.0f;
+    x_f32[t * kHidden + 1] = 1.0f + std::ldexp(1.0f, t == 2 ? -7 : -12 + 3 * t);  // 2^-12, 2^-9, 2^-7
+  }
+  const std::vector<uint16_t> x = to_bf16(x_f32);
+  float* d_w = device_copy(router.weight);
+  float* d_b = device_copy(router.bias);
+  uint16_t* d_x = device_copy(x);
+  float* d_xf = device_copy(x_f32);
+  float* d_scores = nullptr;
+  int32_t *d_ids = nullptr, *d_flag = nullptr;
+  float* d_weights = nullptr;
+  DSV4_CUDA_OK(cudaMalloc(&d_scores, kTokens * kExperts * sizeof(float)));
+  DSV4_CUDA_OK(cudaMalloc(&d_ids, kTokens * kTopK * sizeof(int32_t)));
+  DSV4_CUDA_OK(cudaMalloc(&d_weights, kTokens * kTopK * sizeof(float)));
+  DSV4_CUDA_OK(cudaMalloc(&d_flag, sizeof(int32_t)));
+  DSV4_CUDA_OK(cudaMemset(d_flag, 0, sizeof(int32_t)));
+  for (bool f32 : {true, false}) {
+    SCOPED_TRACE(f32 ? "x_f32" : "bf16 x");
+    cuda::moe::RouterParams p;
+    p.x = d_x;
+    p.x_f32 = f32 ? d_xf : nullptr;
+    p.gate_weight = d_w;
+    p.gate_bias = d_b;
+    p.tokens = kTokens;
+    p.hidden = kHidden;
+    p.experts = kExperts;
+    p.top_k = kTopK;
+    p.routed_scaling_factor = kScaling;
+    p.scores = d_scores;
+    p.topk_ids = d_ids;
+    p.topk_weights = d_weights;
+    p.error_flag = d_flag;
+    DSV4_CUDA_OK(cuda::moe::launch_router(p));
+    DSV4_CUDA_OK(cudaDeviceSynchronize());
+    std::vector<int32_t> ids(kTokens * kTopK);
+    std::vector<float> weights(kTokens * kTopK);
+    DSV4_CUDA_OK(cudaMemcpy(ids.data(), d_ids, ids.size() * 4, cudaMemcpyDeviceToHost));
+    DSV4_CUDA_OK(cudaMemcpy(weights.data(), d_weights, weights.size() * 4, cudaMemcpyDeviceToHost));
+    const std::vector<double> scores =
+        f32 ? cpu_scores_f32(x_f32, router, kTokens, kHidden, kExperts) : cpu_scores(x, router, kTokens, kHidden, kExperts);
+    for (int t = 0; t < kTokens; ++t) {
+      // x[1] in BF16: 1 + 2^-12 and 1 + 2^-9 round to 1 (tie: expert 5 first); 1 + 2^-7 is exact.
+      const bool nine_first = f32 || t == 2;
+      EXPECT_EQ(ids[t * kTopK + 0], nine_first ? 9 : 5) << "token " << t;
+      EXPECT_EQ(ids[t * kTopK + 1], nine_first ? 5 : 9) << "token " << t;
+      const double s0 = scores[t * kExperts + ids[t * kTopK]], s1 = scores[t * kExperts + ids[t * kTopK + 1]];
+      EXPECT_NEAR(weights[t * kTopK], s0 / (s0 + s1) * kScaling, 1e-6) << "token " << t;
+      EXPECT_NEAR(weights[t * kTopK + 1], s1 / (s0 + s1) * kScaling, 1e-6) << "token " << t;
+    }
+  }
+  int32_t flag = -1;
+  DSV4_CUDA_OK(cudaMemcpy(&flag, d_flag, sizeof(int32_t), cudaMemcpyDeviceToHost));
+  EXPECT_EQ(flag, 0);
+  for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_b), static_cast<void*>(d_x), static_cast<void*>(d_xf),
+                    static_cast<void*>(d_scores), static_cast<void*>(d_ids), static_cast<void*>(d_weights),
+                    static_cast<void*>(d_flag)})
+    cudaFree(ptr);
+}
 
 TEST(MoeRouting, HashErrorsAreReported) {
   if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
