@@ -1,0 +1,277 @@
+// Lightning indexer + top-k benchmark, V4-Flash shape (64 heads x 128, rate 4, top-k 512).
+// Method (shared/docs/benchmarking.md): median of CUDA-event times after warm-up, L2
+// flushed (256 MB write) before every iteration. Limits measured in the same process:
+// HBM copy bandwidth and a cuBLAS BF16 GEMM (8192^3, FP32 accumulate) as the tensor-core peak.
+// Cases: context 4096 / 32768 tokens (1024 / 8192 compressed keys) for
+//   prefill  one sequence, a chunk of --chunk tokens ending at the context (causal: the
+//            chunk's tokens see (p + 1) / 4 keys each)
+//   decode   batch 1 / 16 / 64, one token per sequence (own slot), each at the context end
+// Figures per case:
+//   ms             attention::indexer_topk (scores + top-k; the default path: BF16 tensor cores
+//                  for the scores)
+//   scores_ms      the tensor-core score kernel alone
+//   oracle_ms      the FP32 path (IndexerParams::fp32_scores: the issue-4 kernels)
+//   tflops         scoring GEMM FLOPs 2 * 64 * 128 * sum(visible) / ms, and of_peak vs cuBLAS
+//   key_gbps       FP32 key bytes read once per distinct sequence / ms (decode is bound by it)
+// Usage: bench_indexer [--json PATH] [--contexts 4096,32768] [--chunk 2048] [--batches 1,16,64]
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
+#include "cuda/common/cuda_check.h"
+
+namespace dsv4::indexer_bench {
+namespace {
+
+constexpr int kHeads = 64, kDim = 128, kRate = 4, kTopK = 512;
+
+struct Timer {
+  cudaEvent_t start, stop;
+  void* flush = nullptr;
+  size_t flush_bytes = 256ull << 20;
+  Timer() {
+    DSV4_CUDA_CHECK(cudaEventCreate(&start));
+    DSV4_CUDA_CHECK(cudaEventCreate(&stop));
+    DSV4_CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
+  }
+  ~Timer() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaFree(flush);
+  }
+  double median_ms(const std::function<void()>& fn, int iters, int warmup = 2) {
+    for (int i = 0; i < warmup; ++i) fn();
+    std::vector<float> times;
+    for (int i = 0; i < iters; ++i) {
+      DSV4_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
+      DSV4_CUDA_CHECK(cudaEventRecord(start));
+      fn();
+      DSV4_CUDA_CHECK(cudaEventRecord(stop));
+      DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  }
+};
+
+double hbm_copy_gbps(Timer& timer) {
+  const size_t bytes = 1ull << 30;
+  void *a = nullptr, *b = nullptr;
+  DSV4_CUDA_CHECK(cudaMalloc(&a, bytes));
+  DSV4_CUDA_CHECK(cudaMalloc(&b, bytes));
+  DSV4_CUDA_CHECK(cudaMemset(a, 1, bytes));
+  const double ms =
+      timer.median_ms([&] { DSV4_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+}
+
+// cuBLAS BF16 x BF16 -> FP32 GEMM, n^3, TFLOP/s.
+double cublas_bf16_tflops(Timer& timer, int n) {
+  cublasHandle_t handle;
+  DSV4_CUBLAS_CHECK(cublasCreate(&handle));
+  void *a = nullptr, *b = nullptr, *c = nullptr;
+  const size_t elems = static_cast<size_t>(n) * n;
+  DSV4_CUDA_CHECK(cudaMalloc(&a, elems * 2));
+  DSV4_CUDA_CHECK(cudaMalloc(&b, elems * 2));
+  DSV4_CUDA_CHECK(cudaMalloc(&c, elems * 4));
+  DSV4_CUDA_CHECK(cudaMemset(a, 0x3c, elems * 2));  // BF16 ~0.0115: finite products
+  DSV4_CUDA_CHECK(cudaMemset(b, 0x3c, elems * 2));
+  const float alpha = 1.0f, beta = 0.0f;
+  const double ms = timer.median_ms(
+      [&] {
+        DSV4_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
+                                       CUDA_R_16BF, n, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT));
+      },
+      10);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  cublasDestroy(handle);
+  return 2.0 * n * n * static_cast<double>(n) / (ms * 1e-3) / 1e12;
+}
+
+std::vector<int> parse_ints(const std::string& s) {
+  std::vector<int> v;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
+  return v;
+}
+
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+template <typename T>
+T* device_alloc(size_t count) {
+  T* ptr = nullptr;
+  DSV4_CUDA_CHECK(cudaMalloc(&ptr, std::max<size_t>(1, count) * sizeof(T)));
+  return ptr;
+}
+
+template <typename T>
+T* device_copy(const std::vector<T>& host) {
+  T* ptr = device_alloc<T>(host.size());
+  DSV4_CUDA_CHECK(cudaMemcpy(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return ptr;
+}
+
+// Uniform [-1, 1) floats from a splitmix64 stream, filled on the host.
+std::vector<float> random_vector(size_t count, uint64_t seed) {
+  std::vector<float> out(count);
+  uint64_t state = seed;
+  for (float& v : out) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    v = -1.0f + 2.0f * static_cast<float>((z >> 40) * 0x1.0p-24);
+  }
+  return out;
+}
+
+int run(int argc, char** argv) {
+  std::string json_path;
+  std::vector<int> contexts = {4096, 32768}, batches = {1, 16, 64};
+  int chunk = 2048;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string key = argv[i], value = argv[i + 1];
+    if (key == "--json") json_path = value;
+    else if (key == "--contexts") contexts = parse_ints(value);
+    else if (key == "--chunk") chunk = std::stoi(value);
+    else if (key == "--batches") batches = parse_ints(value);
+    else {
+      std::fprintf(stderr, "bench_indexer: unknown flag %s (want --json, --contexts, --chunk, --batches)\n",
+                   key.c_str());
+      return 2;
+    }
+  }
+  FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
+  cudaDeviceProp prop{};
+  DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const std::string date = today();
+  Timer timer;
+  const double copy_gbps = hbm_copy_gbps(timer);
+  const double peak_tflops = cublas_bf16_tflops(timer, 8192);
+  std::printf("device %s, %d SMs; HBM copy %.0f GB/s; cuBLAS BF16 GEMM 8192^3 %.0f TFLOP/s\n", prop.name,
+              prop.multiProcessorCount, copy_gbps, peak_tflops);
+  if (json) {
+    std::fprintf(json, "{\"bench\":\"hbm_copy\",\"device\":\"%s\",\"date\":\"%s\",\"gbps\":%.1f}\n", prop.name,
+                 date.c_str(), copy_gbps);
+    std::fprintf(json, "{\"bench\":\"cublas_bf16_gemm\",\"device\":\"%s\",\"date\":\"%s\",\"n\":8192,\"tflops\":%.1f}\n",
+                 prop.name, date.c_str(), peak_tflops);
+  }
+
+  std::printf("%-8s %7s %6s %9s %10s %10s %8s %8s %9s\n", "mode", "context", "tokens", "ms", "scores_ms",
+              "oracle_ms", "TFLOP/s", "of_peak", "key_GB/s");
+  for (int context : contexts) {
+    std::vector<std::pair<std::string, int>> modes = {{"prefill", chunk}};
+    for (int b : batches) modes.push_back({"decode", b});
+    for (const auto& [mode, count] : modes) {
+      const bool prefill = mode == "prefill";
+      const int tokens = count;
+      const int sequences = prefill ? 1 : count;
+      const int max_entries = context / kRate;
+      std::vector<int32_t> positions(tokens), slots(tokens), first_rows(tokens), ids(tokens, 0);
+      double visible_sum = 0;
+      for (int t = 0; t < tokens; ++t) {
+        positions[t] = prefill ? context - tokens + t : context - 1;
+        slots[t] = prefill ? 0 : t;
+        first_rows[t] = prefill ? 0 : t;
+        visible_sum += std::min((positions[t] + 1) / kRate, max_entries);
+      }
+      const std::vector<float> entries = random_vector(static_cast<size_t>(sequences) * max_entries * kDim, 7);
+      const std::vector<float> q = random_vector(static_cast<size_t>(tokens) * kHeads * kDim, 8);
+      const std::vector<float> weights = random_vector(static_cast<size_t>(tokens) * kHeads, 9);
+      float* d_entries = device_copy(entries);
+      float* d_q = device_copy(q);
+      float* d_weights = device_copy(weights);
+      int32_t* d_positions = device_copy(positions);
+      int32_t* d_slots = device_copy(slots);
+      int32_t* d_first = device_copy(first_rows);
+      int32_t* d_ids = device_copy(ids);
+      float* d_scores = device_alloc<float>(static_cast<size_t>(tokens) * max_entries);
+      int32_t* d_selected = device_alloc<int32_t>(static_cast<size_t>(tokens) * kTopK);
+
+      cuda::attention::IndexerParams p;
+      p.q = d_q;
+      p.head_weights = d_weights;
+      p.entries = d_entries;
+      p.max_entries = max_entries;
+      p.heads = kHeads;
+      p.dim = kDim;
+      p.rate = kRate;
+      p.top_k = kTopK;
+      p.batch.tokens = tokens;
+      p.batch.token_ids = d_ids;
+      p.batch.positions = d_positions;
+      p.batch.slots = d_slots;
+      p.batch.first_rows = d_first;
+      p.scores = d_scores;
+      p.selected = d_selected;
+      const int iters = prefill ? 10 : 30;
+      const double ms = timer.median_ms([&] { cuda::attention::indexer_topk(p, nullptr); }, iters);
+      const double scores_ms =
+          timer.median_ms([&] { DSV4_CUDA_CHECK(cuda::attention::detail::launch_indexer_scores_mma(p, nullptr)); },
+                          iters);
+      cuda::attention::IndexerParams oracle = p;
+      oracle.fp32_scores = true;
+      const double oracle_ms = timer.median_ms([&] { cuda::attention::indexer_topk(oracle, nullptr); }, prefill ? 3 : 10, 1);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+
+      const double flops = 2.0 * kHeads * kDim * visible_sum;
+      const double tflops = flops / (ms * 1e-3) / 1e12;
+      const double scores_tflops = flops / (scores_ms * 1e-3) / 1e12;
+      const double key_bytes = static_cast<double>(sequences) * max_entries * kDim * sizeof(float);
+      const double key_gbps = key_bytes / (ms * 1e-3) / 1e9;
+      std::printf("%-8s %7d %6d %9.4f %10.4f %10.4f %8.1f %7.1f%% %9.0f\n", mode.c_str(), context, tokens, ms,
+                  scores_ms, oracle_ms, tflops, 100.0 * tflops / peak_tflops, key_gbps);
+      if (json)
+        std::fprintf(json,
+                     "{\"bench\":\"indexer\",\"device\":\"%s\",\"date\":\"%s\",\"mode\":\"%s\",\"context\":%d,"
+                     "\"tokens\":%d,\"keys\":%d,\"heads\":%d,\"dim\":%d,\"top_k\":%d,\"ms\":%.5f,"
+                     "\"scores_ms\":%.5f,\"oracle_ms\":%.5f,\"gemm_flops\":%.4e,\"tflops\":%.2f,"
+                     "\"scores_tflops\":%.2f,\"peak_tflops\":%.1f,\"of_peak\":%.4f,\"key_bytes\":%.4e,"
+                     "\"key_gbps\":%.1f,\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"speedup_vs_oracle\":%.2f}\n",
+                     prop.name, date.c_str(), mode.c_str(), context, tokens, max_entries, kHeads, kDim, kTopK, ms,
+                     scores_ms, oracle_ms, flops, tflops, scores_tflops, peak_tflops, tflops / peak_tflops, key_bytes,
+                     key_gbps, copy_gbps, key_gbps / copy_gbps, oracle_ms / ms);
+      for (void* ptr : std::vector<void*>{d_entries, d_q, d_weights, d_positions, d_slots, d_first, d_ids, d_scores,
+                                          d_selected})
+        cudaFree(ptr);
+    }
+  }
+  if (json) std::fclose(json);
+  return 0;
+}
+
+}  // namespace
+}  // namespace dsv4::indexer_bench
+
+int main(int argc, char** argv) {
+  try {
+    return dsv4::indexer_bench::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_indexer: %s\n", e.what());
+    return 1;
+  }
+}
