@@ -79,6 +79,8 @@ struct Buffers {
   float* x = nullptr;             // [T, H] collapsed sublayer input
   float* post = nullptr;          // [T, n]
   float* comb = nullptr;          // [T, n, n]
+  float* hc_workspace = nullptr;  // [ops::hyper_workspace_floats]: mHC mixing partial sums
+  int64_t hc_workspace_floats = 0;
   float* q_residual = nullptr;    // [T, q_lora_rank]
   float* q = nullptr;             // [T, heads, head_dim]
   float* kv = nullptr;            // [T, head_dim]
@@ -161,6 +163,14 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   b.x = act("act.x", T * H);
   b.post = act("act.hc_post", T * n);
   b.comb = act("act.hc_comb", T * n * n);
+  {
+    ops::HyperShape hs;
+    hs.n = static_cast<int>(n);
+    hs.hidden = static_cast<int>(H);
+    // Sublayer sites see T rows, the head up to logit_rows (fewer mix rows: fits).
+    b.hc_workspace_floats = ops::hyper_workspace_floats(hs, static_cast<int>(std::max<int64_t>(T, lim.logit_rows)));
+    b.hc_workspace = act("workspace.hc_partials", b.hc_workspace_floats);
+  }
   b.q_residual = act("act.q_residual", T * c.q_lora_rank);
   b.q = act("act.q", T * heads * hd);
   b.kv = act("act.kv", T * hd);
@@ -528,18 +538,17 @@ class CudaEngine final : public Engine {
     Buffers& b = layout_.buffers;
     const TokenBatch batch = batch_view(tokens);
     const ops::HyperShape shape = hyper_shape();
-    const int64_t H = config_.hidden_size;
     ops::embed_tokens(layout_.model.embed, batch.token_ids, tokens, shape.n, b.streams, b.error_flag, stream_);
     profiler_.mark(stream_, "embed");
     for (size_t l = 0; l < layout_.model.layers.size(); ++l) {
       const DeviceLayer& layer = layout_.model.layers[l];
-      ops::hyper_collapse(layer.hc_attn, shape, b.streams, tokens, b.x, b.post, b.comb, stream_);
-      ops::rms_norm(b.x, tokens, H, layer.attn_norm, eps(), stream_);
+      ops::hyper_collapse_norm(layer.hc_attn, shape, b.streams, tokens, layer.attn_norm, eps(), b.hc_workspace,
+                               b.hc_workspace_floats, b.x, b.post, b.comb, stream_);
       profiler_.mark(stream_, "mhc+norm");
       attention_sublayer(static_cast<int>(l), layer, layout_.caches[l], batch);
       ops::hyper_expand(b.post, b.comb, shape, b.sub_out, tokens, b.streams, stream_);
-      ops::hyper_collapse(layer.hc_ffn, shape, b.streams, tokens, b.x, b.post, b.comb, stream_);
-      ops::rms_norm(b.x, tokens, H, layer.ffn_norm, eps(), stream_);
+      ops::hyper_collapse_norm(layer.hc_ffn, shape, b.streams, tokens, layer.ffn_norm, eps(), b.hc_workspace,
+                               b.hc_workspace_floats, b.x, b.post, b.comb, stream_);
       profiler_.mark(stream_, "mhc+norm");
       moe_sublayer(layer, batch);
       ops::hyper_expand(b.post, b.comb, shape, b.sub_out, tokens, b.streams, stream_);
@@ -707,8 +716,8 @@ class CudaEngine final : public Engine {
   void head(int row_begin, int rows) {
     Buffers& b = layout_.buffers;
     const int64_t H = config_.hidden_size, n = config_.hc_mult;
-    ops::hyper_head(layout_.model.hc_head, hyper_shape(), b.streams + row_begin * n * H, rows, b.head_x, stream_);
-    ops::rms_norm(b.head_x, rows, H, layout_.model.norm, eps(), stream_);
+    ops::hyper_head_norm(layout_.model.hc_head, hyper_shape(), b.streams + row_begin * n * H, rows, layout_.model.norm,
+                         eps(), b.hc_workspace, b.hc_workspace_floats, b.head_x, stream_);
     linear(layout_.model.head, b.head_x, rows, b.logits);
     profiler_.mark(stream_, "head");
   }

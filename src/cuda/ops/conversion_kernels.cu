@@ -31,6 +31,18 @@ __global__ void f32_rows_to_bf16_kernel(const float* x, int64_t x_stride, int64_
   }
 }
 
+// stacked: [2 tokens, cols]; y: [tokens, y_stride]. hi + lo in one rounding (the same
+// value as a second GEMM with beta 1).
+__global__ void add_stacked_halves_kernel(const float* stacked, int64_t tokens, int64_t cols, float* y,
+                                          int64_t y_stride) {
+  const int64_t count = tokens * cols;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / cols, c = i % cols;
+    y[t * y_stride + c] = stacked[i] + stacked[count + i];
+  }
+}
+
 // y, add: [count].
 __global__ void add_inplace_kernel(float* y, const float* add, int64_t count) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
@@ -52,6 +64,14 @@ cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t ro
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   f32_rows_to_bf16_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
       x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<__nv_bfloat16*>(residual));
+  return cudaGetLastError();
+}
+
+cudaError_t launch_add_stacked_halves(const float* stacked, int64_t tokens, int64_t cols, float* y, int64_t y_stride,
+                                      cudaStream_t stream) {
+  if (tokens <= 0 || cols <= 0) return cudaSuccess;
+  add_stacked_halves_kernel<<<grid_for(tokens * cols, kThreads), kThreads, 0, stream>>>(stacked, tokens, cols, y,
+                                                                                       y_stride);
   return cudaGetLastError();
 }
 

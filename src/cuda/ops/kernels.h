@@ -20,6 +20,10 @@ cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cu
 cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
                                     cudaStream_t stream,
                                     uint16_t* residual = nullptr);
+// y[t, c] = stacked[t, c] + stacked[tokens + t, c]: stacked [2 tokens, cols] dense,
+// y [tokens, y_stride] (first cols written). The hi + lo sum of a stacked split GEMM.
+cudaError_t launch_add_stacked_halves(const float* stacked, int64_t tokens, int64_t cols, float* y, int64_t y_stride,
+                                      cudaStream_t stream);
 // y[i] += add[i]; [count].
 cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream);
 
@@ -39,6 +43,24 @@ cudaError_t launch_hyper_mix(const HyperWeights& weights, const HyperShape& shap
                              float* collapsed, float* post, float* comb, bool head, cudaStream_t stream);
 cudaError_t launch_hyper_expand(const float* post, const float* comb, const HyperShape& shape, const float* output,
                                 int tokens, float* streams, cudaStream_t stream);
+
+// ---- fast mHC (hyper_connection_fused_kernels.cu) --------------------------------------
+// Up to this many tokens the mixing GEMM uses the decode tiles (128 columns x 8 tokens a
+// block), above it the prefill tiles (256 columns x 16 tokens).
+inline constexpr int kHyperDecodeTokens = 64;
+// Floats of the partial-sum scratch one fused collapse of `tokens` tokens uses:
+// [chunks, tokens, mix + 1].
+int64_t hyper_partial_floats(const HyperShape& shape, int tokens, bool head);
+// Mixing GEMM into `partial`, then per token: Sinkhorn, collapse and (norm_weight not
+// null) x = norm_weight * (x * rsqrt(mean(x^2) + norm_eps)). head: HyperHead (post, comb unused).
+cudaError_t launch_hyper_collapse_fused(const HyperWeights& weights, const HyperShape& shape, const float* streams,
+                                        int tokens, const float* norm_weight, float norm_eps, float* partial,
+                                        float* collapsed, float* post, float* comb, bool head, cudaStream_t stream);
+// hyper_expand with a block row per token (tokens <= 65535: grid.y), float4 when aligned,
+// for n == kHyperFastExpandStreams only (register arrays; the caller checks).
+inline constexpr int kHyperFastExpandStreams = 4;
+cudaError_t launch_hyper_expand_fast(const float* post, const float* comb, const HyperShape& shape,
+                                     const float* output, int tokens, float* streams, cudaStream_t stream);
 
 // ---- generic MoE (moe_generic_kernels.cu) ----------------------------------------------
 // Scratch of one moe_generic_forward call, carved from the caller's workspace

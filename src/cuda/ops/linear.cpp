@@ -36,6 +36,52 @@ void check_int(int64_t value, const char* what, const char* op) {
   DSV4_CHECK(value >= 0 && value <= INT_MAX, "{}: {} = {} does not fit cuBLAS's int", op, what, value);
 }
 
+// C = op(A)^T B for `batch` groups (strides between groups; batch 1 ignores them), BF16
+// operands, FP32 accumulate and output. A: W rows (column-major [k, m], lda); B: the
+// converted activations (column-major [k, n], ldb); C column-major [m, n], ldc.
+void bf16_gemm(const LinearContext& ctx, int m, int n, int k, const uint16_t* a, int lda, int64_t stride_a,
+               const uint16_t* b, int ldb, int64_t stride_b, float beta, float* c, int ldc, int64_t stride_c,
+               int batch) {
+  const float alpha = 1.0f;
+  if (batch == 1) {
+    DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_16BF, lda, b,
+                                   CUDA_R_16BF, ldb, &beta, c, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  DSV4_CUBLAS_CHECK(cublasGemmStridedBatchedEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, a, CUDA_R_16BF,
+                                               lda, stride_a, b, CUDA_R_16BF, ldb, stride_b, &beta, c, CUDA_R_32F, ldc,
+                                               stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// y [tokens, y_cols] (row stride y_stride) = the GEMM(s) of `batch` groups of m rows
+// each (y_cols = batch m; group g writes columns [g m, (g + 1) m)) on ctx.act_bf16:
+// hi rows [tokens, ldb], then (split) lo rows right after them (act_bf16 + tokens ldb).
+// Split with few tokens and room in split_out: one GEMM of 2 tokens columns into
+// split_out [2 tokens, y_cols], then y = hi + lo; otherwise hi, then lo with beta 1.
+void split_gemm(const LinearContext& ctx, int64_t m, int64_t tokens, int64_t k, const uint16_t* w, int64_t lda,
+                int64_t stride_a, int64_t ldb, int64_t stride_b, float* y, int64_t y_stride, int batch) {
+  const int64_t y_cols = batch * m;
+  const uint16_t* act = ctx.act_bf16;
+  if (!ctx.split_activations) {
+    bf16_gemm(ctx, int(m), int(tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f, y,
+              int(y_stride), m, batch);
+    return;
+  }
+  const bool stacked = tokens <= kStackedSplitMaxTokens && ctx.split_out != nullptr &&
+                       2 * tokens * y_cols <= ctx.split_out_capacity;
+  if (stacked) {
+    bf16_gemm(ctx, int(m), int(2 * tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f,
+              ctx.split_out, int(y_cols), m, batch);
+    DSV4_CUDA_CHECK(detail::launch_add_stacked_halves(ctx.split_out, tokens, y_cols, y, y_stride, ctx.stream));
+    return;
+  }
+  bf16_gemm(ctx, int(m), int(tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f, y,
+            int(y_stride), m, batch);
+  bf16_gemm(ctx, int(m), int(tokens), int(k), w, int(lda), stride_a, act + tokens * ldb, int(ldb), stride_b, 1.0f, y,
+            int(y_stride), m, batch);
+}
+
 }  // namespace
 
 void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
@@ -96,18 +142,53 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
     w_bf16 = ctx.weight_bf16;
   }
 
-  const float alpha = 1.0f, beta = 0.0f;
-  DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count),
-                                 static_cast<int>(tokens), static_cast<int>(cols), &alpha, w_bf16, CUDA_R_16BF,
-                                 static_cast<int>(cols), ctx.act_bf16, CUDA_R_16BF, static_cast<int>(cols), &beta, y,
-                                 CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-  if (act_residual != nullptr) {
-    const float one = 1.0f;
-    DSV4_CUBLAS_CHECK(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(row_count),
-                                   static_cast<int>(tokens), static_cast<int>(cols), &alpha, w_bf16, CUDA_R_16BF,
-                                   static_cast<int>(cols), act_residual, CUDA_R_16BF, static_cast<int>(cols), &one, y,
-                                   CUDA_R_32F, static_cast<int>(y_stride), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  split_gemm(ctx, row_count, tokens, cols, w_bf16, cols, 0, cols, 0, y, y_stride, 1);
+}
+
+void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups, const float* x,
+                    int64_t x_stride, int64_t tokens, float* y, int64_t y_stride) {
+  DSV4_CHECK(groups >= 1 && weight.rows > 0 && weight.rows % groups == 0,
+             "linear_grouped: the weight's {} rows do not split into {} groups", weight.rows, groups);
+  const int64_t rank = weight.rows / groups, gw = weight.cols, x_cols = groups * gw;
+  DSV4_CHECK(x_stride >= x_cols, "linear_grouped: x_stride {} is less than groups {} x group width {}", x_stride,
+             groups, gw);
+  DSV4_CHECK(y_stride >= groups * rank, "linear_grouped: y_stride {} is less than groups {} x rank {}", y_stride,
+             groups, rank);
+  DSV4_CHECK(tokens >= 0, "linear_grouped: tokens {}", tokens);
+  if (tokens == 0) return;
+  DSV4_CHECK(x != nullptr && y != nullptr, "linear_grouped: null x or y");
+  const bool bf16 = weight.format == static_cast<int>(WeightFormat::kBF16);
+  const int64_t act_needed = (ctx.split_activations ? 2 : 1) * tokens * x_cols;
+  const bool batched = weight.format != static_cast<int>(WeightFormat::kF32) && ctx.act_bf16 != nullptr &&
+                       act_needed <= ctx.act_capacity && groups <= INT_MAX &&
+                       (bf16 || (ctx.weight_bf16 != nullptr && weight.rows * gw <= ctx.weight_capacity &&
+                                 gw % 2 == 0));
+  if (!batched) {
+    for (int64_t g = 0; g < groups; ++g)
+      linear(ctx, weight, x + g * gw, x_stride, tokens, y + g * rank, y_stride, g * rank, rank);
+    return;
   }
+  check_context(ctx, "linear_grouped");
+  check_int(tokens, "tokens", "linear_grouped");
+  check_int(x_cols, "groups x group width", "linear_grouped");
+  check_int(y_stride, "y_stride", "linear_grouped");
+  check_int(x_stride, "x_stride", "linear_grouped");
+  uint16_t* act_residual = ctx.split_activations ? ctx.act_bf16 + tokens * x_cols : nullptr;  // [tokens, x_cols]
+  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, x_cols, ctx.act_bf16, ctx.stream, act_residual));
+  const uint16_t* w_bf16 = nullptr;  // [groups rank, gw]
+  if (bf16) {
+    w_bf16 = reinterpret_cast<const uint16_t*>(weight.data);
+  } else {
+    DequantizeParams params{weight.format, weight.rows, gw,         weight.data,     weight.scales,
+                            weight.scale_is_f32, weight.scale_cols, weight.tensor_scale, ctx.weight_bf16, ctx.stream};
+    params.row_begin = 0;
+    params.row_count = weight.rows;
+    DSV4_CUDA_CHECK(dequantize_to_bf16(params));
+    w_bf16 = ctx.weight_bf16;
+  }
+  // Group g: A = W rows [g rank, +rank) (stride rank gw), B = act columns [g gw, +gw) of
+  // rows of x_cols (stride gw), C = y columns [g rank, +rank) (stride rank).
+  split_gemm(ctx, rank, tokens, gw, w_bf16, gw, rank * gw, x_cols, gw, y, y_stride, static_cast<int>(groups));
 }
 
 void linear_f32(const LinearContext& ctx, const float* weight_f32, int64_t rows, int64_t cols, const float* x,

@@ -66,6 +66,23 @@ void hyper_expand(const float* post, const float* comb, const HyperShape& shape,
 void hyper_head(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
                 float* collapsed /*[tokens, hidden]*/, cudaStream_t stream);
 
+// Fast forms (hyper_connection_fused_kernels.cu; the two above stay as the straightforward
+// oracles): the mixing GEMM spread over every SM (partial sums per 128/256-column chunk
+// into `workspace`, summed in a fixed order: deterministic), then per token Sinkhorn,
+// collapse and the RMSNorm that follows the collapse in the model, fused:
+//   collapsed[t] = norm_weight * (c * rsqrt(mean(c^2) + norm_eps)),  c = sum_i pre[t,i] streams[t,i,:]
+// norm_weight null: no norm (collapsed = c). workspace: >= hyper_workspace_floats(shape,
+// tokens) floats (workspace_floats says how many there are).
+int64_t hyper_workspace_floats(const HyperShape& shape, int max_tokens);
+void hyper_collapse_norm(const HyperWeights& weights, const HyperShape& shape,
+                         const float* streams /*[tokens, n, hidden]*/, int tokens,
+                         const float* norm_weight /*[hidden] or null*/, float norm_eps, float* workspace,
+                         int64_t workspace_floats, float* collapsed /*[tokens, hidden]*/, float* post /*[tokens, n]*/,
+                         float* comb /*[tokens, n, n]*/, cudaStream_t stream);
+void hyper_head_norm(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
+                     const float* norm_weight /*[hidden] or null*/, float norm_eps, float* workspace,
+                     int64_t workspace_floats, float* collapsed /*[tokens, hidden]*/, cudaStream_t stream);
+
 // ---- Dense linear (cpu: linear / linear_rows) ----------------------------------------
 // cuBLAS handle, stream and the scratch the GEMM path needs, all owned by the caller
 // (the engine's arena). The handle must have its workspace set (cublasSetWorkspace)
@@ -81,7 +98,15 @@ struct LinearContext {
   // into y), so the GEMM sees x to ~2^-17 relative instead of 2^-9 (the engine's
   // correct-first path; act_capacity must then hold 2 x tokens x cols).
   bool split_activations = false;
+  // Optional FP32 scratch for split activations on few tokens (<= kStackedSplitMaxTokens):
+  // the hi and lo halves go through ONE GEMM as 2 x tokens columns (the weight is
+  // streamed once instead of twice), into split_out [2 x tokens, rows], then
+  // y = hi + lo. Null, or too small for a call (split_out_capacity < 2 x tokens x rows):
+  // two GEMMs, the second adding into y.
+  float* split_out = nullptr;
+  int64_t split_out_capacity = 0;
 };
+inline constexpr int64_t kStackedSplitMaxTokens = 64;
 // y[t, r * 1] = sum_c x[t, c] W[row_begin + r, c] for r < row_count, t < tokens.
 // x: [tokens, W.cols] with row stride x_stride (elements); y: [tokens, row_count] with row
 // stride y_stride. BF16 operands (x rounded to BF16), FP32 accumulate and output.
@@ -91,6 +116,15 @@ struct LinearContext {
 // The handle must use CUBLAS_POINTER_MODE_HOST. y must not overlap x.
 void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
             float* y, int64_t y_stride, int64_t row_begin = 0, int64_t row_count = -1);
+// Grouped output projection: for g < groups,
+//   y[t, g R + r] = sum_c x[t, g gw + c] W[g R + r, c],  W: [groups R, gw] (R = W.rows / groups)
+// x: [tokens, groups gw] with row stride x_stride; y: [tokens, groups R] with row stride
+// y_stride. One strided-batched cuBLAS GEMM over the groups (activations converted once,
+// the weight dequantized whole when not BF16) when the scratch holds groups x gw columns
+// of activations and the whole weight; otherwise one linear() per group (same results up
+// to cuBLAS's summation order).
+void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups, const float* x,
+                    int64_t x_stride, int64_t tokens, float* y, int64_t y_stride);
 // The same in FP32 throughout (router gate scores: selection must follow the reference).
 // weight_f32: [rows, cols] FP32 on the device.
 // x: [tokens, cols] dense, y: [tokens, rows] dense. CUBLAS_COMPUTE_32F_PEDANTIC (never TF32).

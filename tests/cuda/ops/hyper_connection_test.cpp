@@ -6,11 +6,14 @@
 //   post: 2e-5 x |ref|; comb (entries in [0, 1]): 2e-5 absolute (the mixes are dots of
 //   n*hidden terms, 16K at V4's width: summation order alone moves them ~1e-5)
 //   expand: 1e-5 x (|post[k] out[d]| + sum_j |comb[j, k] old[j, d]|)
+//   fused collapse + norm: 1e-5 x (|w[d]| inv_rms[t] sum_i |streams[t, i, d]| + |ref|)
+//   (the collapse bound carried through the norm, plus the norm's own rounding)
 #include <gtest/gtest.h>
 
 #include <string>
 #include <vector>
 
+#include "cpu/cpu_ops.h"
 #include "cpu/hyper_connection.h"
 #include "ops_test_util.h"
 
@@ -139,6 +142,117 @@ TEST(CudaOpsHyper, HeadMatchesCpu) {
     expect_close("head collapsed", collapsed.download(), want, {1e-5, 0}, {c.tokens, c.hidden}, {"t", "d"},
                  stream_magnitude(streams, c.n, c.hidden, c.tokens));
   }
+}
+
+// Fused collapse / head + RMSNorm (hyper_collapse_norm, hyper_head_norm) vs the CPU
+// collapse followed by cpu::rms_norm. The cases reach both tilings (tokens <= 64 and
+// > 64), ragged flat widths (no float4 path), two mix passes (n 5: 35 mix rows > 24),
+// the serial Sinkhorn (n 6: 36 entries > 32 lanes) and V4's width.
+struct FusedCase {
+  int n;
+  int64_t hidden;
+  int tokens;
+  int iters;
+  bool norm;
+};
+const FusedCase kFusedCases[] = {{4, 64, 5, 20, true},    {4, 200, 3, 20, true},  {3, 77, 4, 7, true},
+                                 {4, 4096, 2, 20, true},  {4, 64, 1, 1, false},   {4, 96, 70, 20, true},
+                                 {3, 77, 67, 5, true},    {5, 33, 9, 20, true},   {6, 40, 3, 20, true},
+                                 {4, 4096, 65, 20, true}, {4, 128, 200, 20, false}};
+
+std::string describe(const FusedCase& c) {
+  return describe(HyperCase{c.n, c.hidden, c.tokens, c.iters}) + (c.norm ? " norm" : " no norm");
+}
+
+// want (collapsed, [tokens, hidden]) through cpu::rms_norm in place when norm; returns the
+// tolerance scale per element.
+std::vector<double> fused_reference(std::vector<float>& want, const std::vector<float>& streams,
+                                    const std::vector<float>& norm_weight, const FusedCase& c) {
+  std::vector<double> mag = stream_magnitude(streams, c.n, c.hidden, c.tokens);
+  if (!c.norm) return mag;
+  std::vector<double> inv(static_cast<size_t>(c.tokens));
+  for (int t = 0; t < c.tokens; ++t) {
+    double ss = 0;
+    for (int64_t d = 0; d < c.hidden; ++d) ss += double(want[t * c.hidden + d]) * want[t * c.hidden + d];
+    inv[t] = 1.0 / std::sqrt(ss / double(c.hidden) + 1e-6);
+  }
+  cpu::rms_norm(want.data(), c.tokens, c.hidden, norm_weight.data(), 1e-6);
+  for (int t = 0; t < c.tokens; ++t)
+    for (int64_t d = 0; d < c.hidden; ++d) {
+      const size_t i = t * c.hidden + d;
+      mag[i] = std::abs(double(norm_weight[d])) * inv[t] * mag[i] + std::abs(double(want[i]));
+    }
+  return mag;
+}
+
+TEST(CudaOpsHyper, FusedCollapseNormMatchesCpu) {
+  for (const FusedCase& c : kFusedCases) {
+    SCOPED_TRACE(describe(c));
+    const HyperCase hc{c.n, c.hidden, c.tokens, c.iters};
+    const ModelConfig config = config_for(hc);
+    const int64_t mix = config.hc_mix_width();
+    const HyperConnectionWeights w = make_hyper_weights(c.n, c.hidden, mix, 3, 180 + c.hidden);
+    const std::vector<float> streams = random_normal(c.tokens * c.n * c.hidden, 1.0f, 181 + c.tokens);
+    std::vector<float> norm_weight = random_normal(static_cast<size_t>(c.hidden), 0.3f, 182);
+    for (float& v : norm_weight) v += 1.0f;
+    cpu::HyperMix mix_ref;
+    std::vector<float> want = cpu::hyper_collapse(w, config, streams.data(), c.tokens, &mix_ref);
+    const std::vector<double> scale = fused_reference(want, streams, norm_weight, c);
+
+    const cuda::ops::HyperShape shape = shape_for(hc);
+    const int64_t ws_floats = cuda::ops::hyper_workspace_floats(shape, c.tokens);
+    DeviceBuffer<float> fn(w.fn.values), base(w.base.values), scale_w(w.scale.values), d_streams(streams);
+    DeviceBuffer<float> d_norm(norm_weight), workspace(static_cast<size_t>(ws_floats));
+    DeviceBuffer<float> collapsed(want.size()), post(mix_ref.post.size()), comb(mix_ref.comb.size());
+    workspace.poison();
+    collapsed.poison();
+    post.poison();
+    comb.poison();
+    cuda::ops::hyper_collapse_norm({fn.get(), base.get(), scale_w.get()}, shape, d_streams.get(), c.tokens,
+                                   c.norm ? d_norm.get() : nullptr, 1e-6f, workspace.get(), ws_floats,
+                                   collapsed.get(), post.get(), comb.get(), nullptr);
+    expect_close("collapsed+norm", collapsed.download(), want, {1e-5, 0}, {c.tokens, c.hidden}, {"t", "d"}, scale);
+    expect_close("post", post.download(), mix_ref.post, {2e-5, 0}, {c.tokens, c.n}, {"t", "k"});
+    expect_close("comb", comb.download(), mix_ref.comb, {0, 2e-5}, {c.tokens, c.n, c.n}, {"t", "j", "k"});
+    EXPECT_EQ(d_streams.download(), streams) << "collapse must not modify the streams";
+  }
+}
+
+TEST(CudaOpsHyper, FusedHeadNormMatchesCpu) {
+  for (const FusedCase& c : kFusedCases) {
+    SCOPED_TRACE(describe(c));
+    const HyperCase hc{c.n, c.hidden, c.tokens, c.iters};
+    const ModelConfig config = config_for(hc);
+    const HyperConnectionWeights w = make_hyper_weights(c.n, c.hidden, c.n, 1, 200);
+    const std::vector<float> streams = random_normal(c.tokens * c.n * c.hidden, 1.0f, 201 + c.tokens);
+    std::vector<float> norm_weight = random_normal(static_cast<size_t>(c.hidden), 0.3f, 202);
+    for (float& v : norm_weight) v += 1.0f;
+    std::vector<float> want = cpu::hyper_head(w, config, streams.data(), c.tokens);
+    const std::vector<double> scale = fused_reference(want, streams, norm_weight, c);
+
+    const cuda::ops::HyperShape shape = shape_for(hc);
+    const int64_t ws_floats = cuda::ops::hyper_workspace_floats(shape, c.tokens);
+    DeviceBuffer<float> fn(w.fn.values), base(w.base.values), scale_w(w.scale.values), d_streams(streams);
+    DeviceBuffer<float> d_norm(norm_weight), workspace(static_cast<size_t>(ws_floats)), collapsed(want.size());
+    workspace.poison();
+    collapsed.poison();
+    cuda::ops::hyper_head_norm({fn.get(), base.get(), scale_w.get()}, shape, d_streams.get(), c.tokens,
+                               c.norm ? d_norm.get() : nullptr, 1e-6f, workspace.get(), ws_floats, collapsed.get(),
+                               nullptr);
+    expect_close("head collapsed+norm", collapsed.download(), want, {1e-5, 0}, {c.tokens, c.hidden}, {"t", "d"},
+                 scale);
+  }
+}
+
+TEST(CudaOpsHyper, FusedRejectsSmallWorkspace) {
+  const HyperCase hc{4, 64, 5, 20};
+  const cuda::ops::HyperShape shape = shape_for(hc);
+  const int64_t ws_floats = cuda::ops::hyper_workspace_floats(shape, hc.tokens);
+  DeviceBuffer<float> buf(1024);
+  EXPECT_THROW(cuda::ops::hyper_collapse_norm({buf.get(), buf.get(), buf.get()}, shape, buf.get(), hc.tokens, nullptr,
+                                              1e-6f, buf.get(), ws_floats - 1, buf.get(), buf.get(), buf.get(),
+                                              nullptr),
+               Error);
 }
 
 }  // namespace
