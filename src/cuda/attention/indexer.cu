@@ -166,8 +166,9 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const Indexe
 }
 
 // Faster top-k (same result as indexer_topk_kernel): the row's order keys are staged in
-// shared memory when they fit (one global read instead of five), and the bin holding the
-// k-th key is found by a block-wide scan over the 256 bins instead of one thread.
+// shared memory when they fit (one global read instead of five), the bin holding the
+// k-th key is found by a block-wide scan over the 256 bins instead of one thread, and the
+// compaction uses contiguous runs per thread (two block scans instead of two per 512 entries).
 // grid (tokens), block kTopkThreads, dynamic smem staged * max_entries * 4 bytes.
 __global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const IndexerParams p, bool staged) {
   using BlockScan = cub::BlockScan<int, kTopkThreads>;
@@ -223,23 +224,27 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const
   const uint32_t threshold = s_prefix;
   const int equal_needed = s_remaining;
 
-  int equal_seen = 0, taken = 0;
-  for (int base = 0; base < visible && taken < p.top_k; base += kTopkThreads) {
-    const int i = base + threadIdx.x;
-    const bool in_range = i < visible;
-    const uint32_t key = in_range ? key_at(i) : 0u;
-    const int greater = in_range && key > threshold;
-    const int equal = in_range && key == threshold;
-    int equal_rank, equal_tile;
-    BlockScan(s_scan).ExclusiveSum(equal, equal_rank, equal_tile);
-    __syncthreads();
-    const int take = greater || (equal && equal_seen + equal_rank < equal_needed);
-    int out_rank, taken_tile;
-    BlockScan(s_scan).ExclusiveSum(take, out_rank, taken_tile);
-    __syncthreads();
-    if (take && taken + out_rank < p.top_k) selected[taken + out_rank] = i;
-    equal_seen += equal_tile;
-    taken += taken_tile;
+  // Ordered compaction: thread i owns the contiguous run [i * run, (i + 1) * run) of
+  // entries, so two block scans (ranks among equal keys, then output offsets) place every
+  // pick in ascending entry order.
+  const int run = (visible + kTopkThreads - 1) / kTopkThreads;
+  const int begin = min(visible, static_cast<int>(threadIdx.x) * run), end = min(visible, begin + run);
+  int greater = 0, equal = 0;
+  for (int i = begin; i < end; ++i) {
+    const uint32_t key = key_at(i);
+    greater += key > threshold;
+    equal += key == threshold;
+  }
+  int equal_before;
+  BlockScan(s_scan).ExclusiveSum(equal, equal_before);
+  __syncthreads();
+  const int take = greater + max(0, min(equal, equal_needed - equal_before));
+  int out, taken;
+  BlockScan(s_scan).ExclusiveSum(take, out, taken);
+  int equal_seen = equal_before;
+  for (int i = begin; i < end && out < p.top_k; ++i) {
+    const uint32_t key = key_at(i);
+    if (key > threshold || (key == threshold && equal_seen++ < equal_needed)) selected[out++] = i;
   }
   for (int i = taken + threadIdx.x; i < p.top_k; i += kTopkThreads) selected[i] = -1;
 }

@@ -10,8 +10,9 @@
 //       (|score - k-th score| <= 1e-4 relative), and exact ties (duplicated key rows) go to
 //       the lower index exactly;
 //     - against the CPU on FP32 operands (the engine's reference): recall of the picked set
-//       >= 0.98 per token, and the FP32 score sum of the picks within 1e-3 (relative to the sum
-//       of |scores|) of the CPU picks' sum.
+//       >= 0.99 per token, and the FP32 score sum of the picks within 2e-4 (relative to the sum
+//       of |scores|) of the CPU picks' sum. (A numpy emulation of BF16 rounding on this data
+//       gave recall >= 0.996 and sum differences <= 2.3e-5.)
 //   * other shapes, or params.fp32_scores: the FP32 kernels; scores within 1e-5 / 1e-4 and the
 //     selection exact except near-ties, as before.
 // Ragged cases: keys not multiples of the 64-key tile, visible 0, visible < 64, visible < k,
@@ -183,9 +184,9 @@ void run_case(const IndexerCase& c, uint64_t seed) {
       want_sum += exact_scores[exact_want[i]];
       want_abs += std::fabs(exact_scores[exact_want[i]]);
     }
-    EXPECT_GE(static_cast<double>(hits) / expected, 0.98)
+    EXPECT_GE(static_cast<double>(hits) / expected, 0.99)
         << token << ": only " << hits << " of " << expected << " picks agree with the CPU on FP32 operands";
-    EXPECT_LE(std::fabs(got_sum - want_sum), 1e-3 * want_abs + 1e-6)
+    EXPECT_LE(std::fabs(got_sum - want_sum), 2e-4 * want_abs + 1e-6)
         << token << ": FP32 score sum of the picks " << got_sum << " vs the CPU's " << want_sum;
   }
 }
@@ -205,8 +206,8 @@ TEST(IndexerTopk, FlashShapeDecodeBatch) {
   run_case(c, 11);
   c.sequences = decode({4403, 4415});  // past max_entries * rate: visible capped at 1100
   run_case(c, 12);
-  // 9 tokens (groups of 4 + a ragged 1), visible 0, 0, 1, 15, 63, 64, 65, 511, 1099.
-  c.sequences = decode({0, 3, 4, 63, 255, 256, 263, 2047, 4399});
+  // 9 tokens (groups of 4 + a ragged 1), visible 0, 1, 15, 63, 64, 65, 512, 513, 1100.
+  c.sequences = decode({0, 3, 62, 252, 255, 260, 2047, 2051, 4399});
   run_case(c, 13);
 }
 
