@@ -66,7 +66,8 @@ int moe_max_tiles(int tokens, int pairs_per_token, int experts_with_shared, int 
 // ---- Grouped GEMMs ---------------------------------------------------------------------
 enum class TileConfig : int {
   kDecode = 0,   // 128 weight rows x 8 slots per CTA: weight streaming for few tokens per expert
-  kPrefill = 1,  // 128 weight rows x 128 slots per CTA
+  kPrefill = 1,  // 128 weight rows x 128 slots per CTA, mma.sync (the older prefill path, kept as oracle)
+  kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
 };
 int tile_config_rows(TileConfig config);
 

@@ -7,11 +7,13 @@ namespace dsv4::cuda::moe {
 namespace detail {
 cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
 
 namespace {
 
 cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
+  if (p.config == TileConfig::kPrefillWgmma) return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
 }
 
@@ -30,12 +32,14 @@ struct Carver {
 
 }  // namespace
 
-int tile_config_rows(TileConfig config) { return config == TileConfig::kPrefill ? 128 : 8; }
+int tile_config_rows(TileConfig config) { return config == TileConfig::kDecode ? 8 : 128; }
 
 cudaError_t launch_moe_l1(const GroupedGemmParams& p) { return launch_gemm(p, true); }
 cudaError_t launch_moe_l2(const GroupedGemmParams& p) { return launch_gemm(p, false); }
 
-TileConfig moe_default_tile_config(int tokens) { return tokens <= 512 ? TileConfig::kDecode : TileConfig::kPrefill; }
+TileConfig moe_default_tile_config(int tokens) {
+  return tokens <= 512 ? TileConfig::kDecode : TileConfig::kPrefillWgmma;
+}
 
 MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig config, void* base) {
   const size_t pairs_per_token = w.top_k + (w.has_shared ? 1 : 0);

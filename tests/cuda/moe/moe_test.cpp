@@ -115,6 +115,10 @@ TEST(MoePack, SpecialScalesAreCounted) {
 
 // ---- GPU cases -----------------------------------------------------------------------
 
+const char* config_name(TileConfig config) {
+  return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
+}
+
 bool have_gpu() {
   int count = 0;
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
@@ -145,7 +149,6 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   const int H = weights.hidden, T = c.tokens;
   uint16_t* d_x = device_copy(x);
   float* d_x_f32 = x_f32 ? device_copy(*x_f32) : nullptr;
-
   int32_t* d_token_ids = c.token_ids.empty() ? nullptr : device_copy(c.token_ids);
   const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(weights, T, c.config, nullptr);
   void* d_ws = nullptr;
@@ -217,7 +220,6 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
 
   const std::vector<double> scores = c.route_f32 ? cpu_scores_f32(x_f32, host_router, T, H, set.experts)
                                                  : cpu_scores(x, host_router, T, H, set.experts);
-
   const RoutingCheck routing = check_routing(scores, host_router, T, set.experts, top_k, kScaling, ids, routing_weights,
                                              c.tid2eid, c.tid2eid ? &c.token_ids : nullptr);
   EXPECT_EQ(routing.mismatched_ids, 0) << routing.first_problem;
@@ -235,7 +237,7 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
   std::printf("[moe] %s %s%s tokens=%d config=%s rows_checked=%zu min_cosine=%.7f worst_row=%d max_abs_err=%.3g "
               "near_ties=%d max_weight_err=%.2g\n",
               set.format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", c.label.c_str(), c.route_f32 ? "_route_f32" : "", T,
-              c.config == TileConfig::kPrefill ? "prefill" : "decode", rows.size(), cmp.min_cosine, cmp.worst_row,
+              config_name(c.config), rows.size(), cmp.min_cosine, cmp.worst_row,
               cmp.max_abs_error, routing.near_ties, routing.max_weight_error);
   std::fflush(stdout);
   return gpu.out;
@@ -247,7 +249,7 @@ void run_small(ExpertFormat format) {
   const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 5);
   const RouterWeights router = make_router(kExperts, kHidden, 6);
   const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill})
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
     for (int tokens : {1, 5, 37, 200}) {
       Case c;
       c.label = "small";
@@ -285,6 +287,16 @@ void run_flash(ExpertFormat format) {
     c.seed = 1000 + tokens;
     check_case(set, dev, router, kTopK, c);
   }
+  // The wgmma prefill path forced on the small token counts (4096 runs it by default).
+  for (int tokens : {1, 2, 7, 64, 333}) {
+    Case c;
+    c.label = "uniform";
+    c.tokens = tokens;
+    c.config = TileConfig::kPrefillWgmma;
+    c.row_stride = tokens <= 64 ? 1 : tokens <= 512 ? 3 : 64;
+    c.seed = 1000 + tokens;
+    check_case(set, dev, router, kTopK, c);
+  }
   {  // router from FP32 x (as the engine calls it)
     Case c;
     c.label = "uniform";
@@ -294,11 +306,12 @@ void run_flash(ExpertFormat format) {
     c.seed = 4064;
     check_case(set, dev, router, kTopK, c);
   }
-  {  // the other tile config on the mid size, and bit-identical reruns
+  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
+    // the prefill configs on the mid size, and bit-identical reruns
     Case c;
-    c.label = "uniform";
+    c.label = "uniform_rerun";
     c.tokens = 333;
-    c.config = TileConfig::kPrefill;
+    c.config = config;
     c.row_stride = 3;
     c.seed = 1333;
     const std::vector<float> first = check_case(set, dev, router, kTopK, c);
@@ -309,7 +322,7 @@ void run_flash(ExpertFormat format) {
   std::vector<float> skew_bias = router.bias;
   for (int e : {3, 77, 128, 200, 254, 255}) skew_bias[e] += 100.0f;
   float* d_skew_bias = device_copy(skew_bias);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill}) {
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
     Case c;
     c.label = "six_experts";
     c.tokens = 333;
@@ -320,6 +333,22 @@ void run_flash(ExpertFormat format) {
     check_case(set, dev, router, kTopK, c);
   }
   cudaFree(d_skew_bias);
+  // Skewed: every token on expert 42 (k = 0), the rest as routed.
+  std::vector<float> one_bias = router.bias;
+  one_bias[42] += 100.0f;
+  float* d_one_bias = device_copy(one_bias);
+  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
+    Case c;
+    c.label = "one_expert";
+    c.tokens = 1000;
+    c.config = config;
+    c.row_stride = 16;
+    c.bias_override = d_one_bias;
+    c.host_bias = &one_bias;
+    c.seed = 2999;
+    check_case(set, dev, router, kTopK, c);
+  }
+  cudaFree(d_one_bias);
   // Hash routing with every token on expert 7 (k = 0), the rest spread.
   {
     constexpr int kVocab = 1000;

@@ -1,0 +1,308 @@
+// Grouped W4A16 GEMM for MoE experts on Hopper tensor cores (sm_90a, wgmma BF16),
+// the prefill path (TileConfig::kPrefillWgmma). Same contract as grouped_gemm.cuh:
+// swap-AB (weight rows = M, slots = N), same packed weights (fragment.h), same
+// epilogues (L1: clamped SwiGLU -> h [slots, I]; L2: * factor * routing weight ->
+// slot_out [slots, H]).
+//
+// CTA = 4 warpgroups (512 threads) = BW 256 weight rows x BT 128 slots of one tile-list
+// entry (256 rows: the BF16 activation tile, 4x the bytes of a weight row, is reused over
+// more weight rows, which keeps the L2 -> SM traffic near 3 TB/s at 550 TFLOP/s); warpgroup
+// wg owns weight rows [64 wg, 64 wg + 64), its warp w the m16 tile 4 wg + w. Per k step of
+// 16 one `wgmma.m64n128k16` per warpgroup:
+//   A (weights) from registers: the wgmma A register fragment of one warp (16 rows x
+//     k16) is exactly the mma.m16n8k16 A fragment, so each lane's 16 bytes of a fragment
+//     block dequantize (fragment.h decode x block scale) to the A registers of 4 k steps.
+//   B (activations) from shared memory: per 64-wide K sub-block [BT][64] BF16, K
+//     contiguous (K-major), one 128-byte row per slot, 128-byte swizzle (16-byte chunk c
+//     of row r stored at chunk c ^ (r % 8)); 8-row groups 1024 bytes apart (SBO); sub-block
+//     bases 1024-aligned; the k16 step s starts 32 s bytes in.
+// Pipeline: STAGES smem slots filled by cp.async from all threads (activations gathered
+// through slot_token for L1, contiguous for L2; weights/scales copied as stored),
+// prefetch distance STAGES - 1; a stage = 2 sub-blocks of 64 K; one __syncthreads per
+// stage. Each warpgroup waits for its wgmma group (wait_group 0) before dequantizing the
+// next sub-block into the same A registers; the other 3 warpgroups keep the tensor cores
+// busy meanwhile. (Not yet: TMA + mbarrier producer warp, double-buffered A registers,
+// persistent CTAs.)
+#pragma once
+#include <cuda_bf16.h>
+
+#include "cuda/moe/grouped_gemm.cuh"
+
+namespace dsv4::cuda::moe::detail {
+
+struct WgmmaTile {
+  static constexpr int kWarpgroups = 4;            // consumer warpgroups, one m64 slab each
+  static constexpr int BW = 64 * kWarpgroups;      // weight rows per CTA
+  static constexpr int BT = 128;                   // slots per CTA (wgmma N)
+  static constexpr int kSubK = 64;                 // one 128-byte swizzle row of BF16 = one fragment block
+  static constexpr int kSubs = 2;                  // sub-blocks per stage
+  static constexpr int BK = kSubK * kSubs;         // K per stage (one __syncthreads per stage)
+  static constexpr int STAGES = 4;
+  static constexpr int kPrefetch = STAGES - 1;     // stages in flight ahead of the one computed
+  static constexpr int kThreads = 128 * kWarpgroups;
+  static constexpr int kMinCtas = 1;               // 512 threads x <= 128 registers
+  static constexpr int kM16 = BW / kFragRows;      // m16 tiles (= warps) per CTA
+  static_assert(kSubK == kFragCols, "one fragment block per m16 tile and sub-block");
+  static_assert(kM16 == kThreads / 32, "one m16 tile per warp");
+};
+
+template <ExpertFormat F>
+struct WgmmaSmem {
+  using T = WgmmaTile;
+  static constexpr int kSubActBytes = T::BT * T::kSubK * 2;            // [BT][64] swizzled, 16 KB
+  static constexpr int kActBytes = T::kSubs * kSubActBytes;            // per stage: [sub][BT][64]
+  static constexpr int kSubWeightBytes = T::kM16 * kFragBytes;         // [m16][lane][16 B]
+  static constexpr int kWeightBytes = T::kSubs * kSubWeightBytes;      // per stage: [sub][m16][512]
+  static constexpr int kSubScaleBytes = T::kM16 * frag_scale_bytes(F); // [m16][SB]
+  static constexpr int kScaleBytes = T::kSubs * kSubScaleBytes;        // per stage: [sub][m16][SB]
+  static constexpr int kWeightOffset = T::STAGES * kActBytes;          // act slots first (1024-aligned)
+  static constexpr int kScaleOffset = kWeightOffset + T::STAGES * kWeightBytes;
+  static constexpr int kPipeBytes = kScaleOffset + T::STAGES * kScaleBytes;
+  static constexpr int kOutStride = T::BW + 8;                         // BF16 per slot row
+  static constexpr int kOutBytes = T::BT * kOutStride * 2;
+  static constexpr int kAlign = 1024;                                  // 128-byte swizzle atom
+  static constexpr int kBytes = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kAlign;
+  static_assert(kSubActBytes % kAlign == 0, "swizzled sub-blocks stay 1024-aligned");
+  static_assert(kBytes <= 227 * 1024, "fits one SM");
+};
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
+__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
+  uint64_t desc = (smem_addr >> 4) & 0x3FFFu;   // bits 0-13: start address / 16
+  desc |= static_cast<uint64_t>(1) << 16;        // bits 16-29: leading byte offset / 16 (unused: K-major, swizzled)
+  desc |= static_cast<uint64_t>(1024 >> 4) << 32;  // bits 32-45: stride byte offset / 16
+  desc |= static_cast<uint64_t>(1) << 62;        // bits 62-63: 1 = 128-byte swizzle
+  return desc;                                   // bits 49-51 base offset 0: stage bases are 1024-aligned
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// cp.async (generic proxy) writes -> visible to wgmma (async proxy) after a barrier.
+__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads/writes across wgmma waits.
+__device__ __forceinline__ void fence_acc(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// D[64 x 128] += A[64 x 16] (registers, BF16) * B[16 x 128] (shared memory descriptor,
+// K-major). scale-d is 1: the accumulator is zeroed before the first k step.
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+template <ExpertFormat F, bool kL1>
+__global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
+    moe_grouped_gemm_wgmma_kernel(const GroupedGemmParams p) {
+  using Tile = WgmmaTile;
+  using Smem = WgmmaSmem<F>;
+  constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, SUBK = Tile::kSubK, SUBS = Tile::kSubs;
+  constexpr int STAGES = Tile::STAGES;
+  constexpr int kThreads = Tile::kThreads;
+  constexpr int SB = frag_scale_bytes(F);
+  extern __shared__ uint8_t smem_raw[];
+  // 1024-aligned base in the shared window (the swizzle pattern is address based).
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
+  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+
+  const int tile = blockIdx.x;
+  if (tile >= *p.tile_count) return;
+  const int expert = p.tile_expert[tile];
+  const int slot0 = p.tile_slot_begin[tile];
+  const int rows = p.tile_row_count[tile];
+  const int n0 = blockIdx.y * BW;
+  const int K = p.k;
+  const int kb_count = K / kFragCols;
+  const int k_tiles = K / BK;
+
+  const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
+  const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;  // warp = m16 tile of the CTA (warpgroup warp / 4)
+  const int g = lane >> 2, t = lane & 3;
+
+  // Activation chunks this thread copies: c = tid + i * kThreads of [SUBS][BT][SUBK / 8].
+  constexpr int kChunksPerRow = SUBK / 8;  // 8 x 16 bytes = one 128-byte swizzle row
+  constexpr int kActIters = SUBS * BT * kChunksPerRow / kThreads;
+  static_assert(SUBS * BT * kChunksPerRow % kThreads == 0, "whole activation chunks per thread");
+  int64_t act_offset[kActIters];  // element offset of the chunk in act (k tile 0), -1: zero-fill
+  uint32_t act_dst[kActIters];    // byte offset inside a stage (swizzled)
+#pragma unroll
+  for (int i = 0; i < kActIters; ++i) {
+    const int c = tid + i * kThreads;
+    const int sub = c / (BT * kChunksPerRow), rc = c % (BT * kChunksPerRow);
+    const int r = rc / kChunksPerRow, cc = rc % kChunksPerRow;
+    act_offset[i] = -1;
+    if (r < rows)
+      act_offset[i] = static_cast<int64_t>(kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + sub * SUBK + cc * 8;
+    act_dst[i] = static_cast<uint32_t>(sub * Smem::kSubActBytes + r * (SUBK * 2) + ((cc ^ (r & 7)) * 16));
+  }
+  // Weights: thread tid copies lane (tid % 32) of m16 tile tid / 32 = exactly what it reads.
+  const uint8_t* g_weight_row = g_weights + static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
+  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;
+
+  auto load_stage = [&](int slot, int kt) {
+    uint8_t* s_act = smem + slot * Smem::kActBytes;
+#pragma unroll
+    for (int i = 0; i < kActIters; ++i) {
+      const bool valid = act_offset[i] >= 0;
+      cp_async16(s_act + act_dst[i], p.act + (valid ? act_offset[i] + static_cast<int64_t>(kt) * BK : 0), valid);
+    }
+#pragma unroll
+    for (int sub = 0; sub < SUBS; ++sub) {
+      const int kb = kt * SUBS + sub;  // fragment block column
+      cp_async16(smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes + tid * 16,
+                 g_weight_row + static_cast<int64_t>(kb) * kFragBytes, true);
+      if (tid < kScaleChunksPerSub) {
+        const int m16 = tid / (SB / 16), part = tid % (SB / 16);
+        const int64_t gfb = static_cast<int64_t>(n0 / kFragRows + m16) * kb_count + kb;
+        cp_async16(smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes + tid * 16,
+                   g_scales + gfb * SB + part * 16, true);
+      }
+    }
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < Tile::kPrefetch; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int slot = kt % STAGES;
+    cp_async_wait<Tile::kPrefetch - 1>();  // this thread's copies of stage kt landed
+    fence_proxy_async_smem();              // ... and are visible to the async proxy (wgmma)
+    __syncthreads();  // everyone's copies of stage kt landed; every warpgroup's wgmma of kt - 1 done
+    {
+      // Refill the slot read by the wgmma of kt - 1 (kPrefetch = STAGES - 1 ahead).
+      const int next = kt + Tile::kPrefetch;
+      if (next < k_tiles) load_stage(next % STAGES, next);
+      cp_async_commit();
+    }
+#pragma unroll
+    for (int sub = 0; sub < SUBS; ++sub) {
+      const uint8_t* s_w = smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes +
+                           warp * kFragBytes;
+      const uint8_t* s_s = smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes + warp * SB;
+      const uint4 w = *reinterpret_cast<const uint4*>(s_w + lane * 16);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+      uint32_t scale_words[2];
+      if constexpr (F == ExpertFormat::kNVFP4) {
+        const uint2 sw = *reinterpret_cast<const uint2*>(s_s + g * 8);
+        scale_words[0] = sw.x;
+        scale_words[1] = sw.y;
+      } else {
+        scale_words[0] = *reinterpret_cast<const uint32_t*>(s_s + g * 4);
+        scale_words[1] = 0;
+      }
+      uint32_t a[4][4];
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        uint32_t scale_lo, scale_hi;  // rows g and g + 8
+        if constexpr (F == ExpertFormat::kNVFP4) {
+          scale_lo = scale_pair<F>(scale_words[s / 2], (s % 2) * 2);
+          scale_hi = scale_pair<F>(scale_words[s / 2], (s % 2) * 2 + 1);
+        } else {
+          scale_lo = scale_pair<F>(scale_words[0], (s / 2) * 2);
+          scale_hi = scale_pair<F>(scale_words[0], (s / 2) * 2 + 1);
+        }
+        a[s][0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
+        a[s][1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
+        a[s][2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
+        a[s][3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
+      }
+      const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
+      wgmma_fence();
+#pragma unroll
+      for (int s = 0; s < 4; ++s) wgmma_m64n128k16_rs(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
+      wgmma_commit();
+      // Wait for this warpgroup's group: its A registers are rewritten by the next
+      // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
+      // the stage's smem slot is refilled after the next barrier. The other warpgroups'
+      // wgmma keep the tensor cores busy meanwhile.
+      wgmma_wait<0>();
+    }
+  }
+  fence_acc(acc);
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline buffers are reused for the output tile
+
+  // Accumulator fragment (per warp, as mma.m16n8k16 C per n8 tile j = 0..15):
+  // acc[4 j + v]: weight row g + 8 (v >> 1) of m16 tile `warp`, slot 8 j + 2 t + (v & 1).
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
+  constexpr int kOutCols = kL1 ? BW / 2 : BW;
+  if constexpr (kL1) {
+    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
+    const float limit = p.swiglu_limit;
+    const int col = warp * 8 + g;  // rows g (gate) and g + 8 (up) = intermediate column
+#pragma unroll
+    for (int j = 0; j < BT / 8; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
+        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
+        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
+      }
+  } else {
+    const float factor = p.factor_a[expert];
+    const int col = warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < BT / 8; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
+        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
+        s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
+      }
+  }
+  __syncthreads();
+  const int out_stride = kL1 ? p.n / 2 : p.n;
+  const int out_col0 = kL1 ? n0 / 2 : n0;
+  constexpr int kOutChunks = kOutCols / 8;
+  for (int c = tid; c < BT * kOutChunks; c += kThreads) {
+    const int r = c / kOutChunks, cc = c % kOutChunks;
+    if (r < rows)
+      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
+          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
+  }
+}
+
+template <ExpertFormat F, bool kL1>
+cudaError_t launch_grouped_gemm_wgmma(const GroupedGemmParams& p) {
+  using Smem = WgmmaSmem<F>;
+  if (p.n % WgmmaTile::BW != 0 || p.k % WgmmaTile::BK != 0) return cudaErrorInvalidValue;  // n % 256, k % 128
+  if (p.max_tiles <= 0) return cudaSuccess;
+  auto kernel = moe_grouped_gemm_wgmma_kernel<F, kL1>;
+  static bool configured = false;  // attribute set once per instantiation (idempotent)
+  if (!configured) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
+    if (err != cudaSuccess) return err;
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / WgmmaTile::BW));
+  kernel<<<grid, WgmmaTile::kThreads, Smem::kBytes, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace dsv4::cuda::moe::detail

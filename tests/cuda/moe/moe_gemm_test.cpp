@@ -1,0 +1,254 @@
+// The grouped GEMMs alone (no router / dispatch) on one expert with tiny ragged shapes,
+// every tile config, against the CPU on the same 4-bit weights, so a layout bug of a
+// kernel (fragment / swizzle / descriptor / epilogue mapping) shows as the exact
+// (slot, column) that is wrong:
+//   MoeGemm.L1TinyRagged*  W13 [256, 256] (hidden 256, intermediate 128), rows 1..9 and
+//                         127..129 (more than one tile), gathered x rows, SwiGLU epilogue
+//   MoeGemm.L2TinyRagged*  W2 [256, 128], rows 1..9 and 127..129, routing-weight epilogue
+// (256 rows: the smallest n of the wgmma tile, one CTA column).
+// Slots outside the tiles keep their poison (checked). Bound per element:
+// |gpu - ref| <= 1e-2 * max |ref row| (BF16 output rounding is 2^-9 relative).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "moe/moe_fixture.h"
+
+namespace dsv4::moe_test {
+namespace {
+
+using cuda::moe::TileConfig;
+
+constexpr int kHidden = 256, kInter = 128, kExpert = 1;  // expert 1 of 2 (non-zero expert offset)
+constexpr int kSlot0 = 3;                                // first slot of the expert
+constexpr float kLimit = 10.0f;
+constexpr uint16_t kPoison = 0xffff;                     // BF16 NaN
+
+const char* config_name(TileConfig config) {
+  return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
+}
+
+struct PackedExperts {
+  std::vector<uint8_t> w13, w13s, w2, w2s;
+  std::vector<float> gate, up, down;
+};
+
+PackedExperts pack(const ExpertSet& set) {
+  PackedExperts p;
+  const int total = set.experts + 1;
+  const ExpertFormat f = set.format;
+  const int64_t b13 = cuda::moe::packed_data_bytes(2 * kInter, kHidden), s13 = cuda::moe::packed_scale_bytes(f, 2 * kInter, kHidden);
+  const int64_t b2 = cuda::moe::packed_data_bytes(kHidden, kInter), s2 = cuda::moe::packed_scale_bytes(f, kHidden, kInter);
+  p.w13.resize(total * b13), p.w13s.resize(total * s13), p.w2.resize(total * b2), p.w2s.resize(total * s2);
+  p.gate.resize(total), p.up.resize(total), p.down.resize(total);
+  cuda::moe::PackStats stats;
+  for (int e = 0; e < total; ++e) {
+    cuda::moe::pack_w13(set.matrix(e, 0), set.matrix(e, 1), p.w13.data() + e * b13, p.w13s.data() + e * s13, &p.gate[e],
+                        &p.up[e], &stats);
+    cuda::moe::pack_w2(set.matrix(e, 2), p.w2.data() + e * b2, p.w2s.data() + e * s2, &p.down[e], &stats);
+  }
+  return p;
+}
+
+// Tile list of one expert: `rows` slots from kSlot0, cut into tiles of the config's rows.
+struct TileList {
+  std::vector<int32_t> expert, begin, count;
+};
+TileList tiles_for(TileConfig config, int rows) {
+  TileList t;
+  const int per = cuda::moe::tile_config_rows(config);
+  for (int r = 0; r < rows; r += per) {
+    t.expert.push_back(kExpert);
+    t.begin.push_back(kSlot0 + r);
+    t.count.push_back(std::min(per, rows - r));
+  }
+  return t;
+}
+
+struct Mismatch {
+  int bad = 0;
+  std::string first;
+};
+
+// Compares out [slots, cols] (BF16) with ref for slots [kSlot0, kSlot0 + rows); every other
+// slot must hold the poison.
+Mismatch compare(const std::vector<uint16_t>& out, const std::vector<double>& ref, int slots, int cols, int rows) {
+  Mismatch m;
+  for (int s = 0; s < slots; ++s) {
+    const bool inside = s >= kSlot0 && s < kSlot0 + rows;
+    double row_max = 0;
+    if (inside)
+      for (int c = 0; c < cols; ++c) row_max = std::max(row_max, std::abs(ref[static_cast<size_t>(s - kSlot0) * cols + c]));
+    for (int c = 0; c < cols; ++c) {
+      const uint16_t bits = out[static_cast<size_t>(s) * cols + c];
+      bool ok;
+      double want = 0, got = bf16_to_float(bits);
+      if (inside) {
+        want = ref[static_cast<size_t>(s - kSlot0) * cols + c];
+        ok = std::isfinite(got) && std::abs(got - want) <= 1e-2 * row_max + 1e-30;
+      } else {
+        ok = bits == kPoison;
+      }
+      if (!ok) {
+        if (m.bad == 0)
+          m.first = "slot " + std::to_string(s) + " (tile row " + std::to_string(s - kSlot0) + ") col " +
+                    std::to_string(c) + ": gpu " + std::to_string(got) + (inside ? ", ref " + std::to_string(want) : ", expected untouched");
+        ++m.bad;
+      }
+    }
+  }
+  return m;
+}
+
+void run_l1(ExpertFormat format) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, 1, 77);
+  const PackedExperts packed = pack(set);
+  std::vector<float> w1(kInter * kHidden), w3(kInter * kHidden);
+  dequantize_rows(set.matrix(kExpert, 0), 0, kInter, w1.data());
+  dequantize_rows(set.matrix(kExpert, 1), 0, kInter, w3.data());
+  constexpr int kTokens = 150;
+  const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 78);
+  uint8_t* d_w = device_copy(packed.w13);
+  uint8_t* d_s = device_copy(packed.w13s);
+  float* d_gate = device_copy(packed.gate);
+  float* d_up = device_copy(packed.up);
+  uint16_t* d_x = device_copy(x);
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+    for (int rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129}) {
+      SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
+      const int slots = kSlot0 + rows + 5;
+      std::vector<int32_t> slot_token(slots);
+      for (int s = 0; s < slots; ++s) slot_token[s] = (s * 37 + 11) % kTokens;  // scattered x rows
+      const TileList tl = tiles_for(config, rows);
+      const std::vector<int32_t> tile_count{static_cast<int32_t>(tl.expert.size())};
+      int32_t* d_slot_token = device_copy(slot_token);
+      int32_t* d_te = device_copy(tl.expert);
+      int32_t* d_tb = device_copy(tl.begin);
+      int32_t* d_tc = device_copy(tl.count);
+      int32_t* d_n = device_copy(tile_count);
+      std::vector<uint16_t> out(static_cast<size_t>(slots) * kInter, kPoison);
+      uint16_t* d_out = device_copy(out);
+      cuda::moe::GroupedGemmParams p;
+      p.format = format;
+      p.config = config;
+      p.weights = d_w;
+      p.scales = d_s;
+      p.factor_a = d_gate;
+      p.factor_b = d_up;
+      p.act = d_x;
+      p.slot_token = d_slot_token;
+      p.tile_expert = d_te;
+      p.tile_slot_begin = d_tb;
+      p.tile_row_count = d_tc;
+      p.tile_count = d_n;
+      p.max_tiles = tile_count[0];
+      p.n = 2 * kInter;
+      p.k = kHidden;
+      p.swiglu_limit = kLimit;
+      p.out = d_out;
+      DSV4_CUDA_OK(cuda::moe::launch_moe_l1(p));
+      DSV4_CUDA_OK(cudaDeviceSynchronize());
+      DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+      std::vector<double> ref(static_cast<size_t>(rows) * kInter);
+      for (int r = 0; r < rows; ++r) {
+        const uint16_t* xr = x.data() + static_cast<size_t>(slot_token[kSlot0 + r]) * kHidden;
+        for (int j = 0; j < kInter; ++j) {
+          double g = 0, u = 0;
+          for (int c = 0; c < kHidden; ++c) {
+            const double xv = bf16_to_float(xr[c]);
+            g += xv * w1[j * kHidden + c], u += xv * w3[j * kHidden + c];
+          }
+          g = std::min(g, static_cast<double>(kLimit));
+          u = std::clamp(u, -static_cast<double>(kLimit), static_cast<double>(kLimit));
+          ref[static_cast<size_t>(r) * kInter + j] = g / (1.0 + std::exp(-g)) * u;
+        }
+      }
+      const Mismatch m = compare(out, ref, slots, kInter, rows);
+      EXPECT_EQ(m.bad, 0) << m.first;
+      std::printf("[moe_gemm] l1 %s %s rows=%d bad=%d %s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
+                  config_name(config), rows, m.bad, m.first.c_str());
+      for (void* ptr : {static_cast<void*>(d_slot_token), static_cast<void*>(d_te), static_cast<void*>(d_tb),
+                        static_cast<void*>(d_tc), static_cast<void*>(d_n), static_cast<void*>(d_out)})
+        cudaFree(ptr);
+    }
+  for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_gate),
+                    static_cast<void*>(d_up), static_cast<void*>(d_x)})
+    cudaFree(ptr);
+}
+
+void run_l2(ExpertFormat format) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, 1, 79);
+  const PackedExperts packed = pack(set);
+  std::vector<float> w2(kHidden * kInter);
+  dequantize_rows(set.matrix(kExpert, 2), 0, kHidden, w2.data());
+  uint8_t* d_w = device_copy(packed.w2);
+  uint8_t* d_s = device_copy(packed.w2s);
+  float* d_down = device_copy(packed.down);
+  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+    for (int rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129}) {
+      SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
+      const int slots = kSlot0 + rows + 5;
+      const std::vector<uint16_t> h = make_activations(slots, kInter, 80 + rows);  // [slots, I]
+      std::vector<float> slot_weight(slots);
+      for (int s = 0; s < slots; ++s) slot_weight[s] = 0.25f + 0.01f * static_cast<float>(s % 50);
+      const TileList tl = tiles_for(config, rows);
+      const std::vector<int32_t> tile_count{static_cast<int32_t>(tl.expert.size())};
+      uint16_t* d_h = device_copy(h);
+      float* d_sw = device_copy(slot_weight);
+      int32_t* d_te = device_copy(tl.expert);
+      int32_t* d_tb = device_copy(tl.begin);
+      int32_t* d_tc = device_copy(tl.count);
+      int32_t* d_n = device_copy(tile_count);
+      std::vector<uint16_t> out(static_cast<size_t>(slots) * kHidden, kPoison);
+      uint16_t* d_out = device_copy(out);
+      cuda::moe::GroupedGemmParams p;
+      p.format = format;
+      p.config = config;
+      p.weights = d_w;
+      p.scales = d_s;
+      p.factor_a = d_down;
+      p.act = d_h;
+      p.slot_weight = d_sw;
+      p.tile_expert = d_te;
+      p.tile_slot_begin = d_tb;
+      p.tile_row_count = d_tc;
+      p.tile_count = d_n;
+      p.max_tiles = tile_count[0];
+      p.n = kHidden;
+      p.k = kInter;
+      p.out = d_out;
+      DSV4_CUDA_OK(cuda::moe::launch_moe_l2(p));
+      DSV4_CUDA_OK(cudaDeviceSynchronize());
+      DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+      std::vector<double> ref(static_cast<size_t>(rows) * kHidden);
+      for (int r = 0; r < rows; ++r) {
+        const uint16_t* hr = h.data() + static_cast<size_t>(kSlot0 + r) * kInter;
+        for (int d = 0; d < kHidden; ++d) {
+          double y = 0;
+          for (int j = 0; j < kInter; ++j) y += static_cast<double>(bf16_to_float(hr[j])) * w2[d * kInter + j];
+          ref[static_cast<size_t>(r) * kHidden + d] = y * slot_weight[kSlot0 + r];
+        }
+      }
+      const Mismatch m = compare(out, ref, slots, kHidden, rows);
+      EXPECT_EQ(m.bad, 0) << m.first;
+      std::printf("[moe_gemm] l2 %s %s rows=%d bad=%d %s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
+                  config_name(config), rows, m.bad, m.first.c_str());
+      for (void* ptr : {static_cast<void*>(d_h), static_cast<void*>(d_sw), static_cast<void*>(d_te),
+                        static_cast<void*>(d_tb), static_cast<void*>(d_tc), static_cast<void*>(d_n),
+                        static_cast<void*>(d_out)})
+        cudaFree(ptr);
+    }
+  for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_down)}) cudaFree(ptr);
+}
+
+TEST(MoeGemm, L1TinyRaggedNvfp4) { run_l1(ExpertFormat::kNVFP4); }
+TEST(MoeGemm, L1TinyRaggedMxfp4) { run_l1(ExpertFormat::kMXFP4); }
+TEST(MoeGemm, L2TinyRaggedNvfp4) { run_l2(ExpertFormat::kNVFP4); }
+TEST(MoeGemm, L2TinyRaggedMxfp4) { run_l2(ExpertFormat::kMXFP4); }
+
+}  // namespace
+}  // namespace dsv4::moe_test
