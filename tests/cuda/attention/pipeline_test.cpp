@@ -294,6 +294,7 @@ class Pipeline {
       ip.batch = batch;
       ip.scores = d_scores.get();
       ip.selected = d_selected.get();
+      ip.fp32_scores = true;  // FP32 scores: the near-tie allowance below is FP32-level (the BF16 path: indexer_test)
       cuda::attention::indexer_topk(ip, nullptr);
     }
 
