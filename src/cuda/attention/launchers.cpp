@@ -1,6 +1,7 @@
 // Public launchers of the attention family: validate the params (dsv4::Error naming
 // the bad value), then call the kernel launch functions of the .cu files. Host only,
 // no synchronisation; checks touch only host-side scalars and pointers.
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/attention/attention.h"
@@ -71,10 +72,50 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                p.top_k);
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.window_kv) % 16 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0,
              "sparse_attention: window_kv and entries must be 16-byte aligned");
+  using Kernel = SparseAttentionParams::Kernel;
+  const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
+  DSV4_CHECK(p.kernel != Kernel::kWgmma || wgmma_fits,
+             "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
+             p.heads, p.head_dim);
+  DSV4_CHECK(p.kv_splits >= 0 && p.kv_splits <= 64, "sparse_attention: kv_splits {} must be in [0, 64]",
+             p.kv_splits);
   if (p.batch.tokens <= 0) return;
   DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
              "sparse_attention: q, window_kv, out and the batch arrays are required");
-  DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
+  if (p.kernel == Kernel::kSimple || !wgmma_fits) {
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
+    return;
+  }
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q) % 16 == 0, "sparse_attention: q must be 16-byte aligned");
+  int splits = 1;
+  if (p.kv_splits > 1) {
+    splits = p.kv_splits;
+    const int64_t needed = detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, splits);
+    DSV4_CHECK(p.split_workspace && p.split_workspace_floats >= needed,
+               "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
+               p.split_workspace ? p.split_workspace_floats : 0);
+  } else if (p.kv_splits == 0 && p.split_workspace) {
+    // Enough CTAs for ~2 waves, at least 4 key tiles (of 64) per split (a split's
+    // partial O, 64 x 512 FP32 written and read back, costs as much as 256 keys), at
+    // most 16. max_keys is the capacity (max_entries), not what the tokens see.
+    int device = 0, sms = 132;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    const int64_t max_keys = static_cast<int64_t>(p.window) + (p.compressed == CompressedKeys::kSelected ? p.top_k
+                                                               : p.compressed == CompressedKeys::kAllVisible
+                                                                   ? p.max_entries
+                                                                   : 0);
+    const int64_t ctas = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64);
+    const int64_t by_waves = (2 * sms + ctas - 1) / ctas, by_keys = (max_keys + 255) / 256;
+    splits = static_cast<int>(std::min<int64_t>({by_waves, by_keys, 16}));
+    while (splits > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, splits) >
+                             p.split_workspace_floats)
+      --splits;
+  }
+  DSV4_CUDA_CHECK(detail::launch_sparse_attention_wgmma(p, std::max(1, splits), stream));
+}
+
+int64_t sparse_attention_workspace_floats(int tokens, int heads, int kv_splits) {
+  return detail::sparse_attention_split_workspace_floats(tokens, heads, kv_splits);
 }
 
 }  // namespace dsv4::cuda::attention

@@ -4,6 +4,8 @@
 //   kAllVisible (HCA) and kSelected (CSA) with picks that must be skipped: -1, negative,
 //   >= visible, >= max_entries; padding in the middle of the list;
 //   head_dim 64 / 128 / 512, heads not a multiple of the CTA's 8.
+// The FP32 kernel (Kernel::kSimple) within 1e-4; for 64 heads x 512 also the wgmma
+// kernel, within 1e-2 + 2e-2 relative (q rounded to BF16 there).
 // Only the rows a token may read hold data; every other ring row and entry row is NaN.
 #include <gtest/gtest.h>
 
@@ -99,9 +101,20 @@ void run_case(const AttentionCase& c, uint64_t seed) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   p.batch = batch;
   p.out = d_out.get();
+  p.kernel = cuda::attention::SparseAttentionParams::Kernel::kSimple;  // FP32 kernel: 1e-4 below
   cuda::attention::sparse_attention(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> out = d_out.download();
+  // Where it applies, the wgmma kernel too (BF16 q and weights: looser bound, checked
+  // after `want`); the BF16-exact cases are in sparse_attention_wgmma_test.cpp.
+  std::vector<float> out_wgmma;
+  if (c.head_dim == 512 && c.heads % 64 == 0) {
+    p.kernel = cuda::attention::SparseAttentionParams::Kernel::kWgmma;
+    d_out.fill(kNaN);
+    cuda::attention::sparse_attention(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    out_wgmma = d_out.download();
+  }
 
   std::vector<float> want(out.size());
   for (int t = 0; t < tokens; ++t)
@@ -123,12 +136,14 @@ void run_case(const AttentionCase& c, uint64_t seed) {
         want[(static_cast<size_t>(t) * c.heads + h) * hd + d] = static_cast<float>(sum / denominator);
       }
     }
-  expect_close("attention output", out.data(), want.data(), out.size(), 1e-4, 1e-4, [&](size_t i) {
+  auto where = [&](size_t i) {
     const size_t t = i / (static_cast<size_t>(c.heads) * hd);
     return "token " + std::to_string(t) + " (position " + std::to_string(c.positions[t]) + ", " +
            std::to_string(keys[t].size()) + " keys) head " + std::to_string((i / hd) % c.heads) + " channel " +
            std::to_string(i % hd);
-  });
+  };
+  expect_close("attention output", out.data(), want.data(), out.size(), 1e-4, 1e-4, where);
+  if (!out_wgmma.empty()) expect_close("wgmma attention output", out_wgmma.data(), want.data(), out.size(), 1e-2, 2e-2, where);
 }
 
 TEST(SparseAttention, SlidingOnly) {

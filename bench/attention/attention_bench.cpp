@@ -1,0 +1,304 @@
+// Sparse MQA attention benchmark (attention::sparse_attention), V4-Flash shapes:
+// 64 heads, head_dim 512, sliding window 128, CSA top-k 512 at compress rate 4, HCA at
+// rate 128. Method (shared/docs/benchmarking.md): median of CUDA-event times after
+// warm-up, L2 flushed (256 MB write) before every iteration; the limits are measured in
+// the same process: HBM copy bandwidth (1 GiB device-to-device) and the BF16 GEMM peak
+// (cuBLAS 8192^3).
+// Figures:
+//   prefill (one sequence, positions 0..tokens-1, CSA or HCA layer): ms, attended keys
+//     (window rows + valid compressed entries, summed over tokens), useful TFLOP/s =
+//     4 * 64 * 512 * attended / time, and its fraction of the GEMM peak; at 8k also the
+//     FP32 kernel (kernel "simple") for comparison.
+//   decode (batch sequences of `context` tokens each, one token each, CSA or HCA):
+//     ms, bytes = KV rows read (attended x 1 KiB) + q and out (FP32), GB/s and the
+//     fraction of the HBM copy bandwidth; split-KV auto and off.
+// Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/attention/attention.h"
+#include "cuda/common/cuda_check.h"
+
+namespace dsv4::attention_bench {
+namespace {
+
+using cuda::attention::CompressedKeys;
+using cuda::attention::SparseAttentionParams;
+constexpr int kHeads = 64, kDim = 512, kWindow = 128, kTopK = 512, kCsaRate = 4, kHcaRate = 128;
+
+struct Timer {
+  cudaEvent_t start, stop;
+  void* flush = nullptr;
+  size_t flush_bytes = 256ull << 20;
+  Timer() {
+    DSV4_CUDA_CHECK(cudaEventCreate(&start));
+    DSV4_CUDA_CHECK(cudaEventCreate(&stop));
+    DSV4_CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
+  }
+  ~Timer() {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaFree(flush);
+  }
+  double median_ms(const std::function<void()>& fn, int iters, int warmup = 2) {
+    for (int i = 0; i < warmup; ++i) fn();
+    std::vector<float> times;
+    for (int i = 0; i < iters; ++i) {
+      DSV4_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
+      DSV4_CUDA_CHECK(cudaEventRecord(start));
+      fn();
+      DSV4_CUDA_CHECK(cudaEventRecord(stop));
+      DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
+      float ms = 0;
+      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      times.push_back(ms);
+    }
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+  }
+};
+
+template <typename T>
+T* device_alloc(size_t count, int byte = 0x3c) {  // 0x3c3c: BF16 0.0115, FP32 0.0115
+  T* p = nullptr;
+  DSV4_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
+  DSV4_CUDA_CHECK(cudaMemset(p, byte, std::max<size_t>(count, 1) * sizeof(T)));
+  return p;
+}
+template <typename T>
+T* device_copy(const std::vector<T>& host) {
+  T* p = device_alloc<T>(host.size());
+  DSV4_CUDA_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+
+double hbm_copy_gbps(Timer& timer) {
+  const size_t bytes = 1ull << 30;
+  void* a = device_alloc<uint8_t>(bytes);
+  void* b = device_alloc<uint8_t>(bytes);
+  const double ms = timer.median_ms([&] { DSV4_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms * 1e-3) / 1e9;
+}
+
+double gemm_peak_tflops(Timer& timer) {
+  const int n = 8192;
+  uint16_t* a = device_alloc<uint16_t>(static_cast<size_t>(n) * n);
+  uint16_t* b = device_alloc<uint16_t>(static_cast<size_t>(n) * n);
+  float* c = device_alloc<float>(static_cast<size_t>(n) * n, 0);
+  cublasHandle_t handle;
+  DSV4_CUBLAS_CHECK(cublasCreate(&handle));
+  const float one = 1.0f, zero = 0.0f;
+  const double ms = timer.median_ms(
+      [&] {
+        DSV4_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b,
+                                       CUDA_R_16BF, n, &zero, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                                       CUBLAS_GEMM_DEFAULT));
+      },
+      5);
+  cublasDestroy(handle);
+  cudaFree(a);
+  cudaFree(b);
+  cudaFree(c);
+  return 2.0 * n * n * n / (ms * 1e-3) / 1e12;
+}
+
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+// One benchmark problem: its device arrays and the attended key count.
+struct Problem {
+  SparseAttentionParams p;
+  int64_t attended = 0;
+  std::vector<void*> owned;
+  ~Problem() {
+    for (void* ptr : owned) cudaFree(ptr);
+  }
+};
+
+// positions[t] / slots[t]: the tokens; each slot's cache sized for its last position.
+void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::vector<int>& slots, int ring_rows,
+           std::mt19937& rng) {
+  const int tokens = static_cast<int>(positions.size());
+  const int n_slots = *std::max_element(slots.begin(), slots.end()) + 1;
+  const int last = *std::max_element(positions.begin(), positions.end());
+  const int rate = csa ? kCsaRate : kHcaRate;
+  const int max_entries = std::max(1, (last + 1) / rate);
+  SparseAttentionParams& p = pr.p;
+  p.heads = kHeads;
+  p.head_dim = kDim;
+  p.ring_rows = ring_rows;
+  p.window = kWindow;
+  p.compressed = csa ? CompressedKeys::kSelected : CompressedKeys::kAllVisible;
+  p.max_entries = max_entries;
+  p.rate = rate;
+  p.top_k = kTopK;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
+  auto keep = [&](auto* ptr) {
+    pr.owned.push_back(ptr);
+    return ptr;
+  };
+  float* q = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
+  p.q = q;
+  p.out = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
+  p.window_kv = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * ring_rows * kDim));
+  p.entries = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * max_entries * kDim));
+  p.sinks = keep(device_alloc<float>(kHeads));
+  std::vector<int32_t> selected;
+  pr.attended = 0;
+  if (csa) selected.assign(static_cast<size_t>(tokens) * kTopK, -1);
+  std::vector<int32_t> perm(max_entries);
+  for (int i = 0; i < max_entries; ++i) perm[i] = i;
+  for (int t = 0; t < tokens; ++t) {
+    const int pos = positions[t];
+    const int visible = std::min((pos + 1) / rate, max_entries);
+    const int n_window = std::min(pos + 1, kWindow);
+    int picks = visible;
+    if (csa) {
+      // Partial Fisher-Yates: min(top_k, visible) distinct entries, ascending, -1 padded.
+      picks = std::min(kTopK, visible);
+      int32_t* row = selected.data() + static_cast<size_t>(t) * kTopK;
+      std::vector<std::pair<int, int>> swaps;
+      for (int i = 0; i < picks; ++i) {
+        const int j = i + static_cast<int>(rng() % static_cast<unsigned>(visible - i));
+        std::swap(perm[i], perm[j]);
+        swaps.emplace_back(i, j);
+        row[i] = perm[i];
+      }
+      for (auto it = swaps.rbegin(); it != swaps.rend(); ++it) std::swap(perm[it->first], perm[it->second]);
+      std::sort(row, row + picks);
+    }
+    pr.attended += n_window + picks;
+  }
+  if (csa) p.selected = keep(device_copy(selected));
+  std::vector<int32_t> pos32(positions.begin(), positions.end()), slot32(slots.begin(), slots.end()),
+      first(tokens), ids(tokens, 0);
+  for (int t = 0; t < tokens; ++t) first[t] = t > 0 && slots[t] == slots[t - 1] ? first[t - 1] : t;
+  p.batch.tokens = tokens;
+  p.batch.positions = keep(device_copy(pos32));
+  p.batch.slots = keep(device_copy(slot32));
+  p.batch.first_rows = keep(device_copy(first));
+  p.batch.token_ids = keep(device_copy(ids));
+}
+
+int run(int argc, char** argv) {
+  std::string json_path;
+  bool quick = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string key = argv[i], value = argv[i + 1];
+    if (key == "--json") json_path = value;
+    else if (key == "--quick") quick = value != "0";
+  }
+  FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
+  cudaDeviceProp prop{};
+  DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  const std::string date = today();
+  Timer timer;
+  const double copy_gbps = hbm_copy_gbps(timer);
+  const double peak_tflops = gemm_peak_tflops(timer);
+  std::printf("device %s, %d SMs; HBM copy %.0f GB/s (read + write); BF16 GEMM (cuBLAS 8192^3) %.0f TFLOP/s\n",
+              prop.name, prop.multiProcessorCount, copy_gbps, peak_tflops);
+  if (json) {
+    std::fprintf(json, "{\"bench\":\"hbm_copy\",\"device\":\"%s\",\"date\":\"%s\",\"gbps\":%.1f}\n", prop.name,
+                 date.c_str(), copy_gbps);
+    std::fprintf(json, "{\"bench\":\"gemm_peak\",\"device\":\"%s\",\"date\":\"%s\",\"tflops\":%.1f}\n", prop.name,
+                 date.c_str(), peak_tflops);
+  }
+  std::mt19937 rng(7);
+  const int64_t max_workspace = cuda::attention::sparse_attention_workspace_floats(64, kHeads, 16);
+  float* workspace = device_alloc<float>(static_cast<size_t>(max_workspace), 0);
+
+  // ---- prefill ----
+  std::printf("%-7s %-4s %-6s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
+              "attended", "TFLOP/s", "of_peak");
+  for (int tokens : {8192, 32768}) {
+    if (quick && tokens > 8192) continue;
+    for (bool csa : {true, false}) {
+      std::vector<int> positions(tokens), slots(tokens, 0);
+      for (int t = 0; t < tokens; ++t) positions[t] = t;
+      Problem pr;
+      build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
+      for (const char* kernel : {"wgmma", "simple"}) {
+        const bool simple = std::string(kernel) == "simple";
+        if (simple && tokens > 8192) continue;
+        pr.p.kernel = simple ? SparseAttentionParams::Kernel::kSimple : SparseAttentionParams::Kernel::kAuto;
+        const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
+        const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
+                                          simple ? 1 : 2);
+        DSV4_CUDA_CHECK(cudaGetLastError());
+        const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
+        std::printf("%-7s %-4s %-6s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
+                    iters, ms, static_cast<long long>(pr.attended), tflops, tflops / peak_tflops);
+        if (json)
+          std::fprintf(json,
+                       "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"prefill\",\"layer\":\"%s\","
+                       "\"kernel\":\"%s\",\"tokens\":%d,\"heads\":%d,\"head_dim\":%d,\"window\":%d,\"top_k\":%d,"
+                       "\"rate\":%d,\"iters\":%d,\"ms\":%.4f,\"attended_keys\":%lld,\"tflops\":%.2f,"
+                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f}\n",
+                       prop.name, date.c_str(), csa ? "csa" : "hca", kernel, tokens, kHeads, kDim, kWindow, kTopK,
+                       csa ? kCsaRate : kHcaRate, iters, ms, static_cast<long long>(pr.attended), tflops, peak_tflops,
+                       tflops / peak_tflops);
+      }
+    }
+  }
+
+  // ---- decode ----
+  std::printf("%-7s %-4s %-6s %6s %7s %7s %9s %12s %8s %7s\n", "case", "layer", "splits", "batch", "context", "iters",
+              "ms", "bytes", "GB/s", "of_HBM");
+  for (int context : {4096, 32768, 131072}) {
+    if (quick && context > 32768) continue;
+    for (int batch : {1, 16, 64}) {
+      for (bool csa : {true, false}) {
+        std::vector<int> positions(batch, context - 1), slots(batch);
+        for (int b = 0; b < batch; ++b) slots[b] = b;
+        Problem pr;
+        build(pr, csa, positions, slots, kWindow, rng);
+        for (const char* splits : {"auto", "off"}) {
+          const bool off = std::string(splits) == "off";
+          pr.p.kernel = SparseAttentionParams::Kernel::kAuto;
+          pr.p.kv_splits = off ? 1 : 0;
+          pr.p.split_workspace = off ? nullptr : workspace;
+          pr.p.split_workspace_floats = off ? 0 : max_workspace;
+          const int iters = context >= 131072 ? 10 : 20;
+          const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters);
+          DSV4_CUDA_CHECK(cudaGetLastError());
+          const double kv_bytes = static_cast<double>(pr.attended) * kDim * 2;
+          const double bytes = kv_bytes + 2.0 * batch * kHeads * kDim * 4;  // + q and out (FP32)
+          const double gbps = bytes / (ms * 1e-3) / 1e9;
+          std::printf("%-7s %-4s %-6s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f\n", "decode", csa ? "csa" : "hca", splits,
+                      batch, context, iters, ms, bytes, gbps, gbps / copy_gbps);
+          if (json)
+            std::fprintf(json,
+                         "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"decode\",\"layer\":\"%s\","
+                         "\"kernel\":\"wgmma\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
+                         "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
+                         "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f}\n",
+                         prop.name, date.c_str(), csa ? "csa" : "hca", splits, batch, context, kHeads, kDim, iters, ms,
+                         static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps);
+        }
+      }
+    }
+  }
+  cudaFree(workspace);
+  if (json) std::fclose(json);
+  return 0;
+}
+
+}  // namespace
+}  // namespace dsv4::attention_bench
+
+int main(int argc, char** argv) { return dsv4::attention_bench::run(argc, argv); }

@@ -1,0 +1,378 @@
+// Sparse MQA attention with sinks on Hopper wgmma (issue 6): the fast member of the
+// sparse_attention family for heads % 64 == 0 and head_dim == 512 (DeepSeek-V4); other
+// shapes keep the FP32 kernel of sparse_attention.cu. Same contract and key list as
+// there (attention.h), same math as the CPU reference except for the roundings below.
+//
+// One CTA = one token x 64 heads (the MMA M dimension) x one range of its key list
+// (split-KV: blockIdx.z; 1 range without a workspace). 256 threads = 2 warpgroups.
+//   Q    [64 heads x 512] BF16 in shared memory (converted from the FP32 q, rounded to nearest)
+//   tile [64 keys x 512]  BF16 rows gathered by index through a 2-stage cp.async
+//        pipeline (skipped keys: zero-filled rows, logit masked to -inf)
+//   S = Q K^T (m64n64k16 x 32, both operands K-major) is computed by both warpgroups
+//   (redundantly: each needs every logit of its rows for its own softmax, and no
+//   exchange is needed); online softmax in the exp2 domain; P rounded to BF16 is the
+//   register A operand of O += P V (m64n256k16 x 4, V = the same tile read MN-major),
+//   warpgroup g owning O columns [256 g, 256 g + 256) (128 FP32 registers a thread).
+// Shared-memory layout of Q and of a tile (128-byte swizzle, both wgmma operand views):
+//   8 column blocks of 64 channels, block b at b * 8192 bytes; row r (head or key) at
+//   r * 128 inside its block; 16-byte chunk c (channels 8c..8c+7 of the block) stored
+//   at chunk position c ^ (r % 8). As a K-major operand (Q, and K for S): SBO = 1024
+//   (8-row groups), k-step kk at block kk / 4, +32 bytes per kk % 4. As the MN-major B
+//   of P V (V[key, channel], channels contiguous): LBO = 8192 (next 64-channel block),
+//   SBO = 1024 (next 8 keys), k-step kc (keys 16 kc..) at +2048 bytes.
+// Accumulator fragment (m64nNk16, thread t of a warpgroup, warp w = t / 32, lane l):
+//   d[4 j + 0/1] = row 16 w + l / 4,     columns 8 j + 2 (l % 4) + 0/1
+//   d[4 j + 2/3] = row 16 w + l / 4 + 8, same columns
+// which for S (N = 64) is also the A fragment of P V for keys 16 kc..16 kc + 15:
+//   a[0] = d[8kc+0,1], a[1] = d[8kc+2,3], a[2] = d[8kc+4,5], a[3] = d[8kc+6,7].
+// Split-KV (decode with long key lists): split z of S covers key tiles
+// [z * per_split, (z + 1) * per_split) of its token; it writes unnormalised O, the
+// running max m (log2 domain) and the row sum l to the workspace, and
+// sparse_attention_merge combines the splits with the sink (log-sum-exp merge).
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
+
+namespace dsv4::cuda::attention {
+
+namespace {
+
+constexpr int kHeads = 64;        // heads per CTA = wgmma M
+constexpr int kDim = 512;         // head_dim of the fast path
+constexpr int kTileKeys = 64;     // keys per tile = S's N = P V's K
+constexpr int kStages = 2;
+constexpr int kThreads = 256;     // 2 warpgroups
+constexpr int kBlockBytes = 64 * 128;               // one 64-channel column block of 64 rows
+constexpr int kPanelBytes = kDim / 64 * kBlockBytes; // 64 rows x 512 BF16 = 64 KiB
+constexpr int kSmemBytes = (1 + kStages) * kPanelBytes + 1024;  // + slack for 1024-byte alignment
+constexpr float kLog2e = 1.4426950408889634f;
+
+// D[64 x 64] (+)= A[64 x 16] B[16 x 64], A and B from shared memory (descriptors), both K-major.
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D[64 x 256] += A[64 x 16] B[16 x 256], A from registers (the accumulator-shaped
+// fragment a[4]), B from shared memory, MN-major (imm-trans-b = 1).
+__device__ __forceinline__ void wgmma_m64n256k16_rs_tb(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// wgmma shared-memory descriptor, 128-byte swizzle (layout type 1 in bits 62-63).
+__device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((address & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
+         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Generic-proxy shared-memory writes (st.shared, cp.async) -> visible to wgmma (async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// 16-byte cp.async; src_bytes 0 zero-fills the destination (skipped key).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+// Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled panel.
+__device__ __forceinline__ uint32_t panel_offset(int row, int c) {
+  return (c >> 3) * kBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+struct KeyList {
+  int slot = 0, first_window = 0, n_window = 0, n_total = 0, visible = 0;
+};
+
+__device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int token) {
+  KeyList keys;
+  const int position = p.batch.positions[token];
+  keys.slot = p.batch.slots[token];
+  if (position >= 0 && keys.slot >= 0) {
+    keys.first_window = max(0, position - p.window + 1);
+    keys.n_window = position - keys.first_window + 1;
+    keys.visible = p.compressed == CompressedKeys::kNone ? 0 : min((position + 1) / p.rate, p.max_entries);
+    const int n_compressed = p.compressed == CompressedKeys::kAllVisible ? keys.visible
+                             : p.compressed == CompressedKeys::kSelected ? p.top_k
+                                                                         : 0;
+    keys.n_total = keys.n_window + n_compressed;
+  }
+  return keys;
+}
+
+// Row of key k (< n_total) in window_kv or entries, or nullptr when skipped.
+__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int token,
+                                                   int k) {
+  if (k < keys.n_window) {
+    const int row = (keys.first_window + k) % p.ring_rows;
+    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
+  }
+  const int j = k - keys.n_window;
+  const int w = p.compressed == CompressedKeys::kSelected ? p.selected[static_cast<int64_t>(token) * p.top_k + j] : j;
+  if (w < 0 || w >= keys.visible) return nullptr;
+  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
+}
+
+// Gathers key tile `tile` into the panel at `dst` (all 256 threads: thread t copies
+// chunk t % 64 of rows t / 64 + 4 i); valid[r] = whether key r of the tile is attended.
+__device__ __forceinline__ void load_tile(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
+                                          uint32_t dst, bool* valid) {
+  const int chunk = threadIdx.x & 63;
+#pragma unroll 4
+  for (int i = 0; i < kTileKeys / 4; ++i) {
+    const int r = (threadIdx.x >> 6) + 4 * i;
+    const int k = tile * kTileKeys + r;
+    const uint16_t* row = k < keys.n_total ? key_row(p, keys, token, k) : nullptr;
+    if (chunk == 0) valid[r] = row != nullptr;
+    cp_async_16(dst + panel_offset(r, chunk), row != nullptr ? row + chunk * 8 : p.window_kv, row != nullptr ? 16 : 0);
+  }
+}
+
+// grid (tokens, heads / 64, splits), block 256, dynamic smem kSmemBytes.
+__global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(const SparseAttentionParams p, int splits,
+                                                                             float* part_o, float* part_ml) {
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ bool s_valid[kStages][kTileKeys];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t s_q = smem_u32(smem);
+  const uint32_t s_tiles = s_q + kPanelBytes;
+
+  const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
+
+  const KeyList keys = key_list(p, token);
+  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
+  const int per_split = (n_tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+
+  // Prologue: the first tile's gather in flight while Q is converted.
+  if (tile_begin < tile_end) load_tile(p, keys, token, tile_begin, s_tiles, s_valid[0]);
+  cp_async_commit();
+  {
+    const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
+    const int chunk = threadIdx.x & 63;
+#pragma unroll 4
+    for (int i = 0; i < kHeads / 4; ++i) {
+      const int r = (threadIdx.x >> 6) + 4 * i;
+      const float4 a = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8);
+      const float4 b = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8 + 4);
+      const uint4 v = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+      *reinterpret_cast<uint4*>(smem + panel_offset(r, chunk)) = v;
+    }
+  }
+  fence_proxy_async();
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+  // Per row (0: row0, 1: row0 + 8): running max m (log2 domain, -inf before any key)
+  // and this thread's partial row sum l (its 16 columns of each tile; the 4 lanes of a
+  // row are summed at the end). Both warpgroups hold identical m and l.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float scale_log2 = p.scale * kLog2e;
+
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int stage = (tile - tile_begin) & 1;
+    if (tile + 1 < tile_end)
+      load_tile(p, keys, token, tile + 1, s_tiles + (stage ^ 1) * kPanelBytes, s_valid[stage ^ 1]);
+    cp_async_commit();
+    cp_async_wait_1();  // this tile's group (all but the newest) has landed
+    fence_proxy_async();
+    __syncthreads();
+
+    const uint32_t s_k = s_tiles + stage * kPanelBytes;
+    float s[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kDim / 16; ++kk) {
+      const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
+      wgmma_m64n64k16_ss(s, make_desc(s_q + offset, 16, 1024), make_desc(s_k + offset, 16, 1024), kk);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+
+    // Online softmax on this thread's 2 rows x 16 columns.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool valid = s_valid[stage][8 * j + 2 * (lane & 3) + e];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float& x = s[4 * j + 2 * h + e];
+          x = valid ? x * scale_log2 : -INFINITY;
+          tile_max[h] = fmaxf(tile_max[h], x);
+        }
+      }
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      const float m_new = fmaxf(m[h], tile_max[h]);
+      // No key yet (m_new = -inf): nothing to rescale, every weight 0.
+      m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+      alpha[h] = exp2f(m[h] - m_use[h]);  // m = -inf -> 0 (O and l are 0 anyway)
+      m[h] = m_new;
+    }
+    uint32_t pa[16];  // P in BF16, A fragments of the 4 k-steps
+    float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
+        const uint32_t packed = pack_bf16(p0, p1);
+        pa[2 * j + h] = packed;  // j = 2 kc + half: a[kc][2 half + h]
+        // The denominator sums the rounded weights the numerator uses.
+        const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
+        row_sum[h] += __low2float(r) + __high2float(r);
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j + 0] *= alpha[0];
+      o[4 * j + 1] *= alpha[0];
+      o[4 * j + 2] *= alpha[1];
+      o[4 * j + 3] *= alpha[1];
+    }
+
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kTileKeys / 16; ++kc) {
+      const uint32_t a[4] = {pa[4 * kc + 0], pa[4 * kc + 1], pa[4 * kc + 2], pa[4 * kc + 3]};
+      wgmma_m64n256k16_rs_tb(o, a, make_desc(s_k + wg * 4 * kBlockBytes + kc * 2048, kBlockBytes, 1024));
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    __syncthreads();  // both warpgroups are done with this stage before it is refilled
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  const int col0 = wg * 256 + 2 * (lane & 3);
+  if (part_o == nullptr) {
+    // Final: the sink joins the denominator only.
+    float factor[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = head0 + row0 + 8 * h;
+      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
+      const float m_final = fmaxf(m[h], sink);
+      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
+      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
+      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+    }
+  } else {
+    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
+      float* out = part_o + row * kDim + col0;
+      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
+#pragma unroll
+        for (int j = 0; j < 32; ++j)
+          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
+      }
+      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
+    }
+  }
+}
+
+// grid (tokens, heads), block 128: out = sum_z 2^(m_z - M) O_z / (sum_z 2^(m_z - M) l_z + 2^(sink - M)).
+__global__ void __launch_bounds__(128) sparse_attention_merge_kernel(const SparseAttentionParams p, int splits,
+                                                                     const float* part_o, const float* part_ml) {
+  const int token = blockIdx.x, head = blockIdx.y;
+  const int64_t split_stride = static_cast<int64_t>(p.batch.tokens) * p.heads;
+  const int64_t row = static_cast<int64_t>(token) * p.heads + head;
+  const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
+  float m_final = sink;
+  for (int z = 0; z < splits; ++z) m_final = fmaxf(m_final, part_ml[(z * split_stride + row) * 2]);
+  float denominator = sink == -INFINITY ? 0.0f : exp2f(sink - m_final);
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int z = 0; z < splits; ++z) {
+    const float mz = part_ml[(z * split_stride + row) * 2];
+    if (mz == -INFINITY) continue;  // an empty split (or one of skipped keys only)
+    const float w = exp2f(mz - m_final);
+    denominator += w * part_ml[(z * split_stride + row) * 2 + 1];
+    const float4 v = reinterpret_cast<const float4*>(part_o + (z * split_stride + row) * kDim)[threadIdx.x];
+    acc.x += w * v.x;
+    acc.y += w * v.y;
+    acc.z += w * v.z;
+    acc.w += w * v.w;
+  }
+  const float inv = denominator > 0.0f ? 1.0f / denominator : 0.0f;
+  reinterpret_cast<float4*>(p.out + row * kDim)[threadIdx.x] = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+}
+
+}  // namespace
+
+namespace detail {
+
+bool sparse_attention_wgmma_supported(const SparseAttentionParams& p) {
+  return p.head_dim == kDim && p.heads % kHeads == 0;
+}
+
+int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int splits) {
+  return splits <= 1 ? 0 : static_cast<int64_t>(splits) * tokens * heads * (kDim + 2);
+}
+
+cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
+  // Per call (the attribute is per device; a few microseconds of host time).
+  const cudaError_t error =
+      cudaFuncSetAttribute(sparse_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (error != cudaSuccess) return error;
+  splits = max(1, splits);
+  float* part_o = nullptr;
+  float* part_ml = nullptr;
+  if (splits > 1) {
+    part_o = p.split_workspace;
+    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
+  }
+  const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
+  sparse_attention_wgmma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  if (splits > 1) sparse_attention_merge_kernel<<<dim3(p.batch.tokens, p.heads), 128, 0, stream>>>(p, splits, part_o, part_ml);
+  return cudaGetLastError();
+}
+
+}  // namespace detail
+
+}  // namespace dsv4::cuda::attention

@@ -1,0 +1,344 @@
+// The wgmma sparse-attention kernel (sparse_attention_wgmma.cu; 64 heads per CTA,
+// head_dim 512) against an FP64 CPU loop over the same BF16 keys, and against the FP32
+// kernel (SparseAttentionParams::Kernel::kSimple) on the same inputs. q is BF16-exact
+// here, so the only rounding left is P -> BF16: every output element within
+// atol 3e-3 + rtol 5e-3 and the cosine of every (token, head) row >= 0.9999.
+// Cases: key counts not multiples of 64 and 1, 2, 3, 8, 17 key tiles (the 2-stage
+// pipeline wraps), CSA index lists with -1 / out-of-range padding in random order,
+// duplicate-free random picks, windows at the sequence start, a query with only
+// window entries, an empty index list, a padding token (position -1), prefill chunks
+// and decode tokens of mixed lengths in one batch, 128 heads (2 head groups), later
+// keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
+// auto. Rows no token may read are NaN (a read of one shows up as NaN).
+// LayoutSingleCta: 1 token, 1..3 key tiles of structured values; on failure it prints
+// the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "attention/attention_test_util.h"
+#include "cuda/attention/attention.h"
+
+namespace dsv4::attention_test {
+namespace {
+
+using cuda::attention::CompressedKeys;
+using Kernel = cuda::attention::SparseAttentionParams::Kernel;
+constexpr int kDim = 512;
+
+struct Sequence {
+  int slot = 0, start = 0, count = 1;  // count tokens at positions start.. (start -1: one padding token)
+};
+
+struct WgmmaCase {
+  int heads = 64, window = 128, ring_rows = 0 /* 0: fits the longest chunk */, rate = 4, max_entries = 64, top_k = 16;
+  CompressedKeys mode = CompressedKeys::kNone;
+  std::vector<Sequence> sequences;
+  double junk_fraction = 0.3;    // kSelected: share of list positions holding -1 / out-of-range picks
+  bool growing_logits = false;   // later keys of a token get much larger logits
+  bool structured = false;       // small-integer patterns (LayoutSingleCta)
+  std::vector<int> kv_splits = {1};  // each run separately; 0 = auto (workspace given)
+};
+
+int keys_of(const WgmmaCase& c, int position) {
+  if (position < 0) return 0;
+  const int n_window = position - std::max(0, position - c.window + 1) + 1;
+  const int visible = c.mode == CompressedKeys::kNone ? 0 : std::min((position + 1) / c.rate, c.max_entries);
+  return n_window + (c.mode == CompressedKeys::kAllVisible ? visible : c.mode == CompressedKeys::kSelected ? c.top_k : 0);
+}
+
+// Smallest position whose key list (HCA or none) has at least `keys` entries, or -1.
+int position_with_keys(const WgmmaCase& c, int keys) {
+  for (int p = 0; p < 1 << 20; ++p)
+    if (keys_of(c, p) >= keys) return p;
+  return -1;
+}
+
+void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
+  Random random(seed);
+  BatchArrays rows;
+  int slots = 1, longest = 1;
+  for (const Sequence& s : c.sequences) {
+    if (s.start < 0) {
+      rows.add_sequence(s.slot, 0, 1);
+      rows.positions.back() = -1;
+    } else {
+      rows.add_sequence(s.slot, s.start, s.count);
+    }
+    slots = std::max(slots, s.slot + 1);
+    longest = std::max(longest, s.count);
+  }
+  const int tokens = rows.tokens();
+  const int ring_rows = c.ring_rows > 0 ? c.ring_rows : c.window - 1 + longest;
+  const cuda::TokenBatch batch = rows.upload();
+
+  std::vector<uint16_t> window(static_cast<size_t>(slots) * ring_rows * kDim, kBf16NaN);
+  std::vector<uint16_t> entries(static_cast<size_t>(slots) * c.max_entries * kDim, kBf16NaN);
+  std::vector<int32_t> selected(static_cast<size_t>(tokens) * c.top_k, -1);
+  std::vector<float> u(kDim);  // growing_logits direction
+  for (float& v : u) v = random.uniform(0.0f, 1.0f) < 0.5f ? -1.0f : 1.0f;
+  // Fill one key row; `growth` in [0, 1] scales the shared direction u in.
+  auto fill_row = [&](uint16_t* row, int id, float growth) {
+    for (int d = 0; d < kDim; ++d) {
+      float v = c.structured ? static_cast<float>((id * 5 + d * 3) % 9 - 4) / 8.0f : random.uniform(-1.0f, 1.0f);
+      if (c.growing_logits) v = 0.5f * v + 0.5f * growth * u[d];
+      row[d] = float_to_bf16(v);
+    }
+  };
+  // Per slot: ring rows of every position a token of it may read, entries up to the last visible.
+  for (const Sequence& s : c.sequences) {
+    if (s.start < 0) continue;
+    const int last = s.start + s.count - 1;
+    for (int pos = std::max(0, s.start - c.window + 1); pos <= last; ++pos)
+      fill_row(window.data() + (static_cast<size_t>(s.slot) * ring_rows + pos % ring_rows) * kDim, pos,
+               static_cast<float>(pos) / (last + 1));
+    const int visible = c.mode == CompressedKeys::kNone ? 0 : std::min((last + 1) / c.rate, c.max_entries);
+    for (int w = 0; w < visible; ++w)
+      fill_row(entries.data() + (static_cast<size_t>(s.slot) * c.max_entries + w) * kDim, 1000 + w,
+               1.0f + static_cast<float>(w) / visible);  // entries come after the window: larger still
+  }
+  auto bf16_row = [](const uint16_t* row) {
+    std::vector<float> key(kDim);
+    for (int d = 0; d < kDim; ++d) key[d] = bf16_to_float(row[d]);
+    return key;
+  };
+  std::vector<std::vector<std::vector<float>>> keys(tokens);
+  for (int t = 0; t < tokens; ++t) {
+    const int p = rows.positions[t], slot = rows.slots[t];
+    if (p < 0) continue;
+    for (int pos = std::max(0, p - c.window + 1); pos <= p; ++pos)
+      keys[t].push_back(bf16_row(window.data() + (static_cast<size_t>(slot) * ring_rows + pos % ring_rows) * kDim));
+    const int visible = c.mode == CompressedKeys::kNone ? 0 : std::min((p + 1) / c.rate, c.max_entries);
+    auto entry = [&](int w) { return bf16_row(entries.data() + (static_cast<size_t>(slot) * c.max_entries + w) * kDim); };
+    if (c.mode == CompressedKeys::kAllVisible)
+      for (int w = 0; w < visible; ++w) keys[t].push_back(entry(w));
+    if (c.mode == CompressedKeys::kSelected) {
+      // Duplicate-free random picks among the visible entries, junk in between, random order.
+      std::vector<int> pool(visible);
+      std::iota(pool.begin(), pool.end(), 0);
+      for (int i = visible - 1; i > 0; --i) std::swap(pool[i], pool[random.next() % (i + 1)]);
+      const int junk[] = {-1, -3, visible, c.max_entries, 1 << 30};
+      size_t next = 0;
+      for (int i = 0; i < c.top_k; ++i) {
+        int32_t& pick = selected[static_cast<size_t>(t) * c.top_k + i];
+        if (next < pool.size() && random.uniform(0.0f, 1.0f) >= c.junk_fraction) {
+          pick = pool[next++];
+          keys[t].push_back(entry(pick));
+        } else {
+          pick = junk[random.next() % 5];
+        }
+      }
+    }
+  }
+  std::vector<float> q(static_cast<size_t>(tokens) * c.heads * kDim);
+  for (size_t i = 0; i < q.size(); ++i) {
+    const int d = static_cast<int>(i % kDim), h = static_cast<int>((i / kDim) % c.heads);
+    float v = c.structured ? static_cast<float>((h * 7 + d) % 5 - 2) / 4.0f : random.uniform(-2.0f, 2.0f);
+    if (c.growing_logits) v = 0.25f * v + 0.5f * u[d];
+    q[i] = round_bf16(v);
+  }
+  std::vector<float> sinks = random.vector(c.heads, -1.0f, 2.0f);
+
+  // FP64 reference.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(kDim));
+  std::vector<float> want(q.size(), 0.0f);
+  for (int t = 0; t < tokens; ++t)
+    for (int h = 0; h < c.heads; ++h) {
+      const float* qh = q.data() + (static_cast<size_t>(t) * c.heads + h) * kDim;
+      std::vector<double> weights(keys[t].size());
+      double max_logit = sinks[h];
+      for (size_t k = 0; k < keys[t].size(); ++k) {
+        double dot = 0;
+        for (int d = 0; d < kDim; ++d) dot += static_cast<double>(qh[d]) * keys[t][k][d];
+        max_logit = std::max(max_logit, weights[k] = dot * scale);
+      }
+      double denominator = std::exp(sinks[h] - max_logit);
+      for (double& w : weights) denominator += (w = std::exp(w - max_logit));
+      for (int d = 0; d < kDim; ++d) {
+        double sum = 0;
+        for (size_t k = 0; k < keys[t].size(); ++k) sum += weights[k] * keys[t][k][d];
+        want[(static_cast<size_t>(t) * c.heads + h) * kDim + d] = static_cast<float>(sum / denominator);
+      }
+    }
+
+  DeviceArray<uint16_t> d_window(window.size()), d_entries(entries.size());
+  d_window.upload(window);
+  d_entries.upload(entries);
+  DeviceArray<int32_t> d_selected(selected.size());
+  d_selected.upload(selected);
+  DeviceArray<float> d_q(q.size()), d_sinks(sinks.size()), d_out(q.size());
+  d_q.upload(q);
+  d_sinks.upload(sinks);
+  cuda::attention::SparseAttentionParams p;
+  p.q = d_q.get();
+  p.heads = c.heads;
+  p.head_dim = kDim;
+  p.window_kv = d_window.get();
+  p.ring_rows = ring_rows;
+  p.window = c.window;
+  p.compressed = c.mode;
+  p.entries = d_entries.get();
+  p.max_entries = c.max_entries;
+  p.rate = c.rate;
+  p.selected = d_selected.get();
+  p.top_k = c.top_k;
+  p.sinks = d_sinks.get();
+  p.scale = static_cast<float>(scale);
+  p.batch = batch;
+  p.out = d_out.get();
+
+  auto where = [&](size_t i) {
+    const size_t t = i / (static_cast<size_t>(c.heads) * kDim);
+    return "token " + std::to_string(t) + " (position " + std::to_string(rows.positions[t]) + ", " +
+           std::to_string(keys[t].size()) + " keys) head " + std::to_string((i / kDim) % c.heads) + " channel " +
+           std::to_string(i % kDim);
+  };
+  auto check = [&](const std::string& what, const std::vector<float>& got, bool print_first) {
+    expect_close(what, got.data(), want.data(), got.size(), 3e-3, 5e-3, where);
+    double worst_cos = 1.0;
+    size_t worst_row = 0;
+    for (size_t r = 0; r < got.size() / kDim; ++r) {
+      double gw = 0, gg = 0, ww = 0;
+      for (int d = 0; d < kDim; ++d) {
+        const double g = got[r * kDim + d], w = want[r * kDim + d];
+        gw += g * w, gg += g * g, ww += w * w;
+      }
+      if (ww < 1e-12) continue;  // no keys: checked elementwise (0)
+      const double cosine = gw / std::sqrt(std::max(gg, 1e-300) * ww);
+      if (!(cosine >= worst_cos)) worst_cos = cosine, worst_row = r;
+    }
+    EXPECT_GE(worst_cos, 0.9999) << what << ": worst row cosine at " << where(worst_row * kDim);
+    if (print_first && ::testing::Test::HasFailure()) {
+      int printed = 0;
+      for (size_t i = 0; i < got.size() && printed < 24; ++i)
+        if (!(std::fabs(got[i] - want[i]) <= 3e-3 + 5e-3 * std::fabs(want[i]))) {
+          std::printf("  mismatch %s: got %.6f want %.6f\n", where(i).c_str(), got[i], want[i]);
+          ++printed;
+        }
+    }
+  };
+
+  // The FP32 kernel on the same inputs (oracle on the GPU).
+  p.kernel = Kernel::kSimple;
+  d_out.fill(kNaN);
+  cuda::attention::sparse_attention(p, nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
+
+  p.kernel = Kernel::kWgmma;
+  for (int splits : c.kv_splits) {
+    SCOPED_TRACE("kv_splits " + std::to_string(splits));
+    const int64_t floats = cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
+    DeviceArray<float> workspace(static_cast<size_t>(std::max<int64_t>(floats, 1)));
+    workspace.fill(kNaN);
+    p.kv_splits = splits;
+    p.split_workspace = splits == 1 ? nullptr : workspace.get();
+    p.split_workspace_floats = splits == 1 ? 0 : floats;
+    d_out.fill(kNaN);
+    cuda::attention::sparse_attention(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    check("wgmma kernel", d_out.download(), c.structured);
+  }
+}
+
+TEST(SparseAttentionWgmma, LayoutSingleCta) {
+  for (int tiles : {1, 2, 3}) {
+    WgmmaCase c;
+    c.window = 192;
+    c.structured = true;
+    c.sequences = {{0, 64 * tiles - 1, 1}};  // exactly `tiles` full tiles of window keys
+    SCOPED_TRACE("tiles " + std::to_string(tiles));
+    run_wgmma_case(c, 1);
+    if (HasFailure()) return;  // the first layout failure is the informative one
+  }
+}
+
+TEST(SparseAttentionWgmma, PartialTilesAndSequenceStart) {
+  WgmmaCase c;  // window 128, no compressed keys
+  c.sequences = {{1, 0, 1}, {2, 1, 1}, {3, 5, 1}, {4, 63, 1}, {5, 64, 1}, {6, 100, 1}, {7, 500, 1}};
+  run_wgmma_case(c, 2);
+}
+
+TEST(SparseAttentionWgmma, KeyTilesHca) {
+  for (int tiles : {1, 2, 3, 8, 17}) {
+    for (int extra : {0, -5, -63}) {
+      WgmmaCase c;
+      c.mode = CompressedKeys::kAllVisible;
+      c.window = 32;  // past position 31 every key count is reached exactly
+      c.max_entries = 1200;
+      const int want_keys = 64 * tiles + extra;
+      if (want_keys <= 0) continue;
+      const int p = position_with_keys(c, want_keys);
+      ASSERT_GE(p, 0) << want_keys << " keys";
+      c.sequences = {{0, p, 1}, {1, p / 2, 1}};
+      c.kv_splits = {1, 3};
+      SCOPED_TRACE("keys " + std::to_string(keys_of(c, p)));
+      run_wgmma_case(c, 10 + tiles * 64 + extra);
+    }
+  }
+}
+
+TEST(SparseAttentionWgmma, SelectedWithPadding) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kSelected;
+  c.max_entries = 400;
+  c.top_k = 150;
+  // visible 0 (only window keys), 1, 25, 150 (of top_k 150), 400 (capped), 400
+  c.sequences = {{0, 2, 1}, {1, 5, 1}, {2, 99, 1}, {3, 603, 1}, {4, 1700, 1}, {5, 3000, 1}};
+  c.kv_splits = {1, 2};
+  run_wgmma_case(c, 20);
+  c.junk_fraction = 1.0;  // empty index lists: window keys only
+  run_wgmma_case(c, 21);
+}
+
+TEST(SparseAttentionWgmma, EmptyAndPadding) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kSelected;
+  c.top_k = 8;
+  c.junk_fraction = 1.0;
+  c.sequences = {{0, -1, 1}, {1, 0, 1}, {2, 40, 1}, {3, -1, 1}};
+  c.kv_splits = {1, 4};
+  run_wgmma_case(c, 30);
+}
+
+TEST(SparseAttentionWgmma, MixedBatchPrefillAndDecode) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kSelected;
+  c.max_entries = 200;
+  c.top_k = 96;
+  c.heads = 128;  // two head groups per token
+  c.sequences = {{0, 0, 21}, {1, 300, 30}, {2, 777, 1}, {3, 5, 1}, {4, 130, 3}};
+  c.kv_splits = {1, 0};
+  run_wgmma_case(c, 40);
+}
+
+TEST(SparseAttentionWgmma, RescaleAcrossTiles) {
+  for (CompressedKeys mode : {CompressedKeys::kNone, CompressedKeys::kAllVisible}) {
+    WgmmaCase c;
+    c.mode = mode;
+    c.growing_logits = true;
+    c.max_entries = 600;
+    c.sequences = {{0, 127, 1}, {1, 1000, 1}, {2, 2200, 1}};
+    c.kv_splits = {1, 2, 7};
+    SCOPED_TRACE("mode " + std::to_string(static_cast<int>(mode)));
+    run_wgmma_case(c, 50 + static_cast<int>(mode));
+  }
+}
+
+TEST(SparseAttentionWgmma, SplitKvLongHcaDecode) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kAllVisible;
+  c.rate = 128;
+  c.max_entries = 1024;
+  c.sequences = {{0, 131071, 1}, {1, 40000, 1}, {2, 200, 1}};  // 1024 + 128, 312 + 128, 1 + 128 keys
+  c.kv_splits = {1, 0, 2, 3, 7, 16};
+  run_wgmma_case(c, 60);
+}
+
+}  // namespace
+}  // namespace dsv4::attention_test
