@@ -106,6 +106,8 @@ struct Buffers {
   uint16_t* weight_bf16 = nullptr;
   void* cublas_workspace = nullptr;
   int64_t act_capacity = 0, weight_capacity = 0;
+  float* linear_split = nullptr;  // [2 min(T, 64), widest output]: stacked split GEMM
+  int64_t linear_split_capacity = 0;
 };
 
 size_t fast_moe_workspace_bytes(const moe::MoeLayerWeights& w, int max_tokens) {
@@ -204,11 +206,21 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   }
   b.moe_workspace = carver.take_bytes("workspace.moe", RegionKind::kWorkspace, moe_bytes);
   b.act_capacity = 2 * T * std::max<int64_t>(a.model.max_linear_cols, H);  // split activations: hi + lo
+  // ops::linear_grouped converts all heads x head_dim columns at once (decode sizes).
+  b.act_capacity = std::max(b.act_capacity, 2 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) * heads * hd);
   b.act_bf16 = carver.take<uint16_t>("workspace.linear_act_bf16", RegionKind::kWorkspace, b.act_capacity);
   b.weight_capacity = a.model.max_dequantized_elements;
   b.weight_bf16 = carver.take<uint16_t>("workspace.linear_weight_bf16", RegionKind::kWorkspace,
                                         std::max<int64_t>(1, b.weight_capacity));
   b.cublas_workspace = carver.take_bytes("workspace.cublas", RegionKind::kWorkspace, kCublasWorkspaceBytes);
+  {
+    // Outputs of ops::linear / linear_grouped calls (any narrower call fits; a wider one
+    // falls back to two GEMMs): lm_head, wq_b, wo_a (grouped), wo_b, shared expert, ...
+    const int64_t widest = std::max<int64_t>({c.vocab_size, heads * hd, c.o_groups * c.o_lora_rank, H,
+                                              c.q_lora_rank, 2 * hd, c.moe_intermediate_size, ih * id});
+    b.linear_split_capacity = 2 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) * widest;
+    b.linear_split = carver.take<float>("workspace.linear_split_f32", RegionKind::kWorkspace, b.linear_split_capacity);
+  }
   return a;
 }
 
@@ -311,6 +323,8 @@ class CudaEngine final : public Engine {
     linear_.weight_bf16 = layout_.buffers.weight_bf16;
     linear_.weight_capacity = layout_.buffers.weight_capacity;
     linear_.split_activations = true;
+    linear_.split_out = layout_.buffers.linear_split;
+    linear_.split_out_capacity = layout_.buffers.linear_split_capacity;
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));
@@ -672,9 +686,10 @@ class CudaEngine final : public Engine {
     // Grouped output projection: group g's heads (a contiguous slice of each row) through
     // rows [g R, (g + 1) R) of wo_a, then wo_b over the concatenation.
     const int64_t groups = config_.o_groups, rank = config_.o_lora_rank, group_width = heads * hd / groups;
-    for (int64_t g = 0; g < groups; ++g)
-      ops::linear(linear_, a.wo_a, b.attn + g * group_width, heads * hd, T, b.grouped + g * rank, groups * rank,
-                  g * rank, rank);
+    DSV4_CHECK(a.wo_a.cols == group_width && a.wo_a.rows == groups * rank,
+               "wo_a is [{}, {}], expected [o_groups {} x o_lora_rank {}, heads x head_dim / o_groups = {}]",
+               a.wo_a.rows, a.wo_a.cols, groups, rank, group_width);
+    ops::linear_grouped(linear_, a.wo_a, groups, b.attn, heads * hd, T, b.grouped, groups * rank);
     linear(a.wo_b, b.grouped, T, b.sub_out);
     profiler_.mark(stream_, "attn.out_proj");
   }

@@ -140,6 +140,116 @@ TEST(CudaOpsLinear, GroupedOutputProjection) {
   }
 }
 
+// Split activations (the engine's mode): hi + lo BF16 halves, stacked into one GEMM of
+// 2 x tokens columns when split_out has room (tokens <= 64), else two GEMMs. BF16
+// weights: the GEMM sees x to ~2^-17, so the bound tightens to 1e-4 x sum |x W|.
+void run_split_case(WeightFormat format, int64_t tokens, int64_t rows, int64_t cols, bool with_split_out,
+                    int64_t y_pad, uint64_t seed) {
+  SCOPED_TRACE(std::string(weight_format_name(format)) + " split tokens " + std::to_string(tokens) + " W [" +
+               std::to_string(rows) + ", " + std::to_string(cols) + "]" + (with_split_out ? " split_out" : "") +
+               " y_pad " + std::to_string(y_pad));
+  const TestWeight w = make_weight(format, rows, cols, random_normal(rows * cols, 0.5f, seed));
+  const std::vector<float> x = random_normal(tokens * cols, 1.0f, seed + 1);
+  std::vector<float> want(tokens * rows);
+  cpu::linear_rows(w.matrix, 0, rows, x.data(), tokens, want.data());
+  TestLinearContext context(2 * tokens * cols, rows * cols);
+  context.ctx.split_activations = true;
+  DeviceBuffer<float> split_out(static_cast<size_t>(2 * tokens * rows));
+  split_out.poison();
+  if (with_split_out) {
+    context.ctx.split_out = split_out.get();
+    context.ctx.split_out_capacity = 2 * tokens * rows;
+  }
+  const int64_t y_stride = rows + y_pad;
+  DeviceBuffer<float> d_x(x), d_y(static_cast<size_t>(tokens * y_stride));
+  d_y.poison();
+  linear(context.ctx, w.device(), d_x.get(), cols, tokens, d_y.get(), y_stride);
+  const std::vector<float> y = d_y.download();
+  std::vector<float> got(tokens * rows);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) got[t * rows + r] = y[t * y_stride + r];
+    for (int64_t r = rows; r < y_stride; ++r) ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "wrote y padding";
+  }
+  const double rel = format == WeightFormat::kBF16 ? 1e-4 : 1e-2;
+  expect_close("split linear y", got, want, {rel, 0}, {tokens, rows}, {"t", "r"},
+               magnitude(x, cols, w.dequantized(), cols, tokens, 0, rows));
+  expect_row_cosine("split linear y", got, want, rows, 0.9999);
+}
+
+TEST(CudaOpsLinear, SplitActivationsStackedAndNot) {
+  uint64_t seed = 500;
+  for (WeightFormat f : {WeightFormat::kBF16, WeightFormat::kFP8Block})
+    for (int64_t tokens : {1, 7, 64, 70})  // 70 > kStackedSplitMaxTokens: two GEMMs even with split_out
+      for (bool with_split_out : {true, false}) {
+        run_split_case(f, tokens, 83, 200, with_split_out, 0, seed++);
+        run_split_case(f, tokens, 16, 64, with_split_out, 5, seed++);
+      }
+}
+
+// linear_grouped vs per-group cpu::linear_rows: one strided-batched GEMM (BF16 and
+// dequantized FP8), the per-group fallback (F32 weight; activation scratch too small),
+// split activations stacked (tokens <= 64 with split_out) and not.
+TEST(CudaOpsLinear, LinearGroupedMatchesCpu) {
+  struct Case {
+    WeightFormat format;
+    int64_t tokens, groups, gw, rank;
+    bool split, small_act;
+  };
+  const Case cases[] = {{WeightFormat::kBF16, 7, 4, 50, 24, false, false},
+                        {WeightFormat::kBF16, 1, 8, 64, 32, true, false},
+                        {WeightFormat::kBF16, 70, 3, 40, 17, true, false},
+                        {WeightFormat::kFP8Block, 5, 4, 64, 24, true, false},
+                        {WeightFormat::kF32, 3, 4, 50, 24, true, false},
+                        {WeightFormat::kBF16, 9, 4, 50, 24, true, true}};
+  uint64_t seed = 700;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(weight_format_name(c.format)) + " tokens " + std::to_string(c.tokens) + " groups " +
+                 std::to_string(c.groups) + " gw " + std::to_string(c.gw) + " rank " + std::to_string(c.rank) +
+                 (c.split ? " split" : "") + (c.small_act ? " small act scratch" : ""));
+    const int64_t rows = c.groups * c.rank, x_stride = c.groups * c.gw + 3, y_stride = c.groups * c.rank + 2;
+    const TestWeight w = make_weight(c.format, rows, c.gw, random_normal(rows * c.gw, 0.5f, seed++));
+    const std::vector<float> x = random_normal(c.tokens * x_stride, 1.0f, seed++);
+    const std::vector<float> wf = w.dequantized();
+    std::vector<float> want(c.tokens * rows);
+    std::vector<double> scale(want.size());
+    for (int64_t g = 0; g < c.groups; ++g) {
+      std::vector<float> xg(c.tokens * c.gw), yg(c.tokens * c.rank);
+      for (int64_t t = 0; t < c.tokens; ++t)
+        for (int64_t k = 0; k < c.gw; ++k) xg[t * c.gw + k] = x[t * x_stride + g * c.gw + k];
+      cpu::linear_rows(w.matrix, g * c.rank, c.rank, xg.data(), c.tokens, yg.data());
+      const std::vector<double> mg = magnitude(xg, c.gw, wf, c.gw, c.tokens, g * c.rank, c.rank);
+      for (int64_t t = 0; t < c.tokens; ++t)
+        for (int64_t r = 0; r < c.rank; ++r) {
+          want[t * rows + g * c.rank + r] = yg[t * c.rank + r];
+          scale[t * rows + g * c.rank + r] = mg[t * c.rank + r];
+        }
+    }
+    const int64_t act_capacity = c.small_act ? 2 * c.tokens * c.gw : 2 * c.tokens * c.groups * c.gw;
+    TestLinearContext context(act_capacity, rows * c.gw);
+    context.ctx.split_activations = c.split;
+    DeviceBuffer<float> split_out(static_cast<size_t>(2 * c.tokens * rows));
+    context.ctx.split_out = split_out.get();
+    context.ctx.split_out_capacity = 2 * c.tokens * rows;
+    DeviceBuffer<float> d_x(x), d_y(static_cast<size_t>(c.tokens * y_stride));
+    d_y.poison();
+    cuda::ops::linear_grouped(context.ctx, w.device(), c.groups, d_x.get(), x_stride, c.tokens, d_y.get(), y_stride);
+    const std::vector<float> y = d_y.download();
+    std::vector<float> got(want.size());
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) got[t * rows + r] = y[t * y_stride + r];
+      for (int64_t r = rows; r < y_stride; ++r) ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "wrote y padding";
+    }
+    const double rel = c.split && c.format == WeightFormat::kBF16 ? 1e-4 : (c.format == WeightFormat::kF32 ? 1e-5 : 1e-2);
+    expect_close("grouped y", got, want, {rel, 0}, {c.tokens, c.groups, c.rank}, {"t", "group", "r"}, scale);
+    expect_row_cosine("grouped y", got, want, rows, 0.9999);
+  }
+  TestLinearContext context(16, 16);
+  const TestWeight w = make_weight(WeightFormat::kBF16, 10, 8, random_normal(80, 0.5f, 1));
+  DeviceBuffer<float> d_x(64), d_y(64);
+  EXPECT_THROW(cuda::ops::linear_grouped(context.ctx, w.device(), 3, d_x.get(), 24, 1, d_y.get(), 12), Error)
+      << "10 rows do not split into 3 groups";
+}
+
 TEST(CudaOpsLinear, F32PathMatchesCpu) {
   for (auto [tokens, rows, cols] : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 64}, {5, 37, 200}, {77, 83, 129}}) {
     SCOPED_TRACE("tokens " + std::to_string(tokens) + " W [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
