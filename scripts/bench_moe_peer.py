@@ -37,7 +37,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", default="")
     parser.add_argument("--tokens", default="1,8,64,4096,16384")
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # bench_moe options (--formats, --config) do not apply here
     dev = torch.device("cuda")
     torch.manual_seed(0)
     groups = EXPERTS + 1

@@ -9,7 +9,10 @@
 //   weight bytes   packed bytes of every expert with at least one slot (incl. shared),
 //                  divided by the time -> GB/s and fraction of the copy bandwidth
 //   TFLOP/s        2 * slots * 3 * hidden * intermediate (useful FLOPs) / time
+//   config         compute path: decode (mma.sync, 8-slot tiles), prefill_wgmma (default
+//                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
+//                  [--config decode|prefill_mma|prefill_wgmma] (forces one path for every count)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -80,6 +83,24 @@ std::vector<int> parse_ints(const std::string& s) {
   return v;
 }
 
+const char* config_name(cuda::moe::TileConfig config) {
+  using cuda::moe::TileConfig;
+  return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
+}
+
+// Compute paths measured per token count: the default one, and above 512 tokens both
+// prefill paths (wgmma, the default, and the mma.sync one). --config NAME keeps one.
+std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter) {
+  using cuda::moe::TileConfig;
+  std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
+  if (tokens > 512) all.push_back(TileConfig::kPrefill);
+  if (filter.empty()) return all;
+  for (TileConfig c : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+    if (filter == config_name(c)) return {c};
+  DSV4_CHECK(false, "--config {}: expected decode, prefill_mma or prefill_wgmma", filter);
+  return {};
+}
+
 std::string today() {
   const std::time_t now = std::time(nullptr);
   char buf[32];
@@ -88,13 +109,14 @@ std::string today() {
 }
 
 int run(int argc, char** argv) {
-  std::string json_path, formats = "nvfp4,mxfp4";
+  std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
     else if (key == "--tokens") token_counts = parse_ints(value);
     else if (key == "--formats") formats = value;
+    else if (key == "--config") config_filter = value;
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -108,7 +130,7 @@ int run(int argc, char** argv) {
                  date.c_str(), copy_gbps);
 
   constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
-  std::printf("%-6s %6s %-7s %9s %9s %9s %7s %8s %7s %8s %8s\n", "format", "tokens", "config", "layer_ms", "graph_ms",
+  std::printf("%-6s %6s %-13s %9s %9s %9s %7s %8s %7s %8s %8s\n", "format", "tokens", "config", "layer_ms", "graph_ms",
               "gemm_ms", "experts", "GB/s", "of_HBM", "TFLOP/s", "layerTF");
   for (const std::string& fname : {std::string("nvfp4"), std::string("mxfp4")}) {
     if (formats.find(fname) == std::string::npos) continue;
@@ -117,113 +139,114 @@ int run(int argc, char** argv) {
     const RouterWeights router = make_router(kExperts, kHidden, 78);
     const DeviceMoe dev(set, router, kTopK, 1.5f, 10.0f);
     for (int tokens : token_counts) {
-      const cuda::moe::TileConfig config = cuda::moe::moe_default_tile_config(tokens);
-      const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
-      uint16_t* d_x = device_copy(x);
-      const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr);
-      void* d_ws = nullptr;
-      float* d_out = nullptr;
-      int32_t* d_flag = nullptr;
-      DSV4_CUDA_OK(cudaMalloc(&d_ws, size.bytes));
-      DSV4_CUDA_OK(cudaMalloc(&d_out, static_cast<size_t>(tokens) * kHidden * 4));
-      DSV4_CUDA_OK(cudaMalloc(&d_flag, 4));
-      DSV4_CUDA_OK(cudaMemset(d_flag, 0, 4));
-      const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(dev.weights, tokens, config, d_ws);
-      cudaStream_t stream;
-      DSV4_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-      cuda::moe::MoeForwardParams p;
-      p.weights = &dev.weights;
-      p.x = d_x;
-      p.tokens = tokens;
-      p.config = config;
-      p.workspace = d_ws;
-      p.out = d_out;
-      p.error_flag = d_flag;
-      p.stream = nullptr;  // legacy stream: ordered with the timer's flush and events
-      const int iters = tokens >= 8192 ? 5 : tokens >= 1024 ? 10 : 30;
-      const double layer_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::moe_forward(p)); }, iters);
+      for (const cuda::moe::TileConfig config : configs_for(tokens, config_filter)) {
+        const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
+        uint16_t* d_x = device_copy(x);
+        const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr);
+        void* d_ws = nullptr;
+        float* d_out = nullptr;
+        int32_t* d_flag = nullptr;
+        DSV4_CUDA_OK(cudaMalloc(&d_ws, size.bytes));
+        DSV4_CUDA_OK(cudaMalloc(&d_out, static_cast<size_t>(tokens) * kHidden * 4));
+        DSV4_CUDA_OK(cudaMalloc(&d_flag, 4));
+        DSV4_CUDA_OK(cudaMemset(d_flag, 0, 4));
+        const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(dev.weights, tokens, config, d_ws);
+        cudaStream_t stream;
+        DSV4_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+        cuda::moe::MoeForwardParams p;
+        p.weights = &dev.weights;
+        p.x = d_x;
+        p.tokens = tokens;
+        p.config = config;
+        p.workspace = d_ws;
+        p.out = d_out;
+        p.error_flag = d_flag;
+        p.stream = nullptr;  // legacy stream: ordered with the timer's flush and events
+        const int iters = tokens >= 8192 ? 5 : tokens >= 1024 ? 10 : 30;
+        const double layer_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::moe_forward(p)); }, iters);
 
-      // Graph of the whole layer (captured on a side stream, replayed on the legacy one).
-      cuda::moe::MoeForwardParams pg = p;
-      pg.stream = stream;
-      cudaGraph_t graph;
-      cudaGraphExec_t graph_exec;
-      DSV4_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-      DSV4_CUDA_OK(cuda::moe::moe_forward(pg));
-      DSV4_CUDA_OK(cudaStreamEndCapture(stream, &graph));
-      DSV4_CUDA_OK(cudaGraphInstantiate(&graph_exec, graph, 0));
-      const double graph_ms = timer.median_ms([&] { DSV4_CUDA_OK(cudaGraphLaunch(graph_exec, nullptr)); }, iters);
+        // Graph of the whole layer (captured on a side stream, replayed on the legacy one).
+        cuda::moe::MoeForwardParams pg = p;
+        pg.stream = stream;
+        cudaGraph_t graph;
+        cudaGraphExec_t graph_exec;
+        DSV4_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        DSV4_CUDA_OK(cuda::moe::moe_forward(pg));
+        DSV4_CUDA_OK(cudaStreamEndCapture(stream, &graph));
+        DSV4_CUDA_OK(cudaGraphInstantiate(&graph_exec, graph, 0));
+        const double graph_ms = timer.median_ms([&] { DSV4_CUDA_OK(cudaGraphLaunch(graph_exec, nullptr)); }, iters);
 
-      // The two expert GEMMs alone, on the dispatch state the forward left.
-      cuda::moe::GroupedGemmParams gemm;
-      gemm.format = format;
-      gemm.config = config;
-      gemm.tile_expert = ws.tile_expert;
-      gemm.tile_slot_begin = ws.tile_slot_begin;
-      gemm.tile_row_count = ws.tile_row_count;
-      gemm.tile_count = ws.tile_count;
-      gemm.max_tiles = ws.max_tiles;
-      cuda::moe::GroupedGemmParams l1 = gemm, l2 = gemm;
-      l1.weights = dev.weights.w13;
-      l1.scales = dev.weights.w13_scales;
-      l1.factor_a = dev.weights.gate_factor;
-      l1.factor_b = dev.weights.up_factor;
-      l1.act = d_x;
-      l1.slot_token = ws.slot_token;
-      l1.n = 2 * kInter;
-      l1.k = kHidden;
-      l1.swiglu_limit = 10.0f;
-      l1.out = ws.h;
-      l2.weights = dev.weights.w2;
-      l2.scales = dev.weights.w2_scales;
-      l2.factor_a = dev.weights.down_factor;
-      l2.act = ws.h;
-      l2.slot_weight = ws.slot_weight;
-      l2.n = kHidden;
-      l2.k = kInter;
-      l2.out = ws.slot_out;
-      const double gemm_ms = timer.median_ms(
-          [&] {
-            DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
-            DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2));
-          },
-          iters);
+        // The two expert GEMMs alone, on the dispatch state the forward left.
+        cuda::moe::GroupedGemmParams gemm;
+        gemm.format = format;
+        gemm.config = config;
+        gemm.tile_expert = ws.tile_expert;
+        gemm.tile_slot_begin = ws.tile_slot_begin;
+        gemm.tile_row_count = ws.tile_row_count;
+        gemm.tile_count = ws.tile_count;
+        gemm.max_tiles = ws.max_tiles;
+        cuda::moe::GroupedGemmParams l1 = gemm, l2 = gemm;
+        l1.weights = dev.weights.w13;
+        l1.scales = dev.weights.w13_scales;
+        l1.factor_a = dev.weights.gate_factor;
+        l1.factor_b = dev.weights.up_factor;
+        l1.act = d_x;
+        l1.slot_token = ws.slot_token;
+        l1.n = 2 * kInter;
+        l1.k = kHidden;
+        l1.swiglu_limit = 10.0f;
+        l1.out = ws.h;
+        l2.weights = dev.weights.w2;
+        l2.scales = dev.weights.w2_scales;
+        l2.factor_a = dev.weights.down_factor;
+        l2.act = ws.h;
+        l2.slot_weight = ws.slot_weight;
+        l2.n = kHidden;
+        l2.k = kInter;
+        l2.out = ws.slot_out;
+        const double gemm_ms = timer.median_ms(
+            [&] {
+              DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
+              DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2));
+            },
+            iters);
 
-      std::vector<int32_t> counts(kExperts + 1);
-      int32_t flag = 0;
-      DSV4_CUDA_OK(cudaMemcpy(counts.data(), ws.expert_counts, counts.size() * 4, cudaMemcpyDeviceToHost));
-      DSV4_CUDA_OK(cudaMemcpy(&flag, d_flag, 4, cudaMemcpyDeviceToHost));
-      DSV4_CHECK(flag == 0, "error flag {}", flag);
-      int active = 0;
-      int64_t slots = 0;
-      for (int c : counts) active += c > 0, slots += c;
-      const double bytes = static_cast<double>(active) * dev.packed_expert_bytes;
-      const double flops = 2.0 * slots * 3.0 * kHidden * kInter;
-      const double best_ms = std::min(layer_ms, graph_ms);
-      const double gbps_layer = bytes / (best_ms * 1e-3) / 1e9, gbps_gemm = bytes / (gemm_ms * 1e-3) / 1e9;
-      const double tflops_gemm = flops / (gemm_ms * 1e-3) / 1e12, tflops_layer = flops / (best_ms * 1e-3) / 1e12;
-      std::printf("%-6s %6d %-7s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f\n", fname.c_str(), tokens,
-                  config == cuda::moe::TileConfig::kPrefill ? "prefill" : "decode", layer_ms, graph_ms, gemm_ms, active,
-                  gbps_gemm, 100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer);
-      if (json)
-        std::fprintf(json,
-                     "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
-                     "\"config\":\"%s\",\"layer_ms\":%.5f,\"layer_graph_ms\":%.5f,\"gemm_ms\":%.5f,"
-                     "\"active_experts\":%d,\"slots\":%lld,\"weight_bytes\":%.0f,\"weight_gbps_gemm\":%.1f,"
-                     "\"weight_gbps_layer\":%.1f,\"hbm_copy_gbps\":%.1f,\"frac_hbm_gemm\":%.4f,"
-                     "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f}\n",
-                     prop.name, date.c_str(), fname.c_str(), tokens,
-                     config == cuda::moe::TileConfig::kPrefill ? "prefill" : "decode", layer_ms, graph_ms, gemm_ms,
-                     active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
-                     gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer);
-      std::fflush(stdout);
-      cudaGraphExecDestroy(graph_exec);
-      cudaGraphDestroy(graph);
-      cudaStreamDestroy(stream);
-      cudaFree(d_x);
-      cudaFree(d_ws);
-      cudaFree(d_out);
-      cudaFree(d_flag);
+        std::vector<int32_t> counts(kExperts + 1);
+        int32_t flag = 0;
+        DSV4_CUDA_OK(cudaMemcpy(counts.data(), ws.expert_counts, counts.size() * 4, cudaMemcpyDeviceToHost));
+        DSV4_CUDA_OK(cudaMemcpy(&flag, d_flag, 4, cudaMemcpyDeviceToHost));
+        DSV4_CHECK(flag == 0, "error flag {}", flag);
+        int active = 0;
+        int64_t slots = 0;
+        for (int c : counts) active += c > 0, slots += c;
+        const double bytes = static_cast<double>(active) * dev.packed_expert_bytes;
+        const double flops = 2.0 * slots * 3.0 * kHidden * kInter;
+        const double best_ms = std::min(layer_ms, graph_ms);
+        const double gbps_layer = bytes / (best_ms * 1e-3) / 1e9, gbps_gemm = bytes / (gemm_ms * 1e-3) / 1e9;
+        const double tflops_gemm = flops / (gemm_ms * 1e-3) / 1e12, tflops_layer = flops / (best_ms * 1e-3) / 1e12;
+        std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f\n", fname.c_str(), tokens,
+                    config_name(config), layer_ms, graph_ms, gemm_ms, active,
+                    gbps_gemm, 100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer);
+        if (json)
+          std::fprintf(json,
+                       "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
+                       "\"config\":\"%s\",\"layer_ms\":%.5f,\"layer_graph_ms\":%.5f,\"gemm_ms\":%.5f,"
+                       "\"active_experts\":%d,\"slots\":%lld,\"weight_bytes\":%.0f,\"weight_gbps_gemm\":%.1f,"
+                       "\"weight_gbps_layer\":%.1f,\"hbm_copy_gbps\":%.1f,\"frac_hbm_gemm\":%.4f,"
+                       "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f}\n",
+                       prop.name, date.c_str(), fname.c_str(), tokens,
+                       config_name(config), layer_ms, graph_ms, gemm_ms,
+                       active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
+                       gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer);
+        std::fflush(stdout);
+        cudaGraphExecDestroy(graph_exec);
+        cudaGraphDestroy(graph);
+        cudaStreamDestroy(stream);
+        cudaFree(d_x);
+        cudaFree(d_ws);
+        cudaFree(d_out);
+        cudaFree(d_flag);
+      }
     }
   }
   if (json) std::fclose(json);
