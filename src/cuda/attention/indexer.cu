@@ -264,7 +264,7 @@ cudaError_t launch_indexer_topk(const IndexerParams& p, cudaStream_t stream) {
   }
   const bool mma_shape = p.heads == kIndexerMmaHeads && p.dim == kIndexerMmaDim;
   const bool aligned = reinterpret_cast<uintptr_t>(p.q) % 8 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0;
-  if (mma_shape && aligned && !p.fp32_scores) {
+  if (mma_shape && aligned && !p.fp32_scores && p.batch.tokens <= 4 * 65535) {
     const cudaError_t score_error = launch_indexer_scores_mma(p, stream);
     if (score_error != cudaSuccess) return score_error;
   } else {

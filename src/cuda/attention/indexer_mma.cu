@@ -10,7 +10,7 @@
 //
 // Layout: rows = (token, head) pairs; a CTA of 8 warps owns 4 tokens (256 rows), each warp
 // 32 rows (two m16 tiles) of one token, its q fragments held in registers for the whole
-// CTA. The CTA walks a range of 64-key tiles (grid.y splits the keys): each tile is read
+// CTA. The CTA walks a range of 64-key tiles (grid.x splits the keys): each tile is read
 // from the FP32 entries, rounded to BF16 into shared memory (one copy per distinct slot
 // among the 4 tokens, so prefill tokens of one sequence share it), multiplied, then the
 // epilogue applies ReLU and the per-row weight and sums the 32 rows of the warp
@@ -53,7 +53,8 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// grid (ceil(tokens / 4), key splits), block kThreads. tiles_per_cta: 64-key tiles per CTA.
+// grid (key splits, ceil(tokens / 4)), block kThreads (the splits of a token group run
+// together, so its q is read from HBM about once). tiles_per_cta: 64-key tiles per CTA.
 // Dynamic smem: kTokensPerCta BF16 key tiles [kTileKeys][kRowStride], then
 // s_partial [kWarps][kTileKeys] FP32.
 __global__ void __launch_bounds__(kThreads, 2) indexer_scores_mma_kernel(const IndexerParams p, int tiles_per_cta) {
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_scores_mma_kernel(const I
   float* s_partial = reinterpret_cast<float*>(smem + kTokensPerCta * kTileBytes);
   __shared__ int s_visible[kTokensPerCta], s_slot[kTokensPerCta], s_buffer[kTokensPerCta], s_load_limit[kTokensPerCta];
 
-  const int first_token = blockIdx.x * kTokensPerCta;
+  const int first_token = blockIdx.y * kTokensPerCta;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, c = lane & 3;
 
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, 2) indexer_scores_mma_kernel(const I
   int cta_visible = 0;
 #pragma unroll
   for (int i = 0; i < kTokensPerCta; ++i) cta_visible = max(cta_visible, s_visible[i]);
-  const int tile_begin = blockIdx.y * tiles_per_cta;
+  const int tile_begin = blockIdx.x * tiles_per_cta;
   if (tile_begin * kTileKeys >= cta_visible) return;  // block-uniform
   const int tile_end = min(tile_begin + tiles_per_cta, (cta_visible + kTileKeys - 1) / kTileKeys);
 
@@ -255,7 +256,8 @@ cudaError_t launch_indexer_scores_mma(const IndexerParams& p, cudaStream_t strea
   tiles_per_cta = tiles_per_cta < 1 ? 1 : (tiles_per_cta > 16 ? 16 : tiles_per_cta);
   if (tiles_per_cta > tiles) tiles_per_cta = tiles;
   const int splits = (tiles + tiles_per_cta - 1) / tiles_per_cta;
-  indexer_scores_mma_kernel<<<dim3(groups, splits), kThreads, smem, stream>>>(p, tiles_per_cta);
+  if (groups > 65535) return cudaErrorInvalidConfiguration;  // the dispatcher keeps tokens <= 4 * 65535
+  indexer_scores_mma_kernel<<<dim3(splits, groups), kThreads, smem, stream>>>(p, tiles_per_cta);
   return cudaGetLastError();
 }
 
