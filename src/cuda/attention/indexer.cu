@@ -166,11 +166,12 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_kernel(const Indexe
 }
 
 // Faster top-k (same result as indexer_topk_kernel): the row's order keys are staged in
-// shared memory when they fit (one global read instead of five), the bin holding the
+// shared memory when visible <= 16384 (one global read instead of five), the bin holding the
 // k-th key is found by a block-wide scan over the 256 bins instead of one thread, and the
 // compaction uses contiguous runs per thread (two block scans instead of two per 512 entries).
-// grid (tokens), block kTopkThreads, dynamic smem staged * max_entries * 4 bytes.
-__global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const IndexerParams p, bool staged) {
+// grid (tokens), block kTopkThreads, dynamic smem capacity * 4 bytes; a row is staged when
+// visible <= capacity.
+__global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const IndexerParams p, int capacity) {
   using BlockScan = cub::BlockScan<int, kTopkThreads>;
   extern __shared__ uint32_t s_keys[];
   __shared__ typename BlockScan::TempStorage s_scan;
@@ -187,6 +188,7 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const
     return;
   }
   const float* scores = p.scores + static_cast<int64_t>(token) * p.max_entries;
+  const bool staged = visible <= capacity;
   if (staged) {
     for (int i = threadIdx.x; i < visible; i += kTopkThreads) s_keys[i] = order_key(scores[i]);
   }
@@ -249,7 +251,7 @@ __global__ void __launch_bounds__(kTopkThreads) indexer_topk_staged_kernel(const
   for (int i = taken + threadIdx.x; i < p.top_k; i += kTopkThreads) selected[i] = -1;
 }
 
-constexpr size_t kTopkMaxStagedBytes = 160 * 1024;
+constexpr int kTopkMaxStaged = 16384;  // 64 KiB of keys: 3 CTAs per SM
 
 }  // namespace
 
@@ -277,15 +279,15 @@ cudaError_t launch_indexer_topk(const IndexerParams& p, cudaStream_t stream) {
     indexer_topk_kernel<<<p.batch.tokens, kTopkThreads, 0, stream>>>(p);
     return cudaGetLastError();
   }
-  const size_t staged_bytes = static_cast<size_t>(p.max_entries) * sizeof(uint32_t);
-  const bool staged = staged_bytes <= kTopkMaxStagedBytes;
-  if (staged && staged_bytes > 48 * 1024) {
+  const int capacity = p.max_entries < kTopkMaxStaged ? p.max_entries : kTopkMaxStaged;
+  const size_t staged_bytes = static_cast<size_t>(capacity) * sizeof(uint32_t);
+  if (staged_bytes > 48 * 1024) {
     const cudaError_t error = cudaFuncSetAttribute(indexer_topk_staged_kernel,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                    static_cast<int>(staged_bytes));
     if (error != cudaSuccess) return error;
   }
-  indexer_topk_staged_kernel<<<p.batch.tokens, kTopkThreads, staged ? staged_bytes : 0, stream>>>(p, staged);
+  indexer_topk_staged_kernel<<<p.batch.tokens, kTopkThreads, staged_bytes, stream>>>(p, capacity);
   return cudaGetLastError();
 }
 

@@ -254,12 +254,12 @@ TEST(IndexerTopk, GoldenShapes) {
 }
 
 TEST(IndexerTopk, LongRowUnstagedTopk) {
-  // max_entries * 4 bytes > 160 KiB: the top-k reads the scores from global memory.
+  // visible > 16384: the top-k reads those rows from global memory; shorter rows staged.
   IndexerCase c;
   c.heads = 4;
   c.top_k = 512;
   c.max_entries = 45000;
-  c.sequences = decode({179999, 100003, 2047});  // visible 45000, 25000, 512
+  c.sequences = decode({179999, 100003, 65539, 65535, 2047});  // visible 45000, 25001, 16385, 16384, 512
   run_case(c, 61);
 }
 
