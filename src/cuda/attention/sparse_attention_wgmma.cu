@@ -83,6 +83,18 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t lbo, ui
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Pins register values at this point (no compiler motion of their producers or readers
+// across a wgmma fence / wait).
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
 // Generic-proxy shared-memory writes (st.shared, cp.async) -> visible to wgmma (async proxy).
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
@@ -208,6 +220,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
     float s[32];
 #pragma unroll
     for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+    fence_regs(s);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kDim / 16; ++kk) {
@@ -216,6 +229,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
     }
     wgmma_commit();
     wgmma_wait_all();
+    fence_regs(s);
 
     // Online softmax on this thread's 2 rows x 16 columns.
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -265,6 +279,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       o[4 * j + 3] *= alpha[1];
     }
 
+    fence_regs(o);
+    fence_regs(pa);
     wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < kTileKeys / 16; ++kc) {
@@ -273,6 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
     }
     wgmma_commit();
     wgmma_wait_all();
+    fence_regs(o);
     __syncthreads();  // both warpgroups are done with this stage before it is refilled
   }
 
