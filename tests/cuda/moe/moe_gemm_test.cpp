@@ -68,6 +68,16 @@ TileList tiles_for(TileConfig config, int rows) {
 struct Mismatch {
   int bad = 0;
   std::string first;
+  int by_row8[8] = {};    // bad elements by tile row % 8 (swizzle / B-operand bugs show here)
+  int by_col16[16] = {};  // ... by column % 16 (fragment / A-operand / epilogue bugs show here)
+  std::string pattern() const {
+    if (bad == 0) return "";
+    std::string s = " bad_by_row%8=[";
+    for (int i = 0; i < 8; ++i) s += std::to_string(by_row8[i]) + (i < 7 ? "," : "]");
+    s += " bad_by_col%16=[";
+    for (int i = 0; i < 16; ++i) s += std::to_string(by_col16[i]) + (i < 15 ? "," : "]");
+    return s;
+  }
 };
 
 // Compares out [slots, cols] (BF16) with ref for slots [kSlot0, kSlot0 + rows); every other
@@ -94,6 +104,7 @@ Mismatch compare(const std::vector<uint16_t>& out, const std::vector<double>& re
           m.first = "slot " + std::to_string(s) + " (tile row " + std::to_string(s - kSlot0) + ") col " +
                     std::to_string(c) + ": gpu " + std::to_string(got) + (inside ? ", ref " + std::to_string(want) : ", expected untouched");
         ++m.bad;
+        if (inside) ++m.by_row8[(s - kSlot0) % 8], ++m.by_col16[c % 16];
       }
     }
   }
@@ -166,9 +177,9 @@ void run_l1(ExpertFormat format) {
         }
       }
       const Mismatch m = compare(out, ref, slots, kInter, rows);
-      EXPECT_EQ(m.bad, 0) << m.first;
-      std::printf("[moe_gemm] l1 %s %s rows=%d bad=%d %s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
-                  config_name(config), rows, m.bad, m.first.c_str());
+      EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
+      std::printf("[moe_gemm] l1 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
+                  config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
       for (void* ptr : {static_cast<void*>(d_slot_token), static_cast<void*>(d_te), static_cast<void*>(d_tb),
                         static_cast<void*>(d_tc), static_cast<void*>(d_n), static_cast<void*>(d_out)})
         cudaFree(ptr);
@@ -234,9 +245,9 @@ void run_l2(ExpertFormat format) {
         }
       }
       const Mismatch m = compare(out, ref, slots, kHidden, rows);
-      EXPECT_EQ(m.bad, 0) << m.first;
-      std::printf("[moe_gemm] l2 %s %s rows=%d bad=%d %s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
-                  config_name(config), rows, m.bad, m.first.c_str());
+      EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
+      std::printf("[moe_gemm] l2 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
+                  config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
       for (void* ptr : {static_cast<void*>(d_h), static_cast<void*>(d_sw), static_cast<void*>(d_te),
                         static_cast<void*>(d_tb), static_cast<void*>(d_tc), static_cast<void*>(d_n),
                         static_cast<void*>(d_out)})
