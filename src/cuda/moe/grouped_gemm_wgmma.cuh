@@ -231,6 +231,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
         a[s][3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
       }
       const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
+      fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
       wgmma_fence();
 #pragma unroll
       for (int s = 0; s < 4; ++s) wgmma_m64n128k16_rs(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
@@ -240,9 +241,9 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
       // the stage's smem slot is refilled after the next barrier. The other warpgroups'
       // wgmma keep the tensor cores busy meanwhile.
       wgmma_wait<0>();
+      fence_acc(acc);  // ... and accumulator reads after the wait
     }
   }
-  fence_acc(acc);
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are reused for the output tile
 
