@@ -11,7 +11,8 @@
 //     FP32 kernel (kernel "simple") for comparison.
 //   decode (batch sequences of `context` tokens each, one token each, CSA or HCA):
 //     ms, bytes = KV rows read (attended x 1 KiB) + q and out (FP32), GB/s and the
-//     fraction of the HBM copy bandwidth; split-KV auto and off.
+//     fraction of the HBM copy bandwidth; wgmma with split-KV auto and off, and the
+//     FP32 kernel ("simple").
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -267,9 +268,10 @@ int run(int argc, char** argv) {
         for (int b = 0; b < batch; ++b) slots[b] = b;
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
-        for (const char* splits : {"auto", "off"}) {
-          const bool off = std::string(splits) == "off";
-          pr.p.kernel = SparseAttentionParams::Kernel::kAuto;
+        for (const char* splits : {"auto", "off", "simple"}) {
+          // "simple": the FP32 kernel (what kAuto gives up for the wgmma one).
+          const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
+          pr.p.kernel = simple ? SparseAttentionParams::Kernel::kSimple : SparseAttentionParams::Kernel::kAuto;
           pr.p.kv_splits = off ? 1 : 0;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
@@ -284,10 +286,11 @@ int run(int argc, char** argv) {
           if (json)
             std::fprintf(json,
                          "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"decode\",\"layer\":\"%s\","
-                         "\"kernel\":\"wgmma\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
+                         "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f}\n",
-                         prop.name, date.c_str(), csa ? "csa" : "hca", splits, batch, context, kHeads, kDim, iters, ms,
+                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : "wgmma",
+                         simple ? "off" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps);
         }
       }
