@@ -373,10 +373,17 @@ int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int split
 }
 
 cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
-  // Per call (the attribute is per device; a few microseconds of host time).
-  const cudaError_t error =
-      cudaFuncSetAttribute(sparse_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  // Once per device (the attribute is per device; setting it twice in a race is harmless),
+  // so a launch inside a stream capture makes no attribute call.
+  static bool attribute_set[64] = {};
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
+  if (device >= 64 || !attribute_set[device]) {
+    error = cudaFuncSetAttribute(sparse_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (error != cudaSuccess) return error;
+    if (device < 64) attribute_set[device] = true;
+  }
   splits = max(1, splits);
   float* part_o = nullptr;
   float* part_ml = nullptr;
