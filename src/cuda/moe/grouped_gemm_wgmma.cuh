@@ -27,6 +27,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/moe/grouped_gemm.cuh"
+#include "cuda/moe/wgmma_layout.h"
 
 namespace dsv4::cuda::moe::detail {
 
@@ -63,17 +64,9 @@ struct WgmmaSmem {
   static constexpr int kAlign = 1024;                                  // 128-byte swizzle atom
   static constexpr int kBytes = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kAlign;
   static_assert(kSubActBytes % kAlign == 0, "swizzled sub-blocks stay 1024-aligned");
+  static_assert(kSubActBytes == kWgmmaSubBytes && T::BT == kWgmmaSlots && T::kSubK == kWgmmaSubK, "wgmma_layout.h");
   static_assert(kBytes <= 227 * 1024, "fits one SM");
 };
-
-// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 B apart.
-__device__ __forceinline__ uint64_t wgmma_desc_sw128(uint32_t smem_addr) {
-  uint64_t desc = (smem_addr >> 4) & 0x3FFFu;   // bits 0-13: start address / 16
-  desc |= static_cast<uint64_t>(1) << 16;        // bits 16-29: leading byte offset / 16 (unused: K-major, swizzled)
-  desc |= static_cast<uint64_t>(1024 >> 4) << 32;  // bits 32-45: stride byte offset / 16
-  desc |= static_cast<uint64_t>(1) << 62;        // bits 62-63: 1 = 128-byte swizzle
-  return desc;                                   // bits 49-51 base offset 0: stage bases are 1024-aligned
-}
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -150,7 +143,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     act_offset[i] = -1;
     if (r < rows)
       act_offset[i] = static_cast<int64_t>(kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + sub * SUBK + cc * 8;
-    act_dst[i] = static_cast<uint32_t>(sub * Smem::kSubActBytes + r * (SUBK * 2) + ((cc ^ (r & 7)) * 16));
+    act_dst[i] = static_cast<uint32_t>(sub * Smem::kSubActBytes) + wgmma_act_offset(r, cc);
   }
   // Weights: thread tid copies lane (tid % 32) of m16 tile tid / 32 = exactly what it reads.
   const uint8_t* g_weight_row = g_weights + static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;

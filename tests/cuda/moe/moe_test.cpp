@@ -1,5 +1,6 @@
 // MoE layer on the GPU vs the CPU reference on the same 4-bit weights.
-//   MoePack.*     host only: the fragment layout decodes to exactly the stored values
+//   MoePack.*     host only: the fragment layout decodes to exactly the stored values; the
+//                 wgmma activation tile reads back through the descriptor's swizzle
 //   MoeSmall.*    16 experts, hidden 256: every row, both tile configs (sanitizer-sized)
 //   MoeFlash.*    V4-Flash shapes (hidden 4096, intermediate 2048, 256 experts, top-6,
 //                 shared expert): tokens 1, 2, 7, 64, 333, 4096, skewed routings, hash
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cuda/moe/wgmma_layout.h"
 #include "moe/moe_fixture.h"
 
 namespace dsv4::moe_test {
@@ -96,6 +98,41 @@ TEST(MoePack, FragmentLayoutDecodesStoredValues) {
     for (int e = 0; e < 3; ++e) {
       check_packed_matrix(set, e, true);
       check_packed_matrix(set, e, false);
+    }
+  }
+}
+
+// The wgmma prefill GEMM's activation tile (wgmma_layout.h) read back through the
+// K-major 128-byte-swizzle addressing of a wgmma B descriptor: element (n, k) of k16 step s
+// lies at start + (n / 8) * SBO + (n % 8) * 128 + 2 k, with address bits 4-6 XOR bits 7-9
+// (PTX ISA, shared memory matrix layout). Must give slot row n, K column 16 s + k.
+TEST(MoePack, WgmmaActivationLayout) {
+  using namespace cuda::moe;
+  std::vector<int> cell(kWgmmaSubBytes / 2, -1);
+  for (int r = 0; r < kWgmmaSlots; ++r)
+    for (int cc = 0; cc < kWgmmaSubK / 8; ++cc)
+      for (int e = 0; e < 8; ++e) {
+        const uint32_t byte = wgmma_act_offset(r, cc) + 2 * e;
+        ASSERT_LT(byte, static_cast<uint32_t>(kWgmmaSubBytes));
+        ASSERT_EQ(cell[byte / 2], -1) << "two elements on one cell";
+        cell[byte / 2] = r * kWgmmaSubK + cc * 8 + e;
+      }
+  for (uint32_t base : {0x0u, 0x4400u, 0x2c000u}) {  // 1024-aligned sub-block addresses
+    const uint64_t desc0 = wgmma_desc_sw128(base);
+    EXPECT_EQ((desc0 >> 16) & 0x3FFF, 1u);             // LBO (unused)
+    EXPECT_EQ((desc0 >> 49) & 0x7, 0u);                // base offset
+    EXPECT_EQ(desc0 >> 62, 1u);                        // 128-byte swizzle
+    for (int s = 0; s < 4; ++s) {
+      const uint64_t desc = desc0 + 2 * s;             // what the kernel passes for k16 step s
+      const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+      const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+      for (int n = 0; n < kWgmmaSlots; ++n)
+        for (int k = 0; k < 16; ++k) {
+          const uint32_t linear = start + (n / 8) * sbo + (n % 8) * 128 + 2 * k;
+          const uint32_t physical = linear ^ (((linear >> 7) & 7) << 4);
+          ASSERT_EQ(cell[(physical - base) / 2], n * kWgmmaSubK + 16 * s + k)
+              << "base " << base << " step " << s << " row " << n << " k " << k;
+        }
     }
   }
 }
