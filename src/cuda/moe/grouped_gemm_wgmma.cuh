@@ -112,12 +112,16 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
   const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
 
-  const int tile = blockIdx.x;
+  // Weight-row blocks fastest: the n / 256 CTAs of one tile run together, so its
+  // activation tile comes from HBM once and is re-read from L2 (the tile-fastest order of
+  // the decode kernel would stream every activation tile n / 256 times from HBM at prefill
+  // sizes), and the tiles of one expert follow each other, sharing its weights in L2.
+  const int tile = blockIdx.y;
   if (tile >= *p.tile_count) return;
   const int expert = p.tile_expert[tile];
   const int slot0 = p.tile_slot_begin[tile];
   const int rows = p.tile_row_count[tile];
-  const int n0 = blockIdx.y * BW;
+  const int n0 = blockIdx.x * BW;
   const int K = p.k;
   const int kb_count = K / kFragCols;
   const int k_tiles = K / BK;
@@ -294,7 +298,8 @@ cudaError_t launch_grouped_gemm_wgmma(const GroupedGemmParams& p) {
     if (err != cudaSuccess) return err;
     configured = true;
   }
-  const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / WgmmaTile::BW));
+  if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y; ~1.2M tokens at top-6 + shared
+  const dim3 grid(static_cast<unsigned>(p.n / WgmmaTile::BW), static_cast<unsigned>(p.max_tiles));
   kernel<<<grid, WgmmaTile::kThreads, Smem::kBytes, p.stream>>>(p);
   return cudaGetLastError();
 }
