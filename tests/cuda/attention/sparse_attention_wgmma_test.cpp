@@ -10,6 +10,7 @@
 // and decode tokens of mixed lengths in one batch, 128 heads (2 head groups), later
 // keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
 // auto. Rows no token may read are NaN (a read of one shows up as NaN).
+// BadParamsNameTheProblem: kWgmma on 8 heads, kv_splits without (enough) workspace.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values; on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@
 
 #include "attention/attention_test_util.h"
 #include "cuda/attention/attention.h"
+#include "dsv4/error.h"
 
 namespace dsv4::attention_test {
 namespace {
@@ -338,6 +340,32 @@ TEST(SparseAttentionWgmma, SplitKvLongHcaDecode) {
   c.sequences = {{0, 131071, 1}, {1, 40000, 1}, {2, 200, 1}};  // 1024 + 128, 312 + 128, 1 + 128 keys
   c.kv_splits = {1, 0, 2, 3, 7, 16};
   run_wgmma_case(c, 60);
+}
+
+TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
+  // Host-side checks only (they throw before any launch).
+  alignas(16) static float fake_f[4] = {};
+  alignas(16) static uint16_t fake_kv[8] = {};
+  static int32_t fake_i[1] = {0};
+  cuda::attention::SparseAttentionParams p;
+  p.q = p.sinks = p.out = fake_f;
+  p.window_kv = p.entries = fake_kv;
+  p.heads = 8;
+  p.head_dim = kDim;
+  p.ring_rows = p.window = 128;
+  p.batch.tokens = 1;
+  p.batch.positions = p.batch.slots = fake_i;
+  p.kernel = Kernel::kWgmma;  // 8 heads: not a multiple of 64
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.heads = 64;
+  p.kv_splits = 2;  // no workspace
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kv_splits = 65;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kv_splits = 2;  // workspace one float short
+  p.split_workspace = fake_f;
+  p.split_workspace_floats = cuda::attention::sparse_attention_workspace_floats(1, 64, 2) - 1;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
 }
 
 }  // namespace
