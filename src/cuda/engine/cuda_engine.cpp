@@ -561,8 +561,10 @@ class CudaEngine final : public Engine {
       profiler_.mark(stream_, "mhc+norm");
       attention_sublayer(static_cast<int>(l), layer, layout_.caches[l], batch);
       ops::hyper_expand(b.post, b.comb, shape, b.sub_out, tokens, b.streams, stream_);
+      // The fast MoE's BF16 input x_bf16 comes from the same kernel (no separate conversion).
       ops::hyper_collapse_norm(layer.hc_ffn, shape, b.streams, tokens, layer.ffn_norm, eps(), b.hc_workspace,
-                               b.hc_workspace_floats, b.x, b.post, b.comb, stream_);
+                               b.hc_workspace_floats, b.x, b.post, b.comb, stream_,
+                               layer.moe.fast ? b.x_bf16 : nullptr);
       profiler_.mark(stream_, "mhc+norm");
       moe_sublayer(layer, batch);
       ops::hyper_expand(b.post, b.comb, shape, b.sub_out, tokens, b.streams, stream_);
@@ -704,7 +706,7 @@ class CudaEngine final : public Engine {
       profiler_.mark(stream_, "moe");
       return;
     }
-    ops::f32_to_bf16(b.x, b.x_bf16, T * H, stream_);
+    // b.x_bf16 = bf16_rn(b.x): written by the ffn-site hyper_collapse_norm in forward_layers.
     moe::MoeForwardParams p;
     p.weights = &m.fast_weights;
     p.x = b.x_bf16;

@@ -63,14 +63,14 @@ void check_fused(const HyperWeights& weights, const HyperShape& shape, const flo
 
 void hyper_collapse_norm(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
                          const float* norm_weight, float norm_eps, float* workspace, int64_t workspace_floats,
-                         float* collapsed, float* post, float* comb, cudaStream_t stream) {
+                         float* collapsed, float* post, float* comb, cudaStream_t stream, uint16_t* collapsed_bf16) {
   check_shape(shape, tokens, "hyper_collapse_norm");
   DSV4_CHECK(shape.sinkhorn_iters >= 1, "hyper_collapse_norm: sinkhorn_iters {} must be >= 1", shape.sinkhorn_iters);
   if (tokens == 0) return;
   check_fused(weights, shape, streams, tokens, workspace, workspace_floats, collapsed, false, "hyper_collapse_norm");
   DSV4_CHECK(post && comb, "hyper_collapse_norm: null post or comb");
   DSV4_CUDA_CHECK(detail::launch_hyper_collapse_fused(weights, shape, streams, tokens, norm_weight, norm_eps, workspace,
-                                                      collapsed, post, comb, false, stream));
+                                                      collapsed, collapsed_bf16, post, comb, false, stream));
 }
 
 void hyper_head_norm(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
@@ -80,7 +80,7 @@ void hyper_head_norm(const HyperWeights& weights, const HyperShape& shape, const
   if (tokens == 0) return;
   check_fused(weights, shape, streams, tokens, workspace, workspace_floats, collapsed, true, "hyper_head_norm");
   DSV4_CUDA_CHECK(detail::launch_hyper_collapse_fused(weights, shape, streams, tokens, norm_weight, norm_eps, workspace,
-                                                      collapsed, nullptr, nullptr, true, stream));
+                                                      collapsed, nullptr, nullptr, nullptr, true, stream));
 }
 
 void hyper_head(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,

@@ -14,11 +14,13 @@
 //      the difference is ~1 ulp per term, inside the tests' bounds), pre / post / comb
 //      (Sinkhorn on one warp: lane j n + k owns comb[j, k]; every sum runs in the CPU's
 //      order), collapsed[d] = sum_i pre[i] streams[t, i, d], then optional
-//      x = w * (x * rsqrt(mean(x^2) + eps)).
+//      x = w * (x * rsqrt(mean(x^2) + eps)) and an optional BF16 copy (round to nearest).
 //
 // Layouts: streams [tokens, n, hidden] = [tokens, flat]; fn [mix, flat];
 // partial [chunks, tokens, mix + 1]; collapsed [tokens, hidden]; post [tokens, n];
 // comb [tokens, n, n]. Argument checks: hyper_connection.cpp.
+#include <cuda_bf16.h>
+
 #include "cuda/ops/block_reduce.cuh"
 #include "cuda/ops/kernels.h"
 
@@ -255,7 +257,8 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
                                                                    const float* __restrict__ partial, int chunks,
                                                                    int tokens, const float* __restrict__ norm_weight,
                                                                    float norm_eps, bool vec, float* collapsed,
-                                                                   float* post, float* comb) {
+                                                                   __nv_bfloat16* collapsed_bf16, float* post,
+                                                                   float* comb) {
   __shared__ float scratch[32];
   __shared__ float warp_sums[kWarps][kMaxMix + 1];
   __shared__ float mixes[kMaxMix + 1];
@@ -336,21 +339,40 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
       out[d] = s;
     }
   }
-  if (norm_weight == nullptr) return;  // uniform over the block
-  sum_squares = block_sum(sum_squares, scratch);
-  const float norm_inv = 1.0f / sqrtf(sum_squares / static_cast<float>(hidden) + norm_eps);
+  if (norm_weight == nullptr && collapsed_bf16 == nullptr) return;  // uniform over the block
+  float norm_inv = 1.0f;
+  if (norm_weight != nullptr) {
+    sum_squares = block_sum(sum_squares, scratch);
+    norm_inv = 1.0f / sqrtf(sum_squares / static_cast<float>(hidden) + norm_eps);
+  }
+  __nv_bfloat16* out_bf16 = collapsed_bf16 ? collapsed_bf16 + static_cast<int64_t>(t) * hidden : nullptr;
   if (vec_hidden) {
     for (int64_t d = 4 * threadIdx.x; d < hidden; d += 4 * kThreads) {
       float4 s = *reinterpret_cast<const float4*>(out + d);
-      const float4 w = __ldg(reinterpret_cast<const float4*>(norm_weight + d));
-      s.x = w.x * (s.x * norm_inv);
-      s.y = w.y * (s.y * norm_inv);
-      s.z = w.z * (s.z * norm_inv);
-      s.w = w.w * (s.w * norm_inv);
-      *reinterpret_cast<float4*>(out + d) = s;
+      if (norm_weight != nullptr) {
+        const float4 w = __ldg(reinterpret_cast<const float4*>(norm_weight + d));
+        s.x = w.x * (s.x * norm_inv);
+        s.y = w.y * (s.y * norm_inv);
+        s.z = w.z * (s.z * norm_inv);
+        s.w = w.w * (s.w * norm_inv);
+        *reinterpret_cast<float4*>(out + d) = s;
+      }
+      if (out_bf16 != nullptr) {
+        out_bf16[d] = __float2bfloat16_rn(s.x);
+        out_bf16[d + 1] = __float2bfloat16_rn(s.y);
+        out_bf16[d + 2] = __float2bfloat16_rn(s.z);
+        out_bf16[d + 3] = __float2bfloat16_rn(s.w);
+      }
     }
   } else {
-    for (int64_t d = threadIdx.x; d < hidden; d += kThreads) out[d] = norm_weight[d] * (out[d] * norm_inv);
+    for (int64_t d = threadIdx.x; d < hidden; d += kThreads) {
+      float v = out[d];
+      if (norm_weight != nullptr) {
+        v = norm_weight[d] * (v * norm_inv);
+        out[d] = v;
+      }
+      if (out_bf16 != nullptr) out_bf16[d] = __float2bfloat16_rn(v);
+    }
   }
 }
 
@@ -441,7 +463,8 @@ int64_t hyper_partial_floats(const HyperShape& shape, int tokens, bool head) {
 
 cudaError_t launch_hyper_collapse_fused(const HyperWeights& weights, const HyperShape& shape, const float* streams,
                                         int tokens, const float* norm_weight, float norm_eps, float* partial,
-                                        float* collapsed, float* post, float* comb, bool head, cudaStream_t stream) {
+                                        float* collapsed, uint16_t* collapsed_bf16, float* post, float* comb,
+                                        bool head, cudaStream_t stream) {
   if (tokens <= 0) return cudaSuccess;
   const int64_t flat = static_cast<int64_t>(shape.n) * shape.hidden;
   const int mix = head ? shape.n : (2 + shape.n) * shape.n;
@@ -458,11 +481,12 @@ cudaError_t launch_hyper_collapse_fused(const HyperWeights& weights, const Hyper
   const bool vec_out = vec && aligned16(collapsed) && (norm_weight == nullptr || aligned16(norm_weight));
   if (head)
     hyper_finalize_kernel<true><<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(
-        weights, shape, streams, partial, plan.chunks, tokens, norm_weight, norm_eps, vec_out, collapsed, nullptr,
-        nullptr);
+        weights, shape, streams, partial, plan.chunks, tokens, norm_weight, norm_eps, vec_out, collapsed,
+        reinterpret_cast<__nv_bfloat16*>(collapsed_bf16), nullptr, nullptr);
   else
     hyper_finalize_kernel<false><<<static_cast<unsigned>(tokens), kThreads, 0, stream>>>(
-        weights, shape, streams, partial, plan.chunks, tokens, norm_weight, norm_eps, vec_out, collapsed, post, comb);
+        weights, shape, streams, partial, plan.chunks, tokens, norm_weight, norm_eps, vec_out, collapsed,
+        reinterpret_cast<__nv_bfloat16*>(collapsed_bf16), post, comb);
   return cudaGetLastError();
 }
 

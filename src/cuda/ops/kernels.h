@@ -52,10 +52,12 @@ inline constexpr int kHyperDecodeTokens = 64;
 // [chunks, tokens, mix + 1].
 int64_t hyper_partial_floats(const HyperShape& shape, int tokens, bool head);
 // Mixing GEMM into `partial`, then per token: Sinkhorn, collapse and (norm_weight not
-// null) x = norm_weight * (x * rsqrt(mean(x^2) + norm_eps)). head: HyperHead (post, comb unused).
+// null) x = norm_weight * (x * rsqrt(mean(x^2) + norm_eps)); collapsed_bf16 (not null) gets
+// bf16_rn of the final x. head: HyperHead (post, comb unused).
 cudaError_t launch_hyper_collapse_fused(const HyperWeights& weights, const HyperShape& shape, const float* streams,
                                         int tokens, const float* norm_weight, float norm_eps, float* partial,
-                                        float* collapsed, float* post, float* comb, bool head, cudaStream_t stream);
+                                        float* collapsed, uint16_t* collapsed_bf16, float* post, float* comb,
+                                        bool head, cudaStream_t stream);
 // hyper_expand with a block row per token (tokens <= 65535: grid.y), float4 when aligned,
 // for n == kHyperFastExpandStreams only (register arrays; the caller checks).
 inline constexpr int kHyperFastExpandStreams = 4;

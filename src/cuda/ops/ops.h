@@ -78,7 +78,8 @@ void hyper_collapse_norm(const HyperWeights& weights, const HyperShape& shape,
                          const float* streams /*[tokens, n, hidden]*/, int tokens,
                          const float* norm_weight /*[hidden] or null*/, float norm_eps, float* workspace,
                          int64_t workspace_floats, float* collapsed /*[tokens, hidden]*/, float* post /*[tokens, n]*/,
-                         float* comb /*[tokens, n, n]*/, cudaStream_t stream);
+                         float* comb /*[tokens, n, n]*/, cudaStream_t stream,
+                         uint16_t* collapsed_bf16 = nullptr /*[tokens, hidden]: bf16_rn(collapsed), fast MoE input*/);
 void hyper_head_norm(const HyperWeights& weights, const HyperShape& shape, const float* streams, int tokens,
                      const float* norm_weight /*[hidden] or null*/, float norm_eps, float* workspace,
                      int64_t workspace_floats, float* collapsed /*[tokens, hidden]*/, cudaStream_t stream);

@@ -204,14 +204,25 @@ TEST(CudaOpsHyper, FusedCollapseNormMatchesCpu) {
     DeviceBuffer<float> fn(w.fn.values), base(w.base.values), scale_w(w.scale.values), d_streams(streams);
     DeviceBuffer<float> d_norm(norm_weight), workspace(static_cast<size_t>(ws_floats));
     DeviceBuffer<float> collapsed(want.size()), post(mix_ref.post.size()), comb(mix_ref.comb.size());
+    DeviceBuffer<uint16_t> collapsed_bf16(want.size());
     workspace.poison();
     collapsed.poison();
     post.poison();
     comb.poison();
+    collapsed_bf16.poison();
     cuda::ops::hyper_collapse_norm({fn.get(), base.get(), scale_w.get()}, shape, d_streams.get(), c.tokens,
                                    c.norm ? d_norm.get() : nullptr, 1e-6f, workspace.get(), ws_floats,
-                                   collapsed.get(), post.get(), comb.get(), nullptr);
-    expect_close("collapsed+norm", collapsed.download(), want, {1e-5, 0}, {c.tokens, c.hidden}, {"t", "d"}, scale);
+                                   collapsed.get(), post.get(), comb.get(), nullptr, collapsed_bf16.get());
+    const std::vector<float> got = collapsed.download();
+    expect_close("collapsed+norm", got, want, {1e-5, 0}, {c.tokens, c.hidden}, {"t", "d"}, scale);
+    // The BF16 copy (the fast MoE's input) is bf16_rn of the FP32 result, bit for bit.
+    const std::vector<uint16_t> got_bf16 = collapsed_bf16.download();
+    for (size_t i = 0; i < got.size(); ++i)
+      if (got_bf16[i] != float_to_bf16(got[i])) {
+        ADD_FAILURE() << "collapsed_bf16 at [t " << i / c.hidden << ", d " << i % c.hidden << "] is 0x" << std::hex
+                      << got_bf16[i] << ", bf16_rn(" << got[i] << ") = 0x" << float_to_bf16(got[i]);
+        break;
+      }
     expect_close("post", post.download(), mix_ref.post, {2e-5, 0}, {c.tokens, c.n}, {"t", "k"});
     expect_close("comb", comb.download(), mix_ref.comb, {0, 2e-5}, {c.tokens, c.n, c.n}, {"t", "j", "k"});
     EXPECT_EQ(d_streams.download(), streams) << "collapse must not modify the streams";
