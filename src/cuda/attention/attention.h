@@ -71,13 +71,24 @@ struct IndexerParams {
   int max_entries = 0;
   int heads = 0, dim = 0, rate = 0, top_k = 0;
   TokenBatch batch;
-  float* scores = nullptr;             // workspace [tokens, max_entries]
+  float* scores = nullptr;             // workspace [rows, max_entries] FP32, rows = scores_floats / max_entries
+  // Capacity of `scores` in floats; 0: [tokens, max_entries] (the whole batch at once).
+  // When smaller, the batch is scored and selected in consecutive token chunks of
+  // scores_floats / max_entries rows (>= 1), reusing the workspace; the picks are identical
+  // (each token's scores do not depend on the other tokens). Size it with
+  // indexer_workspace_floats.
+  int64_t scores_floats = 0;
   int32_t* selected = nullptr;         // [tokens, top_k]
   // heads 64 x dim 128 score on tensor cores with BF16 operands (indexer_mma.cu) unless
   // this is set; other shapes always take the FP32 kernels (the oracle).
   bool fp32_scores = false;
 };
 void indexer_topk(const IndexerParams& params, cudaStream_t stream);
+// FP32 values of IndexerParams::scores for a batch of up to `tokens` rows and max_entries
+// keys per slot: min(tokens, max(64, 16M / max_entries)) rows of max_entries (<= 64 MiB
+// unless max_entries > 256K; the whole [tokens, max_entries] matrix when it fits that).
+// Pass the same value as IndexerParams::scores_floats.
+int64_t indexer_workspace_floats(int tokens, int max_entries);
 
 // ---- Sparse MQA attention with sinks (cpu: attention_forward's inner loop) -------------
 // For token t (slot s, position p) and head h, the keys (= values) are the window rows

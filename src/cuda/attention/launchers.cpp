@@ -52,7 +52,41 @@ void indexer_topk(const IndexerParams& params, cudaStream_t stream) {
   if (p.batch.tokens <= 0) return;
   DSV4_CHECK(p.q && p.head_weights && p.entries && p.scores && p.selected && p.batch.positions && p.batch.slots,
              "indexer_topk: a required pointer is null");
-  DSV4_CUDA_CHECK(detail::launch_indexer_topk(p, stream));
+  DSV4_CHECK(p.scores_floats >= 0, "indexer_topk: scores_floats {} must be >= 0 (0: [tokens, max_entries])",
+             p.scores_floats);
+  const int64_t whole = static_cast<int64_t>(p.batch.tokens) * p.max_entries;
+  if (p.scores_floats == 0 || p.scores_floats >= whole) {
+    DSV4_CUDA_CHECK(detail::launch_indexer_topk(p, stream));
+    return;
+  }
+  // Token chunks sharing the workspace (stream order keeps a chunk's top-k before the next
+  // chunk's scores). Rows per chunk a multiple of the MMA kernel's 4-token group when >= 4.
+  int64_t rows = p.scores_floats / p.max_entries;
+  DSV4_CHECK(rows >= 1, "indexer_topk: scores_floats {} < max_entries {} (one token row of scores)",
+             p.scores_floats, p.max_entries);
+  if (rows >= 4) rows -= rows % 4;
+  for (int64_t first = 0; first < p.batch.tokens; first += rows) {
+    IndexerParams chunk = p;
+    const int64_t count = std::min<int64_t>(rows, p.batch.tokens - first);
+    chunk.batch.tokens = static_cast<int>(count);
+    chunk.batch.positions = p.batch.positions + first;
+    chunk.batch.slots = p.batch.slots + first;
+    chunk.batch.token_ids = p.batch.token_ids ? p.batch.token_ids + first : nullptr;
+    chunk.batch.first_rows = nullptr;  // batch-relative rows; the indexer kernels do not read them
+    chunk.q = p.q + first * p.heads * p.dim;
+    chunk.head_weights = p.head_weights + first * p.heads;
+    chunk.selected = p.selected + first * p.top_k;
+    chunk.scores_floats = count * p.max_entries;
+    DSV4_CUDA_CHECK(detail::launch_indexer_topk(chunk, stream));
+  }
+}
+
+int64_t indexer_workspace_floats(int tokens, int max_entries) {
+  constexpr int64_t kBudgetFloats = int64_t{1} << 24;  // 64 MiB of FP32 scores
+  constexpr int64_t kMinRows = 64;
+  const int64_t t = std::max(1, tokens), e = std::max(1, max_entries);
+  const int64_t rows = std::min(t, std::max(kMinRows, kBudgetFloats / e));
+  return rows * e;
 }
 
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) {

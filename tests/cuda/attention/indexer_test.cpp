@@ -19,6 +19,12 @@
 // visible == k, positions past max_entries * rate (capped), token counts not multiples of
 // the 4-token CTA group, CTA groups mixing slots, the top-k's unstaged path (long rows).
 // Key rows past each slot's visible count are NaN: a stray read shows as a NaN score/pick.
+//
+// Bounded workspace (IndexerParams::scores_floats < tokens * max_entries: the batch runs in
+// token chunks sharing the workspace): with chunk_rows set, the case also runs chunked
+// (rows 1, 3, 7 -> 4, ...) and its picks must equal the whole-batch run's exactly (every
+// index); cpu_check false skips the CPU scores (long rows, 2048-token chunks) and keeps the
+// structural checks (ascending, in range, min(k, visible) picks, -1 pads).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -44,6 +50,8 @@ struct IndexerCase {
   int duplicate_every = 0;          // > 0: key row w copies row w % duplicate_every (exact ties)
   bool negative_weights = false;
   bool fp32_scores = false;
+  std::vector<int> chunk_rows;      // also run with scores_floats = rows * max_entries, picks must match
+  bool cpu_check = true;            // false: no CPU scores (too slow at 8192+ keys x 2048 tokens)
 };
 
 // Decode batch: one token per sequence at each position.
@@ -108,6 +116,52 @@ void run_case(const IndexerCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<int32_t> selected = d_selected.download();
   const std::vector<float> gpu_scores = d_scores.download();
+
+  // Chunked runs (workspace of `rows` token rows) against the whole-batch picks.
+  for (int chunk : c.chunk_rows) {
+    const int64_t floats = static_cast<int64_t>(chunk) * c.max_entries;
+    DeviceArray<float> d_chunk_scores(static_cast<size_t>(floats));
+    d_chunk_scores.fill(kNaN);
+    DeviceArray<int32_t> d_chunk_selected(static_cast<size_t>(tokens) * c.top_k);
+    d_chunk_selected.fill(0x7f7f7f7f);
+    cuda::attention::IndexerParams chunked = p;
+    chunked.scores = d_chunk_scores.get();
+    chunked.scores_floats = floats;
+    chunked.selected = d_chunk_selected.get();
+    cuda::attention::indexer_topk(chunked, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<int32_t> chunk_selected = d_chunk_selected.download();
+    int mismatches = 0;
+    for (size_t i = 0; i < selected.size(); ++i) {
+      if (chunk_selected[i] == selected[i]) continue;
+      if (++mismatches <= 8)
+        ADD_FAILURE() << "chunk rows " << chunk << ": token " << i / c.top_k << " (position "
+                      << rows.positions[i / c.top_k] << ") selected[" << i % c.top_k << "] = " << chunk_selected[i]
+                      << ", whole batch " << selected[i];
+    }
+    EXPECT_EQ(mismatches, 0) << "chunk rows " << chunk << ": picks differing from the whole-batch run";
+  }
+
+  if (!c.cpu_check) {  // structural checks only
+    for (int t = 0; t < tokens; ++t) {
+      const int visible = std::min((rows.positions[t] + 1) / c.rate, c.max_entries);
+      const int expected = std::min(visible, c.top_k);
+      const int32_t* got = selected.data() + static_cast<size_t>(t) * c.top_k;
+      for (int i = 0; i < c.top_k; ++i) {
+        if (i >= expected) {
+          ASSERT_EQ(got[i], -1) << "token " << t << " (visible " << visible << "): selected[" << i << "] not the pad";
+          continue;
+        }
+        ASSERT_TRUE(got[i] >= 0 && got[i] < visible && (i == 0 || got[i] > got[i - 1]))
+            << "token " << t << " (visible " << visible << "): selected[" << i << "] = " << got[i]
+            << " (want ascending picks in [0, visible))";
+        if (visible <= c.top_k) {
+          ASSERT_EQ(got[i], i) << "token " << t << ": every visible entry is picked";
+        }
+      }
+    }
+    return;
+  }
 
   // BF16-rounded operands (the tensor-core path's inputs).
   std::vector<float> q_bf16 = q, entries_bf16 = entries;
@@ -237,6 +291,81 @@ TEST(IndexerTopk, FlashShapeFp32Oracle) {
   c.fp32_scores = true;
   c.sequences = decode({3999, 403, 2047, 7});
   run_case(c, 51);
+}
+
+// Bounded workspace: chunked runs == the whole-batch run (exact indices), plus the CPU checks.
+TEST(IndexerTopk, ChunkedWorkspaceDecodeRagged) {
+  IndexerCase c = flash_case();
+  c.max_entries = 1100;
+  c.chunk_rows = {1, 3, 7, 64};
+  // visible 0, 1, 100, 511, 512 == k, 513 = k + 1, 1000, 1100 (capped).
+  c.sequences = decode({0, 3, 7, 403, 2047, 2051, 2055, 3999, 4403});
+  run_case(c, 71);
+}
+
+TEST(IndexerTopk, ChunkedWorkspaceMixedBatch) {
+  IndexerCase c = flash_case();
+  c.max_entries = 1300;
+  c.chunk_rows = {1, 5, 16, 100};
+  c.sequences = {{1, 1}, {2000, 70}, {5000, 1}, {0, 6}, {4100, 3}, {2047, 2}};
+  run_case(c, 72);
+  c.duplicate_every = 97;  // exact ties across chunk boundaries
+  c.sequences = {{3599, 9}, {1999, 1}, {2051, 5}};
+  run_case(c, 73);
+}
+
+TEST(IndexerTopk, ChunkedWorkspaceLongRows) {
+  // visible 8192 and 16385 (past the top-k's 16384 staging): CPU checks on a few tokens.
+  IndexerCase c = flash_case();
+  c.max_entries = 16400;
+  c.chunk_rows = {1, 2};
+  c.sequences = decode({32767, 65539, 2047, 0});  // visible 8192, 16385, 512, 0
+  run_case(c, 74);
+}
+
+TEST(IndexerTopk, ChunkedWorkspacePrefill2048) {
+  // A 2048-token prefill chunk at the end of a 32k context (causal: visible 7680 .. 8192),
+  // plus decode tokens of other sequences; whole-batch vs chunks of 64 / 100 / 512 rows
+  // and the engine's indexer_workspace_floats. No CPU scores (2048 x 8192 x 8192 x 2 FLOP).
+  IndexerCase c = flash_case();
+  c.max_entries = 8192;
+  c.cpu_check = false;
+  const int engine_rows = static_cast<int>(cuda::attention::indexer_workspace_floats(2048 + 3, c.max_entries) /
+                                           c.max_entries);
+  c.chunk_rows = {64, 100, 512, engine_rows};
+  c.sequences = {{30720, 2048}, {32767, 1}, {4095, 1}, {2048, 1}};
+  run_case(c, 75);
+  // 16385 visible keys (unstaged top-k rows) in a prefill chunk crossing it.
+  c.max_entries = 16500;
+  c.chunk_rows = {7, 64};
+  c.sequences = {{65500, 100}};  // visible 16375 .. 16399
+  run_case(c, 76);
+}
+
+TEST(IndexerTopk, WorkspaceSizeAndErrors) {  // host only: no kernel runs
+  using cuda::attention::indexer_workspace_floats;
+  EXPECT_EQ(indexer_workspace_floats(2048, 8192), int64_t{2048} * 8192);        // 64 MiB: the whole matrix
+  EXPECT_EQ(indexer_workspace_floats(2048, 262144), int64_t{64} * 262144);      // 1M context: 64 rows
+  EXPECT_EQ(indexer_workspace_floats(2048, 1 << 20), int64_t{64} * (1 << 20));  // at least 64 rows
+  EXPECT_EQ(indexer_workspace_floats(16, 262144), int64_t{16} * 262144);        // never more than the batch
+  EXPECT_EQ(indexer_workspace_floats(0, 100), 100);
+  // scores_floats below one row is an error naming it (checked before any launch).
+  cuda::attention::IndexerParams p;
+  p.heads = 64;
+  p.dim = 128;
+  p.rate = 4;
+  p.top_k = 512;
+  p.max_entries = 1000;
+  int32_t fake[1] = {0};
+  float fake_f[1] = {0};
+  p.q = p.head_weights = p.entries = p.scores = fake_f;
+  p.selected = fake;
+  p.batch.tokens = 2;
+  p.batch.positions = p.batch.slots = fake;
+  p.scores_floats = 999;
+  EXPECT_THROW(cuda::attention::indexer_topk(p, nullptr), Error);
+  p.scores_floats = -1;
+  EXPECT_THROW(cuda::attention::indexer_topk(p, nullptr), Error);
 }
 
 TEST(IndexerTopk, GoldenShapes) {
