@@ -10,7 +10,7 @@ prefill chunk is processed in slices of --slice tokens so the [tokens, heads, ke
 product fits in memory (the peer materialises it; the dsv4 kernel does not).
 Median CUDA-event milliseconds after warm-up, L2 flushed before each iteration.
 Usage: python3 scripts/bench_indexer_peer.py [--json PATH] [--contexts 4096,32768]
-       [--chunk 2048] [--batches 1,16,64] [--slice 256]
+       [--chunk 2048] [--batches 1,16,64] [--slice 256] [--chunk-rows N (ignored)]
 """
 import argparse
 import datetime
@@ -65,6 +65,9 @@ def main():
     parser.add_argument("--chunk", type=int, default=2048)
     parser.add_argument("--batches", default="1,16,64")
     parser.add_argument("--slice", type=int, default=256)
+    # bench_indexer's forced token chunks of the bounded workspace; accepted so both take
+    # the same arguments (the peer's own slicing is --slice).
+    parser.add_argument("--chunk-rows", type=int, default=256)
     args = parser.parse_args()
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(0)

@@ -13,7 +13,16 @@
 //   oracle_ms      the FP32 path (IndexerParams::fp32_scores: the issue-4 kernels)
 //   tflops         scoring GEMM FLOPs 2 * 64 * 128 * sum(visible) / ms, and of_peak vs cuBLAS
 //   key_gbps       FP32 key bytes read once per distinct sequence / ms (decode is bound by it)
+//   bounded_ms     indexer_topk with the engine's bounded workspace (scores_floats =
+//                  indexer_workspace_floats(tokens, keys): <= 64 MiB, >= 64 token rows; the
+//                  batch runs in token chunks when the whole [tokens, keys] matrix is larger),
+//                  bounded_tflops its scoring-GEMM rate, ws_bytes_bounded vs ws_bytes_whole
+//   chunked_ms     forced chunks of --chunk-rows token rows (scores_floats = rows * keys), the
+//                  cost of chunking where the batch has more rows (prefill), chunked_tflops
+//   ws_bytes_1m_*  the workspace sizes for an engine with 1M-token caches (262144 keys per
+//                  slot): arithmetic from indexer_workspace_floats, not run
 // Usage: bench_indexer [--json PATH] [--contexts 4096,32768] [--chunk 2048] [--batches 1,16,64]
+//                      [--chunk-rows 256]
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -152,18 +161,24 @@ std::vector<float> random_vector(size_t count, uint64_t seed) {
 int run(int argc, char** argv) {
   std::string json_path;
   std::vector<int> contexts = {4096, 32768}, batches = {1, 16, 64};
-  int chunk = 2048;
+  int chunk = 2048, chunk_rows = 256;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
     else if (key == "--contexts") contexts = parse_ints(value);
     else if (key == "--chunk") chunk = std::stoi(value);
     else if (key == "--batches") batches = parse_ints(value);
+    else if (key == "--chunk-rows") chunk_rows = std::stoi(value);
     else {
-      std::fprintf(stderr, "bench_indexer: unknown flag %s (want --json, --contexts, --chunk, --batches)\n",
+      std::fprintf(stderr,
+                   "bench_indexer: unknown flag %s (want --json, --contexts, --chunk, --batches, --chunk-rows)\n",
                    key.c_str());
       return 2;
     }
+  }
+  if (chunk_rows < 1) {
+    std::fprintf(stderr, "bench_indexer: --chunk-rows %d must be >= 1\n", chunk_rows);
+    return 2;
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -181,8 +196,9 @@ int run(int argc, char** argv) {
                  prop.name, date.c_str(), peak_tflops);
   }
 
-  std::printf("%-8s %7s %6s %9s %10s %10s %8s %8s %9s\n", "mode", "context", "tokens", "ms", "scores_ms",
-              "oracle_ms", "TFLOP/s", "of_peak", "key_GB/s");
+  std::printf("%-8s %7s %6s %9s %10s %10s %8s %8s %9s %10s %10s %9s %9s\n", "mode", "context", "tokens", "ms",
+              "scores_ms", "oracle_ms", "TFLOP/s", "of_peak", "key_GB/s", "bounded_ms", "chunked_ms", "ws_MiB",
+              "whole_MiB");
   for (int context : contexts) {
     std::vector<std::pair<std::string, int>> modes = {{"prefill", chunk}};
     for (int b : batches) modes.push_back({"decode", b});
@@ -236,25 +252,71 @@ int run(int argc, char** argv) {
       cuda::attention::IndexerParams oracle = p;
       oracle.fp32_scores = true;
       const double oracle_ms = timer.median_ms([&] { cuda::attention::indexer_topk(oracle, nullptr); }, prefill ? 3 : 10, 1);
+      // Bounded workspace (the engine's sizing) and forced chunks, each in its own buffer of
+      // exactly that size (a chunking bug writing past it shows under compute-sanitizer).
+      const int64_t bounded_floats = cuda::attention::indexer_workspace_floats(tokens, max_entries);
+      const int64_t chunk_floats =
+          std::min<int64_t>(static_cast<int64_t>(chunk_rows), tokens) * static_cast<int64_t>(max_entries);
+      float* d_bounded = device_alloc<float>(static_cast<size_t>(bounded_floats));
+      float* d_chunked = device_alloc<float>(static_cast<size_t>(chunk_floats));
+      cuda::attention::IndexerParams bounded = p;
+      bounded.scores = d_bounded;
+      bounded.scores_floats = bounded_floats;
+      const double bounded_ms = timer.median_ms([&] { cuda::attention::indexer_topk(bounded, nullptr); }, iters);
+      cuda::attention::IndexerParams chunked = p;
+      chunked.scores = d_chunked;
+      chunked.scores_floats = chunk_floats;
+      const double chunked_ms = timer.median_ms([&] { cuda::attention::indexer_topk(chunked, nullptr); }, iters);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      // The three runs must pick the same entries (same inputs).
+      {
+        std::vector<int32_t> whole_pick(static_cast<size_t>(tokens) * kTopK), other(whole_pick.size());
+        cuda::attention::indexer_topk(p, nullptr);
+        DSV4_CUDA_CHECK(cudaMemcpy(whole_pick.data(), d_selected, whole_pick.size() * 4, cudaMemcpyDeviceToHost));
+        for (const cuda::attention::IndexerParams* run : {&bounded, &chunked}) {
+          cuda::attention::indexer_topk(*run, nullptr);
+          DSV4_CUDA_CHECK(cudaMemcpy(other.data(), d_selected, other.size() * 4, cudaMemcpyDeviceToHost));
+          if (other != whole_pick)
+            std::fprintf(stderr, "bench_indexer: %s context %d: %s picks differ from the whole-batch run\n",
+                         mode.c_str(), context, run == &bounded ? "bounded-workspace" : "chunked");
+        }
+      }
+      cudaFree(d_bounded);
+      cudaFree(d_chunked);
+      const double ws_whole = static_cast<double>(tokens) * max_entries * sizeof(float);
+      const double ws_bounded = static_cast<double>(bounded_floats) * sizeof(float);
+      const double ws_chunked = static_cast<double>(chunk_floats) * sizeof(float);
+      constexpr int kEngineKeys1M = 262144;
+      const double ws_1m_whole = static_cast<double>(tokens) * kEngineKeys1M * sizeof(float);
+      const double ws_1m_bounded =
+          static_cast<double>(cuda::attention::indexer_workspace_floats(tokens, kEngineKeys1M)) * sizeof(float);
 
       const double flops = 2.0 * kHeads * kDim * visible_sum;
       const double tflops = flops / (ms * 1e-3) / 1e12;
       const double scores_tflops = flops / (scores_ms * 1e-3) / 1e12;
       const double key_bytes = static_cast<double>(sequences) * max_entries * kDim * sizeof(float);
       const double key_gbps = key_bytes / (ms * 1e-3) / 1e9;
-      std::printf("%-8s %7d %6d %9.4f %10.4f %10.4f %8.1f %7.1f%% %9.0f\n", mode.c_str(), context, tokens, ms,
-                  scores_ms, oracle_ms, tflops, 100.0 * tflops / peak_tflops, key_gbps);
+      const double bounded_tflops = flops / (bounded_ms * 1e-3) / 1e12;
+      const double chunked_tflops = flops / (chunked_ms * 1e-3) / 1e12;
+      std::printf("%-8s %7d %6d %9.4f %10.4f %10.4f %8.1f %7.1f%% %9.0f %10.4f %10.4f %9.2f %9.2f\n", mode.c_str(),
+                  context, tokens, ms, scores_ms, oracle_ms, tflops, 100.0 * tflops / peak_tflops, key_gbps,
+                  bounded_ms, chunked_ms, ws_bounded / (1 << 20), ws_whole / (1 << 20));
       if (json)
         std::fprintf(json,
                      "{\"bench\":\"indexer\",\"device\":\"%s\",\"date\":\"%s\",\"mode\":\"%s\",\"context\":%d,"
                      "\"tokens\":%d,\"keys\":%d,\"heads\":%d,\"dim\":%d,\"top_k\":%d,\"ms\":%.5f,"
                      "\"scores_ms\":%.5f,\"oracle_ms\":%.5f,\"gemm_flops\":%.4e,\"tflops\":%.2f,"
                      "\"scores_tflops\":%.2f,\"peak_tflops\":%.1f,\"of_peak\":%.4f,\"key_bytes\":%.4e,"
-                     "\"key_gbps\":%.1f,\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"speedup_vs_oracle\":%.2f}\n",
+                     "\"key_gbps\":%.1f,\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"speedup_vs_oracle\":%.2f,"
+                     "\"bounded_ms\":%.5f,\"bounded_tflops\":%.2f,\"bounded_of_peak\":%.4f,\"chunk_rows\":%d,"
+                     "\"chunked_ms\":%.5f,\"chunked_tflops\":%.2f,\"chunked_of_peak\":%.4f,"
+                     "\"ws_bytes_whole\":%.0f,\"ws_bytes_bounded\":%.0f,\"ws_bytes_chunked\":%.0f,"
+                     "\"ws_bytes_1m_whole\":%.0f,\"ws_bytes_1m_bounded\":%.0f}\n",
                      prop.name, date.c_str(), mode.c_str(), context, tokens, max_entries, kHeads, kDim, kTopK, ms,
                      scores_ms, oracle_ms, flops, tflops, scores_tflops, peak_tflops, tflops / peak_tflops, key_bytes,
-                     key_gbps, copy_gbps, key_gbps / copy_gbps, oracle_ms / ms);
+                     key_gbps, copy_gbps, key_gbps / copy_gbps, oracle_ms / ms, bounded_ms, bounded_tflops,
+                     bounded_tflops / peak_tflops, chunk_rows, chunked_ms, chunked_tflops, chunked_tflops / peak_tflops,
+                     ws_whole, ws_bounded, ws_chunked, ws_1m_whole, ws_1m_bounded);
       for (void* ptr : std::vector<void*>{d_entries, d_q, d_weights, d_positions, d_slots, d_first, d_ids, d_scores,
                                           d_selected})
         cudaFree(ptr);
