@@ -1,11 +1,15 @@
 // MoE layer on the GPU vs the CPU reference on the same 4-bit weights.
 //   MoePack.*     host only: the fragment layout decodes to exactly the stored values; the
 //                 wgmma activation tile reads back through the descriptor's swizzle
-//   MoeSmall.*    16 experts, hidden 256: every row, both tile configs (sanitizer-sized)
+//   MoeSmall.*    16 experts, hidden 256: every row, all three tile configs (decode,
+//                 prefill_mma, prefill_wgmma; sanitizer-sized), one FP32-x routing case
 //   MoeFlash.*    V4-Flash shapes (hidden 4096, intermediate 2048, 256 experts, top-6,
-//                 shared expert): tokens 1, 2, 7, 64, 333, 4096, skewed routings, hash
-//                 routing; rows checked on the CPU: all up to 64 tokens and in skewed
-//                 cases, every 3rd row at 333, every 64th row at 4096.
+//                 shared expert): tokens 1, 2, 7, 64, 333, 4096 with the default config and
+//                 with prefill_wgmma forced (ragged tiles), skewed routings (six experts
+//                 take everything; every token on one expert) on each config, reruns
+//                 bit-identical, hash routing; rows checked on the CPU: all up to 64 tokens
+//                 and for six experts, every 3rd row at 333, every 16th at 1000, every
+//                 64th at 4096.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
