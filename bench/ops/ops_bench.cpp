@@ -102,9 +102,9 @@ T* device_random(int64_t count, float sigma, uint64_t seed) {
   constexpr int64_t kTile = 1 << 20;
   std::vector<T> tile(static_cast<size_t>(std::min(count, kTile)));
   std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0.0f, sigma);
+  std::normal_distribution<float> dist(0.0f, sigma > 0.0f ? sigma : 1.0f);  // stddev must be > 0
   for (T& v : tile) {
-    const float f = dist(rng);
+    const float f = sigma > 0.0f ? dist(rng) : 0.0f;
     if constexpr (sizeof(T) == 2) {
       uint32_t bits;
       std::memcpy(&bits, &f, 4);
