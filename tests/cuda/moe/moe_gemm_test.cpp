@@ -2,10 +2,10 @@
 // every tile config, against the CPU on the same 4-bit weights, so a layout bug of a
 // kernel (fragment / swizzle / descriptor / epilogue mapping) shows as the exact
 // (slot, column) that is wrong:
-//   MoeGemm.L1TinyRagged*  W13 [256, 256] (hidden 256, intermediate 128), rows 1..9 and
+//   MoeGemm.L1TinyRagged*  W13 [512, 512] (hidden 512, intermediate 256), rows 1..9 and
 //                         127..129 (more than one tile), gathered x rows, SwiGLU epilogue
-//   MoeGemm.L2TinyRagged*  W2 [256, 128], rows 1..9 and 127..129, routing-weight epilogue
-// (256 rows: the smallest n of the wgmma tile, one CTA column).
+//   MoeGemm.L2TinyRagged*  W2 [512, 256], rows 1..9 and 127..129, routing-weight epilogue
+// (n = 512: two CTA columns of the wgmma tile's 256 weight rows, four of the mma tiles').
 // Slots outside the tiles keep their poison (checked). Bound per element:
 // |gpu - ref| <= 1e-2 * max |ref row| (BF16 output rounding is 2^-9 relative).
 #include <gtest/gtest.h>
@@ -19,7 +19,7 @@ namespace {
 
 using cuda::moe::TileConfig;
 
-constexpr int kHidden = 256, kInter = 128, kExpert = 1;  // expert 1 of 2 (non-zero expert offset)
+constexpr int kHidden = 512, kInter = 256, kExpert = 1;  // expert 1 of 2 (non-zero expert offset)
 constexpr int kSlot0 = 3;                                // first slot of the expert
 constexpr float kLimit = 10.0f;
 constexpr uint16_t kPoison = 0xffff;                     // BF16 NaN
