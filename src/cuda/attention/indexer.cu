@@ -12,6 +12,8 @@
 //   head_weights [tokens, heads]               FP32
 //   entries      [slots, max_entries, dim]     FP32 indexer keys
 //   scores       [tokens, max_entries]         FP32 workspace; only w < visible(t) written
+//                (tokens of this launch: launchers.cpp splits a batch into token chunks
+//                when IndexerParams::scores_floats holds fewer rows)
 //   selected     [tokens, top_k]               int32, ascending, -1 padded
 #include <cub/block/block_scan.cuh>
 

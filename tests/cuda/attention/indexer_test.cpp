@@ -338,7 +338,7 @@ TEST(IndexerTopk, ChunkedWorkspacePrefill2048) {
   // 16385 visible keys (unstaged top-k rows) in a prefill chunk crossing it.
   c.max_entries = 16500;
   c.chunk_rows = {7, 64};
-  c.sequences = {{65500, 100}};  // visible 16375 .. 16399
+  c.sequences = {{65500, 100}};  // visible 16375 .. 16400
   run_case(c, 76);
 }
 
