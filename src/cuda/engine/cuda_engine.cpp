@@ -24,6 +24,7 @@ namespace dsv4::cuda {
 namespace {
 
 constexpr size_t kCublasWorkspaceBytes = 32u << 20;
+constexpr int kMaxKvSplits = 16;  // split-KV ranges per decode token (sparse attention)
 constexpr int kDefaultPrefillChunk = 2048;
 constexpr int64_t kDefaultMaxContext = 8192;
 constexpr int kLogitRowsPerPiece = 256;  // all-logits prefill computes the head in pieces
@@ -90,9 +91,12 @@ struct Buffers {
   float* index_gate = nullptr;    // [T, 2 * index_dim]
   float* index_q = nullptr;       // [T, index_heads, index_dim]
   float* index_weights = nullptr; // [T, index_heads]
-  float* index_scores = nullptr;  // [T, max_entries]
+  float* index_scores = nullptr;  // [rows, max_entries] indexer workspace (index_scores_floats)
+  int64_t index_scores_floats = 0;
   int32_t* selected = nullptr;    // [T, index_topk]
   float* attn = nullptr;          // [T, heads, head_dim]
+  float* attn_split = nullptr;    // split-KV partials of decode-sized batches (attn_split_floats)
+  int64_t attn_split_floats = 0;
   float* grouped = nullptr;       // [T, o_groups * o_lora_rank]
   float* sub_out = nullptr;       // [T, H] sublayer output
   uint16_t* x_bf16 = nullptr;     // [T, H] fast MoE input
@@ -182,9 +186,17 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   b.index_gate = act("act.indexer_proj", T * 2 * id);
   b.index_q = act("act.indexer_q", T * ih * id);
   b.index_weights = act("act.indexer_weights", T * ih);
-  b.index_scores = act("act.indexer_scores", T * std::max<int64_t>(1, max_entries_any));
+  b.index_scores_floats = attention::indexer_workspace_floats(static_cast<int>(T),
+                                                              static_cast<int>(std::max<int64_t>(1, max_entries_any)));
+  b.index_scores = carver.take<float>("workspace.indexer_scores", RegionKind::kWorkspace, b.index_scores_floats);
   b.selected = carver.take<int32_t>("act.indexer_selected", RegionKind::kActivations, T * std::max<int64_t>(1, c.index_topk));
   b.attn = act("act.attention", T * heads * hd);
+  // Split-KV partials: sparse_attention splits long key lists only when the batch has few
+  // tokens (it picks the split count to fill the GPU and to fit this workspace).
+  b.attn_split_floats = attention::sparse_attention_workspace_floats(
+      static_cast<int>(std::min<int64_t>(T, lim.slots)), static_cast<int>(heads), kMaxKvSplits);
+  if (b.attn_split_floats > 0)
+    b.attn_split = carver.take<float>("workspace.attention_split_kv", RegionKind::kWorkspace, b.attn_split_floats);
   b.grouped = act("act.grouped", T * c.o_groups * c.o_lora_rank);
   b.sub_out = act("act.sublayer_out", T * H);
   b.x_bf16 = carver.take<uint16_t>("act.x_bf16", RegionKind::kActivations, T * H);
@@ -655,6 +667,7 @@ class CudaEngine final : public Engine {
       ip.top_k = static_cast<int>(config_.index_topk);
       ip.batch = batch;
       ip.scores = b.index_scores;
+      ip.scores_floats = b.index_scores_floats;
       ip.selected = b.selected;
       attention::indexer_topk(ip, stream_);
       profiler_.mark(stream_, "attn.indexer");
@@ -678,6 +691,8 @@ class CudaEngine final : public Engine {
     sp.sinks = a.sinks;
     sp.scale = 1.0f / std::sqrt(static_cast<float>(hd));
     sp.batch = batch;
+    sp.split_workspace = b.attn_split;
+    sp.split_workspace_floats = b.attn_split_floats;
     sp.out = b.attn;
     attention::sparse_attention(sp, stream_);
     // V carried RoPE (K = V): rotate the output back by -angle at the query position.
@@ -710,6 +725,7 @@ class CudaEngine final : public Engine {
     moe::MoeForwardParams p;
     p.weights = &m.fast_weights;
     p.x = b.x_bf16;
+    p.x_f32 = b.x;  // routing from FP32 x, as the CPU reference (near-tied top-k)
     p.token_ids = batch.token_ids;
     p.tokens = T;
     p.config = moe::moe_default_tile_config(T);
