@@ -219,7 +219,9 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   b.moe_workspace = carver.take_bytes("workspace.moe", RegionKind::kWorkspace, moe_bytes);
   b.act_capacity = 2 * T * std::max<int64_t>(a.model.max_linear_cols, H);  // split activations: hi + lo
   // ops::linear_grouped converts all heads x head_dim columns at once (decode sizes).
-  b.act_capacity = std::max(b.act_capacity, 2 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) * heads * hd);
+  // Decode-sized calls split into three parts, stacked in one GEMM (ops::LinearContext).
+  b.act_capacity = std::max(b.act_capacity, 3 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) *
+                                                std::max<int64_t>({a.model.max_linear_cols, H, heads * hd}));
   b.act_bf16 = carver.take<uint16_t>("workspace.linear_act_bf16", RegionKind::kWorkspace, b.act_capacity);
   b.weight_capacity = a.model.max_dequantized_elements;
   b.weight_bf16 = carver.take<uint16_t>("workspace.linear_weight_bf16", RegionKind::kWorkspace,
@@ -230,7 +232,7 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
     // falls back to two GEMMs): lm_head, wq_b, wo_a (grouped), wo_b, shared expert, ...
     const int64_t widest = std::max<int64_t>({c.vocab_size, heads * hd, c.o_groups * c.o_lora_rank, H,
                                               c.q_lora_rank, 2 * hd, c.moe_intermediate_size, ih * id});
-    b.linear_split_capacity = 2 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) * widest;
+    b.linear_split_capacity = 3 * std::min<int64_t>(T, ops::kStackedSplitMaxTokens) * widest;
     b.linear_split = carver.take<float>("workspace.linear_split_f32", RegionKind::kWorkspace, b.linear_split_capacity);
   }
   return a;

@@ -17,9 +17,10 @@ __global__ void f32_to_bf16_kernel(const float* in, __nv_bfloat16* out, int64_t 
 }
 
 // x: [rows, x_stride] (first `cols` used); out: [rows, cols] dense.
-// out = bf16(x); residual (when not null) = bf16(x - out): x ~ out + residual to ~2^-17.
+// out = bf16(x); residual (when not null) = bf16(x - out): x ~ out + residual to ~2^-17;
+// residual2 (when not null, with residual) = bf16(x - out - residual): to ~2^-26.
 __global__ void f32_rows_to_bf16_kernel(const float* x, int64_t x_stride, int64_t rows, int64_t cols,
-                                        __nv_bfloat16* out, __nv_bfloat16* residual) {
+                                        __nv_bfloat16* out, __nv_bfloat16* residual, __nv_bfloat16* residual2) {
   const int64_t count = rows * cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -27,19 +28,25 @@ __global__ void f32_rows_to_bf16_kernel(const float* x, int64_t x_stride, int64_
     const float v = x[r * x_stride + c];
     const __nv_bfloat16 hi = __float2bfloat16_rn(v);
     out[i] = hi;
-    if (residual) residual[i] = __float2bfloat16_rn(v - __bfloat162float(hi));
+    if (residual) {
+      const float rest = v - __bfloat162float(hi);  // exact in FP32
+      const __nv_bfloat16 mid = __float2bfloat16_rn(rest);
+      residual[i] = mid;
+      if (residual2) residual2[i] = __float2bfloat16_rn(rest - __bfloat162float(mid));
+    }
   }
 }
 
-// stacked: [2 tokens, cols]; y: [tokens, y_stride]. hi + lo in one rounding (the same
-// value as a second GEMM with beta 1).
-__global__ void add_stacked_halves_kernel(const float* stacked, int64_t tokens, int64_t cols, float* y,
-                                          int64_t y_stride) {
+// stacked: [parts tokens, cols]; y: [tokens, y_stride]. 2 parts: hi + lo in one rounding
+// (the same value as a second GEMM with beta 1); 3 parts: hi + (mid + lo), small first.
+__global__ void add_stacked_parts_kernel(const float* stacked, int64_t tokens, int64_t cols, int parts, float* y,
+                                         int64_t y_stride) {
   const int64_t count = tokens * cols;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t t = i / cols, c = i % cols;
-    y[t * y_stride + c] = stacked[i] + stacked[count + i];
+    const float rest = parts == 3 ? stacked[count + i] + stacked[2 * count + i] : stacked[count + i];
+    y[t * y_stride + c] = stacked[i] + rest;
   }
 }
 
@@ -60,18 +67,21 @@ cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cu
 }
 
 cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
-                                    cudaStream_t stream, uint16_t* residual) {
+                                    cudaStream_t stream, uint16_t* residual, uint16_t* residual2) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
+  if (residual2 != nullptr && residual == nullptr) return cudaErrorInvalidValue;
   f32_rows_to_bf16_kernel<<<grid_for(rows * cols, kThreads), kThreads, 0, stream>>>(
-      x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<__nv_bfloat16*>(residual));
+      x, x_stride, rows, cols, reinterpret_cast<__nv_bfloat16*>(out), reinterpret_cast<__nv_bfloat16*>(residual),
+      reinterpret_cast<__nv_bfloat16*>(residual2));
   return cudaGetLastError();
 }
 
-cudaError_t launch_add_stacked_halves(const float* stacked, int64_t tokens, int64_t cols, float* y, int64_t y_stride,
-                                      cudaStream_t stream) {
+cudaError_t launch_add_stacked_parts(const float* stacked, int64_t tokens, int64_t cols, int parts, float* y,
+                                     int64_t y_stride, cudaStream_t stream) {
   if (tokens <= 0 || cols <= 0) return cudaSuccess;
-  add_stacked_halves_kernel<<<grid_for(tokens * cols, kThreads), kThreads, 0, stream>>>(stacked, tokens, cols, y,
-                                                                                       y_stride);
+  if (parts != 2 && parts != 3) return cudaErrorInvalidValue;
+  add_stacked_parts_kernel<<<grid_for(tokens * cols, kThreads), kThreads, 0, stream>>>(stacked, tokens, cols, parts,
+                                                                                      y, y_stride);
   return cudaGetLastError();
 }
 

@@ -17,13 +17,15 @@ namespace dsv4::cuda::ops::detail {
 // out[i] = bf16_rn(in[i]); in, out: [count].
 cudaError_t launch_f32_to_bf16(const float* in, uint16_t* out, int64_t count, cudaStream_t stream);
 // out[r, c] = bf16_rn(x[r * x_stride + c]); x: [rows, x_stride] (first cols used); out: [rows, cols].
+// residual / residual2 (optional, [rows, cols]): the next BF16 parts of x (split activations).
 cudaError_t launch_f32_rows_to_bf16(const float* x, int64_t x_stride, int64_t rows, int64_t cols, uint16_t* out,
-                                    cudaStream_t stream,
-                                    uint16_t* residual = nullptr);
-// y[t, c] = stacked[t, c] + stacked[tokens + t, c]: stacked [2 tokens, cols] dense,
-// y [tokens, y_stride] (first cols written). The hi + lo sum of a stacked split GEMM.
-cudaError_t launch_add_stacked_halves(const float* stacked, int64_t tokens, int64_t cols, float* y, int64_t y_stride,
-                                      cudaStream_t stream);
+                                    cudaStream_t stream, uint16_t* residual = nullptr,
+                                    uint16_t* residual2 = nullptr);
+// y[t, c] = stacked[t, c] + (sum of the other parts' [t, c]): stacked [parts tokens, cols]
+// dense (parts 2 or 3), y [tokens, y_stride] (first cols written). The sum of a stacked
+// split GEMM.
+cudaError_t launch_add_stacked_parts(const float* stacked, int64_t tokens, int64_t cols, int parts, float* y,
+                                     int64_t y_stride, cudaStream_t stream);
 // y[i] += add[i]; [count].
 cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream);
 

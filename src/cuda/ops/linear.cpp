@@ -54,26 +54,50 @@ void bf16_gemm(const LinearContext& ctx, int m, int n, int k, const uint16_t* a,
                                                stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// How a call splits its activations: parts 1 (off), 2 (hi + lo) or 3 (hi + mid + lo);
+// stacked: the parts go through one GEMM of parts x tokens columns into split_out.
+struct SplitPlan {
+  int parts = 1;
+  bool stacked = false;
+};
+SplitPlan plan_split(const LinearContext& ctx, int64_t tokens, int64_t x_cols, int64_t y_cols) {
+  if (!ctx.split_activations) return {1, false};
+  if (tokens <= kStackedSplitMaxTokens && ctx.split_out != nullptr)
+    for (int parts : {3, 2})
+      if (parts * tokens * y_cols <= ctx.split_out_capacity && parts * tokens * x_cols <= ctx.act_capacity)
+        return {parts, true};
+  return {2, false};
+}
+
+// Converts x [tokens, x_cols] (row stride x_stride) into ctx.act_bf16: part p at rows
+// [p tokens, (p + 1) tokens) of [parts tokens, x_cols].
+void convert_activations(const LinearContext& ctx, const SplitPlan& plan, const float* x, int64_t x_stride,
+                         int64_t tokens, int64_t x_cols) {
+  uint16_t* part1 = plan.parts >= 2 ? ctx.act_bf16 + tokens * x_cols : nullptr;
+  uint16_t* part2 = plan.parts >= 3 ? ctx.act_bf16 + 2 * tokens * x_cols : nullptr;
+  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, x_cols, ctx.act_bf16, ctx.stream, part1, part2));
+}
+
 // y [tokens, y_cols] (row stride y_stride) = the GEMM(s) of `batch` groups of m rows
-// each (y_cols = batch m; group g writes columns [g m, (g + 1) m)) on ctx.act_bf16:
-// hi rows [tokens, ldb], then (split) lo rows right after them (act_bf16 + tokens ldb).
-// Split with few tokens and room in split_out: one GEMM of 2 tokens columns into
-// split_out [2 tokens, y_cols], then y = hi + lo; otherwise hi, then lo with beta 1.
-void split_gemm(const LinearContext& ctx, int64_t m, int64_t tokens, int64_t k, const uint16_t* w, int64_t lda,
-                int64_t stride_a, int64_t ldb, int64_t stride_b, float* y, int64_t y_stride, int batch) {
+// each (y_cols = batch m; group g writes columns [g m, (g + 1) m)) on ctx.act_bf16
+// (convert_activations' parts, each [tokens, ldb]). Stacked: one GEMM of parts x tokens
+// columns into split_out [parts tokens, y_cols], then y = their sum; unstacked split:
+// hi, then lo with beta 1.
+void split_gemm(const LinearContext& ctx, const SplitPlan& plan, int64_t m, int64_t tokens, int64_t k,
+                const uint16_t* w, int64_t lda, int64_t stride_a, int64_t ldb, int64_t stride_b, float* y,
+                int64_t y_stride, int batch) {
   const int64_t y_cols = batch * m;
   const uint16_t* act = ctx.act_bf16;
-  if (!ctx.split_activations) {
+  if (plan.parts == 1) {
     bf16_gemm(ctx, int(m), int(tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f, y,
               int(y_stride), m, batch);
     return;
   }
-  const bool stacked = tokens <= kStackedSplitMaxTokens && ctx.split_out != nullptr &&
-                       2 * tokens * y_cols <= ctx.split_out_capacity;
-  if (stacked) {
-    bf16_gemm(ctx, int(m), int(2 * tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f,
+  if (plan.stacked) {
+    bf16_gemm(ctx, int(m), int(plan.parts * tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f,
               ctx.split_out, int(y_cols), m, batch);
-    DSV4_CUDA_CHECK(detail::launch_add_stacked_halves(ctx.split_out, tokens, y_cols, y, y_stride, ctx.stream));
+    DSV4_CUDA_CHECK(
+        detail::launch_add_stacked_parts(ctx.split_out, tokens, y_cols, plan.parts, y, y_stride, ctx.stream));
     return;
   }
   bf16_gemm(ctx, int(m), int(tokens), int(k), w, int(lda), stride_a, act, int(ldb), stride_b, 0.0f, y,
@@ -118,12 +142,12 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
-  const int64_t act_needed = (ctx.split_activations ? 2 : 1) * tokens * cols;
+  const SplitPlan plan = plan_split(ctx, tokens, cols, row_count);
+  const int64_t act_needed = plan.parts * tokens * cols;
   DSV4_CHECK(ctx.act_bf16 != nullptr && act_needed <= ctx.act_capacity,
              "linear: activation scratch too small: {} x tokens {} x cols {} = {} BF16 elements, act_capacity {}",
-             ctx.split_activations ? 2 : 1, tokens, cols, act_needed, ctx.act_capacity);
-  uint16_t* act_residual = ctx.split_activations ? ctx.act_bf16 + tokens * cols : nullptr;  // [tokens, cols]
-  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, cols, ctx.act_bf16, ctx.stream, act_residual));
+             plan.parts, tokens, cols, act_needed, ctx.act_capacity);
+  convert_activations(ctx, plan, x, x_stride, tokens, cols);
 
   const uint16_t* w_bf16 = nullptr;  // [row_count, cols] BF16, row stride cols
   if (weight.format == static_cast<int>(WeightFormat::kBF16)) {
@@ -142,7 +166,7 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
     w_bf16 = ctx.weight_bf16;
   }
 
-  split_gemm(ctx, row_count, tokens, cols, w_bf16, cols, 0, cols, 0, y, y_stride, 1);
+  split_gemm(ctx, plan, row_count, tokens, cols, w_bf16, cols, 0, cols, 0, y, y_stride, 1);
 }
 
 void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups, const float* x,
@@ -158,7 +182,8 @@ void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_
   if (tokens == 0) return;
   DSV4_CHECK(x != nullptr && y != nullptr, "linear_grouped: null x or y");
   const bool bf16 = weight.format == static_cast<int>(WeightFormat::kBF16);
-  const int64_t act_needed = (ctx.split_activations ? 2 : 1) * tokens * x_cols;
+  const SplitPlan plan = plan_split(ctx, tokens, x_cols, groups * rank);
+  const int64_t act_needed = plan.parts * tokens * x_cols;
   const bool batched = weight.format != static_cast<int>(WeightFormat::kF32) && ctx.act_bf16 != nullptr &&
                        act_needed <= ctx.act_capacity && groups <= INT_MAX &&
                        (bf16 || (ctx.weight_bf16 != nullptr && weight.rows * gw <= ctx.weight_capacity &&
@@ -173,8 +198,7 @@ void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_
   check_int(x_cols, "groups x group width", "linear_grouped");
   check_int(y_stride, "y_stride", "linear_grouped");
   check_int(x_stride, "x_stride", "linear_grouped");
-  uint16_t* act_residual = ctx.split_activations ? ctx.act_bf16 + tokens * x_cols : nullptr;  // [tokens, x_cols]
-  DSV4_CUDA_CHECK(detail::launch_f32_rows_to_bf16(x, x_stride, tokens, x_cols, ctx.act_bf16, ctx.stream, act_residual));
+  convert_activations(ctx, plan, x, x_stride, tokens, x_cols);
   const uint16_t* w_bf16 = nullptr;  // [groups rank, gw]
   if (bf16) {
     w_bf16 = reinterpret_cast<const uint16_t*>(weight.data);
@@ -188,7 +212,7 @@ void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_
   }
   // Group g: A = W rows [g rank, +rank) (stride rank gw), B = act columns [g gw, +gw) of
   // rows of x_cols (stride gw), C = y columns [g rank, +rank) (stride rank).
-  split_gemm(ctx, rank, tokens, gw, w_bf16, gw, rank * gw, x_cols, gw, y, y_stride, static_cast<int>(groups));
+  split_gemm(ctx, plan, rank, tokens, gw, w_bf16, gw, rank * gw, x_cols, gw, y, y_stride, static_cast<int>(groups));
 }
 
 void linear_f32(const LinearContext& ctx, const float* weight_f32, int64_t rows, int64_t cols, const float* x,

@@ -95,14 +95,15 @@ struct LinearContext {
   int64_t act_capacity = 0;
   uint16_t* weight_bf16 = nullptr;   // scratch: >= weight_capacity BF16 elements (non-BF16 weights
   int64_t weight_capacity = 0;       // dequantized here before the GEMM); unused for BF16 weights
-  // Split activations: x = bf16(x) + bf16(x - bf16(x)), two BF16 GEMMs (the second adds
-  // into y), so the GEMM sees x to ~2^-17 relative instead of 2^-9 (the engine's
-  // correct-first path; act_capacity must then hold 2 x tokens x cols).
+  // Split activations: x = bf16(x) + bf16(x - bf16(x)) (+ a third part, below), two BF16
+  // GEMMs (the second adds into y), so the GEMM sees x to ~2^-17 relative instead of 2^-9
+  // (the engine's correct-first path; act_capacity must then hold parts x tokens x cols).
   bool split_activations = false;
   // Optional FP32 scratch for split activations on few tokens (<= kStackedSplitMaxTokens):
-  // the hi and lo halves go through ONE GEMM as 2 x tokens columns (the weight is
-  // streamed once instead of twice), into split_out [2 x tokens, rows], then
-  // y = hi + lo. Null, or too small for a call (split_out_capacity < 2 x tokens x rows):
+  // the parts go through ONE GEMM as parts x tokens columns (the weight is streamed once),
+  // into split_out [parts x tokens, rows], then y = their sum. Three parts
+  // (hi + mid + lo: x to ~2^-26, below an FP32 GEMM's own rounding) when split_out and
+  // act_bf16 hold 3 x tokens x (rows / cols), else two. Null, or too small for two:
   // two GEMMs, the second adding into y.
   float* split_out = nullptr;
   int64_t split_out_capacity = 0;

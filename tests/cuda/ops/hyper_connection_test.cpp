@@ -223,7 +223,9 @@ TEST(CudaOpsHyper, FusedCollapseNormMatchesCpu) {
                       << got_bf16[i] << ", bf16_rn(" << got[i] << ") = 0x" << float_to_bf16(got[i]);
         break;
       }
-    expect_close("post", post.download(), mix_ref.post, {2e-5, 0}, {c.tokens, c.n}, {"t", "k"});
+    // post = 2 sigmoid(z), |d post / d z| <= 1/2: z's own FP32 error (a hidden x n-term dot
+    // summed in another order) is absolute, so small posts (z << 0) get an absolute floor.
+    expect_close("post", post.download(), mix_ref.post, {2e-5, 1e-7}, {c.tokens, c.n}, {"t", "k"});
     expect_close("comb", comb.download(), mix_ref.comb, {0, 2e-5}, {c.tokens, c.n, c.n}, {"t", "j", "k"});
     EXPECT_EQ(d_streams.download(), streams) << "collapse must not modify the streams";
   }
