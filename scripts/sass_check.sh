@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Counts tensor-core instructions per CUDA kernel in the built CUDA library (the SASS
+# check of issues 5 and 6): for every kernel whose mangled name matches $1 (a grep -E
+# regex; default: every kernel), one JSON line with the counts of HGMMA (BF16 wgmma),
+# QGMMA (FP8 wgmma), HMMA (mma.sync) and local-memory spill instructions (STL/LDL).
+#   bash scripts/sass_check.sh [regex] [library] >> $SUMMARY
+# Needs cuobjdump (CUDA toolkit on the GPU machine: /usr/local/cuda/bin).
+set -euo pipefail
+pattern=${1:-.}
+lib=${2:-build-device/src/cuda/libdsv4_cuda.a}
+[[ -x /usr/local/cuda/bin/cuobjdump ]] && PATH=/usr/local/cuda/bin:$PATH
+command -v cuobjdump >/dev/null || { echo "sass_check: cuobjdump not found" >&2; exit 2; }
+[[ -f $lib ]] || { echo "sass_check: $lib not found (build first)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && ar x "$OLDPWD/$lib")
+for obj in "$work"/*.o; do
+  cuobjdump -sass "$obj" 2>/dev/null | awk -v pattern="$pattern" -v object="$(basename "$obj")" '
+    function flush() {
+      if (name != "" && name ~ pattern)
+        printf "{\"bench\":\"sass\",\"object\":\"%s\",\"kernel\":\"%s\",\"hgmma\":%d,\"qgmma\":%d,\"hmma\":%d,\"spill_stl\":%d,\"spill_ldl\":%d}\n", object, name, h, q, m, stl, ldl
+      h = q = m = stl = ldl = 0
+    }
+    /Function : / { flush(); name = $NF; next }
+    /HGMMA/ { h++ } /QGMMA/ { q++ } /HMMA/ { m++ } /STL/ { stl++ } /LDL/ { ldl++ }
+    END { flush() }'
+done
