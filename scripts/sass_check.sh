@@ -2,7 +2,7 @@
 # Counts tensor-core instructions per CUDA kernel in the built CUDA library (the SASS
 # check of issues 5 and 6): for every kernel whose mangled name matches $1 (a grep -E
 # regex; default: every kernel), one JSON line with the counts of HGMMA (BF16 wgmma),
-# QGMMA (FP8 wgmma), HMMA (mma.sync) and local-memory spill instructions (STL/LDL).
+# QGMMA (FP8 wgmma), HMMA (mma.sync) and local-memory instructions (STL/LDL: spills or local arrays).
 #   bash scripts/sass_check.sh [regex] [library] >> $SUMMARY
 # Needs cuobjdump (CUDA toolkit on the GPU machine: /usr/local/cuda/bin).
 set -euo pipefail
@@ -15,10 +15,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && ar x "$OLDPWD/$lib")
 for obj in "$work"/*.o; do
-  cuobjdump -sass "$obj" 2>/dev/null | awk -v pattern="$pattern" -v object="$(basename "$obj")" '
+  { cuobjdump -sass "$obj" 2>/dev/null || true; } | awk -v pattern="$pattern" -v object="$(basename "$obj")" '
     function flush() {
       if (name != "" && name ~ pattern)
-        printf "{\"bench\":\"sass\",\"object\":\"%s\",\"kernel\":\"%s\",\"hgmma\":%d,\"qgmma\":%d,\"hmma\":%d,\"spill_stl\":%d,\"spill_ldl\":%d}\n", object, name, h, q, m, stl, ldl
+        printf "{\"bench\":\"sass\",\"object\":\"%s\",\"kernel\":\"%s\",\"hgmma\":%d,\"qgmma\":%d,\"hmma\":%d,\"local_stores_stl\":%d,\"local_loads_ldl\":%d}\n", object, name, h, q, m, stl, ldl
       h = q = m = stl = ldl = 0
     }
     /Function : / { flush(); name = $NF; next }
