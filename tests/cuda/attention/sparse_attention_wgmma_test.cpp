@@ -11,7 +11,8 @@
 // keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
 // auto. Rows no token may read are NaN (a read of one shows up as NaN).
 // BadParamsNameTheProblem: kWgmma on 8 heads, kv_splits without (enough) workspace.
-// LayoutSingleCta: 1 token, 1..3 key tiles of structured values; on failure it prints
+// LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
+// spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
 #include <gtest/gtest.h>
 
@@ -87,7 +88,10 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   // Fill one key row; `growth` in [0, 1] scales the shared direction u in.
   auto fill_row = [&](uint16_t* row, int id, float growth) {
     for (int d = 0; d < kDim; ++d) {
-      float v = c.structured ? static_cast<float>((id * 5 + d * 3) % 9 - 4) / 8.0f : random.uniform(-1.0f, 1.0f);
+      // Structured keys in [-1/4, 3/4] (mean 1/4): with zero-mean patterns O is a near
+      // cancellation (|O| ~ 0.005 from values of 0.5), and the 2^-9 rounding of P alone
+      // then costs 1 - cos ~ 3e-4 (the run2 failure); with a nonzero mean |O| ~ 0.25.
+      float v = c.structured ? static_cast<float>((id * 5 + d * 3) % 9 - 2) / 8.0f : random.uniform(-1.0f, 1.0f);
       if (c.growing_logits) v = 0.5f * v + 0.5f * growth * u[d];
       row[d] = float_to_bf16(v);
     }
@@ -140,7 +144,9 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   std::vector<float> q(static_cast<size_t>(tokens) * c.heads * kDim);
   for (size_t i = 0; i < q.size(); ++i) {
     const int d = static_cast<int>(i % kDim), h = static_cast<int>((i / kDim) % c.heads);
-    float v = c.structured ? static_cast<float>((h * 7 + d) % 5 - 2) / 4.0f : random.uniform(-2.0f, 2.0f);
+    // Structured q in [-1, 1] (period 9 in d): logits of one head spread over ~2.1, so a
+    // key or row given the wrong logit / weight moves the cosine by >= 1.7e-3 (1 tile).
+    float v = c.structured ? static_cast<float>((h * 7 + d * 2) % 9 - 4) / 4.0f : random.uniform(-2.0f, 2.0f);
     if (c.growing_logits) v = 0.25f * v + 0.5f * u[d];
     q[i] = round_bf16(v);
   }
