@@ -9,10 +9,12 @@
 //   weight bytes   packed bytes of every expert with at least one slot (incl. shared),
 //                  divided by the time -> GB/s and fraction of the copy bandwidth
 //   TFLOP/s        2 * slots * 3 * hidden * intermediate (useful FLOPs) / time
-//   config         compute path: decode (mma.sync, 8-slot tiles), prefill_wgmma (default
+//   config         compute path: decode_ksplit (default <= 512 tokens: mma.sync, 8-slot tiles,
+//                  in-CTA split-K over 16 warps), decode (the older 4-warp tile, also measured),
+//                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
-//                  [--config decode|prefill_mma|prefill_wgmma] (forces one path for every count)
+//                  [--config decode|decode_ksplit|prefill_mma|prefill_wgmma] (forces one path for every count)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -85,6 +87,7 @@ std::vector<int> parse_ints(const std::string& s) {
 
 const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
+  if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -94,10 +97,11 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   using cuda::moe::TileConfig;
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
+  if (tokens <= 512 && all.front() != TileConfig::kDecode) all.push_back(TileConfig::kDecode);  // the older decode tile
   if (filter.empty()) return all;
-  for (TileConfig c : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
     if (filter == config_name(c)) return {c};
-  DSV4_CHECK(false, "--config {}: expected decode, prefill_mma or prefill_wgmma", filter);
+  DSV4_CHECK(false, "--config {}: expected decode, decode_ksplit, prefill_mma or prefill_wgmma", filter);
   return {};
 }
 

@@ -13,7 +13,7 @@
 
 namespace dsv4::cuda::moe::detail {
 
-template <int BW_, int BT_, int BK_, int WW_, int WT_, int STAGES_, int MIN_CTAS_>
+template <int BW_, int BT_, int BK_, int WW_, int WT_, int STAGES_, int MIN_CTAS_, int WK_ = 1>
 struct GemmTile {
   static constexpr int BW = BW_;          // weight rows per CTA
   static constexpr int BT = BT_;          // slots per CTA
@@ -22,18 +22,28 @@ struct GemmTile {
   static constexpr int WT = WT_;          // warps along slots
   static constexpr int STAGES = STAGES_;
   static constexpr int kMinCtas = MIN_CTAS_;  // per SM: caps registers (__launch_bounds__)
-  static constexpr int kThreads = WW * WT * 32;
+  static constexpr int WK = WK_;          // warps along K: in-CTA split-K (fragment blocks kbl = wk mod WK)
+  static constexpr int kThreads = WW * WT * WK * 32;
   static constexpr int MT = BW / WW / 16;  // m16 tiles per warp
   static constexpr int NT = BT / WT / 8;   // n8 tiles per warp
   static_assert(BW % (WW * 16) == 0, "weight rows split into m16 tiles per warp");
   static_assert(BT % (WT * 8) == 0, "slots split into n8 tiles per warp");
   static_assert(BK % kFragCols == 0, "a stage holds whole fragment blocks");
+  static_assert((BK / kFragCols) % WK == 0, "each K warp group takes the same number of fragment blocks per stage");
 };
 
 // Decode: 128 weight rows x 8 slots, 6 stages of 128 K (~11 KB each) in flight per CTA,
 // 3 CTAs per SM. (64 rows per CTA was measured too, 2026-11-24: no gain at 1 token,
 // 1-5% slower at 64 tokens; docs/PERFORMANCE.md.)
 using DecodeTile = GemmTile<128, 8, 128, 4, 1, 6, 3>;
+// Decode with in-CTA split-K (TileConfig::kDecodeKSplit): same 128 x 8 output tile, but
+// 16 warps = 4 (weight rows) x 4 (K): a stage is 256 K (4 fragment blocks per weight
+// row block), warp group wk takes fragment block wk of every stage, so each warp runs a
+// quarter of the dequant + MMA chain of the 4-warp tile and 32 warps per SM (2 CTAs)
+// keep the loads going. 4 stages of ~22.7 KB: 3 stages (~54 KB of weights + scales) in
+// flight per CTA, ~108 KB per SM. The K groups' partial sums meet in shared memory in
+// fixed order wk = 0, 1, 2, 3 (deterministic). Not measured yet.
+using DecodeKSplitTile = GemmTile<128, 8, 256, 4, 1, 4, 2, 4>;
 using PrefillTile = GemmTile<128, 128, 64, 4, 2, 4, 2>;
 
 template <class Tile, ExpertFormat F>
@@ -48,7 +58,13 @@ struct GemmSmem {
   static constexpr int kPipeBytes = kStageBytes * Tile::STAGES;
   static constexpr int kOutStride = Tile::BW + 8;                           // BF16 per slot row (L2 bound)
   static constexpr int kOutBytes = Tile::BT * kOutStride * 2;
-  static constexpr int kBytes = kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes;
+  // In-CTA split-K: accumulators of K groups 1..WK-1, [wk - 1][warp in group][element][lane] FP32,
+  // placed after the output tile (both live at the same time).
+  static constexpr int kAccPerThread = Tile::MT * Tile::NT * 4;
+  static constexpr int kRedOffset = (kOutBytes + 15) / 16 * 16;
+  static constexpr int kRedBytes = (Tile::WK - 1) * Tile::WW * Tile::WT * 32 * kAccPerThread * 4;
+  static constexpr int kEpiBytes = kRedOffset + kRedBytes;
+  static constexpr int kBytes = kPipeBytes > kEpiBytes ? kPipeBytes : kEpiBytes;
   static_assert(kWeightBytes % 16 == 0 && kScaleBytes % 16 == 0 && kActBytes % 16 == 0, "16-byte aligned regions");
 };
 
@@ -118,7 +134,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
-  const int ww = warp % Tile::WW, wt = warp / Tile::WW;
+  const int ww = warp % Tile::WW, wt = (warp / Tile::WW) % Tile::WT;
+  const int wk = Tile::WK == 1 ? 0 : warp / (Tile::WW * Tile::WT);  // K group
   const int g = lane >> 2, t = lane & 3;
 
   // Activation rows this thread copies: chunk c = tid + i * kThreads of [BT][BK / 8].
@@ -187,7 +204,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     const uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     const uint8_t* s_act = s_scales + Smem::kScaleBytes;
 #pragma unroll
-    for (int kbl = 0; kbl < Smem::kFbK; ++kbl) {
+    for (int kq = 0; kq < Smem::kFbK / Tile::WK; ++kq) {
+      const int kbl = kq * Tile::WK + wk;  // == kq when WK == 1
       uint32_t words[MT][4];
       uint32_t scale_words[MT][2];
 #pragma unroll
@@ -240,9 +258,41 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are reused for the output tile
 
+  if constexpr (Tile::WK > 1) {
+    // K groups 1..WK-1 park their partial sums; group 0 adds them in order wk = 1, 2, ...
+    // (fixed, so the result does not depend on timing), then alone runs the epilogue.
+    float* s_red = reinterpret_cast<float*>(smem + Smem::kRedOffset);
+    constexpr int kGroupWarps = Tile::WW * Tile::WT;
+    const int warp_in_group = warp % kGroupWarps;
+    if (wk > 0) {
+      float* dst = s_red + ((wk - 1) * kGroupWarps + warp_in_group) * Smem::kAccPerThread * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) dst[((i * NT + j) * 4 + v) * 32] = acc[i][j][v];
+    }
+    __syncthreads();
+    if (wk == 0) {
+#pragma unroll 1
+      for (int q = 1; q < Tile::WK; ++q) {
+        const float* src = s_red + ((q - 1) * kGroupWarps + warp_in_group) * Smem::kAccPerThread * 32 + lane;
+#pragma unroll
+        for (int i = 0; i < MT; ++i)
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+#pragma unroll
+            for (int v = 0; v < 4; ++v) acc[i][j][v] += src[((i * NT + j) * 4 + v) * 32];
+      }
+    }
+  }
+
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
   constexpr int kOutCols = kL1 ? BW / 2 : BW;
-  if constexpr (kL1) {
+  if (wk != 0) {
+    // K groups > 0 hold no sums any more (group 0 added them): nothing to write.
+  } else if constexpr (kL1) {
     const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
     const float limit = p.swiglu_limit;
 #pragma unroll
@@ -296,6 +346,11 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
     if (err != cudaSuccess) return err;
+    if constexpr (Tile::WK > 1) {  // 2 CTAs x ~89 KB per SM: ask for the largest shared-memory carveout
+      const cudaError_t carve =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+      if (carve != cudaSuccess) return carve;
+    }
     configured = true;
   }
   const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW));

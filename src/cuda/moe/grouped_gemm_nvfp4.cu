@@ -8,6 +8,10 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kPrefill)
     return l1 ? launch_grouped_gemm<PrefillTile, ExpertFormat::kNVFP4, true>(p)
               : launch_grouped_gemm<PrefillTile, ExpertFormat::kNVFP4, false>(p);
+  // kDecodeKSplit needs k % 256 == 0; other shapes take the 4-warp decode tile (same 8-slot tiles).
+  if (p.config == TileConfig::kDecodeKSplit && p.k % DecodeKSplitTile::BK == 0)
+    return l1 ? launch_grouped_gemm<DecodeKSplitTile, ExpertFormat::kNVFP4, true>(p)
+              : launch_grouped_gemm<DecodeKSplitTile, ExpertFormat::kNVFP4, false>(p);
   return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true>(p)
             : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false>(p);
 }

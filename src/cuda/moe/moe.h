@@ -68,6 +68,8 @@ enum class TileConfig : int {
   kDecode = 0,   // 128 weight rows x 8 slots per CTA: weight streaming for few tokens per expert
   kPrefill = 1,  // 128 weight rows x 128 slots per CTA, mma.sync (the older prefill path, kept as oracle)
   kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
+  kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (default <= 512
+                      // tokens when k % 256 == 0; env DSV4_MOE_DECODE_TILE=decode selects kDecode instead)
 };
 int tile_config_rows(TileConfig config);
 
@@ -147,6 +149,8 @@ struct MoeWorkspace {
 // Layout of the workspace for `tokens` tokens with tile config `config`; base may be
 // null to only compute the size.
 MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base);
+// <= 512 tokens: kDecodeKSplit (kDecode when the environment sets DSV4_MOE_DECODE_TILE=decode);
+// more: kPrefillWgmma.
 TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {

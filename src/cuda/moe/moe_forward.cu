@@ -2,6 +2,9 @@
 // L2 (+routing weight), combine. Workspace carving and the tile-config choice.
 #include "cuda/moe/moe.h"
 
+#include <cstdlib>
+#include <cstring>
+
 namespace dsv4::cuda::moe {
 
 namespace detail {
@@ -32,13 +35,21 @@ struct Carver {
 
 }  // namespace
 
-int tile_config_rows(TileConfig config) { return config == TileConfig::kDecode ? 8 : 128; }
+int tile_config_rows(TileConfig config) {
+  return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit ? 8 : 128;
+}
 
 cudaError_t launch_moe_l1(const GroupedGemmParams& p) { return launch_gemm(p, true); }
 cudaError_t launch_moe_l2(const GroupedGemmParams& p) { return launch_gemm(p, false); }
 
 TileConfig moe_default_tile_config(int tokens) {
-  return tokens <= 512 ? TileConfig::kDecode : TileConfig::kPrefillWgmma;
+  if (tokens > 512) return TileConfig::kPrefillWgmma;
+  // Switch for the older 4-warp decode tile (read once): DSV4_MOE_DECODE_TILE=decode.
+  static const bool legacy_decode = [] {
+    const char* v = std::getenv("DSV4_MOE_DECODE_TILE");
+    return v != nullptr && std::strcmp(v, "decode") == 0;
+  }();
+  return legacy_decode ? TileConfig::kDecode : TileConfig::kDecodeKSplit;
 }
 
 MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig config, void* base) {

@@ -157,6 +157,7 @@ TEST(MoePack, SpecialScalesAreCounted) {
 // ---- GPU cases -----------------------------------------------------------------------
 
 const char* config_name(TileConfig config) {
+  if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -290,7 +291,9 @@ void run_small(ExpertFormat format) {
   const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 5);
   const RouterWeights router = make_router(kExperts, kHidden, 6);
   const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+  // kDecodeKSplit here: L1 (k = 256) on the split-K tile, L2 (k = 128) falls back to kDecode's.
+  for (TileConfig config :
+       {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
     for (int tokens : {1, 5, 37, 200}) {
       Case c;
       c.label = "small";
@@ -407,6 +410,50 @@ void run_flash(ExpertFormat format) {
     c.seed = 3064;
     for (int t = 0; t < c.tokens; ++t) c.token_ids.push_back(static_cast<int32_t>(rng() % kVocab));
     check_case(set, dev, router, kTopK, c);
+  }
+  // Decode tiles: kDecodeKSplit (in-CTA split-K, the default <= 512 tokens, also run above)
+  // with every token on expert 42 at 1, 2, 7, 64 tokens (64: 8 tiles of one expert), each
+  // rerun bit-identical; the older kDecode tile on uniform routing at 1 and 64 tokens.
+  {
+    std::vector<float> bias42 = router.bias;
+    bias42[42] += 100.0f;
+    float* d_bias42 = device_copy(bias42);
+    cuda::moe::MoeLayerWeights weights42 = dev.weights;
+    weights42.router_bias = d_bias42;
+    for (int tokens : {1, 2, 7, 64}) {
+      Case c;
+      c.label = "decode_one_expert";
+      c.tokens = tokens;
+      c.config = TileConfig::kDecodeKSplit;
+      c.bias_override = d_bias42;
+      c.host_bias = &bias42;
+      c.seed = 5000 + tokens;
+      const std::vector<float> first = check_case(set, dev, router, kTopK, c);
+      const std::vector<float> second =
+          run_forward(weights42, make_activations(tokens, kHidden, c.seed), c, nullptr, nullptr).out;
+      ASSERT_EQ(first.size(), second.size());
+      EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0)
+          << "decode_ksplit rerun differs, tokens " << tokens;
+    }
+    cudaFree(d_bias42);
+    {  // uniform rerun at 7 tokens
+      Case c;
+      c.label = "decode_uniform_rerun";
+      c.tokens = 7;
+      c.config = TileConfig::kDecodeKSplit;
+      c.seed = 5107;
+      const std::vector<float> first = check_case(set, dev, router, kTopK, c);
+      const std::vector<float> second = run_forward(dev.weights, make_activations(7, kHidden, 5107), c, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0) << "rerun differs";
+    }
+    for (int tokens : {1, 64}) {
+      Case c;
+      c.label = "uniform";
+      c.tokens = tokens;
+      c.config = TileConfig::kDecode;
+      c.seed = 1000 + tokens;
+      check_case(set, dev, router, kTopK, c);
+    }
   }
 }
 
