@@ -87,6 +87,7 @@ std::vector<int> parse_ints(const std::string& s) {
 
 const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
+  if (config == TileConfig::kPrefillWgmmaPipe) return "prefill_wgmma_pipe";
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
@@ -98,10 +99,13 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
   if (tokens <= 512 && all.front() != TileConfig::kDecode) all.push_back(TileConfig::kDecode);  // the older decode tile
+  if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   if (filter.empty()) return all;
-  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
+  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
+                       TileConfig::kPrefillWgmmaPipe})
     if (filter == config_name(c)) return {c};
-  DSV4_CHECK(false, "--config {}: expected decode, decode_ksplit, prefill_mma or prefill_wgmma", filter);
+  DSV4_CHECK(false, "--config {}: expected decode, decode_ksplit, prefill_mma, prefill_wgmma or prefill_wgmma_pipe",
+             filter);
   return {};
 }
 

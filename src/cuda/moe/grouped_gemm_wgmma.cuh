@@ -18,11 +18,13 @@
 //     bases 1024-aligned; the k16 step s starts 32 s bytes in.
 // Pipeline: STAGES smem slots filled by cp.async from all threads (activations gathered
 // through slot_token for L1, contiguous for L2; weights/scales copied as stored),
-// prefetch distance STAGES - 1; a stage = 2 sub-blocks of 64 K; one __syncthreads per
-// stage. Each warpgroup waits for its wgmma group (wait_group 0) before dequantizing the
-// next sub-block into the same A registers; the other 3 warpgroups keep the tensor cores
-// busy meanwhile. (Not yet: TMA + mbarrier producer warp, double-buffered A registers,
-// persistent CTAs.)
+// a stage = 2 sub-blocks of 64 K; one __syncthreads per stage. Two variants (template
+// kPipe, see the kernel): kPrefillWgmma waits for each warpgroup's wgmma group
+// (wait_group 0) before dequantizing the next sub-block into the same A registers
+// (prefetch distance STAGES - 1); kPrefillWgmmaPipe splits a sub-block into two groups
+// with their own A registers so dequant overlaps the warpgroup's own wgmma and groups
+// stay in flight across the stage barrier (prefetch distance STAGES - 2). (Not yet: TMA +
+// mbarrier producer warp, persistent CTAs.)
 #pragma once
 #include <cuda_bf16.h>
 
@@ -39,7 +41,6 @@ struct WgmmaTile {
   static constexpr int kSubs = 2;                  // sub-blocks per stage
   static constexpr int BK = kSubK * kSubs;         // K per stage (one __syncthreads per stage)
   static constexpr int STAGES = 4;
-  static constexpr int kPrefetch = STAGES - 1;     // stages in flight ahead of the one computed
   static constexpr int kThreads = 128 * kWarpgroups;
   static constexpr int kMinCtas = 1;               // 512 threads x <= 128 registers
   static constexpr int kM16 = BW / kFragRows;      // m16 tiles (= warps) per CTA
@@ -97,13 +98,26 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
 }
 
-template <ExpertFormat F, bool kL1>
+// kPipe = false: TileConfig::kPrefillWgmma (each warpgroup waits for its wgmma group
+// before the next dequant; prefetch distance STAGES - 1).
+// kPipe = true: TileConfig::kPrefillWgmmaPipe. A sub-block's 4 k16 steps are issued as
+// two wgmma groups of 2 steps with their own A registers (2 x 8 registers, the same 16
+// as kPipe = false), so the dequant of one half overlaps the wgmma of the other and
+// groups stay in flight across the stage barrier:
+//   per half: wait_group 1 (the group that last read these A registers, the second
+//   most recent, is done) -> dequant -> fence -> 2 wgmma -> commit.
+// At the barrier of stage kt the only groups possibly in flight are the last two of
+// stage kt - 1 (both read slot kt - 1), so the refill after the barrier goes to the slot
+// of stage kt - 2: prefetch distance STAGES - 2. wait_group 0 before the epilogue.
+template <ExpertFormat F, bool kL1, bool kPipe>
 __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     moe_grouped_gemm_wgmma_kernel(const GroupedGemmParams p) {
   using Tile = WgmmaTile;
   using Smem = WgmmaSmem<F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, SUBK = Tile::kSubK, SUBS = Tile::kSubs;
   constexpr int STAGES = Tile::STAGES;
+  constexpr int kPrefetch = kPipe ? STAGES - 2 : STAGES - 1;  // stages in flight ahead of the one computed
+  static_assert(kPrefetch >= 1, "at least one stage ahead");
   constexpr int kThreads = Tile::kThreads;
   constexpr int SB = frag_scale_bytes(F);
   extern __shared__ uint8_t smem_raw[];
@@ -177,21 +191,24 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   float acc[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  uint32_t a_pipe[2][2][4];  // kPipe: A registers of the two in-flight groups [half][k16 step][4]
 
 #pragma unroll
-  for (int s = 0; s < Tile::kPrefetch; ++s) {
+  for (int s = 0; s < kPrefetch; ++s) {
     if (s < k_tiles) load_stage(s, s);
     cp_async_commit();
   }
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int slot = kt % STAGES;
-    cp_async_wait<Tile::kPrefetch - 1>();  // this thread's copies of stage kt landed
+    cp_async_wait<kPrefetch - 1>();        // this thread's copies of stage kt landed
     fence_proxy_async_smem();              // ... and are visible to the async proxy (wgmma)
-    __syncthreads();  // everyone's copies of stage kt landed; every warpgroup's wgmma of kt - 1 done
+    // Everyone's copies of stage kt landed; every warpgroup's wgmma of kt - 1 (kPipe:
+    // kt - 2) done.
+    __syncthreads();
     {
-      // Refill the slot read by the wgmma of kt - 1 (kPrefetch = STAGES - 1 ahead).
-      const int next = kt + Tile::kPrefetch;
+      // Refill the slot read by the wgmma of kt - 1 (kPipe: kt - 2).
+      const int next = kt + kPrefetch;
       if (next < k_tiles) load_stage(next % STAGES, next);
       cp_async_commit();
     }
@@ -211,9 +228,9 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
         scale_words[0] = *reinterpret_cast<const uint32_t*>(s_s + g * 4);
         scale_words[1] = 0;
       }
-      uint32_t a[4][4];
-#pragma unroll
-      for (int s = 0; s < 4; ++s) {
+      const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
+      // Dequantizes k16 step s of the sub-block into 4 A registers.
+      auto dequant_step = [&](int s, uint32_t (&a)[4]) {
         uint32_t scale_lo, scale_hi;  // rows g and g + 8
         if constexpr (F == ExpertFormat::kNVFP4) {
           scale_lo = scale_pair<F>(scale_words[s / 2], (s % 2) * 2);
@@ -222,24 +239,47 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
           scale_lo = scale_pair<F>(scale_words[0], (s / 2) * 2);
           scale_hi = scale_pair<F>(scale_words[0], (s / 2) * 2 + 1);
         }
-        a[s][0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
-        a[s][1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
-        a[s][2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
-        a[s][3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
-      }
-      const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
-      fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
-      wgmma_fence();
+        a[0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
+        a[1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
+        a[2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
+        a[3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
+      };
+      if constexpr (!kPipe) {
+        uint32_t a[4][4];
 #pragma unroll
-      for (int s = 0; s < 4; ++s) wgmma_m64n128k16_rs(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
-      wgmma_commit();
-      // Wait for this warpgroup's group: its A registers are rewritten by the next
-      // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
-      // the stage's smem slot is refilled after the next barrier. The other warpgroups'
-      // wgmma keep the tensor cores busy meanwhile.
-      wgmma_wait<0>();
-      fence_acc(acc);  // ... and accumulator reads after the wait
+        for (int s = 0; s < 4; ++s) dequant_step(s, a[s]);
+        fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < 4; ++s) wgmma_m64n128k16_rs(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
+        wgmma_commit();
+        // Wait for this warpgroup's group: its A registers are rewritten by the next
+        // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
+        // the stage's smem slot is refilled after the next barrier. The other warpgroups'
+        // wgmma keep the tensor cores busy meanwhile.
+        wgmma_wait<0>();
+        fence_acc(acc);  // ... and accumulator reads after the wait
+      } else {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          uint32_t(&a)[2][4] = a_pipe[half];
+          // The group that last read a_pipe[half] is the second most recent one.
+          wgmma_wait<1>();
+          dequant_step(2 * half, a[0]);
+          dequant_step(2 * half + 1, a[1]);
+          fence_acc(acc);
+          wgmma_fence();
+          wgmma_m64n128k16_rs(acc, a[0], desc + 4 * half);      // k16 step 2 half: + 64 half bytes
+          wgmma_m64n128k16_rs(acc, a[1], desc + 4 * half + 2);  // step 2 half + 1
+          wgmma_commit();
+          fence_acc(acc);
+        }
+      }
     }
+  }
+  if constexpr (kPipe) {
+    wgmma_wait<0>();
+    fence_acc(acc);
   }
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are reused for the output tile
@@ -286,12 +326,12 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   }
 }
 
-template <ExpertFormat F, bool kL1>
+template <ExpertFormat F, bool kL1, bool kPipe>
 cudaError_t launch_grouped_gemm_wgmma(const GroupedGemmParams& p) {
   using Smem = WgmmaSmem<F>;
   if (p.n % WgmmaTile::BW != 0 || p.k % WgmmaTile::BK != 0) return cudaErrorInvalidValue;  // n % 256, k % 128
   if (p.max_tiles <= 0) return cudaSuccess;
-  auto kernel = moe_grouped_gemm_wgmma_kernel<F, kL1>;
+  auto kernel = moe_grouped_gemm_wgmma_kernel<F, kL1, kPipe>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);

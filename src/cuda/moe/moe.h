@@ -68,6 +68,7 @@ enum class TileConfig : int {
   kDecode = 0,   // 128 weight rows x 8 slots per CTA: weight streaming for few tokens per expert
   kPrefill = 1,  // 128 weight rows x 128 slots per CTA, mma.sync (the older prefill path, kept as oracle)
   kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
+  kPrefillWgmmaPipe = 3,  // kPrefillWgmma with dequant / wgmma overlap (2 groups per sub-block in flight)
   kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (default <= 512
                       // tokens when k % 256 == 0; env DSV4_MOE_DECODE_TILE=decode selects kDecode instead)
 };

@@ -16,7 +16,8 @@ cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 namespace {
 
 cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
-  if (p.config == TileConfig::kPrefillWgmma) return detail::launch_wgmma(p, l1);
+  if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
+    return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
 }
 

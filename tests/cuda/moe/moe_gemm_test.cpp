@@ -6,6 +6,7 @@
 //                         127..129 (more than one tile), gathered x rows, SwiGLU epilogue
 //   MoeGemm.L2TinyRagged*  W2 [512, 256], rows 1..9 and 127..129, routing-weight epilogue
 // (n = 512: two CTA columns of the wgmma tile's 256 weight rows, four of the mma tiles').
+//   MoeGemm.L1DeepK* / L2DeepK*  wgmma configs only, k = 2048 / 1024 (smem ring wraps)
 // Slots outside the tiles keep their poison (checked). Bound per element:
 // |gpu - ref| <= 1e-2 * max |ref row| (BF16 output rounding is 2^-9 relative).
 #include <gtest/gtest.h>
@@ -25,8 +26,17 @@ constexpr float kLimit = 10.0f;
 constexpr uint16_t kPoison = 0xffff;                     // BF16 NaN
 
 const char* config_name(TileConfig config) {
-  return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
+  return config == TileConfig::kDecode            ? "decode"
+         : config == TileConfig::kPrefill         ? "prefill_mma"
+         : config == TileConfig::kPrefillWgmma    ? "prefill_wgmma"
+         : config == TileConfig::kPrefillWgmmaPipe ? "prefill_wgmma_pipe"
+                                                   : "?";
 }
+
+const std::vector<TileConfig> kAllConfigs = {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
+                                             TileConfig::kPrefillWgmmaPipe};
+const std::vector<TileConfig> kWgmmaConfigs = {TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaPipe};
+const std::vector<int> kTinyRows = {1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129};
 
 struct PackedExperts {
   std::vector<uint8_t> w13, w13s, w2, w2s;
@@ -34,11 +44,12 @@ struct PackedExperts {
 };
 
 PackedExperts pack(const ExpertSet& set) {
+  const int hidden = set.hidden, inter = set.intermediate;
   PackedExperts p;
   const int total = set.experts + 1;
   const ExpertFormat f = set.format;
-  const int64_t b13 = cuda::moe::packed_data_bytes(2 * kInter, kHidden), s13 = cuda::moe::packed_scale_bytes(f, 2 * kInter, kHidden);
-  const int64_t b2 = cuda::moe::packed_data_bytes(kHidden, kInter), s2 = cuda::moe::packed_scale_bytes(f, kHidden, kInter);
+  const int64_t b13 = cuda::moe::packed_data_bytes(2 * inter, hidden), s13 = cuda::moe::packed_scale_bytes(f, 2 * inter, hidden);
+  const int64_t b2 = cuda::moe::packed_data_bytes(hidden, inter), s2 = cuda::moe::packed_scale_bytes(f, hidden, inter);
   p.w13.resize(total * b13), p.w13s.resize(total * s13), p.w2.resize(total * b2), p.w2s.resize(total * s2);
   p.gate.resize(total), p.up.resize(total), p.down.resize(total);
   cuda::moe::PackStats stats;
@@ -111,23 +122,24 @@ Mismatch compare(const std::vector<uint16_t>& out, const std::vector<double>& re
   return m;
 }
 
-void run_l1(ExpertFormat format) {
+void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileConfig>& configs,
+            const std::vector<int>& row_counts) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
-  const ExpertSet set = make_expert_set(format, kHidden, kInter, 1, 77);
+  const ExpertSet set = make_expert_set(format, hidden, inter, 1, 77);
   const PackedExperts packed = pack(set);
-  std::vector<float> w1(kInter * kHidden), w3(kInter * kHidden);
-  dequantize_rows(set.matrix(kExpert, 0), 0, kInter, w1.data());
-  dequantize_rows(set.matrix(kExpert, 1), 0, kInter, w3.data());
+  std::vector<float> w1(inter * hidden), w3(inter * hidden);
+  dequantize_rows(set.matrix(kExpert, 0), 0, inter, w1.data());
+  dequantize_rows(set.matrix(kExpert, 1), 0, inter, w3.data());
   constexpr int kTokens = 150;
-  const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 78);
+  const std::vector<uint16_t> x = make_activations(kTokens, hidden, 78);
   uint8_t* d_w = device_copy(packed.w13);
   uint8_t* d_s = device_copy(packed.w13s);
   float* d_gate = device_copy(packed.gate);
   float* d_up = device_copy(packed.up);
   uint16_t* d_x = device_copy(x);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
-    for (int rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129}) {
+  for (TileConfig config : configs)
+    for (int rows : row_counts) {
       SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
       const int slots = kSlot0 + rows + 5;
       std::vector<int32_t> slot_token(slots);
@@ -139,7 +151,7 @@ void run_l1(ExpertFormat format) {
       int32_t* d_tb = device_copy(tl.begin);
       int32_t* d_tc = device_copy(tl.count);
       int32_t* d_n = device_copy(tile_count);
-      std::vector<uint16_t> out(static_cast<size_t>(slots) * kInter, kPoison);
+      std::vector<uint16_t> out(static_cast<size_t>(slots) * inter, kPoison);
       uint16_t* d_out = device_copy(out);
       cuda::moe::GroupedGemmParams p;
       p.format = format;
@@ -155,28 +167,28 @@ void run_l1(ExpertFormat format) {
       p.tile_row_count = d_tc;
       p.tile_count = d_n;
       p.max_tiles = tile_count[0];
-      p.n = 2 * kInter;
-      p.k = kHidden;
+      p.n = 2 * inter;
+      p.k = hidden;
       p.swiglu_limit = kLimit;
       p.out = d_out;
       DSV4_CUDA_OK(cuda::moe::launch_moe_l1(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
-      std::vector<double> ref(static_cast<size_t>(rows) * kInter);
+      std::vector<double> ref(static_cast<size_t>(rows) * inter);
       for (int r = 0; r < rows; ++r) {
-        const uint16_t* xr = x.data() + static_cast<size_t>(slot_token[kSlot0 + r]) * kHidden;
-        for (int j = 0; j < kInter; ++j) {
+        const uint16_t* xr = x.data() + static_cast<size_t>(slot_token[kSlot0 + r]) * hidden;
+        for (int j = 0; j < inter; ++j) {
           double g = 0, u = 0;
-          for (int c = 0; c < kHidden; ++c) {
+          for (int c = 0; c < hidden; ++c) {
             const double xv = bf16_to_float(xr[c]);
-            g += xv * w1[j * kHidden + c], u += xv * w3[j * kHidden + c];
+            g += xv * w1[j * hidden + c], u += xv * w3[j * hidden + c];
           }
           g = std::min(g, static_cast<double>(kLimit));
           u = std::clamp(u, -static_cast<double>(kLimit), static_cast<double>(kLimit));
-          ref[static_cast<size_t>(r) * kInter + j] = g / (1.0 + std::exp(-g)) * u;
+          ref[static_cast<size_t>(r) * inter + j] = g / (1.0 + std::exp(-g)) * u;
         }
       }
-      const Mismatch m = compare(out, ref, slots, kInter, rows);
+      const Mismatch m = compare(out, ref, slots, inter, rows);
       EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
       std::printf("[moe_gemm] l1 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
                   config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
@@ -189,21 +201,22 @@ void run_l1(ExpertFormat format) {
     cudaFree(ptr);
 }
 
-void run_l2(ExpertFormat format) {
+void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileConfig>& configs,
+            const std::vector<int>& row_counts) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
-  const ExpertSet set = make_expert_set(format, kHidden, kInter, 1, 79);
+  const ExpertSet set = make_expert_set(format, hidden, inter, 1, 79);
   const PackedExperts packed = pack(set);
-  std::vector<float> w2(kHidden * kInter);
-  dequantize_rows(set.matrix(kExpert, 2), 0, kHidden, w2.data());
+  std::vector<float> w2(hidden * inter);
+  dequantize_rows(set.matrix(kExpert, 2), 0, hidden, w2.data());
   uint8_t* d_w = device_copy(packed.w2);
   uint8_t* d_s = device_copy(packed.w2s);
   float* d_down = device_copy(packed.down);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma})
-    for (int rows : {1, 2, 3, 4, 5, 6, 7, 8, 9, 127, 128, 129}) {
+  for (TileConfig config : configs)
+    for (int rows : row_counts) {
       SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
       const int slots = kSlot0 + rows + 5;
-      const std::vector<uint16_t> h = make_activations(slots, kInter, 80 + rows);  // [slots, I]
+      const std::vector<uint16_t> h = make_activations(slots, inter, 80 + rows);  // [slots, I]
       std::vector<float> slot_weight(slots);
       for (int s = 0; s < slots; ++s) slot_weight[s] = 0.25f + 0.01f * static_cast<float>(s % 50);
       const TileList tl = tiles_for(config, rows);
@@ -214,7 +227,7 @@ void run_l2(ExpertFormat format) {
       int32_t* d_tb = device_copy(tl.begin);
       int32_t* d_tc = device_copy(tl.count);
       int32_t* d_n = device_copy(tile_count);
-      std::vector<uint16_t> out(static_cast<size_t>(slots) * kHidden, kPoison);
+      std::vector<uint16_t> out(static_cast<size_t>(slots) * hidden, kPoison);
       uint16_t* d_out = device_copy(out);
       cuda::moe::GroupedGemmParams p;
       p.format = format;
@@ -229,22 +242,22 @@ void run_l2(ExpertFormat format) {
       p.tile_row_count = d_tc;
       p.tile_count = d_n;
       p.max_tiles = tile_count[0];
-      p.n = kHidden;
-      p.k = kInter;
+      p.n = hidden;
+      p.k = inter;
       p.out = d_out;
       DSV4_CUDA_OK(cuda::moe::launch_moe_l2(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
-      std::vector<double> ref(static_cast<size_t>(rows) * kHidden);
+      std::vector<double> ref(static_cast<size_t>(rows) * hidden);
       for (int r = 0; r < rows; ++r) {
-        const uint16_t* hr = h.data() + static_cast<size_t>(kSlot0 + r) * kInter;
-        for (int d = 0; d < kHidden; ++d) {
+        const uint16_t* hr = h.data() + static_cast<size_t>(kSlot0 + r) * inter;
+        for (int d = 0; d < hidden; ++d) {
           double y = 0;
-          for (int j = 0; j < kInter; ++j) y += static_cast<double>(bf16_to_float(hr[j])) * w2[d * kInter + j];
-          ref[static_cast<size_t>(r) * kHidden + d] = y * slot_weight[kSlot0 + r];
+          for (int j = 0; j < inter; ++j) y += static_cast<double>(bf16_to_float(hr[j])) * w2[d * inter + j];
+          ref[static_cast<size_t>(r) * hidden + d] = y * slot_weight[kSlot0 + r];
         }
       }
-      const Mismatch m = compare(out, ref, slots, kHidden, rows);
+      const Mismatch m = compare(out, ref, slots, hidden, rows);
       EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
       std::printf("[moe_gemm] l2 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
                   config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
@@ -256,10 +269,18 @@ void run_l2(ExpertFormat format) {
   for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_down)}) cudaFree(ptr);
 }
 
-TEST(MoeGemm, L1TinyRaggedNvfp4) { run_l1(ExpertFormat::kNVFP4); }
-TEST(MoeGemm, L1TinyRaggedMxfp4) { run_l1(ExpertFormat::kMXFP4); }
-TEST(MoeGemm, L2TinyRaggedNvfp4) { run_l2(ExpertFormat::kNVFP4); }
-TEST(MoeGemm, L2TinyRaggedMxfp4) { run_l2(ExpertFormat::kMXFP4); }
+TEST(MoeGemm, L1TinyRaggedNvfp4) { run_l1(ExpertFormat::kNVFP4, kHidden, kInter, kAllConfigs, kTinyRows); }
+TEST(MoeGemm, L1TinyRaggedMxfp4) { run_l1(ExpertFormat::kMXFP4, kHidden, kInter, kAllConfigs, kTinyRows); }
+TEST(MoeGemm, L2TinyRaggedNvfp4) { run_l2(ExpertFormat::kNVFP4, kHidden, kInter, kAllConfigs, kTinyRows); }
+TEST(MoeGemm, L2TinyRaggedMxfp4) { run_l2(ExpertFormat::kMXFP4, kHidden, kInter, kAllConfigs, kTinyRows); }
+// Deep K (L1 k = 2048: 16 k tiles of 128; L2 k = 1024: 8), so the wgmma kernels' 4-slot
+// smem ring wraps several times (the tiny shapes, 4 and 2 k tiles, never refill a slot
+// that a wgmma read): catches a refill racing an in-flight wgmma (kPrefillWgmmaPipe
+// keeps groups in flight across the stage barrier).
+TEST(MoeGemm, L1DeepKNvfp4) { run_l1(ExpertFormat::kNVFP4, 2048, 256, kWgmmaConfigs, {5, 129}); }
+TEST(MoeGemm, L1DeepKMxfp4) { run_l1(ExpertFormat::kMXFP4, 2048, 256, kWgmmaConfigs, {5, 129}); }
+TEST(MoeGemm, L2DeepKNvfp4) { run_l2(ExpertFormat::kNVFP4, 512, 1024, kWgmmaConfigs, {5, 129}); }
+TEST(MoeGemm, L2DeepKMxfp4) { run_l2(ExpertFormat::kMXFP4, 512, 1024, kWgmmaConfigs, {5, 129}); }
 
 }  // namespace
 }  // namespace dsv4::moe_test
