@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/moe/moe.h"
+#include "cuda/moe/route_topk.cuh"
 
 namespace dsv4::cuda::moe {
 
@@ -18,7 +19,9 @@ __device__ __forceinline__ int expert_of_pair(const DispatchParams& p, int pair,
   return e >= 0 && e < p.experts ? e : -1;
 }
 
-__global__ void __launch_bounds__(kDispatchThreads) dispatch_kernel(const DispatchParams p) {
+// The dispatch of one CTA of kDispatchThreads threads (dispatch_kernel and the fused
+// top-k + dispatch kernel).
+__device__ __forceinline__ void dispatch_cta(const DispatchParams& p) {
   __shared__ int counts[kMaxExpertsWithShared];
   __shared__ int offsets[kMaxExpertsWithShared + 1];
   __shared__ int tile_base[kMaxExpertsWithShared + 1];
@@ -105,6 +108,19 @@ __global__ void __launch_bounds__(kDispatchThreads) dispatch_kernel(const Dispat
   }
 }
 
+__global__ void __launch_bounds__(kDispatchThreads) dispatch_kernel(const DispatchParams p) { dispatch_cta(p); }
+
+// Decode fusion: top-k of every token (warp w takes tokens w, w + 32, ...; the same
+// per-token code as router_topk_kernel, so ids and weights are bit-identical), then the
+// dispatch of the same CTA. The CTA barrier makes the top-k writes (global memory)
+// visible to the dispatch's reads.
+__global__ void __launch_bounds__(kDispatchThreads) topk_dispatch_kernel(const RouterParams r, const DispatchParams p) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int token = warp; token < r.tokens; token += kDispatchThreads / 32) detail::route_topk_token(r, token, lane);
+  __syncthreads();
+  dispatch_cta(p);
+}
+
 // One CTA per token; each thread sums 8 columns over the token's slots in k order.
 __global__ void __launch_bounds__(256) combine_kernel(const CombineParams p) {
   const int token = blockIdx.x;
@@ -141,6 +157,24 @@ cudaError_t launch_dispatch(const DispatchParams& p) {
   if (p.experts + 1 > kMaxExpertsWithShared || p.tile_rows <= 0) return cudaErrorInvalidValue;
   if (p.tokens == 0) return cudaMemsetAsync(p.tile_count, 0, sizeof(int32_t), p.stream);
   dispatch_kernel<<<1, kDispatchThreads, 0, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+namespace detail {
+cudaError_t check_router(const RouterParams& p);
+cudaError_t launch_router_scores(const RouterParams& p);
+}  // namespace detail
+
+cudaError_t launch_route_dispatch(const RouterParams& r, const DispatchParams& p) {
+  if (r.tokens != p.tokens || r.top_k != p.top_k || r.experts != p.experts || r.topk_ids != p.topk_ids ||
+      r.topk_weights != p.topk_weights)
+    return cudaErrorInvalidValue;  // the dispatch must read what the top-k writes
+  if (r.tokens == 0 || r.tokens > kFusedRouteMaxTokens) return cudaErrorInvalidValue;
+  if (p.experts + 1 > kMaxExpertsWithShared || p.tile_rows <= 0) return cudaErrorInvalidValue;
+  cudaError_t err = detail::check_router(r);
+  if (err != cudaSuccess) return err;
+  if ((err = detail::launch_router_scores(r)) != cudaSuccess) return err;
+  topk_dispatch_kernel<<<1, kDispatchThreads, 0, p.stream>>>(r, p);
   return cudaGetLastError();
 }
 

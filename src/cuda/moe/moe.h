@@ -63,6 +63,14 @@ struct DispatchParams {
 cudaError_t launch_dispatch(const DispatchParams& params);
 int moe_max_tiles(int tokens, int pairs_per_token, int experts_with_shared, int tile_rows);
 
+// Decode fusion of router + dispatch (tokens <= kFusedRouteMaxTokens): the scores kernel,
+// then ONE single-CTA kernel running the top-k of every token and the dispatch (instead
+// of a top-k kernel and a dispatch kernel). Same results bit for bit as launch_router +
+// launch_dispatch. `router` and `dispatch` must agree on tokens / top_k / experts and on
+// the topk_ids / topk_weights buffers; their streams must be the same.
+inline constexpr int kFusedRouteMaxTokens = 64;
+cudaError_t launch_route_dispatch(const RouterParams& router, const DispatchParams& dispatch);
+
 // ---- Grouped GEMMs ---------------------------------------------------------------------
 enum class TileConfig : int {
   kDecode = 0,   // 128 weight rows x 8 slots per CTA: weight streaming for few tokens per expert
@@ -164,9 +172,12 @@ struct MoeForwardParams {
   void* workspace = nullptr;               // moe_workspace(...).bytes
   float* out = nullptr;                    // [tokens, H] FP32: routed + shared
   int32_t* error_flag = nullptr;           // device int, never cleared here
+  bool fuse_route_dispatch = true;         // tokens <= kFusedRouteMaxTokens: launch_route_dispatch
+                                           // (false: the separate top-k and dispatch kernels)
   cudaStream_t stream = nullptr;
 };
-// Router, dispatch, L1, L2, combine: 5 launches, no host synchronisation.
+// Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,
+// top-k, dispatch, L1, L2, combine), 5 with fuse_route_dispatch at <= 64 tokens.
 cudaError_t moe_forward(const MoeForwardParams& params);
 
 }  // namespace dsv4::cuda::moe

@@ -103,8 +103,6 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   router.topk_weights = ws.topk_weights;
   router.error_flag = p.error_flag;
   router.stream = p.stream;
-  cudaError_t err = launch_router(router);
-  if (err != cudaSuccess) return err;
 
   DispatchParams dispatch;
   dispatch.topk_ids = ws.topk_ids;
@@ -126,7 +124,13 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   dispatch.tile_count = ws.tile_count;
   dispatch.error_flag = p.error_flag;
   dispatch.stream = p.stream;
-  if ((err = launch_dispatch(dispatch)) != cudaSuccess) return err;
+  cudaError_t err = cudaSuccess;
+  if (p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens) {
+    if ((err = launch_route_dispatch(router, dispatch)) != cudaSuccess) return err;
+  } else {
+    if ((err = launch_router(router)) != cudaSuccess) return err;
+    if ((err = launch_dispatch(dispatch)) != cudaSuccess) return err;
+  }
 
   GroupedGemmParams gemm;
   gemm.format = w.format;

@@ -10,6 +10,10 @@
 //                 bit-identical, hash routing; rows checked on the CPU: all up to 64 tokens
 //                 and for six experts, every 3rd row at 333, every 16th at 1000, every
 //                 64th at 4096.
+//                 Decode: kDecodeKSplit (in-CTA split-K, default <= 512 tokens) with every
+//                 token on one expert at 1, 2, 7, 64, reruns bit-identical; the older
+//                 kDecode tile at 1 and 64; the fused top-k + dispatch kernel (default
+//                 <= 64 tokens) bit-identical to the separate kernels (uniform and skewed).
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -178,6 +182,7 @@ struct Case {
   uint64_t seed = 1;
   std::vector<int32_t> token_ids;            // hash routing
   bool route_f32 = false;                    // router reads FP32 x (MoeForwardParams::x_f32)
+  bool fuse_route_dispatch = true;           // MoeForwardParams::fuse_route_dispatch
 };
 
 struct CaseOutput {
@@ -209,6 +214,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   p.token_ids = d_token_ids;
   p.tokens = T;
   p.config = c.config;
+  p.fuse_route_dispatch = c.fuse_route_dispatch;
   p.workspace = d_ws;
   p.out = d_out;
   p.error_flag = d_flag;
@@ -454,6 +460,42 @@ void run_flash(ExpertFormat format) {
       c.seed = 1000 + tokens;
       check_case(set, dev, router, kTopK, c);
     }
+  }
+  // Decode fusion: the fused top-k + dispatch kernel (default <= 64 tokens, CPU-checked
+  // above) gives the same output bit for bit as the separate top-k and dispatch kernels,
+  // uniform and with every token on expert 42, at 1, 2, 7, 64 tokens.
+  {
+    std::vector<float> bias42 = router.bias;
+    bias42[42] += 100.0f;
+    float* d_bias42 = device_copy(bias42);
+    cuda::moe::MoeLayerWeights weights42 = dev.weights;
+    weights42.router_bias = d_bias42;
+    for (bool skew : {false, true})
+      for (int tokens : {1, 2, 7, 64}) {
+        Case c;
+        c.tokens = tokens;
+        c.config = cuda::moe::moe_default_tile_config(tokens);
+        const std::vector<uint16_t> x = make_activations(tokens, kHidden, 6000 + tokens);
+        const cuda::moe::MoeLayerWeights& w = skew ? weights42 : dev.weights;
+        std::vector<int32_t> ids_fused, ids_plain;
+        std::vector<float> rw_fused, rw_plain;
+        const CaseOutput fused = run_forward(w, x, c, &ids_fused, &rw_fused);
+        c.fuse_route_dispatch = false;
+        const CaseOutput plain = run_forward(w, x, c, &ids_plain, &rw_plain);
+        EXPECT_EQ(fused.error_flag, 0);
+        EXPECT_EQ(ids_fused, ids_plain) << "tokens " << tokens << " skew " << skew;
+        EXPECT_EQ(std::memcmp(rw_fused.data(), rw_plain.data(), rw_fused.size() * sizeof(float)), 0)
+            << "routing weights differ, tokens " << tokens << " skew " << skew;
+        if (skew) {
+          for (int t = 0; t < tokens; ++t) EXPECT_EQ(ids_fused[t * kTopK], 42) << "token " << t;
+        }
+        ASSERT_EQ(fused.out.size(), plain.out.size());
+        EXPECT_EQ(std::memcmp(fused.out.data(), plain.out.data(), fused.out.size() * sizeof(float)), 0)
+            << "fused route+dispatch differs from the separate kernels, tokens " << tokens << " skew " << skew;
+        std::printf("[moe] %s fused_route_dispatch tokens=%d skew=%d compared bitwise with the separate kernels\n",
+                    format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", tokens, skew ? 1 : 0);
+      }
+    cudaFree(d_bias42);
   }
 }
 
