@@ -78,24 +78,54 @@ __device__ __forceinline__ void wgmma_wait() {
 // cp.async (generic proxy) writes -> visible to wgmma (async proxy) after a barrier.
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Keeps the compiler from moving accumulator reads/writes across wgmma waits.
-__device__ __forceinline__ void fence_acc(float (&d)[64]) {
+template <int R>
+__device__ __forceinline__ void fence_acc(float (&d)[R]) {
 #pragma unroll
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// D[64 x 128] += A[64 x 16] (registers, BF16) * B[16 x 128] (shared memory descriptor,
-// K-major). scale-d is 1: the accumulator is zeroed before the first k step.
-__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
-      "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
-      "}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+// D[64 x N] += A[64 x 16] (registers, BF16) * B[16 x N] (shared memory descriptor,
+// K-major), N = 64, 96 or 128 (the first N slot rows of the B tile). scale-d is 1: the
+// accumulator is zeroed before the first k step.
+template <int N>
+__device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {
+  static_assert(N == 64 || N == 96 || N == 128, "instantiated wgmma widths");
+  if constexpr (N == 64) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+  }
+  if constexpr (N == 96) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %53, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}, "
+        "{%48, %49, %50, %51}, %52, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+  }
+  if constexpr (N == 128) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+  }
 }
 
 // kPipe = false: TileConfig::kPrefillWgmma (each warpgroup waits for its wgmma group
@@ -109,9 +139,12 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[64], const uint32
 // At the barrier of stage kt the only groups possibly in flight are the last two of
 // stage kt - 1 (both read slot kt - 1), so the refill after the barrier goes to the slot
 // of stage kt - 2: prefetch distance STAGES - 2. wait_group 0 before the epilogue.
-template <ExpertFormat F, bool kL1, bool kPipe>
-__global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
-    moe_grouped_gemm_wgmma_kernel(const GroupedGemmParams p) {
+//
+// One CTA's tile: main loop and epilogue with wgmma N = kN (kN >= rows; kPrefillWgmma
+// always 128).
+template <ExpertFormat F, bool kL1, bool kPipe, int kN>
+__device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr, int expert,
+                                           int slot0, int rows, int n0) {
   using Tile = WgmmaTile;
   using Smem = WgmmaSmem<F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, SUBK = Tile::kSubK, SUBS = Tile::kSubs;
@@ -120,22 +153,6 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   static_assert(kPrefetch >= 1, "at least one stage ahead");
   constexpr int kThreads = Tile::kThreads;
   constexpr int SB = frag_scale_bytes(F);
-  extern __shared__ uint8_t smem_raw[];
-  // 1024-aligned base in the shared window (the swizzle pattern is address based).
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
-  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-
-  // Weight-row blocks fastest: the n / 256 CTAs of one tile run together, so its
-  // activation tile comes from HBM once and is re-read from L2 (the tile-fastest order of
-  // the decode kernel would stream every activation tile n / 256 times from HBM at prefill
-  // sizes), and the tiles of one expert follow each other, sharing its weights in L2.
-  const int tile = blockIdx.y;
-  if (tile >= *p.tile_count) return;
-  const int expert = p.tile_expert[tile];
-  const int slot0 = p.tile_slot_begin[tile];
-  const int rows = p.tile_row_count[tile];
-  const int n0 = blockIdx.x * BW;
   const int K = p.k;
   const int kb_count = K / kFragCols;
   const int k_tiles = K / BK;
@@ -188,9 +205,10 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     }
   };
 
-  float acc[64];
+  static_assert(kN % 32 == 0 && kN <= BT, "wgmma N");
+  float acc[kN / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
   uint32_t a_pipe[2][2][4];  // kPipe: A registers of the two in-flight groups [half][k16 step][4]
 
 #pragma unroll
@@ -251,7 +269,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
         fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
         wgmma_fence();
 #pragma unroll
-        for (int s = 0; s < 4; ++s) wgmma_m64n128k16_rs(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
+        for (int s = 0; s < 4; ++s) wgmma_m64nNk16_rs<kN>(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
         wgmma_commit();
         // Wait for this warpgroup's group: its A registers are rewritten by the next
         // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
@@ -269,8 +287,8 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
           dequant_step(2 * half + 1, a[1]);
           fence_acc(acc);
           wgmma_fence();
-          wgmma_m64n128k16_rs(acc, a[0], desc + 4 * half);      // k16 step 2 half: + 64 half bytes
-          wgmma_m64n128k16_rs(acc, a[1], desc + 4 * half + 2);  // step 2 half + 1
+          wgmma_m64nNk16_rs<kN>(acc, a[0], desc + 4 * half);  // k16 step 2 half: + 64 half bytes
+          wgmma_m64nNk16_rs<kN>(acc, a[1], desc + 4 * half + 2);  // step 2 half + 1
           wgmma_commit();
           fence_acc(acc);
         }
@@ -284,7 +302,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are reused for the output tile
 
-  // Accumulator fragment (per warp, as mma.m16n8k16 C per n8 tile j = 0..15):
+  // Accumulator fragment (per warp, as mma.m16n8k16 C per n8 tile j = 0..kN / 8 - 1):
   // acc[4 j + v]: weight row g + 8 (v >> 1) of m16 tile `warp`, slot 8 j + 2 t + (v & 1).
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
   constexpr int kOutCols = kL1 ? BW / 2 : BW;
@@ -293,7 +311,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     const float limit = p.swiglu_limit;
     const int col = warp * 8 + g;  // rows g (gate) and g + 8 (up) = intermediate column
 #pragma unroll
-    for (int j = 0; j < BT / 8; ++j)
+    for (int j = 0; j < kN / 8; ++j)
 #pragma unroll
       for (int v = 0; v < 2; ++v) {
         const int slot = j * 8 + 2 * t + v;
@@ -305,7 +323,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     const float factor = p.factor_a[expert];
     const int col = warp * 16 + g;
 #pragma unroll
-    for (int j = 0; j < BT / 8; ++j)
+    for (int j = 0; j < kN / 8; ++j)
 #pragma unroll
       for (int v = 0; v < 2; ++v) {
         const int slot = j * 8 + 2 * t + v;
@@ -323,6 +341,42 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     if (r < rows)
       *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
           *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
+  }
+}
+
+
+template <ExpertFormat F, bool kL1, bool kPipe>
+__global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
+    moe_grouped_gemm_wgmma_kernel(const GroupedGemmParams p) {
+  using Smem = WgmmaSmem<F>;
+  constexpr int BW = WgmmaTile::BW;
+  extern __shared__ uint8_t smem_raw[];
+  // 1024-aligned base in the shared window (the swizzle pattern is address based).
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
+  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+
+  // Weight-row blocks fastest: the n / 256 CTAs of one tile run together, so its
+  // activation tile comes from HBM once and is re-read from L2 (the tile-fastest order of
+  // the decode kernel would stream every activation tile n / 256 times from HBM at prefill
+  // sizes), and the tiles of one expert follow each other, sharing its weights in L2.
+  const int tile = blockIdx.y;
+  if (tile >= *p.tile_count) return;
+  const int expert = p.tile_expert[tile];
+  const int slot0 = p.tile_slot_begin[tile];
+  const int rows = p.tile_row_count[tile];
+  const int n0 = blockIdx.x * BW;
+  if constexpr (kPipe) {
+    // wgmma N = the tile's rows rounded up to 64 / 96 / 128 (a partial tile, e.g. an
+    // expert's last one, costs tensor time for its rows only; the B tile is loaded whole).
+    if (rows <= 64)
+      wgmma_tile<F, kL1, kPipe, 64>(p, smem, smem_addr, expert, slot0, rows, n0);
+    else if (rows <= 96)
+      wgmma_tile<F, kL1, kPipe, 96>(p, smem, smem_addr, expert, slot0, rows, n0);
+    else
+      wgmma_tile<F, kL1, kPipe, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
+  } else {
+    wgmma_tile<F, kL1, kPipe, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
   }
 }
 
