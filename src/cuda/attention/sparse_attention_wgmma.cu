@@ -153,11 +153,19 @@ __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& 
 __device__ __forceinline__ void load_tile(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
                                           uint32_t dst, bool* valid) {
   const int chunk = threadIdx.x & 63;
-#pragma unroll 4
+  // Row addresses first, so the 16 index loads (kSelected) are in flight together: the
+  // cp.async asm is a compiler memory barrier, and interleaved each index load waited
+  // for the previous cp.async to issue (16 dependent L2 round trips per tile and thread).
+  const uint16_t* rows[kTileKeys / 4];
+#pragma unroll
+  for (int i = 0; i < kTileKeys / 4; ++i) {
+    const int k = tile * kTileKeys + (threadIdx.x >> 6) + 4 * i;
+    rows[i] = k < keys.n_total ? key_row(p, keys, token, k) : nullptr;
+  }
+#pragma unroll
   for (int i = 0; i < kTileKeys / 4; ++i) {
     const int r = (threadIdx.x >> 6) + 4 * i;
-    const int k = tile * kTileKeys + r;
-    const uint16_t* row = k < keys.n_total ? key_row(p, keys, token, k) : nullptr;
+    const uint16_t* row = rows[i];
     if (chunk == 0) valid[r] = row != nullptr;
     cp_async_16(dst + panel_offset(r, chunk), row != nullptr ? row + chunk * 8 : p.window_kv, row != nullptr ? 16 : 0);
   }
@@ -187,7 +195,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   {
     const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
     const int chunk = threadIdx.x & 63;
-#pragma unroll 4
+#pragma unroll 8  // 16 float4 loads of q in flight per thread (HBM latency, once per CTA)
     for (int i = 0; i < kHeads / 4; ++i) {
       const int r = (threadIdx.x >> 6) + 4 * i;
       const float4 a = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8);
