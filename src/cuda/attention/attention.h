@@ -82,6 +82,11 @@ struct IndexerParams {
   // heads 64 x dim 128 score on tensor cores with BF16 operands (indexer_mma.cu) unless
   // this is set; other shapes always take the FP32 kernels (the oracle).
   bool fp32_scores = false;
+  // Tensor-core score kernel for heads 64 x dim 128 (ignored with fp32_scores): kAuto takes
+  // kMma for now (indexer_mma.cu, mma.sync, GPU-verified); kWgmma is indexer_wgmma.cu
+  // (Hopper wgmma, keys as M, each key tile reused by 8 tokens per CTA). Both BF16
+  // operands, FP32 accumulation; scores agree to FP32 summation order, not bitwise.
+  enum class ScoreKernel : int { kAuto = 0, kMma = 1, kWgmma = 2 } score_kernel = ScoreKernel::kAuto;
 };
 void indexer_topk(const IndexerParams& params, cudaStream_t stream);
 // FP32 values of IndexerParams::scores for a batch of up to `tokens` rows and max_entries

@@ -1,6 +1,7 @@
 // Lightning indexer (cpu: run_indexer / indexer_select), two kernels in stream order:
 //   1. scores (heads 64 x dim 128 without params.fp32_scores: indexer_mma.cu, BF16 tensor
-//      cores; otherwise this FP32 kernel, the oracle): score[t, w] = sum_h relu(q[t,h] . key[w]) / sqrt(dim) * head_weights[t,h] / sqrt(heads)
+//      cores, or indexer_wgmma.cu with params.score_kernel kWgmma; otherwise this FP32
+//      kernel, the oracle): score[t, w] = sum_h relu(q[t,h] . key[w]) / sqrt(dim) * head_weights[t,h] / sqrt(heads)
 //      for w < visible(t) = min((p + 1) / rate, max_entries); one warp per entry,
 //      the token's queries staged in shared memory.
 //   2. top-k: one CTA per token; a radix select on order-preserving float bits finds
@@ -269,7 +270,9 @@ cudaError_t launch_indexer_topk(const IndexerParams& p, cudaStream_t stream) {
   const bool mma_shape = p.heads == kIndexerMmaHeads && p.dim == kIndexerMmaDim;
   const bool aligned = reinterpret_cast<uintptr_t>(p.q) % 8 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0;
   if (mma_shape && aligned && !p.fp32_scores && p.batch.tokens <= 4 * 65535) {
-    const cudaError_t score_error = launch_indexer_scores_mma(p, stream);
+    const cudaError_t score_error = p.score_kernel == IndexerParams::ScoreKernel::kWgmma
+                                        ? launch_indexer_scores_wgmma(p, stream)
+                                        : launch_indexer_scores_mma(p, stream);
     if (score_error != cudaSuccess) return score_error;
   } else {
     const int tiles = (p.max_entries + kIndexerEntriesPerCta - 1) / kIndexerEntriesPerCta;

@@ -16,6 +16,7 @@ inline constexpr size_t kIndexerMaxSmem = 227 * 1024;     // queries [heads, dim
 inline constexpr int kIndexerMmaHeads = 64;               // indexer_mma.cu: the tensor-core path's shape (V4)
 inline constexpr int kIndexerMmaDim = 128;
 inline constexpr int kIndexerMmaTileKeys = 64;
+inline constexpr int kIndexerWgmmaGroupMax = 8;            // indexer_wgmma.cu: tokens per CTA
 inline constexpr int kSparseMaxHeadDim = 512;             // 16 channels per lane
 inline constexpr int kSparseHeadDimMultiple = 8;          // 16-byte BF16 row loads
 
@@ -26,6 +27,8 @@ cudaError_t launch_compressor_update(const CompressorParams& params, cudaStream_
 cudaError_t launch_indexer_topk(const IndexerParams& params, cudaStream_t stream);
 // indexer_mma.cu: BF16 tensor-core scores into params.scores (heads 64, dim 128 only).
 cudaError_t launch_indexer_scores_mma(const IndexerParams& params, cudaStream_t stream);
+// indexer_wgmma.cu: the same scores on wgmma (heads 64, dim 128 only, sm_90a).
+cudaError_t launch_indexer_scores_wgmma(const IndexerParams& params, cudaStream_t stream);
 cudaError_t launch_sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
 // sparse_attention_wgmma.cu: the wgmma kernel (heads % 64 == 0, head_dim 512), kv_splits
 // >= 1 ranges per token (> 1: params.split_workspace holds the partials, then the merge).

@@ -20,6 +20,10 @@
 // the 4-token CTA group, CTA groups mixing slots, the top-k's unstaged path (long rows).
 // Key rows past each slot's visible count are NaN: a stray read shows as a NaN score/pick.
 //
+// The flash-shape and chunked cases run with both tensor-core kernels (IndexerParams::
+// score_kernel kMma = indexer_mma.cu, kWgmma = indexer_wgmma.cu), each under the bounds
+// above; WgmmaMatches* compare the two directly (see compare_kernels).
+//
 // Bounded workspace (IndexerParams::scores_floats < tokens * max_entries: the batch runs in
 // token chunks sharing the workspace): with chunk_rows set, the case also runs chunked
 // (rows 1, 3, 7 -> 4, ...) and its picks must equal the whole-batch run's exactly (every
@@ -52,7 +56,15 @@ struct IndexerCase {
   bool fp32_scores = false;
   std::vector<int> chunk_rows;      // also run with scores_floats = rows * max_entries, picks must match
   bool cpu_check = true;            // false: no CPU scores (too slow at 8192+ keys x 2048 tokens)
+  cuda::attention::IndexerParams::ScoreKernel kernel = cuda::attention::IndexerParams::ScoreKernel::kAuto;
 };
+
+using ScoreKernel = cuda::attention::IndexerParams::ScoreKernel;
+// Both tensor-core score kernels (the flash-shape cases run once per kernel).
+constexpr ScoreKernel kTensorKernels[] = {ScoreKernel::kMma, ScoreKernel::kWgmma};
+const char* kernel_name(ScoreKernel k) {
+  return k == ScoreKernel::kWgmma ? "wgmma" : (k == ScoreKernel::kMma ? "mma.sync" : "auto");
+}
 
 // Decode batch: one token per sequence at each position.
 std::vector<Sequence> decode(const std::vector<int>& positions) {
@@ -112,6 +124,7 @@ void run_case(const IndexerCase& c, uint64_t seed) {
   p.scores = d_scores.get();
   p.selected = d_selected.get();
   p.fp32_scores = c.fp32_scores;
+  p.score_kernel = c.kernel;
   cuda::attention::indexer_topk(p, nullptr);
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<int32_t> selected = d_selected.download();
@@ -245,6 +258,15 @@ void run_case(const IndexerCase& c, uint64_t seed) {
   }
 }
 
+// The case once per tensor-core kernel (mma.sync, wgmma), each against the CPU.
+void run_both(IndexerCase c, uint64_t seed) {
+  for (ScoreKernel k : kTensorKernels) {
+    SCOPED_TRACE(std::string("score kernel ") + kernel_name(k));
+    c.kernel = k;
+    run_case(c, seed);
+  }
+}
+
 IndexerCase flash_case() {
   IndexerCase c;
   c.heads = 64;
@@ -257,22 +279,22 @@ IndexerCase flash_case() {
 TEST(IndexerTopk, FlashShapeDecodeBatch) {
   IndexerCase c = flash_case();
   c.sequences = decode({3999, 2803, 403, 2047});  // visible 1000, 700, 100, 512 == top_k
-  run_case(c, 11);
+  run_both(c, 11);
   c.sequences = decode({4403, 4415});  // past max_entries * rate: visible capped at 1100
-  run_case(c, 12);
+  run_both(c, 12);
   // 9 tokens (groups of 4 + a ragged 1), visible 0, 1, 15, 63, 64, 65, 512, 513, 1100.
   c.sequences = decode({0, 3, 62, 252, 255, 260, 2047, 2051, 4399});
-  run_case(c, 13);
+  run_both(c, 13);
 }
 
 TEST(IndexerTopk, FlashShapePrefillChunk) {
   IndexerCase c = flash_case();
   c.max_entries = 1300;
   c.sequences = {{3700, 301}};  // one sequence, visible 925 .. 1000, 301 tokens (ragged CTA groups)
-  run_case(c, 31);
+  run_both(c, 31);
   // A prefill chunk, decode tokens and a short prompt in one batch: CTA groups mix slots.
   c.sequences = {{1, 1}, {2000, 70}, {5000, 1}, {0, 6}, {4100, 3}};
-  run_case(c, 32);
+  run_both(c, 32);
 }
 
 TEST(IndexerTopk, FlashShapeExactTies) {
@@ -280,10 +302,10 @@ TEST(IndexerTopk, FlashShapeExactTies) {
   c.max_entries = 900;
   c.duplicate_every = 97;  // every score value repeats every 97 entries (bitwise-equal GPU scores)
   c.sequences = decode({3599, 1999});
-  run_case(c, 41);
+  run_both(c, 41);
   c.duplicate_every = 0;
   c.negative_weights = true;  // scores <= 0
-  run_case(c, 42);
+  run_both(c, 42);
 }
 
 TEST(IndexerTopk, FlashShapeFp32Oracle) {
@@ -300,7 +322,7 @@ TEST(IndexerTopk, ChunkedWorkspaceDecodeRagged) {
   c.chunk_rows = {1, 3, 7, 64};
   // visible 0, 1, 2, 101, 511, 512 == k, 513 = k + 1, 1000, 1100 (capped).
   c.sequences = decode({0, 3, 8, 403, 2043, 2047, 2051, 3999, 4403});
-  run_case(c, 71);
+  run_both(c, 71);
 }
 
 TEST(IndexerTopk, ChunkedWorkspaceMixedBatch) {
@@ -308,10 +330,10 @@ TEST(IndexerTopk, ChunkedWorkspaceMixedBatch) {
   c.max_entries = 1300;
   c.chunk_rows = {1, 5, 16, 100};
   c.sequences = {{1, 1}, {2000, 70}, {5000, 1}, {0, 6}, {4100, 3}, {2047, 2}};
-  run_case(c, 72);
+  run_both(c, 72);
   c.duplicate_every = 97;  // exact ties across chunk boundaries
   c.sequences = {{3599, 9}, {1999, 1}, {2051, 5}};
-  run_case(c, 73);
+  run_both(c, 73);
 }
 
 TEST(IndexerTopk, ChunkedWorkspaceLongRows) {
@@ -320,7 +342,7 @@ TEST(IndexerTopk, ChunkedWorkspaceLongRows) {
   c.max_entries = 16400;
   c.chunk_rows = {1, 2};
   c.sequences = decode({32767, 65539, 2047, 0});  // visible 8192, 16385, 512, 0
-  run_case(c, 74);
+  run_both(c, 74);
 }
 
 TEST(IndexerTopk, ChunkedWorkspacePrefill2048) {
@@ -334,12 +356,12 @@ TEST(IndexerTopk, ChunkedWorkspacePrefill2048) {
                                            c.max_entries);
   c.chunk_rows = {64, 100, 512, engine_rows};
   c.sequences = {{30720, 2048}, {32767, 1}, {4095, 1}, {2048, 1}};
-  run_case(c, 75);
+  run_both(c, 75);
   // 16385 visible keys (unstaged top-k rows) in a prefill chunk crossing it.
   c.max_entries = 16500;
   c.chunk_rows = {7, 64};
   c.sequences = {{65500, 100}};  // visible 16375 .. 16400
-  run_case(c, 76);
+  run_both(c, 76);
 }
 
 TEST(IndexerTopk, WorkspaceSizeAndErrors) {  // host only: no kernel runs
@@ -406,6 +428,141 @@ TEST(IndexerTopk, ExactTiesGoToLowerIndex) {
   run_case(c, 22);
   c.top_k = 128;
   run_case(c, 23);
+}
+
+// wgmma vs mma.sync on the same inputs (no CPU scores, so long rows and large batches are
+// cheap). Asserted per token, over w < visible:
+//   * scores within the BF16 path's bounds of each other (atol 2e-5, rtol 2e-4; the two
+//     differ only in FP32 summation order);
+//   * where the two score rows are bitwise identical, the picks are identical (every index);
+//   * otherwise a differing pick is a near-tie: its mma.sync score is within 1e-4 (relative)
+//     of the mma.sync run's k-th score;
+//   * the usual structure (min(k, visible) ascending picks in range, -1 pads).
+void compare_kernels(const IndexerCase& c, uint64_t seed) {
+  Random random(seed);
+  const int sequences = static_cast<int>(c.sequences.size()), slots = 2 * sequences + 1;
+  BatchArrays rows;
+  for (int s = 0; s < sequences; ++s) rows.add_sequence(2 * s + 1, c.sequences[s].start, c.sequences[s].count);
+  const int tokens = rows.tokens();
+  const cuda::TokenBatch batch = rows.upload();
+  std::vector<float> entries(static_cast<size_t>(slots) * c.max_entries * c.dim, kNaN);
+  for (int s = 0; s < sequences; ++s) {
+    const int last = c.sequences[s].start + c.sequences[s].count - 1;
+    const int visible = std::min((last + 1) / c.rate, c.max_entries);
+    float* slot_rows = entries.data() + static_cast<size_t>(2 * s + 1) * c.max_entries * c.dim;
+    for (size_t i = 0; i < static_cast<size_t>(visible) * c.dim; ++i)
+      slot_rows[i] = c.duplicate_every > 0 && i >= static_cast<size_t>(c.duplicate_every) * c.dim
+                         ? slot_rows[i % (static_cast<size_t>(c.duplicate_every) * c.dim)]
+                         : random.uniform(-1.0f, 1.0f);
+  }
+  const std::vector<float> q = random.vector(static_cast<size_t>(tokens) * c.heads * c.dim, -1.0f, 1.0f);
+  const std::vector<float> head_weights = random.vector(static_cast<size_t>(tokens) * c.heads, -1.0f, 1.0f);
+  DeviceArray<float> d_entries(entries.size()), d_q(q.size()), d_weights(head_weights.size());
+  d_entries.upload(entries);
+  d_q.upload(q);
+  d_weights.upload(head_weights);
+  std::vector<float> scores[2];
+  std::vector<int32_t> picks[2];
+  for (int k = 0; k < 2; ++k) {
+    DeviceArray<float> d_scores(static_cast<size_t>(tokens) * c.max_entries);
+    d_scores.fill(kNaN);
+    DeviceArray<int32_t> d_selected(static_cast<size_t>(tokens) * c.top_k);
+    d_selected.fill(0x7f7f7f7f);
+    cuda::attention::IndexerParams p;
+    p.q = d_q.get();
+    p.head_weights = d_weights.get();
+    p.entries = d_entries.get();
+    p.max_entries = c.max_entries;
+    p.heads = c.heads;
+    p.dim = c.dim;
+    p.rate = c.rate;
+    p.top_k = c.top_k;
+    p.batch = batch;
+    p.scores = d_scores.get();
+    p.selected = d_selected.get();
+    p.score_kernel = kTensorKernels[k];
+    cuda::attention::indexer_topk(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    scores[k] = d_scores.download();
+    picks[k] = d_selected.download();
+  }
+  int identical_rows = 0, reported = 0;
+  for (int t = 0; t < tokens; ++t) {
+    const int visible = std::min((rows.positions[t] + 1) / c.rate, c.max_entries);
+    const std::string token = "token " + std::to_string(t) + " (position " + std::to_string(rows.positions[t]) +
+                              ", visible " + std::to_string(visible) + ")";
+    const float* mma = scores[0].data() + static_cast<size_t>(t) * c.max_entries;
+    const float* wg = scores[1].data() + static_cast<size_t>(t) * c.max_entries;
+    expect_close(token + " wgmma vs mma.sync scores", wg, mma, visible, 2e-5, 2e-4,
+                 [](size_t w) { return "entry " + std::to_string(w); });
+    const bool identical = std::equal(mma, mma + visible, wg);
+    identical_rows += identical;
+    const int32_t* got = picks[1].data() + static_cast<size_t>(t) * c.top_k;
+    const int32_t* want = picks[0].data() + static_cast<size_t>(t) * c.top_k;
+    const int expected = std::min(visible, c.top_k);
+    float threshold = std::numeric_limits<float>::infinity(), row_max = 0;
+    for (int i = 0; i < expected; ++i) threshold = std::min(threshold, mma[want[i]]);
+    for (int w = 0; w < visible; ++w) row_max = std::max(row_max, std::fabs(mma[w]));
+    for (int i = 0; i < c.top_k; ++i) {
+      if (i >= expected) {
+        ASSERT_EQ(got[i], -1) << token << ": wgmma selected[" << i << "] should be the -1 pad";
+        continue;
+      }
+      ASSERT_TRUE(got[i] >= 0 && got[i] < visible && (i == 0 || got[i] > got[i - 1]))
+          << token << ": wgmma selected[" << i << "] = " << got[i] << " (want ascending picks in [0, visible))";
+      if (got[i] == want[i]) continue;
+      if (identical) {
+        if (++reported <= 8)
+          ADD_FAILURE() << token << ": identical scores but wgmma selected[" << i << "] = " << got[i]
+                        << ", mma.sync " << want[i];
+        continue;
+      }
+      if (std::binary_search(want, want + expected, got[i])) continue;
+      const float mine = mma[got[i]];
+      const double tolerance = 1e-4 * std::max(std::fabs(mine), std::fabs(threshold)) + 1e-6 * row_max;
+      if (std::fabs(mine - threshold) > tolerance && ++reported <= 8)
+        ADD_FAILURE() << token << ": wgmma picks entry " << got[i] << " (mma.sync score " << mine
+                      << ") outside the near-ties of mma.sync's k-th score " << threshold;
+    }
+  }
+  ::testing::Test::RecordProperty("identical_score_rows", identical_rows);
+}
+
+TEST(IndexerTopk, WgmmaMatchesMmaDecode) {
+  IndexerCase c = flash_case();
+  c.max_entries = 1100;
+  // < 64 tokens (1 token per CTA): visible 0, 1, 2, 15, 63, 64, 65, 511, 512, 513, 1000, 1100.
+  c.sequences = decode({0, 3, 8, 62, 255, 259, 263, 2047, 2051, 2055, 3999, 4403});
+  compare_kernels(c, 81);
+  // 70 decode tokens (8 per CTA, each of another slot: 8 passes per CTA), ragged visible.
+  std::vector<int> positions;
+  for (int i = 0; i < 70; ++i) positions.push_back((i * 977 + 13) % 4400);
+  c.sequences = decode(positions);
+  compare_kernels(c, 82);
+}
+
+TEST(IndexerTopk, WgmmaMatchesMmaPrefillAndMixed) {
+  IndexerCase c = flash_case();
+  c.max_entries = 2100;
+  // Prefill chunk with causal growth: visible 500 .. 575 over 301 tokens (ragged groups).
+  c.sequences = {{2000, 301}};
+  compare_kernels(c, 83);
+  // Mixed batch >= 64 tokens: groups of 8 mix chunks, decode tokens and a short prompt
+  // (visible 0 / 1 / < k inside a group).
+  c.sequences = {{1, 1}, {2000, 70}, {5000, 1}, {0, 6}, {4100, 3}, {3, 2}, {8399, 1}, {6, 9}};
+  compare_kernels(c, 84);
+  // Exact ties (row w copies row w % 97): equal scores are bitwise equal in each kernel.
+  c.duplicate_every = 97;
+  c.sequences = {{3599, 67}, {1999, 1}};
+  compare_kernels(c, 85);
+}
+
+TEST(IndexerTopk, WgmmaMatchesMmaLongRows) {
+  // 32k-context prefill tail (visible 8127 .. 8192) and long decode rows, multi-split CTAs.
+  IndexerCase c = flash_case();
+  c.max_entries = 16400;
+  c.sequences = {{32508, 260}, {65539, 1}, {40000, 1}};
+  compare_kernels(c, 86);
 }
 
 }  // namespace
