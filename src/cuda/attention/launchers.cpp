@@ -129,9 +129,13 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
                p.split_workspace ? p.split_workspace_floats : 0);
   } else if (p.kv_splits == 0 && p.split_workspace) {
-    // Enough CTAs for ~2 waves, at least 4 key tiles (of 64) per split (a split's
-    // partial O, 64 x 512 FP32 written and read back, costs as much as 256 keys), at
-    // most 16. max_keys is the capacity (max_entries), not what the tokens see.
+    // One CTA per SM (its shared memory): a launch of n CTAs takes ceil(n / sms) waves,
+    // each as long as its CTAs' key tiles plus a fixed cost of about 2 tiles (q staging,
+    // the epilogue, a split's partial O written and read back by the merge). Pick the
+    // split count (<= 16, <= tiles, fitting the workspace) of least waves x (tiles per
+    // split + 2), the smaller on ties. E.g. 64 decode tokens x 10 tiles: 2 splits (128
+    // CTAs, one wave; 3 would make 192 CTAs, two waves); 1 token: 10 splits of 1 tile.
+    // max_keys is the capacity (max_entries), not what the tokens see.
     int device = 0, sms = 132;
     if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     const int64_t max_keys = static_cast<int64_t>(p.window) + (p.compressed == CompressedKeys::kSelected ? p.top_k
@@ -139,11 +143,15 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                                                                    ? p.max_entries
                                                                    : 0);
     const int64_t ctas = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64);
-    const int64_t by_waves = (2 * sms + ctas - 1) / ctas, by_keys = (max_keys + 255) / 256;
-    splits = static_cast<int>(std::min<int64_t>({by_waves, by_keys, 16}));
-    while (splits > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, splits) >
-                             p.split_workspace_floats)
-      --splits;
+    const int64_t tiles = std::max<int64_t>(1, (max_keys + 63) / 64);
+    int64_t best_cost = -1;
+    for (int s = 1; s <= std::min<int64_t>(16, tiles); ++s) {
+      if (s > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, s) > p.split_workspace_floats)
+        break;
+      const int64_t waves = (ctas * s + sms - 1) / std::max(1, sms);
+      const int64_t cost = waves * ((tiles + s - 1) / s + 2);
+      if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
+    }
   }
   DSV4_CUDA_CHECK(detail::launch_sparse_attention_wgmma(p, std::max(1, splits), stream));
 }
