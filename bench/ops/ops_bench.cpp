@@ -10,8 +10,10 @@
 //   GB/s      bytes / time, and the fraction of the copy bandwidth
 // Ops: mhc.collapse_norm (fused, engine path), mhc.collapse+rms_norm (the straightforward
 // kernels, the former engine path), mhc.head_norm, mhc.expand, rms_norm (q_residual
-// shape [T, 1024]), linear.<name> (stacked split / two-GEMM split), linear.wo_a grouped
-// (one strided-batched GEMM vs the per-group loop).
+// shape [T, 1024]), norm_rope.q (T <= 64: rms_norm_rope fused vs rms_norm + rope on [T, 64, 512]), linear.<name> (gemv: the few-token GEMV, T <= 8, the engine's default
+// there; split_stacked: 3 BF16 parts in one cuBLAS GEMM + the add; split_2gemm: hi, lo),
+// linear.wo_a grouped (gemv; one strided-batched GEMM; the per-group loop), linear.wq_a+wkv
+// (T <= 8: gemv_fused = one linear_same_input launch; gemv_x2; split_stacked_x2 = cuBLAS).
 // Usage: bench_ops [--json PATH] [--tokens 1,8,64,8192]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -233,6 +235,25 @@ int run(int argc, char** argv) {
     float* q_res = collapsed;  // [T, 1024] view of a big enough buffer
     ms = timer.median_ms([&] { ops::rms_norm(q_res, T, kQRank, norm_w, 1e-6f, nullptr); }, iters);
     rep.figure("rms_norm", "[T,1024]", T, ms, 2.0 * 4.0 * T * kQRank);
+    if (T <= 64) {  // the engine's q path: per-head norm + RoPE, fused vs the two launches
+      static float* q = device_random<float>(64 * kHeads * kHeadDim, 1.0f, 17);
+      static float* inv_freq = device_random<float>(32, 0.1f, 18);
+      static int32_t* positions = device_random<int32_t>(64, 0.0f, 19);
+      const double q_bytes = 2.0 * 4.0 * T * kHeads * kHeadDim;
+      ms = timer.median_ms(
+          [&] {
+            ops::rms_norm_rope(q, T, kHeads, kHeadDim, nullptr, 1e-6f, 64, inv_freq, positions, nullptr);
+          },
+          iters);
+      rep.figure("norm_rope.q", "fused", T, ms, q_bytes);
+      ms = timer.median_ms(
+          [&] {
+            ops::rms_norm(q, T * kHeads, kHeadDim, nullptr, 1e-6f, nullptr);
+            ops::rope(q, T, kHeads, kHeadDim, 64, inv_freq, positions, false, nullptr);
+          },
+          iters);
+      rep.figure("norm_rope.q", "separate", T, ms, q_bytes);
+    }
   }
 
   // ---- linear ----------------------------------------------------------------------------
@@ -250,7 +271,8 @@ int run(int argc, char** argv) {
   ctx.act_capacity = 2 * static_cast<int64_t>(max_tokens) * widest_cols;
   ctx.act_bf16 = device_random<uint16_t>(ctx.act_capacity, 0.0f, 11);
   const int64_t split_rows = std::max<int64_t>(kVocab, kHeads * kHeadDim);
-  const int64_t split_capacity = 2 * std::min<int64_t>(max_tokens, ops::kStackedSplitMaxTokens) * split_rows;
+  // Room for 3 stacked parts (the engine's decode path: x to ~2^-26).
+  const int64_t split_capacity = 3 * std::min<int64_t>(max_tokens, ops::kStackedSplitMaxTokens) * split_rows;
   float* split_out = device_random<float>(split_capacity, 0.0f, 12);
   struct Shape {
     const char* name;
@@ -272,6 +294,14 @@ int run(int argc, char** argv) {
       float* out = s.rows == kVocab ? y_head : y;
       const double bytes = 2.0 * s.rows * s.cols + 4.0 * T * (s.cols + s.rows);
       const int iters = T >= 4096 ? 5 : 20;
+      if (T <= ops::kSmallGemvMaxTokens) {  // the few-token GEMV (engine default at these T)
+        ctx.small_gemv = true;
+        ctx.split_out = split_out;
+        ctx.split_out_capacity = split_capacity;
+        const double ms = timer.median_ms([&] { ops::linear(ctx, w, x, s.cols, T, out, s.rows); }, iters);
+        rep.figure((std::string("linear.") + s.name).c_str(), "gemv", T, ms, bytes);
+      }
+      ctx.small_gemv = false;  // the cuBLAS paths (stacked: 3 parts in one GEMM + add; 2gemm: hi, lo)
       for (bool stacked : {true, false}) {
         if (stacked && T > ops::kStackedSplitMaxTokens) continue;
         ctx.split_out = stacked ? split_out : nullptr;
@@ -284,6 +314,35 @@ int run(int argc, char** argv) {
       }
     }
   }
+  {  // wq_a + wkv on the same x: one GEMV launch (linear_same_input) vs two linear() calls
+    const DeviceMatrix wq_a = bf16_matrix(kQRank, kHidden, seed++), wkv = bf16_matrix(kHeadDim, kHidden, seed++);
+    float* y_kv = device_random<float>(static_cast<int64_t>(ops::kSmallGemvMaxTokens) * kHeadDim, 0.0f, 16);
+    const ops::LinearOutput outputs[] = {{&wq_a, y, kQRank}, {&wkv, y_kv, kHeadDim}};
+    for (int T : token_counts) {
+      if (T > ops::kSmallGemvMaxTokens) continue;
+      const double bytes = 2.0 * (kQRank + kHeadDim) * kHidden + 4.0 * T * (kHidden + kQRank + kHeadDim);
+      ctx.small_gemv = true;
+      ctx.split_out = split_out;
+      ctx.split_out_capacity = split_capacity;
+      double ms = timer.median_ms([&] { ops::linear_same_input(ctx, outputs, 2, x, kHidden, T); }, 20);
+      rep.figure("linear.wq_a+wkv", "gemv_fused", T, ms, bytes);
+      ms = timer.median_ms(
+          [&] {
+            ops::linear(ctx, wq_a, x, kHidden, T, y, kQRank);
+            ops::linear(ctx, wkv, x, kHidden, T, y_kv, kHeadDim);
+          },
+          20);
+      rep.figure("linear.wq_a+wkv", "gemv_x2", T, ms, bytes);
+      ctx.small_gemv = false;
+      ms = timer.median_ms(
+          [&] {
+            ops::linear(ctx, wq_a, x, kHidden, T, y, kQRank);
+            ops::linear(ctx, wkv, x, kHidden, T, y_kv, kHeadDim);
+          },
+          20);
+      rep.figure("linear.wq_a+wkv", "split_stacked_x2", T, ms, bytes);
+    }
+  }
   {
     const DeviceMatrix wo_a = bf16_matrix(kGroups * kORank, kHeads * kHeadDim / kGroups, seed++);
     const int64_t gw = kHeads * kHeadDim / kGroups;
@@ -292,6 +351,13 @@ int run(int argc, char** argv) {
       const int iters = T >= 4096 ? 5 : 20;
       ctx.split_out = split_out;
       ctx.split_out_capacity = split_capacity;
+      if (T <= ops::kSmallGemvMaxTokens) {
+        ctx.small_gemv = true;
+        const double gemv_ms = timer.median_ms(
+            [&] { ops::linear_grouped(ctx, wo_a, kGroups, x, kHeads * kHeadDim, T, y, kGroups * kORank); }, iters);
+        rep.figure("linear.wo_a", "gemv", T, gemv_ms, bytes);
+      }
+      ctx.small_gemv = false;
       double ms = timer.median_ms(
           [&] {
             ops::linear_grouped(ctx, wo_a, kGroups, x, kHeads * kHeadDim, T, y, kGroups * kORank);

@@ -628,15 +628,16 @@ class CudaEngine final : public Engine {
     const int compress_rope_dim = static_cast<int>(config_.rope_compress.rope_dim);
 
     // q: rmsnorm(wq_a x) -> wq_b -> per-head unweighted rmsnorm -> RoPE. kv: rmsnorm(wkv x) -> RoPE.
-    linear(a.wq_a, b.x, T, b.q_residual);
+    // wq_a and wkv read the same x: one launch at decode sizes (ops::linear_same_input).
+    const ops::LinearOutput q_kv[] = {{&a.wq_a, b.q_residual, a.wq_a.rows}, {&a.wkv, b.kv, a.wkv.rows}};
+    ops::linear_same_input(linear_, q_kv, 2, b.x, a.wq_a.cols, T);
     ops::rms_norm(b.q_residual, T, q_rank, a.q_norm, eps(), stream_);
     linear(a.wq_b, b.q_residual, T, b.q);
-    ops::rms_norm(b.q, T * heads, hd, nullptr, eps(), stream_);
-    ops::rope(b.q, T, static_cast<int>(heads), static_cast<int>(hd), rope_dim, inv_freq, batch.positions, false,
-              stream_);
-    linear(a.wkv, b.x, T, b.kv);
-    ops::rms_norm(b.kv, T, hd, a.kv_norm, eps(), stream_);
-    ops::rope(b.kv, T, 1, static_cast<int>(hd), rope_dim, inv_freq, batch.positions, false, stream_);
+    // Norm + RoPE fused (one launch each, the same bits as rms_norm then rope).
+    ops::rms_norm_rope(b.q, T, static_cast<int>(heads), static_cast<int>(hd), nullptr, eps(), rope_dim, inv_freq,
+                       batch.positions, stream_);
+    ops::rms_norm_rope(b.kv, T, 1, static_cast<int>(hd), a.kv_norm, eps(), rope_dim, inv_freq, batch.positions,
+                       stream_);
     attention::kv_window_write(b.kv, static_cast<int>(hd), cache.window_kv, limits_.ring_rows, batch, stream_);
     profiler_.mark(stream_, "attn.qkv");
 
@@ -738,8 +739,9 @@ class CudaEngine final : public Engine {
     DSV4_CUDA_CHECK(moe::moe_forward(p));
     profiler_.mark(stream_, "moe.routed");
     if (m.dense_shared) {
-      linear(m.shared_w1, b.x, T, b.shared_gate);
-      linear(m.shared_w3, b.x, T, b.shared_up);
+      const ops::LinearOutput gate_up[] = {{&m.shared_w1, b.shared_gate, m.shared_w1.rows},
+                                           {&m.shared_w3, b.shared_up, m.shared_w3.rows}};
+      ops::linear_same_input(linear_, gate_up, 2, b.x, m.shared_w1.cols, T);  // one launch at decode sizes
       DSV4_CUDA_CHECK(clamped_swiglu_inplace(b.shared_gate, b.shared_up, T * I, static_cast<float>(config_.swiglu_limit), stream_));
       linear(m.shared_w2, b.shared_gate, T, b.shared_out);
       ops::add_inplace(b.sub_out, b.shared_out, T * H, stream_);

@@ -45,4 +45,19 @@ void rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, 
       detail::launch_rope(x, tokens, vectors_per_token, width, rope_dim, inv_freq, positions, inverse, stream));
 }
 
+void rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight, float eps,
+                   int rope_dim, const float* inv_freq, const int32_t* positions, cudaStream_t stream) {
+  DSV4_CHECK(tokens >= 0 && vectors_per_token >= 0 && width > 0, "rms_norm_rope: tokens {} vectors_per_token {} width {}",
+             tokens, vectors_per_token, width);
+  DSV4_CHECK(rope_dim >= 0 && rope_dim % 2 == 0 && rope_dim <= width,
+             "rms_norm_rope: rope_dim {} must be even and at most the width {}", rope_dim, width);
+  const int64_t rows = static_cast<int64_t>(tokens) * vectors_per_token;
+  DSV4_CHECK(rows <= 0x7fffffff, "rms_norm_rope: {} rows exceed the grid", rows);
+  if (rows == 0) return;
+  DSV4_CHECK(x != nullptr, "rms_norm_rope: null x");
+  DSV4_CHECK(rope_dim == 0 || (inv_freq != nullptr && positions != nullptr), "rms_norm_rope: null inv_freq or positions");
+  DSV4_CUDA_CHECK(detail::launch_rms_norm_rope(x, tokens, vectors_per_token, width, weight, eps, rope_dim, inv_freq,
+                                               positions, stream));
+}
+
 }  // namespace dsv4::cuda::ops

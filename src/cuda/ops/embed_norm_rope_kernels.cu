@@ -68,7 +68,50 @@ __global__ void rope_kernel(float* x, int64_t tokens, int vectors, int width, in
   }
 }
 
+// rms_norm_kernel then rope_kernel in one launch, one block per (token, vector) row: the
+// same sum (same threads, same order), the same normalised values written, then after a
+// barrier the same rotation of the last rope_dim channels: the same bits as the two
+// launches. x: [tokens, vectors, width]; rows = tokens * vectors.
+__global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const float* weight, float eps,
+                                     int rope_dim, const float* inv_freq, const int32_t* positions) {
+  __shared__ float scratch[32];
+  const int64_t vector = blockIdx.x;
+  float* row = x + vector * width;
+  float sum_squares = 0.0f;
+  for (int64_t i = threadIdx.x; i < width; i += blockDim.x) sum_squares += row[i] * row[i];
+  sum_squares = block_sum(sum_squares, scratch);
+  const float inv = 1.0f / sqrtf(sum_squares / static_cast<float>(width) + eps);
+  if (weight != nullptr) {
+    for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] = weight[i] * (row[i] * inv);
+  } else {
+    for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] *= inv;
+  }
+  __syncthreads();  // the rotation reads values other threads normalised
+  const int pairs = rope_dim / 2;
+  const float position = pairs > 0 ? static_cast<float>(positions[vector / vectors]) : 0.0f;
+  for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
+    const float angle = inv_freq[i] * position;
+    float sine, cosine;
+    sincosf(angle, &sine, &cosine);
+    float* pair = row + (width - rope_dim) + 2 * i;
+    const float even = pair[0], odd = pair[1];
+    pair[0] = even * cosine - odd * sine;
+    pair[1] = odd * cosine + even * sine;
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight,
+                                 float eps, int rope_dim, const float* inv_freq, const int32_t* positions,
+                                 cudaStream_t stream) {
+  const int64_t rows = static_cast<int64_t>(tokens) * vectors_per_token;
+  if (rows <= 0) return cudaSuccess;
+  if (rows > 0x7fffffff) return cudaErrorInvalidValue;
+  rms_norm_rope_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, vectors_per_token, width, weight, eps,
+                                                                              rope_dim, inv_freq, positions);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_embed(const DeviceMatrix& embed, const int32_t* token_ids, int tokens, int n_streams,
                          float* streams, int32_t* error_flag, cudaStream_t stream) {

@@ -29,6 +29,38 @@ cudaError_t launch_add_stacked_parts(const float* stacked, int64_t tokens, int64
 // y[i] += add[i]; [count].
 cudaError_t launch_add_inplace(float* y, const float* add, int64_t count, cudaStream_t stream);
 
+// ---- few-token BF16-weight GEMV (small_gemv_kernels.cu) --------------------------------
+// For each segment s (1..4 weights on the same x, one launch) and r < seg[s].rows, t < tokens:
+//   seg[s].y[t, r] = sum_c x[t, (r / group_rows) group_x_offset + c] W_s[r, c]
+// W_s [rows, k] BF16 dense (16-byte aligned, k % 8 == 0), x FP32 read in full precision
+// (row stride x_stride), FP32 accumulate, y [tokens, y_stride] (first rows columns written).
+// group_rows (a multiple of kSmallGemvRowsPerWarp) maps rows to x column groups (the grouped
+// out-projection, one segment); a plain linear passes group_rows >= rows, group_x_offset 0.
+inline constexpr int kSmallGemvMaxTokens = 8;
+inline constexpr int kSmallGemvRowsPerWarp = 4;
+inline constexpr int kSmallGemvMaxSegments = 4;
+struct SmallGemvSegment {
+  const uint16_t* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+struct SmallGemvParams {
+  SmallGemvSegment seg[kSmallGemvMaxSegments];
+  int segments = 1;
+  int k = 0;
+  int64_t group_rows = 0, group_x_offset = 0;
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  int tokens = 0;
+  bool x_vec4 = false;  // set by the launcher (float4 loads of x when aligned)
+};
+// Whether launch_small_gemv takes these params (else it returns cudaErrorInvalidValue).
+bool small_gemv_supported(const SmallGemvParams& params);
+// Warps of a block sharing one row set (split columns) for k columns: 1, 2, 4 or 8.
+int small_gemv_slices(int k, int tokens);
+cudaError_t launch_small_gemv(const SmallGemvParams& params, cudaStream_t stream);
+
 // ---- embedding, RMSNorm, RoPE (embed_norm_rope_kernels.cu) -----------------------------
 cudaError_t launch_embed(const DeviceMatrix& embed, const int32_t* token_ids, int tokens, int n_streams,
                          float* streams, int32_t* error_flag, cudaStream_t stream);
@@ -36,6 +68,10 @@ cudaError_t launch_rms_norm(float* x, int64_t rows, int64_t width, const float* 
                             cudaStream_t stream);
 cudaError_t launch_rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, const float* inv_freq,
                         const int32_t* positions, bool inverse, cudaStream_t stream);
+// launch_rms_norm on the tokens x vectors rows, then launch_rope (forward), in one launch.
+cudaError_t launch_rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight,
+                                 float eps, int rope_dim, const float* inv_freq, const int32_t* positions,
+                                 cudaStream_t stream);
 
 // ---- mHC (hyper_connection_kernels.cu) -------------------------------------------------
 inline constexpr int kMaxHyperStreams = 8;  // hc_mult supported up to 8 (V4: 4)

@@ -6,6 +6,7 @@
 //   A (column-major [cols, row_count], lda = cols), op T   = W rows [row_begin, +row_count)
 //   B (column-major [cols, tokens], ldb = cols), op N      = x converted to dense BF16
 // so cublasGemmEx(T, N, m = row_count, n = tokens, k = cols).
+#include <algorithm>
 #include <climits>
 
 #include "cuda/common/cuda_check.h"
@@ -106,6 +107,37 @@ void split_gemm(const LinearContext& ctx, const SplitPlan& plan, int64_t m, int6
             int(y_stride), m, batch);
 }
 
+// The few-token GEMV (kernels.h: launch_small_gemv) on a dense BF16 weight [rows, k]
+// when ctx and the shapes allow it; false: the caller takes the cuBLAS path.
+bool try_small_gemv(const LinearContext& ctx, const uint16_t* w, int64_t rows, int64_t k, int64_t group_rows,
+                    int64_t group_x_offset, const float* x, int64_t x_stride, int64_t tokens, float* y,
+                    int64_t y_stride) {
+  if (!ctx.split_activations || !ctx.small_gemv || tokens > kSmallGemvMaxTokens || k > INT_MAX) return false;
+  detail::SmallGemvParams p;
+  p.seg[0] = {w, rows, y, y_stride};
+  p.k = static_cast<int>(k);
+  p.group_rows = group_rows;
+  p.group_x_offset = group_x_offset;
+  p.x = x;
+  p.x_stride = x_stride;
+  p.tokens = static_cast<int>(tokens);
+  if (!detail::small_gemv_supported(p)) return false;
+  DSV4_CUDA_CHECK(detail::launch_small_gemv(p, ctx.stream));
+  return true;
+}
+
+// Whether a linear on this (possibly not yet dequantized) weight will take the GEMV: the
+// shape conditions of small_gemv_supported that do not depend on the pointer.
+bool small_gemv_shape(const LinearContext& ctx, int64_t tokens, int64_t k, int64_t group_rows) {
+  return ctx.split_activations && ctx.small_gemv && tokens >= 1 && tokens <= kSmallGemvMaxTokens && k >= 8 &&
+         k % 8 == 0 && k <= INT_MAX && group_rows % detail::kSmallGemvRowsPerWarp == 0;
+}
+
+// Rounds up to the GEMV's row set (group_rows of a plain linear: every row in group 0).
+int64_t whole_row_sets(int64_t rows) {
+  return (rows + detail::kSmallGemvRowsPerWarp - 1) / detail::kSmallGemvRowsPerWarp * detail::kSmallGemvRowsPerWarp;
+}
+
 }  // namespace
 
 void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
@@ -142,12 +174,17 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
                                    CUBLAS_GEMM_DEFAULT));
     return;
   }
+  // Few tokens: the GEMV reads x in FP32 (no conversion, no activation scratch).
+  const bool gemv = small_gemv_shape(ctx, tokens, cols, whole_row_sets(row_count));
   const SplitPlan plan = plan_split(ctx, tokens, cols, row_count);
-  const int64_t act_needed = plan.parts * tokens * cols;
-  DSV4_CHECK(ctx.act_bf16 != nullptr && act_needed <= ctx.act_capacity,
-             "linear: activation scratch too small: {} x tokens {} x cols {} = {} BF16 elements, act_capacity {}",
-             plan.parts, tokens, cols, act_needed, ctx.act_capacity);
-  convert_activations(ctx, plan, x, x_stride, tokens, cols);
+  const auto convert = [&] {
+    const int64_t act_needed = plan.parts * tokens * cols;
+    DSV4_CHECK(ctx.act_bf16 != nullptr && act_needed <= ctx.act_capacity,
+               "linear: activation scratch too small: {} x tokens {} x cols {} = {} BF16 elements, act_capacity {}",
+               plan.parts, tokens, cols, act_needed, ctx.act_capacity);
+    convert_activations(ctx, plan, x, x_stride, tokens, cols);
+  };
+  if (!gemv) convert();
 
   const uint16_t* w_bf16 = nullptr;  // [row_count, cols] BF16, row stride cols
   if (weight.format == static_cast<int>(WeightFormat::kBF16)) {
@@ -166,7 +203,44 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
     w_bf16 = ctx.weight_bf16;
   }
 
+  if (gemv && try_small_gemv(ctx, w_bf16, row_count, cols, whole_row_sets(row_count), 0, x, x_stride, tokens, y,
+                             y_stride))
+    return;
+  if (gemv) convert();  // the weight pointer was not 16-byte aligned: the cuBLAS path after all
   split_gemm(ctx, plan, row_count, tokens, cols, w_bf16, cols, 0, cols, 0, y, y_stride, 1);
+}
+
+void linear_same_input(const LinearContext& ctx, const LinearOutput* outputs, int count, const float* x,
+                       int64_t x_stride, int64_t tokens) {
+  DSV4_CHECK(count >= 0 && (count == 0 || outputs != nullptr), "linear_same_input: {} outputs at {}", count,
+             static_cast<const void*>(outputs));
+  for (int i = 0; i < count; ++i)
+    DSV4_CHECK(outputs[i].weight != nullptr, "linear_same_input: output {} has no weight", i);
+  bool fused = count >= 2 && count <= detail::kSmallGemvMaxSegments && tokens >= 1 && x != nullptr;
+  detail::SmallGemvParams p;
+  for (int i = 0; fused && i < count; ++i) {
+    const DeviceMatrix& w = *outputs[i].weight;
+    fused = w.format == static_cast<int>(WeightFormat::kBF16) && w.cols == outputs[0].weight->cols &&
+            x_stride >= w.cols && outputs[i].y_stride >= w.rows &&
+            small_gemv_shape(ctx, tokens, w.cols, detail::kSmallGemvRowsPerWarp);
+    p.seg[i] = {reinterpret_cast<const uint16_t*>(w.data), w.rows, outputs[i].y, outputs[i].y_stride};
+  }
+  if (fused) {
+    check_context(ctx, "linear_same_input");
+    p.segments = count;
+    p.k = static_cast<int>(outputs[0].weight->cols);
+    p.group_rows = 0;
+    for (int i = 0; i < count; ++i) p.group_rows = std::max(p.group_rows, whole_row_sets(outputs[i].weight->rows));
+    p.group_x_offset = 0;
+    p.x = x;
+    p.x_stride = x_stride;
+    p.tokens = static_cast<int>(tokens);
+    if (detail::small_gemv_supported(p)) {
+      DSV4_CUDA_CHECK(detail::launch_small_gemv(p, ctx.stream));
+      return;
+    }
+  }
+  for (int i = 0; i < count; ++i) linear(ctx, *outputs[i].weight, x, x_stride, tokens, outputs[i].y, outputs[i].y_stride);
 }
 
 void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups, const float* x,
@@ -188,6 +262,23 @@ void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_
                        act_needed <= ctx.act_capacity && groups <= INT_MAX &&
                        (bf16 || (ctx.weight_bf16 != nullptr && weight.rows * gw <= ctx.weight_capacity &&
                                  gw % 2 == 0));
+  // Few tokens: the GEMV over all groups at once (x in FP32, no activation scratch).
+  const bool gemv = weight.format != static_cast<int>(WeightFormat::kF32) && small_gemv_shape(ctx, tokens, gw, rank) &&
+                    (bf16 || (ctx.weight_bf16 != nullptr && weight.rows * gw <= ctx.weight_capacity));
+  if (gemv) {
+    check_context(ctx, "linear_grouped");
+    const uint16_t* w_bf16 = reinterpret_cast<const uint16_t*>(weight.data);
+    if (!bf16) {
+      DequantizeParams params{weight.format, weight.rows, gw,         weight.data,     weight.scales,
+                              weight.scale_is_f32, weight.scale_cols, weight.tensor_scale, ctx.weight_bf16, ctx.stream};
+      params.row_begin = 0;
+      params.row_count = weight.rows;
+      DSV4_CUDA_CHECK(dequantize_to_bf16(params));
+      w_bf16 = ctx.weight_bf16;
+    }
+    if (try_small_gemv(ctx, w_bf16, weight.rows, gw, rank, gw, x, x_stride, tokens, y, y_stride)) return;
+    // An unaligned weight pointer: the paths below (the dequantize above is redone; rare).
+  }
   if (!batched) {
     for (int64_t g = 0; g < groups; ++g)
       linear(ctx, weight, x + g * gw, x_stride, tokens, y + g * rank, y_stride, g * rank, rank);

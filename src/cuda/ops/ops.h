@@ -40,6 +40,11 @@ void rms_norm(float* x, int64_t rows, int64_t width, const float* weight /*[widt
 // inverse rotates by -angle. positions: [tokens] device array.
 void rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, const float* inv_freq /*[rope_dim/2]*/,
           const int32_t* positions, bool inverse, cudaStream_t stream);
+// rms_norm(x, tokens * vectors_per_token, width, weight, eps) then rope(..., inverse =
+// false) in one launch (a block per vector), bit-identical to the two calls.
+void rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight /*[width] or null*/,
+                   float eps, int rope_dim, const float* inv_freq /*[rope_dim/2]*/, const int32_t* positions,
+                   cudaStream_t stream);
 
 // ---- mHC (cpu: hyper_collapse / hyper_expand / hyper_head) ----------------------------
 struct HyperWeights {          // device FP32
@@ -107,7 +112,13 @@ struct LinearContext {
   // two GEMMs, the second adding into y.
   float* split_out = nullptr;
   int64_t split_out_capacity = 0;
+  // With split activations, calls of <= kSmallGemvMaxTokens tokens (cols % 8 == 0, the
+  // BF16 weight 16-byte aligned; grouped: rank % 4 == 0) skip the conversion and cuBLAS:
+  // one GEMV kernel reads x in FP32 (more exact than the 3-part split) and streams the
+  // BF16 weight once over all SMs (small_gemv_kernels.cu). false: the cuBLAS paths above.
+  bool small_gemv = true;
 };
+inline constexpr int64_t kSmallGemvMaxTokens = 8;
 inline constexpr int64_t kStackedSplitMaxTokens = 64;
 // y[t, r * 1] = sum_c x[t, c] W[row_begin + r, c] for r < row_count, t < tokens.
 // x: [tokens, W.cols] with row stride x_stride (elements); y: [tokens, row_count] with row
@@ -118,6 +129,17 @@ inline constexpr int64_t kStackedSplitMaxTokens = 64;
 // The handle must use CUBLAS_POINTER_MODE_HOST. y must not overlap x.
 void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
             float* y, int64_t y_stride, int64_t row_begin = 0, int64_t row_count = -1);
+// Several linears on the same x (wq_a and wkv; the shared expert's w1 and w3):
+// outputs[i].y [tokens, y_stride] = linear(*outputs[i].weight, x). Same results as one
+// linear() per output (bit for bit); with split activations, <= kSmallGemvMaxTokens tokens
+// and BF16 weights of one column count (% 8 == 0), all of them in ONE GEMV launch.
+struct LinearOutput {
+  const DeviceMatrix* weight = nullptr;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+};
+void linear_same_input(const LinearContext& ctx, const LinearOutput* outputs, int count, const float* x,
+                       int64_t x_stride, int64_t tokens);
 // Grouped output projection: for g < groups,
 //   y[t, g R + r] = sum_c x[t, g gw + c] W[g R + r, c],  W: [groups R, gw] (R = W.rows / groups)
 // x: [tokens, groups gw] with row stride x_stride; y: [tokens, groups R] with row stride

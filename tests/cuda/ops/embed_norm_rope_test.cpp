@@ -110,6 +110,59 @@ TEST(CudaOpsRope, ForwardAndInverseMatchCpu) {
   }
 }
 
+// rms_norm_rope (the engine's q and kv paths in one launch): the same bits as rms_norm then
+// rope, and vs the CPU (rms_norm, then RopeTable::apply). Ragged: width 78 with rope 64
+// (odd non-rope part), 512/64 (V4's head_dim), vectors 1 and 3, a weighted and an
+// unweighted norm, rope_dim 0 (norm only, null inv_freq/positions).
+TEST(CudaOpsRmsNormRope, FusedMatchesSeparateBitForBitAndCpu) {
+  struct Case {
+    int tokens, vectors, width, rope_dim;
+    bool weighted;
+  };
+  const Case cases[] = {{3, 1, 512, 64, true}, {2, 3, 512, 64, false}, {5, 2, 78, 64, true}, {1, 4, 96, 0, false}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE("tokens " + std::to_string(c.tokens) + " vectors " + std::to_string(c.vectors) + " width " +
+                 std::to_string(c.width) + " rope " + std::to_string(c.rope_dim) + (c.weighted ? " weighted" : ""));
+    const int64_t rows = int64_t{c.tokens} * c.vectors;
+    const std::vector<float> x = random_normal(rows * c.width, 3.0f, 70 + c.width);
+    const std::vector<float> weight = random_normal(c.width, 1.0f, 71);
+    RopeConfig config;
+    config.theta = 10000.0;
+    config.rope_dim = c.rope_dim > 0 ? c.rope_dim : 2;
+    const std::vector<float> inv_freq = rope_inv_freq(config);
+    std::vector<int32_t> positions = {0, 7, 4095, 100000, 33};
+    positions.resize(static_cast<size_t>(c.tokens));
+    DeviceBuffer<float> d_a(x), d_b(x), d_w(weight), d_freq(inv_freq);
+    DeviceBuffer<int32_t> d_pos(positions);
+    const float* w = c.weighted ? d_w.get() : nullptr;
+    cuda::ops::rms_norm(d_a.get(), rows, c.width, w, 1e-6f, nullptr);
+    if (c.rope_dim > 0)
+      cuda::ops::rope(d_a.get(), c.tokens, c.vectors, c.width, c.rope_dim, d_freq.get(), d_pos.get(), false, nullptr);
+    cuda::ops::rms_norm_rope(d_b.get(), c.tokens, c.vectors, c.width, w, 1e-6f, c.rope_dim,
+                             c.rope_dim > 0 ? d_freq.get() : nullptr, c.rope_dim > 0 ? d_pos.get() : nullptr, nullptr);
+    const std::vector<float> separate = d_a.download(), fused = d_b.download();
+    for (size_t i = 0; i < fused.size(); ++i)
+      ASSERT_EQ(std::memcmp(&fused[i], &separate[i], 4), 0)
+          << "element " << i << ": fused " << fused[i] << " vs separate " << separate[i];
+    std::vector<float> want = x;
+    if (c.weighted)
+      cpu::rms_norm(want.data(), rows, c.width, weight.data(), 1e-6);
+    else
+      cpu::rms_norm_unweighted(want.data(), rows, c.width, 1e-6);
+    if (c.rope_dim > 0) {
+      const cpu::RopeTable table(config);
+      for (int t = 0; t < c.tokens; ++t)
+        table.apply(want.data() + int64_t{t} * c.vectors * c.width, c.vectors, c.width, positions[t], false);
+    }
+    std::vector<double> scale(want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      const size_t even = i & ~size_t{1};  // width even: pairs at even indices
+      scale[i] = std::abs(double(want[even])) + std::abs(double(want[even + 1]));
+    }
+    expect_close("rms_norm_rope x", fused, want, {1e-5, 0}, {rows, c.width}, {"row", "c"}, scale);
+  }
+}
+
 TEST(CudaOpsConversions, F32ToBf16AndAddExact) {
   const std::vector<float> a = random_normal(1001, 10.0f, 70), b = random_normal(1001, 10.0f, 71);
   DeviceBuffer<float> d_a(a), d_b(b);

@@ -254,6 +254,201 @@ TEST(CudaOpsLinear, LinearGroupedMatchesCpu) {
       << "10 rows do not split into 3 groups";
 }
 
+// The few-token GEMV (small_gemv_kernels.cu): split activations, tokens <= 8, cols % 8 == 0.
+// It reads x in FP32, so with a BF16 weight only the summation order differs from the
+// CPU's FP32 sum: 2e-6 x sum |x W| (the 3-part bound). The activation scratch is taken
+// away (act_bf16 null, capacity 0): the cuBLAS path would throw, so a pass proves the
+// GEMV ran. Ragged rows (not a multiple of the 4-row set), every column-slice count
+// (k / 8 = 1 .. 1024 chunks: 1, 2, 4 and 8 warps per row set), tokens 1..8 (templates 1,
+// 2, 4, 8 with masked tokens), unaligned x (odd stride: scalar loads), padded y, row
+// slices; the result must be the same bits on a second run.
+struct GemvCase {
+  WeightFormat format;
+  int64_t tokens, rows, cols, row_begin, row_count, x_pad, y_pad;
+};
+
+void run_gemv_case(const GemvCase& c, uint64_t seed) {
+  SCOPED_TRACE(std::string("gemv ") + weight_format_name(c.format) + " tokens " + std::to_string(c.tokens) + " W [" +
+               std::to_string(c.rows) + ", " + std::to_string(c.cols) + "] rows [" + std::to_string(c.row_begin) +
+               ", +" + std::to_string(c.row_count) + ") x_pad " + std::to_string(c.x_pad) + " y_pad " +
+               std::to_string(c.y_pad));
+  const TestWeight w = make_weight(c.format, c.rows, c.cols, random_normal(c.rows * c.cols, 0.5f, seed));
+  const int64_t x_stride = c.cols + c.x_pad, y_stride = c.row_count + c.y_pad;
+  const std::vector<float> x = random_normal(c.tokens * x_stride, 1.0f, seed + 1);
+  std::vector<float> x_dense(c.tokens * c.cols);
+  for (int64_t t = 0; t < c.tokens; ++t)
+    for (int64_t k = 0; k < c.cols; ++k) x_dense[t * c.cols + k] = x[t * x_stride + k];
+  std::vector<float> want(c.tokens * c.row_count);
+  cpu::linear_rows(w.matrix, c.row_begin, c.row_count, x_dense.data(), c.tokens, want.data());
+
+  TestLinearContext context(1, c.rows * c.cols);
+  context.ctx.split_activations = true;
+  context.ctx.act_bf16 = nullptr;  // the GEMV needs no activation scratch
+  context.ctx.act_capacity = 0;
+  DeviceBuffer<float> d_x(x), d_y(static_cast<size_t>(c.tokens * y_stride)), d_y2(static_cast<size_t>(c.tokens * y_stride));
+  d_y.poison();
+  d_y2.poison();
+  linear(context.ctx, w.device(), d_x.get(), x_stride, c.tokens, d_y.get(), y_stride, c.row_begin, c.row_count);
+  linear(context.ctx, w.device(), d_x.get(), x_stride, c.tokens, d_y2.get(), y_stride, c.row_begin, c.row_count);
+  const std::vector<float> y = d_y.download(), y2 = d_y2.download();
+  ASSERT_EQ(std::memcmp(y.data(), y2.data(), y.size() * sizeof(float)), 0) << "two runs differ";
+  std::vector<float> got(c.tokens * c.row_count);
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t r = 0; r < c.row_count; ++r) got[t * c.row_count + r] = y[t * y_stride + r];
+    for (int64_t r = c.row_count; r < y_stride; ++r)
+      ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "the GEMV wrote the y padding at token " << t << " column " << r;
+  }
+  const double rel = c.format == WeightFormat::kBF16 ? 2e-6 : 1e-2;
+  expect_close("gemv y", got, want, {rel, 0}, {c.tokens, c.row_count}, {"t", "r"},
+               magnitude(x, x_stride, w.dequantized(), c.cols, c.tokens, c.row_begin, c.row_count));
+  expect_row_cosine("gemv y", got, want, c.row_count, 0.9999);
+}
+
+TEST(CudaOpsLinear, SmallGemvMatchesCpu) {
+  uint64_t seed = 900;
+  for (int64_t tokens : {1, 2, 3, 5, 8})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{83, 200}, {1, 8}, {7, 1032}, {37, 2056}, {130, 8192}}) {
+      run_gemv_case({WeightFormat::kBF16, tokens, rows, cols, 0, rows, 0, 0}, seed++);
+      run_gemv_case({WeightFormat::kBF16, tokens, rows, cols, 0, rows, 3, 5}, seed++);  // odd x stride: scalar x loads
+    }
+  // Row slices (the weight pointer offset row_begin * cols stays 16-byte aligned).
+  run_gemv_case({WeightFormat::kBF16, 4, 83, 200, 5, 40, 4, 0}, seed++);
+  run_gemv_case({WeightFormat::kBF16, 7, 300, 512, 297, 3, 0, 2}, seed++);
+  // Dequantized weights go through the GEMV too.
+  run_gemv_case({WeightFormat::kFP8Block, 3, 300, 256, 130, 100, 0, 0}, seed++);
+  run_gemv_case({WeightFormat::kNVFP4, 6, 83, 208, 0, 83, 0, 1}, seed++);
+}
+
+// The grouped form (wo_a): rows map to x column groups (rank % 4 == 0), one launch.
+TEST(CudaOpsLinear, SmallGemvGroupedMatchesCpu) {
+  struct Case {
+    WeightFormat format;
+    int64_t tokens, groups, gw, rank, x_pad, y_pad;
+  };
+  const Case cases[] = {{WeightFormat::kBF16, 1, 8, 512, 32, 0, 0}, {WeightFormat::kBF16, 5, 4, 56, 24, 3, 2},
+                        {WeightFormat::kBF16, 8, 3, 1024, 12, 4, 0}, {WeightFormat::kFP8Block, 2, 4, 64, 24, 0, 1}};
+  uint64_t seed = 1000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string("gemv grouped ") + weight_format_name(c.format) + " tokens " + std::to_string(c.tokens) +
+                 " groups " + std::to_string(c.groups) + " gw " + std::to_string(c.gw) + " rank " +
+                 std::to_string(c.rank) + " x_pad " + std::to_string(c.x_pad));
+    const int64_t rows = c.groups * c.rank, x_stride = c.groups * c.gw + c.x_pad, y_stride = rows + c.y_pad;
+    const TestWeight w = make_weight(c.format, rows, c.gw, random_normal(rows * c.gw, 0.5f, seed++));
+    const std::vector<float> x = random_normal(c.tokens * x_stride, 1.0f, seed++);
+    const std::vector<float> wf = w.dequantized();
+    std::vector<float> want(c.tokens * rows);
+    std::vector<double> scale(want.size());
+    for (int64_t g = 0; g < c.groups; ++g) {
+      std::vector<float> xg(c.tokens * c.gw), yg(c.tokens * c.rank);
+      for (int64_t t = 0; t < c.tokens; ++t)
+        for (int64_t k = 0; k < c.gw; ++k) xg[t * c.gw + k] = x[t * x_stride + g * c.gw + k];
+      cpu::linear_rows(w.matrix, g * c.rank, c.rank, xg.data(), c.tokens, yg.data());
+      const std::vector<double> mg = magnitude(xg, c.gw, wf, c.gw, c.tokens, g * c.rank, c.rank);
+      for (int64_t t = 0; t < c.tokens; ++t)
+        for (int64_t r = 0; r < c.rank; ++r) {
+          want[t * rows + g * c.rank + r] = yg[t * c.rank + r];
+          scale[t * rows + g * c.rank + r] = mg[t * c.rank + r];
+        }
+    }
+    TestLinearContext context(1, rows * c.gw);
+    context.ctx.split_activations = true;
+    context.ctx.act_bf16 = nullptr;  // a pass proves the GEMV ran (the batched GEMM needs act scratch)
+    context.ctx.act_capacity = 0;
+    DeviceBuffer<float> d_x(x), d_y(static_cast<size_t>(c.tokens * y_stride));
+    d_y.poison();
+    cuda::ops::linear_grouped(context.ctx, w.device(), c.groups, d_x.get(), x_stride, c.tokens, d_y.get(), y_stride);
+    const std::vector<float> y = d_y.download();
+    std::vector<float> got(want.size());
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) got[t * rows + r] = y[t * y_stride + r];
+      for (int64_t r = rows; r < y_stride; ++r) ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "wrote y padding";
+    }
+    const double rel = c.format == WeightFormat::kBF16 ? 2e-6 : 1e-2;
+    expect_close("gemv grouped y", got, want, {rel, 0}, {c.tokens, c.groups, c.rank}, {"t", "group", "r"}, scale);
+    expect_row_cosine("gemv grouped y", got, want, rows, 0.9999);
+  }
+}
+
+// linear_same_input: 2-4 BF16 weights on one x in one GEMV launch (rows 83, 4, 1, 37:
+// segments padded to whole 4-row sets, ragged tails), the same bits as one linear() per
+// weight, and within 2e-6 x sum |x W| of the CPU. Then the fallbacks: an FP8 weight among
+// them, or 9 tokens: one linear() per weight (same bits as separate calls).
+TEST(CudaOpsLinear, LinearSameInputMatchesSeparateCalls) {
+  constexpr int64_t cols = 264;
+  const int64_t rows_of[] = {83, 4, 1, 37};
+  uint64_t seed = 1100;
+  for (int64_t tokens : {1, 3, 8, 9})
+    for (int count : {2, 4})
+      for (bool with_fp8 : {false, true}) {
+        SCOPED_TRACE("tokens " + std::to_string(tokens) + " weights " + std::to_string(count) +
+                     (with_fp8 ? " (one FP8)" : ""));
+        std::vector<TestWeight> weights;
+        for (int i = 0; i < count; ++i)
+          weights.push_back(make_weight(with_fp8 && i == 1 ? WeightFormat::kFP8Block : WeightFormat::kBF16, rows_of[i],
+                                        cols, random_normal(rows_of[i] * cols, 0.5f, seed++)));
+        const int64_t x_stride = cols + 4;
+        const std::vector<float> x = random_normal(tokens * x_stride, 1.0f, seed++);
+        TestLinearContext context(3 * tokens * cols, 83 * cols);
+        context.ctx.split_activations = true;
+        DeviceBuffer<float> split_out(static_cast<size_t>(3 * tokens * 83));
+        context.ctx.split_out = split_out.get();
+        context.ctx.split_out_capacity = 3 * tokens * 83;
+        DeviceBuffer<float> d_x(x);
+        std::vector<cuda::DeviceMatrix> mats;
+        std::vector<DeviceBuffer<float>> fused_y, single_y;
+        std::vector<cuda::ops::LinearOutput> outputs;
+        for (int i = 0; i < count; ++i) {
+          mats.push_back(weights[i].device());
+          fused_y.emplace_back(static_cast<size_t>(tokens * (rows_of[i] + 1)));
+          single_y.emplace_back(static_cast<size_t>(tokens * (rows_of[i] + 1)));
+          fused_y.back().poison();
+          single_y.back().poison();
+        }
+        for (int i = 0; i < count; ++i) outputs.push_back({&mats[i], fused_y[i].get(), rows_of[i] + 1});
+        cuda::ops::linear_same_input(context.ctx, outputs.data(), count, d_x.get(), x_stride, tokens);
+        for (int i = 0; i < count; ++i)
+          linear(context.ctx, mats[i], d_x.get(), x_stride, tokens, single_y[i].get(), rows_of[i] + 1);
+        std::vector<float> x_dense(tokens * cols);
+        for (int64_t t = 0; t < tokens; ++t)
+          for (int64_t k = 0; k < cols; ++k) x_dense[t * cols + k] = x[t * x_stride + k];
+        for (int i = 0; i < count; ++i) {
+          SCOPED_TRACE("weight " + std::to_string(i));
+          const std::vector<float> a = fused_y[i].download(), b = single_y[i].download();
+          for (size_t e = 0; e < a.size(); ++e)
+            ASSERT_EQ(std::memcmp(&a[e], &b[e], 4), 0) << "element " << e << ": " << a[e] << " vs " << b[e];
+          const int64_t rows = rows_of[i];
+          std::vector<float> got(tokens * rows), want(tokens * rows);
+          for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t r = 0; r < rows; ++r) got[t * rows + r] = a[t * (rows + 1) + r];
+            ASSERT_TRUE(std::isnan(a[t * (rows + 1) + rows])) << "wrote y padding at token " << t;
+          }
+          cpu::linear_rows(weights[i].matrix, 0, rows, x_dense.data(), tokens, want.data());
+          const bool bf16 = !(with_fp8 && i == 1);
+          const double rel = !bf16 ? 1e-2 : tokens <= cuda::ops::kStackedSplitMaxTokens ? 2e-6 : 1e-4;
+          expect_close("same-input y", got, want, {rel, 0}, {tokens, rows}, {"t", "r"},
+                       magnitude(x, x_stride, weights[i].dequantized(), cols, tokens, 0, rows));
+        }
+      }
+}
+
+// small_gemv = false keeps the cuBLAS path (and its activation-scratch check) for the same
+// call; tokens 9 (> kSmallGemvMaxTokens) and cols % 8 != 0 never take the GEMV.
+TEST(CudaOpsLinear, SmallGemvOffOrOutOfRangeUsesCublas) {
+  const TestWeight w = make_weight(WeightFormat::kBF16, 16, 64, random_normal(16 * 64, 0.5f, 51));
+  const TestWeight odd = make_weight(WeightFormat::kBF16, 16, 60, random_normal(16 * 60, 0.5f, 52));
+  DeviceBuffer<float> d_x(random_normal(9 * 64, 1.0f, 53)), d_y(9 * 16);
+  TestLinearContext context(1, 1);
+  context.ctx.split_activations = true;
+  context.ctx.act_bf16 = nullptr;
+  context.ctx.act_capacity = 0;
+  EXPECT_NO_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 8, d_y.get(), 16));
+  EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 9, d_y.get(), 16), Error) << "9 tokens: cuBLAS path";
+  EXPECT_THROW(linear(context.ctx, odd.device(), d_x.get(), 64, 2, d_y.get(), 16), Error) << "60 cols: cuBLAS path";
+  context.ctx.small_gemv = false;
+  EXPECT_THROW(linear(context.ctx, w.device(), d_x.get(), 64, 1, d_y.get(), 16), Error) << "small_gemv off";
+  context.sync();
+}
+
 TEST(CudaOpsLinear, F32PathMatchesCpu) {
   for (auto [tokens, rows, cols] : {std::tuple<int64_t, int64_t, int64_t>{1, 16, 64}, {5, 37, 200}, {77, 83, 129}}) {
     SCOPED_TRACE("tokens " + std::to_string(tokens) + " W [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
