@@ -1,0 +1,181 @@
+// TileConfig::kPrefillWgmmaPipe against TileConfig::kPrefillWgmma (the wgmma kernel that
+// passed the CPU-reference tests on the H200) at the V4-Flash GEMM shapes: L1 W13 [4096,
+// 4096] (hidden 4096, intermediate 2048: 16 CTA columns, 32 k tiles), L2 W2 [4096, 2048]
+// (16 k tiles), 6 experts with 1, 64, 97, 128, 300 and 1000 slots (full and partial tiles,
+// every wgmma N of the pipe kernel: 64, 96, 128), gathered x rows. Weights are random
+// packed bytes (every nibble is an E2M1 code) with random in-range kernel scale codes, so
+// no host quantization is needed: both kernels read the same packed data. Bound per
+// element: |pipe - wgmma| <= 1e-2 * max |wgmma row| (the MoeGemm bound); the share of
+// bit-identical elements is printed (same k order, so expected to be all).
+//   MoeGemmPipe.FlashShapesNvfp4 / FlashShapesMxfp4
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "moe/moe_fixture.h"
+
+namespace dsv4::moe_test {
+namespace {
+
+using cuda::moe::TileConfig;
+
+constexpr int kHidden = 4096, kInter = 2048, kExperts = 6, kTokens = 1024;
+constexpr int kCounts[kExperts] = {1, 64, 97, 128, 300, 1000};  // slots per expert
+constexpr float kLimit = 10.0f, kFactor = 1.0f / 64.0f;
+constexpr uint16_t kPoison = 0xffff;
+
+struct Problem {
+  std::vector<int32_t> tile_expert, tile_begin, tile_rows, slot_token;
+  std::vector<float> slot_weight;
+  int slots = 0;
+};
+
+Problem make_problem() {
+  Problem p;
+  uint64_t state = 1234;
+  for (int e = 0; e < kExperts; ++e) {
+    for (int r = 0; r < kCounts[e]; r += 128) {
+      p.tile_expert.push_back(e);
+      p.tile_begin.push_back(p.slots + r);
+      p.tile_rows.push_back(std::min(128, kCounts[e] - r));
+    }
+    p.slots += kCounts[e];
+  }
+  p.slot_token.resize(p.slots);
+  p.slot_weight.resize(p.slots);
+  for (int s = 0; s < p.slots; ++s) {
+    p.slot_token[s] = static_cast<int32_t>(splitmix(state) % kTokens);
+    p.slot_weight[s] = 0.1f + 0.05f * static_cast<float>(s % 7);
+  }
+  return p;
+}
+
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t r = splitmix(state);
+    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
+  }
+  return v;
+}
+
+// Kernel scale codes (fragment.h) giving weights of magnitude ~2^-9 .. 6:
+// MXFP4 k in [244, 254] (code * 2^(k - 253)); NVFP4 k in [112, 151] (code * 2^(k / 8 - 17)).
+std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (auto& b : v) {
+    const uint64_t r = splitmix(state);
+    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
+  }
+  return v;
+}
+
+struct Compare {
+  int64_t bad = 0, identical = 0, total = 0;
+  double max_row = 0;
+  std::string first;
+};
+
+Compare compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, int slots, int cols) {
+  Compare c;
+  for (int s = 0; s < slots; ++s) {
+    double row_max = 0;
+    for (int j = 0; j < cols; ++j) row_max = std::max(row_max, std::abs(double{bf16_to_float(want[size_t(s) * cols + j])}));
+    c.max_row = std::max(c.max_row, row_max);
+    for (int j = 0; j < cols; ++j) {
+      const uint16_t gb = got[size_t(s) * cols + j], wb = want[size_t(s) * cols + j];
+      const double g = bf16_to_float(gb), w = bf16_to_float(wb);
+      ++c.total;
+      if (gb == wb) ++c.identical;
+      const bool ok = std::isfinite(g) && std::isfinite(w) && std::abs(g - w) <= 1e-2 * row_max + 1e-30;
+      if (!ok) {
+        if (c.bad == 0)
+          c.first = "slot " + std::to_string(s) + " col " + std::to_string(j) + ": pipe " + std::to_string(g) +
+                    ", wgmma " + std::to_string(w);
+        ++c.bad;
+      }
+    }
+  }
+  return c;
+}
+
+void run(ExpertFormat format) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
+  const Problem prob = make_problem();
+  const int sb = cuda::moe::frag_scale_bytes(format);
+  const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 901);
+  const std::vector<uint16_t> h = make_activations(prob.slots, kInter, 902);
+  const std::vector<float> factors(kExperts, kFactor);
+  struct Layer {
+    bool l1;
+    int n, k;
+  };
+  for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
+    SCOPED_TRACE(layer.l1 ? "l1" : "l2");
+    const size_t wbytes = size_t(kExperts) * layer.n * layer.k / 2;
+    const size_t sbytes = size_t(kExperts) * (layer.n / 16) * (layer.k / 64) * sb;
+    uint8_t* d_w = device_copy(random_bytes(wbytes, layer.l1 ? 11 : 12));
+    uint8_t* d_s = device_copy(random_scales(format, sbytes, layer.l1 ? 13 : 14));
+    float* d_fa = device_copy(factors);
+    float* d_fb = device_copy(factors);
+    uint16_t* d_act = device_copy(layer.l1 ? x : h);
+    int32_t* d_st = device_copy(prob.slot_token);
+    float* d_sw = device_copy(prob.slot_weight);
+    int32_t* d_te = device_copy(prob.tile_expert);
+    int32_t* d_tb = device_copy(prob.tile_begin);
+    int32_t* d_tr = device_copy(prob.tile_rows);
+    const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
+    int32_t* d_tc = device_copy(tile_count);
+    const int cols = layer.l1 ? layer.n / 2 : layer.n;
+    std::vector<uint16_t> outs[2];
+    for (int variant = 0; variant < 2; ++variant) {
+      std::vector<uint16_t> out(size_t(prob.slots) * cols, kPoison);
+      uint16_t* d_out = device_copy(out);
+      cuda::moe::GroupedGemmParams p;
+      p.format = format;
+      p.config = variant == 0 ? TileConfig::kPrefillWgmma : TileConfig::kPrefillWgmmaPipe;
+      p.weights = d_w;
+      p.scales = d_s;
+      p.factor_a = d_fa;
+      p.factor_b = d_fb;
+      p.act = d_act;
+      p.slot_token = d_st;
+      p.slot_weight = d_sw;
+      p.tile_expert = d_te;
+      p.tile_slot_begin = d_tb;
+      p.tile_row_count = d_tr;
+      p.tile_count = d_tc;
+      p.max_tiles = tile_count[0];
+      p.n = layer.n;
+      p.k = layer.k;
+      p.swiglu_limit = kLimit;
+      p.out = d_out;
+      DSV4_CUDA_OK(layer.l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
+      DSV4_CUDA_OK(cudaDeviceSynchronize());
+      DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+      cudaFree(d_out);
+      outs[variant] = std::move(out);
+    }
+    const Compare c = compare(outs[1], outs[0], prob.slots, cols);
+    EXPECT_EQ(c.bad, 0) << c.first;
+    EXPECT_GT(c.max_row, 0.0) << "reference output all zero";
+    std::printf("[moe_gemm_pipe] %s %s n=%d k=%d slots=%d bad=%lld identical=%lld/%lld max_row=%.3g %s\n",
+                format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", layer.n, layer.k,
+                prob.slots, static_cast<long long>(c.bad), static_cast<long long>(c.identical),
+                static_cast<long long>(c.total), c.max_row, c.first.c_str());
+    for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_fa),
+                      static_cast<void*>(d_fb), static_cast<void*>(d_act), static_cast<void*>(d_st),
+                      static_cast<void*>(d_sw), static_cast<void*>(d_te), static_cast<void*>(d_tb),
+                      static_cast<void*>(d_tr), static_cast<void*>(d_tc)})
+      cudaFree(ptr);
+  }
+}
+
+TEST(MoeGemmPipe, FlashShapesNvfp4) { run(ExpertFormat::kNVFP4); }
+TEST(MoeGemmPipe, FlashShapesMxfp4) { run(ExpertFormat::kMXFP4); }
+
+}  // namespace
+}  // namespace dsv4::moe_test
