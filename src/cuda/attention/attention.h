@@ -119,8 +119,11 @@ struct SparseAttentionParams {
   // Kernel choice (issue 6): kAuto takes the wgmma kernel (sparse_attention_wgmma.cu:
   // heads % 64 == 0, head_dim 512; BF16 q and weights, FP32 accumulation) where it
   // applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
-  // kWgmma requires the wgmma kernel (an error where it does not apply).
-  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2 } kernel = Kernel::kAuto;
+  // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
+  // the same kernel computing S = Q K^T once instead of in both warpgroups (each takes
+  // half of a tile's keys, P goes through shared memory); same conditions and roundings,
+  // not yet the kAuto choice (GPU-verify it first).
+  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2, kWgmmaShareP = 3 } kernel = Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
   // of sparse_attention_workspace_floats(tokens, heads, kv_splits) FP32 values; without

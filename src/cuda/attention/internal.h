@@ -34,6 +34,9 @@ cudaError_t launch_sparse_attention(const SparseAttentionParams& params, cudaStr
 // >= 1 ranges per token (> 1: params.split_workspace holds the partials, then the merge).
 bool sparse_attention_wgmma_supported(const SparseAttentionParams& params);
 int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int splits);
-cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
+// share_p: the variant that computes S once (half the keys per warpgroup, P through
+// shared memory; Kernel::kWgmmaShareP), else S in both warpgroups (kWgmma, kAuto).
+cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& params, int kv_splits, bool share_p,
+                                          cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

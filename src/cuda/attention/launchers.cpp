@@ -108,7 +108,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
              "sparse_attention: window_kv and entries must be 16-byte aligned");
   using Kernel = SparseAttentionParams::Kernel;
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel != Kernel::kWgmma || wgmma_fits,
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaShareP, "sparse_attention: unknown kernel {}",
+             static_cast<int>(p.kernel));
+  const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP;
+  DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
   DSV4_CHECK(p.kv_splits >= 0 && p.kv_splits <= 64, "sparse_attention: kv_splits {} must be in [0, 64]",
@@ -153,7 +156,8 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
       if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
     }
   }
-  DSV4_CUDA_CHECK(detail::launch_sparse_attention_wgmma(p, std::max(1, splits), stream));
+  DSV4_CUDA_CHECK(
+      detail::launch_sparse_attention_wgmma(p, std::max(1, splits), p.kernel == Kernel::kWgmmaShareP, stream));
 }
 
 int64_t sparse_attention_workspace_floats(int tokens, int heads, int kv_splits) {

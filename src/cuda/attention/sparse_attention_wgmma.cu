@@ -48,7 +48,9 @@ constexpr int kStages = 2;
 constexpr int kThreads = 256;     // 2 warpgroups
 constexpr int kBlockBytes = 64 * 128;               // one 64-channel column block of 64 rows
 constexpr int kPanelBytes = kDim / 64 * kBlockBytes; // 64 rows x 512 BF16 = 64 KiB
-constexpr int kSmemBytes = (1 + kStages) * kPanelBytes + 1024;  // + slack for 1024-byte alignment
+constexpr int kPBytes = kHeads * kTileKeys * 2;                     // P [64 heads x 64 keys] BF16 (kShareP)
+constexpr int kSmemBytes = (1 + kStages) * kPanelBytes + 1024;      // + slack for 1024-byte alignment
+constexpr int kSmemBytesShareP = kSmemBytes + kPBytes;
 constexpr float kLog2e = 1.4426950408889634f;
 
 // D[64 x 64] (+)= A[64 x 16] B[16 x 64], A and B from shared memory (descriptors), both K-major.
@@ -68,6 +70,24 @@ __device__ __forceinline__ void wgmma_m64n256k16_rs_tb(float (&d)[128], const ui
       "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+// D[64 x 32] (+)= A[64 x 16] B[16 x 32], both from shared memory, K-major.
+__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[16], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D[64 x 256] += A[64 x 16] B[16 x 256], A from shared memory (K-major), B MN-major.
+__device__ __forceinline__ void wgmma_m64n256k16_ss_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b), "r"(1));
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -108,6 +128,10 @@ __device__ __forceinline__ void cp_async_wait_1() { asm volatile("cp.async.wait_
 // Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled panel.
 __device__ __forceinline__ uint32_t panel_offset(int row, int c) {
   return (c >> 3) * kBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(address), "r"(value) : "memory");
 }
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -171,14 +195,26 @@ __device__ __forceinline__ void load_tile(const SparseAttentionParams& p, const 
   }
 }
 
-// grid (tokens, heads / 64, splits), block 256, dynamic smem kSmemBytes.
+// grid (tokens, heads / 64, splits), block 256, dynamic smem kSmemBytes (kShareP:
+// kSmemBytesShareP).
+// kShareP (Kernel::kWgmmaShareP): S is not computed twice. Warpgroup g computes the
+// logits of keys [32 g, 32 g + 32) of the tile (m64n32k16 x 32), the two exchange their
+// row maxima through shared memory (both then hold the same m), each writes its half of
+// P (BF16) into a shared [64 heads x 64 keys] panel laid out like a 64-channel block of
+// Q (K-major, 128-byte swizzle), and O += P V takes P from there (m64n256k16, both
+// operands from shared memory). Each warpgroup keeps the row sum of its own keys; the
+// two are added at the end. Same P values as the register path (same m, same
+// roundings); l is summed in another order.
+template <bool kShareP>
 __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(const SparseAttentionParams p, int splits,
                                                                              float* part_o, float* part_ml) {
   extern __shared__ uint8_t smem_raw[];
   __shared__ bool s_valid[kStages][kTileKeys];
+  __shared__ float s_xchg[2][kHeads];  // kShareP: per warpgroup, row maxima of a tile / final row sums
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t s_q = smem_u32(smem);
   const uint32_t s_tiles = s_q + kPanelBytes;
+  const uint32_t s_p = s_tiles + kStages * kPanelBytes;  // kShareP only (1024-aligned)
 
   const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
@@ -225,75 +261,153 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
     __syncthreads();
 
     const uint32_t s_k = s_tiles + stage * kPanelBytes;
-    float s[32];
+    if constexpr (kShareP) {
+      // S for this warpgroup's 32 keys: rows 32 wg.. of every column block of the tile.
+      float s[16];
 #pragma unroll
-    for (int i = 0; i < 32; ++i) s[i] = 0.0f;
-    fence_regs(s);
-    wgmma_fence();
+      for (int i = 0; i < 16; ++i) s[i] = 0.0f;
+      fence_regs(s);
+      wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < kDim / 16; ++kk) {
-      const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
-      wgmma_m64n64k16_ss(s, make_desc(s_q + offset, 16, 1024), make_desc(s_k + offset, 16, 1024), kk);
-    }
-    wgmma_commit();
-    wgmma_wait_all();
-    fence_regs(s);
-
-    // Online softmax on this thread's 2 rows x 16 columns.
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const bool valid = s_valid[stage][8 * j + 2 * (lane & 3) + e];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float& x = s[4 * j + 2 * h + e];
-          x = valid ? x * scale_log2 : -INFINITY;
-          tile_max[h] = fmaxf(tile_max[h], x);
-        }
+      for (int kk = 0; kk < kDim / 16; ++kk) {
+        const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
+        wgmma_m64n32k16_ss(s, make_desc(s_q + offset, 16, 1024), make_desc(s_k + wg * 32 * 128 + offset, 16, 1024), kk);
       }
-    float alpha[2], m_use[2];
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_regs(s);
+
+      // This thread: rows row0, row0 + 8 x keys 32 wg + 8 j + 2 (lane % 4) + 0/1, j < 4.
+      float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-      const float m_new = fmaxf(m[h], tile_max[h]);
-      // No key yet (m_new = -inf): nothing to rescale, every weight 0.
-      m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-      alpha[h] = exp2f(m[h] - m_use[h]);  // m = -inf -> 0 (O and l are 0 anyway)
-      m[h] = m_new;
-    }
-    uint32_t pa[16];  // P in BF16, A fragments of the 4 k-steps
-    float row_sum[2] = {0.0f, 0.0f};
+      for (int j = 0; j < 4; ++j)
 #pragma unroll
-    for (int j = 0; j < 8; ++j)
+        for (int e = 0; e < 2; ++e) {
+          const bool valid = s_valid[stage][32 * wg + 8 * j + 2 * (lane & 3) + e];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float& x = s[4 * j + 2 * h + e];
+            x = valid ? x * scale_log2 : -INFINITY;
+            tile_max[h] = fmaxf(tile_max[h], x);
+          }
+        }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
-        const uint32_t packed = pack_bf16(p0, p1);
-        pa[2 * j + h] = packed;  // j = 2 kc + half: a[kc][2 half + h]
-        // The denominator sums the rounded weights the numerator uses.
-        const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
-        row_sum[h] += __low2float(r) + __high2float(r);
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = tile_max[h];
       }
+      __syncthreads();  // both halves' maxima
+      float alpha[2], m_use[2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h]));
+        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[h] = exp2f(m[h] - m_use[h]);
+        m[h] = m_new;
+      }
+      float row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      o[4 * j + 0] *= alpha[0];
-      o[4 * j + 1] *= alpha[0];
-      o[4 * j + 2] *= alpha[1];
-      o[4 * j + 3] *= alpha[1];
-    }
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
+          const uint32_t packed = pack_bf16(p0, p1);
+          const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
+          row_sum[h] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
+          // P[row][key]: 16-byte chunk 4 wg + j of the row (swizzled), 4 bytes per lane % 4.
+          const int row = row0 + 8 * h;
+          st_shared_u32(s_p + row * 128 + ((((4 * wg + j) ^ (row & 7))) << 4) + 4 * (lane & 3), packed);
+        }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        o[4 * j + 0] *= alpha[0];
+        o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1];
+        o[4 * j + 3] *= alpha[1];
+      }
+      fence_proxy_async();  // P (st.shared) -> the wgmma's async-proxy reads
+      __syncthreads();      // both halves of P written
 
-    fence_regs(o);
-    fence_regs(pa);
-    wgmma_fence();
+      fence_regs(o);
+      wgmma_fence();
 #pragma unroll
-    for (int kc = 0; kc < kTileKeys / 16; ++kc) {
-      const uint32_t a[4] = {pa[4 * kc + 0], pa[4 * kc + 1], pa[4 * kc + 2], pa[4 * kc + 3]};
-      wgmma_m64n256k16_rs_tb(o, a, make_desc(s_k + wg * 4 * kBlockBytes + kc * 2048, kBlockBytes, 1024));
+      for (int kc = 0; kc < kTileKeys / 16; ++kc)
+        wgmma_m64n256k16_ss_tb(o, make_desc(s_p + kc * 32, 16, 1024),
+                               make_desc(s_k + wg * 4 * kBlockBytes + kc * 2048, kBlockBytes, 1024));
+    } else {
+        float s[32];
+#pragma unroll
+      for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+      fence_regs(s);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kDim / 16; ++kk) {
+        const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
+        wgmma_m64n64k16_ss(s, make_desc(s_q + offset, 16, 1024), make_desc(s_k + offset, 16, 1024), kk);
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      fence_regs(s);
+
+      // Online softmax on this thread's 2 rows x 16 columns.
+      float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const bool valid = s_valid[stage][8 * j + 2 * (lane & 3) + e];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float& x = s[4 * j + 2 * h + e];
+            x = valid ? x * scale_log2 : -INFINITY;
+            tile_max[h] = fmaxf(tile_max[h], x);
+          }
+        }
+      float alpha[2], m_use[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        const float m_new = fmaxf(m[h], tile_max[h]);
+        // No key yet (m_new = -inf): nothing to rescale, every weight 0.
+        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[h] = exp2f(m[h] - m_use[h]);  // m = -inf -> 0 (O and l are 0 anyway)
+        m[h] = m_new;
+      }
+      uint32_t pa[16];  // P in BF16, A fragments of the 4 k-steps
+      float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
+          const uint32_t packed = pack_bf16(p0, p1);
+          pa[2 * j + h] = packed;  // j = 2 kc + half: a[kc][2 half + h]
+          // The denominator sums the rounded weights the numerator uses.
+          const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
+          row_sum[h] += __low2float(r) + __high2float(r);
+        }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        o[4 * j + 0] *= alpha[0];
+        o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1];
+        o[4 * j + 3] *= alpha[1];
+      }
+
+      fence_regs(o);
+      fence_regs(pa);
+      wgmma_fence();
+#pragma unroll
+      for (int kc = 0; kc < kTileKeys / 16; ++kc) {
+        const uint32_t a[4] = {pa[4 * kc + 0], pa[4 * kc + 1], pa[4 * kc + 2], pa[4 * kc + 3]};
+        wgmma_m64n256k16_rs_tb(o, a, make_desc(s_k + wg * 4 * kBlockBytes + kc * 2048, kBlockBytes, 1024));
+      }
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -305,6 +419,16 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   for (int h = 0; h < 2; ++h) {
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
     l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  if constexpr (kShareP) {
+    // Each warpgroup summed its own keys: add the other's (the last __syncthreads of
+    // the loop ordered every read of s_xchg's maxima before these writes).
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = l[h];
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) l[h] += s_xchg[wg ^ 1][row0 + 8 * h];
   }
   const int col0 = wg * 256 + 2 * (lane & 3);
   if (part_o == nullptr) {
@@ -380,7 +504,8 @@ int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int split
   return splits <= 1 ? 0 : static_cast<int64_t>(splits) * tokens * heads * (kDim + 2);
 }
 
-cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
+cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int splits, bool share_p,
+                                          cudaStream_t stream) {
   // Once per device (the attribute is per device; setting it twice in a race is harmless),
   // so a launch inside a stream capture makes no attribute call.
   static bool attribute_set[64] = {};
@@ -388,7 +513,11 @@ cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int sp
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
   if (device >= 64 || !attribute_set[device]) {
-    error = cudaFuncSetAttribute(sparse_attention_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    error = cudaFuncSetAttribute(sparse_attention_wgmma_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 kSmemBytes);
+    if (error != cudaSuccess) return error;
+    error = cudaFuncSetAttribute(sparse_attention_wgmma_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 kSmemBytesShareP);
     if (error != cudaSuccess) return error;
     if (device < 64) attribute_set[device] = true;
   }
@@ -400,7 +529,10 @@ cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int sp
     part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
   }
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
-  sparse_attention_wgmma_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  if (share_p)
+    sparse_attention_wgmma_kernel<true><<<grid, kThreads, kSmemBytesShareP, stream>>>(p, splits, part_o, part_ml);
+  else
+    sparse_attention_wgmma_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
   if (splits > 1) sparse_attention_merge_kernel<<<dim3(p.batch.tokens, p.heads), 128, 0, stream>>>(p, splits, part_o, part_ml);
   return cudaGetLastError();
 }

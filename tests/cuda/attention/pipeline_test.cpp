@@ -348,17 +348,22 @@ class Pipeline {
       for (size_t i = 0; i < q.size(); ++i) q_bf16[i] = round_bf16(q[i]);
       const int64_t floats = cuda::attention::sparse_attention_workspace_floats(tokens, s_.heads, 16);
       DeviceArray<float> workspace(static_cast<size_t>(floats));
-      ap.kernel = cuda::attention::SparseAttentionParams::Kernel::kWgmma;
-      for (int splits : {1, 0}) {
-        workspace.fill(kNaN);
-        ap.kv_splits = splits;
-        ap.split_workspace = splits == 1 ? nullptr : workspace.get();
-        ap.split_workspace_floats = splits == 1 ? 0 : floats;
-        d_out.fill(kNaN);
-        cuda::attention::sparse_attention(ap, nullptr);
-        DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-        check_attention(at + ", wgmma kernel, kv_splits " + std::to_string(splits), rows, row_seq, q_bf16,
-                        attn_entries, selected, d_out.download(), kBf16Bounds);
+      using Kernel = cuda::attention::SparseAttentionParams::Kernel;
+      std::vector<float> want;  // the BF16-q reference, computed once
+      for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP}) {
+        ap.kernel = kernel;
+        for (int splits : {1, 0}) {
+          workspace.fill(kNaN);
+          ap.kv_splits = splits;
+          ap.split_workspace = splits == 1 ? nullptr : workspace.get();
+          ap.split_workspace_floats = splits == 1 ? 0 : floats;
+          d_out.fill(kNaN);
+          cuda::attention::sparse_attention(ap, nullptr);
+          DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+          check_attention(at + (kernel == Kernel::kWgmma ? ", wgmma kernel" : ", wgmma share-P kernel") +
+                              ", kv_splits " + std::to_string(splits),
+                          rows, row_seq, q_bf16, attn_entries, selected, d_out.download(), kBf16Bounds, &want);
+        }
       }
     }
   }
@@ -451,11 +456,12 @@ class Pipeline {
     }
   }
 
-  void check_attention(const std::string& at, const BatchArrays& rows, const std::vector<int>& row_seq,
-                       const std::vector<float>& q, const std::vector<uint16_t>& attn_entries,
-                       const std::vector<int32_t>& selected, const std::vector<float>& out, const Bounds& bounds) {
+  // FP64 attention over the same keys (BF16 window rows of the host's kv, the GPU's
+  // entries and picks) for queries q.
+  std::vector<float> reference(const BatchArrays& rows, const std::vector<int>& row_seq, const std::vector<float>& q,
+                               const std::vector<uint16_t>& attn_entries, const std::vector<int32_t>& selected) {
     const int heads = s_.heads, head_dim = s_.head_dim;
-    std::vector<float> want(out.size());
+    std::vector<float> want(q.size());
     std::vector<std::vector<float>> keys;
     for (int t = 0; t < rows.tokens(); ++t) {
       const int position = rows.positions[t], slot = rows.slots[t], seq = row_seq[t];
@@ -500,6 +506,17 @@ class Pipeline {
           want[(static_cast<size_t>(t) * heads + h) * head_dim + d] = static_cast<float>(sum[d] / denominator);
       }
     }
+    return want;
+  }
+
+  void check_attention(const std::string& at, const BatchArrays& rows, const std::vector<int>& row_seq,
+                       const std::vector<float>& q, const std::vector<uint16_t>& attn_entries,
+                       const std::vector<int32_t>& selected, const std::vector<float>& out, const Bounds& bounds,
+                       std::vector<float>* want_cache = nullptr) {
+    const int heads = s_.heads, head_dim = s_.head_dim;
+    std::vector<float> own;
+    std::vector<float>& want = want_cache != nullptr ? *want_cache : own;
+    if (want.size() != out.size()) want = reference(rows, row_seq, q, attn_entries, selected);
     auto where = [&](size_t i) {
       const size_t t = i / (static_cast<size_t>(heads) * head_dim);
       return "token " + std::to_string(t) + " (slot " + std::to_string(rows.slots[t]) + ", position " +

@@ -10,7 +10,11 @@
 // and decode tokens of mixed lengths in one batch, 128 heads (2 head groups), later
 // keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
 // auto. Rows no token may read are NaN (a read of one shows up as NaN).
-// BadParamsNameTheProblem: kWgmma on 8 heads, kv_splits without (enough) workspace.
+// Every case runs both wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
+// registers) and kWgmmaShareP (each warpgroup half of a tile's keys, row maxima and P
+// exchanged through shared memory), each with every kv_splits of the case.
+// BadParamsNameTheProblem: kWgmma / kWgmmaShareP on 8 heads, kv_splits without (enough)
+// workspace, an unknown kernel value.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -238,19 +242,24 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
-  p.kernel = Kernel::kWgmma;
-  for (int splits : c.kv_splits) {
-    SCOPED_TRACE("kv_splits " + std::to_string(splits));
-    const int64_t floats = cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
-    DeviceArray<float> workspace(static_cast<size_t>(std::max<int64_t>(floats, 1)));
-    workspace.fill(kNaN);
-    p.kv_splits = splits;
-    p.split_workspace = splits == 1 ? nullptr : workspace.get();
-    p.split_workspace_floats = splits == 1 ? 0 : floats;
-    d_out.fill(kNaN);
-    cuda::attention::sparse_attention(p, nullptr);
-    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-    check("wgmma kernel", d_out.download(), c.structured);
+  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP}) {
+    p.kernel = kernel;
+    for (int splits : c.kv_splits) {
+      SCOPED_TRACE(std::string(kernel == Kernel::kWgmma ? "kWgmma" : "kWgmmaShareP") + ", kv_splits " +
+                   std::to_string(splits));
+      const int64_t floats =
+          cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
+      DeviceArray<float> workspace(static_cast<size_t>(std::max<int64_t>(floats, 1)));
+      workspace.fill(kNaN);
+      p.kv_splits = splits;
+      p.split_workspace = splits == 1 ? nullptr : workspace.get();
+      p.split_workspace_floats = splits == 1 ? 0 : floats;
+      d_out.fill(kNaN);
+      cuda::attention::sparse_attention(p, nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      check("wgmma kernel", d_out.download(), c.structured);
+      if (::testing::Test::HasFailure() && c.structured) return;  // the first layout failure is the informative one
+    }
   }
 }
 
@@ -363,7 +372,12 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.batch.positions = p.batch.slots = fake_i;
   p.kernel = Kernel::kWgmma;  // 8 heads: not a multiple of 64
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmmaShareP;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.heads = 64;
+  p.kernel = static_cast<Kernel>(7);
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmma;
   p.kv_splits = 2;  // no workspace
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kv_splits = 65;
