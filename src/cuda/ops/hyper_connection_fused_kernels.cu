@@ -272,6 +272,7 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
   // Chunk sums: warp w adds chunks w, w + 8, ... in order, then the 8 partials in order.
   for (int m = lane; m < stride; m += 32) {
     float sum = 0.0f;
+#pragma unroll 4  // loads issued ahead; the adds stay in chunk order
     for (int c = warp; c < chunks; c += kWarps) sum += partial[(static_cast<int64_t>(c) * tokens + t) * stride + m];
     warp_sums[warp][m] = sum;
   }
@@ -284,14 +285,17 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
   __syncthreads();
   const float inv = 1.0f / sqrtf(mixes[mix] / static_cast<float>(flat) + shape.rms_eps);
 
+  const float* base = weights.base;
+  const float* scale = weights.scale;
+  if (warp == 0 && lane < n) {
+    pre[lane] = sigmoid((mixes[lane] * inv) * scale[0] + base[lane]) + shape.hc_eps;
+    if (!kHead)
+      post[static_cast<int64_t>(t) * n + lane] = 2.0f * sigmoid((mixes[n + lane] * inv) * scale[1] + base[n + lane]);
+  }
+  __syncthreads();  // pre visible to every warp
+  // A sublayer site: warp 0 runs Sinkhorn (a serial chain of ~2 sinkhorn_iters shuffle
+  // rounds) WHILE warps 1..7 collapse; the head has no Sinkhorn, all 8 warps collapse.
   if (warp == 0) {
-    const float* base = weights.base;
-    const float* scale = weights.scale;
-    if (lane < n) {
-      pre[lane] = sigmoid((mixes[lane] * inv) * scale[0] + base[lane]) + shape.hc_eps;
-      if (!kHead)
-        post[static_cast<int64_t>(t) * n + lane] = 2.0f * sigmoid((mixes[n + lane] * inv) * scale[1] + base[n + lane]);
-    }
     if (!kHead) {
       float* token_comb = comb + static_cast<int64_t>(t) * n * n;
       if (n * n <= 32) {
@@ -310,16 +314,17 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
       }
     }
   }
-  __syncthreads();
 
   // collapsed[t, d] = sum_i pre[i] streams[t, i, d], then the fused RMSNorm. Each thread
-  // re-reads only the elements it wrote.
+  // re-reads only the elements it wrote. Workers: threads [first, kThreads).
+  const int first = kHead ? 0 : 32;
+  const int worker = static_cast<int>(threadIdx.x) - first, workers = kThreads - first;
   const float* token_streams = streams + static_cast<int64_t>(t) * flat;
   float* out = collapsed + static_cast<int64_t>(t) * hidden;
   float sum_squares = 0.0f;
   const bool vec_hidden = vec && hidden % 4 == 0;
   if (vec_hidden) {
-    for (int64_t d = 4 * threadIdx.x; d < hidden; d += 4 * kThreads) {
+    for (int64_t d = 4 * worker; worker >= 0 && d < hidden; d += 4 * workers) {
       float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
       for (int i = 0; i < n; ++i) {
         const float4 x = __ldg(reinterpret_cast<const float4*>(token_streams + i * hidden + d));
@@ -332,7 +337,7 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
       *reinterpret_cast<float4*>(out + d) = s;
     }
   } else {
-    for (int64_t d = threadIdx.x; d < hidden; d += kThreads) {
+    for (int64_t d = worker; worker >= 0 && d < hidden; d += workers) {
       float s = 0.0f;
       for (int i = 0; i < n; ++i) s += pre[i] * token_streams[i * hidden + d];
       sum_squares += s * s;
@@ -347,7 +352,7 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
   }
   __nv_bfloat16* out_bf16 = collapsed_bf16 ? collapsed_bf16 + static_cast<int64_t>(t) * hidden : nullptr;
   if (vec_hidden) {
-    for (int64_t d = 4 * threadIdx.x; d < hidden; d += 4 * kThreads) {
+    for (int64_t d = 4 * worker; worker >= 0 && d < hidden; d += 4 * workers) {
       float4 s = *reinterpret_cast<const float4*>(out + d);
       if (norm_weight != nullptr) {
         const float4 w = __ldg(reinterpret_cast<const float4*>(norm_weight + d));
@@ -365,7 +370,7 @@ __global__ void __launch_bounds__(kThreads) hyper_finalize_kernel(HyperWeights w
       }
     }
   } else {
-    for (int64_t d = threadIdx.x; d < hidden; d += kThreads) {
+    for (int64_t d = worker; worker >= 0 && d < hidden; d += workers) {
       float v = out[d];
       if (norm_weight != nullptr) {
         v = norm_weight[d] * (v * norm_inv);

@@ -57,8 +57,9 @@ struct SmallGemvParams {
 };
 // Whether launch_small_gemv takes these params (else it returns cudaErrorInvalidValue).
 bool small_gemv_supported(const SmallGemvParams& params);
-// Warps of a block sharing one row set (split columns) for k columns: 1, 2, 4 or 8.
-int small_gemv_slices(int k, int tokens);
+// Warps of a block sharing one row set (split columns) for k columns and `rows` (padded)
+// rows in all: 1, 2, 4 or 8.
+int small_gemv_slices(int k, int64_t rows);
 cudaError_t launch_small_gemv(const SmallGemvParams& params, cudaStream_t stream);
 
 // ---- embedding, RMSNorm, RoPE (embed_norm_rope_kernels.cu) -----------------------------

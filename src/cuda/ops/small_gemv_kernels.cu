@@ -127,12 +127,16 @@ __global__ void __launch_bounds__(kThreads, 2) small_gemv_kernel(SmallGemvParams
 #pragma unroll
       for (int u = 0; u < U; ++u) chunk_fma<T>(w[u], x + static_cast<int64_t>(j + u * step) * 8, p.x_stride, p.tokens, vec, acc);
     }
-    for (; j < chunks; j += step) {
-      uint4 w0[kRows];
+    // Tail (< U chunks left for this lane): every load issued before the math.
+    uint4 w[U - 1][kRows];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) w0[r] = load_stream(wrow[r] + static_cast<int64_t>(j) * 8);
-      chunk_fma<T>(w0, x + static_cast<int64_t>(j) * 8, p.x_stride, p.tokens, vec, acc);
-    }
+    for (int u = 0; u < U - 1; ++u)
+      if (j + u * step < chunks)
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) w[u][r] = load_stream(wrow[r] + static_cast<int64_t>(j + u * step) * 8);
+#pragma unroll
+    for (int u = 0; u < U - 1; ++u)
+      if (j + u * step < chunks) chunk_fma<T>(w[u], x + static_cast<int64_t>(j + u * step) * 8, p.x_stride, p.tokens, vec, acc);
   }
   // Butterfly sum over the warp's lanes (every lane ends with the same total).
 #pragma unroll
@@ -189,11 +193,18 @@ int64_t small_gemv_virtual_rows(const SmallGemvParams& p) {
   return rows;
 }
 
-int small_gemv_slices(int k, int tokens) {
+int small_gemv_slices(int k, int64_t rows) {
+  // The fewest warps per row set that still give >= 2 waves of blocks (2 x 132 SMs on an
+  // H200): fewer slices = longer per-lane runs (more loads in flight, no cross-warp sum);
+  // too few blocks for that: the most slices that give every lane a chunk.
+  constexpr int64_t kEnoughBlocks = 264;
   const int chunks = k / 8;
-  const int per_lane = small_gemv_unroll(tokens <= 1 ? 1 : tokens <= 2 ? 2 : tokens <= 4 ? 4 : 8);
-  int slices = 1;  // >= per_lane chunks per lane per row (one full unrolled step), up to 8 warps
-  while (slices < kWarps && slices * 2 * 32 * per_lane <= chunks) slices *= 2;
+  int slices = 1;
+  while (slices < kWarps && slices * 2 * 32 <= chunks) {
+    const int64_t rows_per_block = static_cast<int64_t>(kWarps / slices) * kRows;
+    if ((rows + rows_per_block - 1) / rows_per_block >= kEnoughBlocks) break;
+    slices *= 2;
+  }
   return slices;
 }
 
@@ -202,9 +213,10 @@ cudaError_t launch_small_gemv(const SmallGemvParams& params, cudaStream_t stream
   SmallGemvParams p = params;
   p.x_vec4 = p.x_stride % 4 == 0 && (reinterpret_cast<uintptr_t>(p.x) % 16) == 0 &&
              (p.group_x_offset % 4) == 0;
-  const int slices = small_gemv_slices(p.k, p.tokens);
+  const int64_t virtual_rows = small_gemv_virtual_rows(p);
+  const int slices = small_gemv_slices(p.k, virtual_rows);
   const int64_t rows_per_block = static_cast<int64_t>(kWarps / slices) * kRows;
-  const int64_t blocks = (small_gemv_virtual_rows(p) + rows_per_block - 1) / rows_per_block;
+  const int64_t blocks = (virtual_rows + rows_per_block - 1) / rows_per_block;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(blocks));
   if (p.tokens == 1)

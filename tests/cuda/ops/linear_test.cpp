@@ -259,9 +259,11 @@ TEST(CudaOpsLinear, LinearGroupedMatchesCpu) {
 // CPU's FP32 sum: 2e-6 x sum |x W| (the 3-part bound). The activation scratch is taken
 // away (act_bf16 null, capacity 0): the cuBLAS path would throw, so a pass proves the
 // GEMV ran. Ragged rows (not a multiple of the 4-row set), every column-slice count
-// (k / 8 = 1 .. 1024 chunks: 1, 2, 4 and 8 warps per row set), tokens 1..8 (templates 1,
+// (k / 8 = 1 .. 1024 chunks), tokens 1..8 (templates 1,
 // 2, 4, 8 with masked tokens), unaligned x (odd stride: scalar loads), padded y, row
-// slices; the result must be the same bits on a second run.
+// slices; the result must be the same bits on a second run. Warps per row set
+// (small_gemv_slices): [83, 200] 1, [37, 520] 2, [7, 1032] 4, [37, 2056] and [130, 8192] 8,
+// [8452, 1032] 1 with 4-5 chunks per lane.
 struct GemvCase {
   WeightFormat format;
   int64_t tokens, rows, cols, row_begin, row_count, x_pad, y_pad;
@@ -307,10 +309,14 @@ void run_gemv_case(const GemvCase& c, uint64_t seed) {
 TEST(CudaOpsLinear, SmallGemvMatchesCpu) {
   uint64_t seed = 900;
   for (int64_t tokens : {1, 2, 3, 5, 8})
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{83, 200}, {1, 8}, {7, 1032}, {37, 2056}, {130, 8192}}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{83, 200}, {1, 8}, {7, 1032}, {37, 520}, {37, 2056}, {130, 8192}}) {
       run_gemv_case({WeightFormat::kBF16, tokens, rows, cols, 0, rows, 0, 0}, seed++);
       run_gemv_case({WeightFormat::kBF16, tokens, rows, cols, 0, rows, 3, 5}, seed++);  // odd x stride: scalar x loads
     }
+  // Enough rows for 1 warp per row set (>= 264 blocks of 32 rows): long per-lane runs, the
+  // unrolled loop then the tail; 8452 rows: a ragged last row set.
+  for (int64_t tokens : {1, 5}) run_gemv_case({WeightFormat::kBF16, tokens, 8452, 1032, 0, 8452, 0, 0}, seed++);
   // Row slices (the weight pointer offset row_begin * cols stays 16-byte aligned).
   run_gemv_case({WeightFormat::kBF16, 4, 83, 200, 5, 40, 4, 0}, seed++);
   run_gemv_case({WeightFormat::kBF16, 7, 300, 512, 297, 3, 0, 2}, seed++);
