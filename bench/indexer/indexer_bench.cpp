@@ -6,10 +6,15 @@
 //   prefill  one sequence, a chunk of --chunk tokens ending at the context (causal: the
 //            chunk's tokens see (p + 1) / 4 keys each)
 //   decode   batch 1 / 16 / 64, one token per sequence (own slot), each at the context end
-// Figures per case:
-//   ms             attention::indexer_topk (scores + top-k; the default path: BF16 tensor cores
-//                  for the scores)
-//   scores_ms      the tensor-core score kernel alone
+// Each case runs once per tensor-core score kernel (--kernels, default mma,wgmma:
+// IndexerParams::score_kernel kMma = indexer_mma.cu, kWgmma = indexer_wgmma.cu); the JSON
+// line's "kernel" names it, the other fields are the same for both.
+// Figures per case and kernel:
+//   ms             attention::indexer_topk (scores + top-k) with that score kernel
+//   scores_ms      the tensor-core score kernel alone; scores_tflops / scores_of_peak its
+//                  GEMM rate, scores_key_gbps / scores_of_hbm its key stream (decode's limit)
+//   picks_vs_mma   (wgmma rows) tokens whose picks differ from the mma.sync run's (near-ties
+//                  only; tests/cuda/attention/indexer_test.cpp asserts that)
 //   oracle_ms      the FP32 path (IndexerParams::fp32_scores: the issue-4 kernels)
 //   tflops         scoring GEMM FLOPs 2 * 64 * 128 * sum(visible) / ms, and of_peak vs cuBLAS
 //   key_gbps       FP32 key bytes read once per distinct sequence / ms (decode is bound by it)
@@ -22,7 +27,7 @@
 //   ws_bytes_1m_*  the workspace sizes for an engine with 1M-token caches (262144 keys per
 //                  slot): arithmetic from indexer_workspace_floats, not run
 // Usage: bench_indexer [--json PATH] [--contexts 4096,32768] [--chunk 2048] [--batches 1,16,64]
-//                      [--chunk-rows 256]
+//                      [--chunk-rows 256] [--kernels mma,wgmma]
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -162,6 +167,8 @@ int run(int argc, char** argv) {
   std::string json_path;
   std::vector<int> contexts = {4096, 32768}, batches = {1, 16, 64};
   int chunk = 2048, chunk_rows = 256;
+  using ScoreKernel = cuda::attention::IndexerParams::ScoreKernel;
+  std::vector<ScoreKernel> kernels = {ScoreKernel::kMma, ScoreKernel::kWgmma};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
@@ -169,9 +176,22 @@ int run(int argc, char** argv) {
     else if (key == "--chunk") chunk = std::stoi(value);
     else if (key == "--batches") batches = parse_ints(value);
     else if (key == "--chunk-rows") chunk_rows = std::stoi(value);
-    else {
+    else if (key == "--kernels") {
+      kernels.clear();
+      std::stringstream ss(value);
+      for (std::string item; std::getline(ss, item, ',');) {
+        if (item == "mma") kernels.push_back(ScoreKernel::kMma);
+        else if (item == "wgmma") kernels.push_back(ScoreKernel::kWgmma);
+        else {
+          std::fprintf(stderr, "bench_indexer: --kernels item '%s' (want mma and/or wgmma, comma-separated)\n",
+                       item.c_str());
+          return 2;
+        }
+      }
+    } else {
       std::fprintf(stderr,
-                   "bench_indexer: unknown flag %s (want --json, --contexts, --chunk, --batches, --chunk-rows)\n",
+                   "bench_indexer: unknown flag %s (want --json, --contexts, --chunk, --batches, --chunk-rows, "
+                   "--kernels)\n",
                    key.c_str());
       return 2;
     }
@@ -196,9 +216,9 @@ int run(int argc, char** argv) {
                  prop.name, date.c_str(), peak_tflops);
   }
 
-  std::printf("%-8s %7s %6s %9s %10s %10s %8s %8s %9s %10s %10s %9s %9s\n", "mode", "context", "tokens", "ms",
-              "scores_ms", "oracle_ms", "TFLOP/s", "of_peak", "key_GB/s", "bounded_ms", "chunked_ms", "ws_MiB",
-              "whole_MiB");
+  std::printf("%-8s %-6s %7s %6s %9s %10s %10s %8s %8s %9s %8s %10s %10s %9s %9s %6s\n", "mode", "kernel", "context",
+              "tokens", "ms", "scores_ms", "oracle_ms", "sc_TF/s", "of_peak", "sc_GB/s", "of_hbm", "bounded_ms",
+              "chunked_ms", "ws_MiB", "whole_MiB", "picks");
   for (int context : contexts) {
     std::vector<std::pair<std::string, int>> modes = {{"prefill", chunk}};
     for (int b : batches) modes.push_back({"decode", b});
@@ -245,78 +265,100 @@ int run(int argc, char** argv) {
       p.scores = d_scores;
       p.selected = d_selected;
       const int iters = prefill ? 10 : 30;
-      const double ms = timer.median_ms([&] { cuda::attention::indexer_topk(p, nullptr); }, iters);
-      const double scores_ms =
-          timer.median_ms([&] { DSV4_CUDA_CHECK(cuda::attention::detail::launch_indexer_scores_mma(p, nullptr)); },
-                          iters);
       cuda::attention::IndexerParams oracle = p;
       oracle.fp32_scores = true;
       const double oracle_ms = timer.median_ms([&] { cuda::attention::indexer_topk(oracle, nullptr); }, prefill ? 3 : 10, 1);
-      // Bounded workspace (the engine's sizing) and forced chunks, each in its own buffer of
-      // exactly that size (a chunking bug writing past it shows under compute-sanitizer).
-      const int64_t bounded_floats = cuda::attention::indexer_workspace_floats(tokens, max_entries);
-      const int64_t chunk_floats =
-          std::min<int64_t>(static_cast<int64_t>(chunk_rows), tokens) * static_cast<int64_t>(max_entries);
-      float* d_bounded = device_alloc<float>(static_cast<size_t>(bounded_floats));
-      float* d_chunked = device_alloc<float>(static_cast<size_t>(chunk_floats));
-      cuda::attention::IndexerParams bounded = p;
-      bounded.scores = d_bounded;
-      bounded.scores_floats = bounded_floats;
-      const double bounded_ms = timer.median_ms([&] { cuda::attention::indexer_topk(bounded, nullptr); }, iters);
-      cuda::attention::IndexerParams chunked = p;
-      chunked.scores = d_chunked;
-      chunked.scores_floats = chunk_floats;
-      const double chunked_ms = timer.median_ms([&] { cuda::attention::indexer_topk(chunked, nullptr); }, iters);
-      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-      // The three runs must pick the same entries (same inputs).
-      {
-        std::vector<int32_t> whole_pick(static_cast<size_t>(tokens) * kTopK), other(whole_pick.size());
-        cuda::attention::indexer_topk(p, nullptr);
-        DSV4_CUDA_CHECK(cudaMemcpy(whole_pick.data(), d_selected, whole_pick.size() * 4, cudaMemcpyDeviceToHost));
-        for (const cuda::attention::IndexerParams* run : {&bounded, &chunked}) {
-          cuda::attention::indexer_topk(*run, nullptr);
-          DSV4_CUDA_CHECK(cudaMemcpy(other.data(), d_selected, other.size() * 4, cudaMemcpyDeviceToHost));
-          if (other != whole_pick)
-            std::fprintf(stderr, "bench_indexer: %s context %d: %s picks differ from the whole-batch run\n",
-                         mode.c_str(), context, run == &bounded ? "bounded-workspace" : "chunked");
+      std::vector<int32_t> mma_picks;  // the mma.sync run's picks (for picks_vs_mma)
+      for (const ScoreKernel kernel : kernels) {
+        const bool wgmma = kernel == ScoreKernel::kWgmma;
+        const char* kernel_name = wgmma ? "wgmma" : "mma";
+        p.score_kernel = kernel;
+        const double ms = timer.median_ms([&] { cuda::attention::indexer_topk(p, nullptr); }, iters);
+        const double scores_ms = timer.median_ms(
+            [&] {
+              DSV4_CUDA_CHECK(wgmma ? cuda::attention::detail::launch_indexer_scores_wgmma(p, nullptr)
+                                    : cuda::attention::detail::launch_indexer_scores_mma(p, nullptr));
+            },
+            iters);
+        // Bounded workspace (the engine's sizing) and forced chunks, each in its own buffer of
+        // exactly that size (a chunking bug writing past it shows under compute-sanitizer).
+        const int64_t bounded_floats = cuda::attention::indexer_workspace_floats(tokens, max_entries);
+        const int64_t chunk_floats =
+            std::min<int64_t>(static_cast<int64_t>(chunk_rows), tokens) * static_cast<int64_t>(max_entries);
+        float* d_bounded = device_alloc<float>(static_cast<size_t>(bounded_floats));
+        float* d_chunked = device_alloc<float>(static_cast<size_t>(chunk_floats));
+        cuda::attention::IndexerParams bounded = p;
+        bounded.scores = d_bounded;
+        bounded.scores_floats = bounded_floats;
+        const double bounded_ms = timer.median_ms([&] { cuda::attention::indexer_topk(bounded, nullptr); }, iters);
+        cuda::attention::IndexerParams chunked = p;
+        chunked.scores = d_chunked;
+        chunked.scores_floats = chunk_floats;
+        const double chunked_ms = timer.median_ms([&] { cuda::attention::indexer_topk(chunked, nullptr); }, iters);
+        DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+        // The three runs must pick the same entries (same inputs).
+        int picks_vs_mma = -1;  // -1: not compared (the mma row itself, or no mma run)
+        {
+          std::vector<int32_t> whole_pick(static_cast<size_t>(tokens) * kTopK), other(whole_pick.size());
+          cuda::attention::indexer_topk(p, nullptr);
+          DSV4_CUDA_CHECK(cudaMemcpy(whole_pick.data(), d_selected, whole_pick.size() * 4, cudaMemcpyDeviceToHost));
+          if (!wgmma) mma_picks = whole_pick;
+          else if (!mma_picks.empty()) {
+            picks_vs_mma = 0;
+            for (int t = 0; t < tokens; ++t)
+              picks_vs_mma += !std::equal(whole_pick.begin() + static_cast<size_t>(t) * kTopK,
+                                          whole_pick.begin() + static_cast<size_t>(t + 1) * kTopK,
+                                          mma_picks.begin() + static_cast<size_t>(t) * kTopK);
+          }
+          for (const cuda::attention::IndexerParams* run : {&bounded, &chunked}) {
+            cuda::attention::indexer_topk(*run, nullptr);
+            DSV4_CUDA_CHECK(cudaMemcpy(other.data(), d_selected, other.size() * 4, cudaMemcpyDeviceToHost));
+            if (other != whole_pick)
+              std::fprintf(stderr, "bench_indexer: %s %s context %d: %s picks differ from the whole-batch run\n",
+                           mode.c_str(), kernel_name, context, run == &bounded ? "bounded-workspace" : "chunked");
+          }
         }
-      }
-      cudaFree(d_bounded);
-      cudaFree(d_chunked);
-      const double ws_whole = static_cast<double>(tokens) * max_entries * sizeof(float);
-      const double ws_bounded = static_cast<double>(bounded_floats) * sizeof(float);
-      const double ws_chunked = static_cast<double>(chunk_floats) * sizeof(float);
-      constexpr int kEngineKeys1M = 262144;
-      const double ws_1m_whole = static_cast<double>(tokens) * kEngineKeys1M * sizeof(float);
-      const double ws_1m_bounded =
-          static_cast<double>(cuda::attention::indexer_workspace_floats(tokens, kEngineKeys1M)) * sizeof(float);
+        cudaFree(d_bounded);
+        cudaFree(d_chunked);
+        const double ws_whole = static_cast<double>(tokens) * max_entries * sizeof(float);
+        const double ws_bounded = static_cast<double>(bounded_floats) * sizeof(float);
+        const double ws_chunked = static_cast<double>(chunk_floats) * sizeof(float);
+        constexpr int kEngineKeys1M = 262144;
+        const double ws_1m_whole = static_cast<double>(tokens) * kEngineKeys1M * sizeof(float);
+        const double ws_1m_bounded =
+            static_cast<double>(cuda::attention::indexer_workspace_floats(tokens, kEngineKeys1M)) * sizeof(float);
 
-      const double flops = 2.0 * kHeads * kDim * visible_sum;
-      const double tflops = flops / (ms * 1e-3) / 1e12;
-      const double scores_tflops = flops / (scores_ms * 1e-3) / 1e12;
-      const double key_bytes = static_cast<double>(sequences) * max_entries * kDim * sizeof(float);
-      const double key_gbps = key_bytes / (ms * 1e-3) / 1e9;
-      const double bounded_tflops = flops / (bounded_ms * 1e-3) / 1e12;
-      const double chunked_tflops = flops / (chunked_ms * 1e-3) / 1e12;
-      std::printf("%-8s %7d %6d %9.4f %10.4f %10.4f %8.1f %7.1f%% %9.0f %10.4f %10.4f %9.2f %9.2f\n", mode.c_str(),
-                  context, tokens, ms, scores_ms, oracle_ms, tflops, 100.0 * tflops / peak_tflops, key_gbps,
-                  bounded_ms, chunked_ms, ws_bounded / (1 << 20), ws_whole / (1 << 20));
-      if (json)
-        std::fprintf(json,
-                     "{\"bench\":\"indexer\",\"device\":\"%s\",\"date\":\"%s\",\"mode\":\"%s\",\"context\":%d,"
-                     "\"tokens\":%d,\"keys\":%d,\"heads\":%d,\"dim\":%d,\"top_k\":%d,\"ms\":%.5f,"
-                     "\"scores_ms\":%.5f,\"oracle_ms\":%.5f,\"gemm_flops\":%.4e,\"tflops\":%.2f,"
-                     "\"scores_tflops\":%.2f,\"peak_tflops\":%.1f,\"of_peak\":%.4f,\"key_bytes\":%.4e,"
-                     "\"key_gbps\":%.1f,\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"speedup_vs_oracle\":%.2f,"
-                     "\"bounded_ms\":%.5f,\"bounded_tflops\":%.2f,\"bounded_of_peak\":%.4f,\"chunk_rows\":%d,"
-                     "\"chunked_ms\":%.5f,\"chunked_tflops\":%.2f,\"chunked_of_peak\":%.4f,"
-                     "\"ws_bytes_whole\":%.0f,\"ws_bytes_bounded\":%.0f,\"ws_bytes_chunked\":%.0f,"
-                     "\"ws_bytes_1m_whole\":%.0f,\"ws_bytes_1m_bounded\":%.0f}\n",
-                     prop.name, date.c_str(), mode.c_str(), context, tokens, max_entries, kHeads, kDim, kTopK, ms,
-                     scores_ms, oracle_ms, flops, tflops, scores_tflops, peak_tflops, tflops / peak_tflops, key_bytes,
-                     key_gbps, copy_gbps, key_gbps / copy_gbps, oracle_ms / ms, bounded_ms, bounded_tflops,
-                     bounded_tflops / peak_tflops, chunk_rows, chunked_ms, chunked_tflops, chunked_tflops / peak_tflops,
-                     ws_whole, ws_bounded, ws_chunked, ws_1m_whole, ws_1m_bounded);
+        const double flops = 2.0 * kHeads * kDim * visible_sum;
+        const double tflops = flops / (ms * 1e-3) / 1e12;
+        const double scores_tflops = flops / (scores_ms * 1e-3) / 1e12;
+        const double key_bytes = static_cast<double>(sequences) * max_entries * kDim * sizeof(float);
+        const double key_gbps = key_bytes / (ms * 1e-3) / 1e9;
+        const double scores_key_gbps = key_bytes / (scores_ms * 1e-3) / 1e9;
+        const double bounded_tflops = flops / (bounded_ms * 1e-3) / 1e12;
+        const double chunked_tflops = flops / (chunked_ms * 1e-3) / 1e12;
+        std::printf("%-8s %-6s %7d %6d %9.4f %10.4f %10.4f %8.1f %7.1f%% %9.0f %7.1f%% %10.4f %10.4f %9.2f %9.2f %6d\n",
+                    mode.c_str(), kernel_name, context, tokens, ms, scores_ms, oracle_ms, scores_tflops,
+                    100.0 * scores_tflops / peak_tflops, scores_key_gbps, 100.0 * scores_key_gbps / copy_gbps,
+                    bounded_ms, chunked_ms, ws_bounded / (1 << 20), ws_whole / (1 << 20), picks_vs_mma);
+        if (json)
+          std::fprintf(json,
+                       "{\"bench\":\"indexer\",\"device\":\"%s\",\"date\":\"%s\",\"mode\":\"%s\",\"kernel\":\"%s\",\"context\":%d,"
+                       "\"tokens\":%d,\"keys\":%d,\"heads\":%d,\"dim\":%d,\"top_k\":%d,\"ms\":%.5f,"
+                       "\"scores_ms\":%.5f,\"oracle_ms\":%.5f,\"gemm_flops\":%.4e,\"tflops\":%.2f,"
+                       "\"scores_tflops\":%.2f,\"peak_tflops\":%.1f,\"of_peak\":%.4f,\"key_bytes\":%.4e,"
+                       "\"key_gbps\":%.1f,\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"speedup_vs_oracle\":%.2f,"
+                       "\"bounded_ms\":%.5f,\"bounded_tflops\":%.2f,\"bounded_of_peak\":%.4f,\"chunk_rows\":%d,"
+                       "\"chunked_ms\":%.5f,\"chunked_tflops\":%.2f,\"chunked_of_peak\":%.4f,"
+                       "\"ws_bytes_whole\":%.0f,\"ws_bytes_bounded\":%.0f,\"ws_bytes_chunked\":%.0f,"
+                       "\"ws_bytes_1m_whole\":%.0f,\"ws_bytes_1m_bounded\":%.0f,\"scores_of_peak\":%.4f,"
+                       "\"scores_key_gbps\":%.1f,\"scores_of_hbm\":%.4f,\"picks_vs_mma\":%d}\n",
+                       prop.name, date.c_str(), mode.c_str(), kernel_name, context, tokens, max_entries, kHeads, kDim, kTopK, ms,
+                       scores_ms, oracle_ms, flops, tflops, scores_tflops, peak_tflops, tflops / peak_tflops, key_bytes,
+                       key_gbps, copy_gbps, key_gbps / copy_gbps, oracle_ms / ms, bounded_ms, bounded_tflops,
+                       bounded_tflops / peak_tflops, chunk_rows, chunked_ms, chunked_tflops, chunked_tflops / peak_tflops,
+                       ws_whole, ws_bounded, ws_chunked, ws_1m_whole, ws_1m_bounded, scores_tflops / peak_tflops,
+                       scores_key_gbps, scores_key_gbps / copy_gbps, picks_vs_mma);
+      }  // kernels
       for (void* ptr : std::vector<void*>{d_entries, d_q, d_weights, d_positions, d_slots, d_first, d_ids, d_scores,
                                           d_selected})
         cudaFree(ptr);

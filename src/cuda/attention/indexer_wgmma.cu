@@ -302,10 +302,11 @@ namespace detail {
 size_t indexer_wgmma_smem_bytes(int group) { return 1024 + static_cast<size_t>(group) * kTokenBytes; }
 
 int indexer_wgmma_group(int tokens) {
-  // 8 tokens per CTA at every batch size: registers (196 a thread) allow one CTA of 256
-  // threads per SM anyway, so a smaller q panel buys no occupancy; decode groups stream
-  // their sequences' keys back to back (prefetch across passes).
-  return tokens > 0 ? kGroupMax : 1;
+  // Registers (183 a thread) allow one CTA of 256 threads per SM whatever the q panel's
+  // size, so the group only trades key reuse (prefill: 8 tokens of a sequence share each
+  // key tile) against q staging per CTA (decode: a CTA stages all its tokens' q, 32 KiB
+  // FP32 each, for the key tiles of its split). Small batches (decode) take 1 token.
+  return tokens <= 64 ? 1 : kGroupMax;
 }
 
 cudaError_t launch_indexer_scores_wgmma(const IndexerParams& p, cudaStream_t stream) {
@@ -319,7 +320,7 @@ cudaError_t launch_indexer_scores_wgmma(const IndexerParams& p, cudaStream_t str
     attribute_set = true;
   }
   const int groups = (p.batch.tokens + group - 1) / group;
-  if (groups > 65535) return cudaErrorInvalidConfiguration;  // the dispatcher keeps tokens <= 65535 groups
+  if (groups > 65535) return cudaErrorInvalidConfiguration;  // the dispatcher keeps tokens <= 4 * 65535
   const int tiles = (p.max_entries + kTileKeys - 1) / kTileKeys;
   int sms = 132;
   {
@@ -330,15 +331,13 @@ cudaError_t launch_indexer_scores_wgmma(const IndexerParams& p, cudaStream_t str
         sms = count;
     }
   }
-  // About 4 waves of CTAs (one CTA of 2 warpgroups per SM at the prefill group size) over
-  // the worst case of `tiles` tiles per group; at most 64 tiles (4096 keys) per CTA, so the
-  // q staging is amortised; 1 tile per CTA lets a single decode token spread over the SMs.
-  const int64_t jobs = static_cast<int64_t>(groups) * tiles;
-  int tiles_per_cta = static_cast<int>((jobs + 4 * sms - 1) / (4 * sms));
-  tiles_per_cta = tiles_per_cta < 1 ? 1 : (tiles_per_cta > 64 ? 64 : tiles_per_cta);
-  if (tiles_per_cta > tiles) tiles_per_cta = tiles;
-  const int splits = (tiles + tiles_per_cta - 1) / tiles_per_cta;
-  tiles_per_cta = (tiles + splits - 1) / splits;  // balanced splits (no short last one)
+  // Fewer groups than SMs (decode, short chunks): split each group's keys so the CTAs make
+  // about one full wave (one CTA per SM), each CTA as long as possible (q staged once per
+  // CTA). Otherwise up to 64 tiles (4096 keys) per CTA, several waves.
+  int splits = groups < sms ? sms / groups : (tiles + 63) / 64;
+  splits = splits < 1 ? 1 : (splits > tiles ? tiles : splits);
+  const int tiles_per_cta = (tiles + splits - 1) / splits;
+  splits = (tiles + tiles_per_cta - 1) / tiles_per_cta;
   indexer_scores_wgmma_kernel<<<dim3(splits, groups), kThreads, indexer_wgmma_smem_bytes(group), stream>>>(
       p, group, tiles_per_cta);
   return cudaGetLastError();
