@@ -7,12 +7,15 @@
 // Figures:
 //   prefill (one sequence, positions 0..tokens-1, CSA or HCA layer): ms, attended keys
 //     (window rows + valid compressed entries, summed over tokens), useful TFLOP/s =
-//     4 * 64 * 512 * attended / time, and its fraction of the GEMM peak; at 8k also the
-//     FP32 kernel (kernel "simple") for comparison.
+//     4 * 64 * 512 * attended / time, and its fraction of the GEMM peak; kernels "wgmma"
+//     (kAuto), "sharep" (Kernel::kWgmmaShareP: S computed once, P through shared
+//     memory) and at 8k the FP32 kernel ("simple") for comparison.
 //   decode (batch sequences of `context` tokens each, one token each, CSA or HCA):
 //     ms, bytes = KV rows read (attended x 1 KiB) + q and out (FP32), GB/s and the
-//     fraction of the HBM copy bandwidth; wgmma with split-KV auto and off, and the
-//     FP32 kernel ("simple").
+//     fraction of the HBM copy bandwidth, and the useful TFLOP/s (as prefill; at batch >=
+//     16 decode is near the ridge: 128 FLOP per KV byte) with its fraction of the GEMM
+//     peak; wgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
+//     and the FP32 kernel ("simple").
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -233,10 +236,12 @@ int run(int argc, char** argv) {
       for (int t = 0; t < tokens; ++t) positions[t] = t;
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
-      for (const char* kernel : {"wgmma", "simple"}) {
-        const bool simple = std::string(kernel) == "simple";
+      for (const char* kernel : {"wgmma", "sharep", "simple"}) {
+        const bool simple = std::string(kernel) == "simple", share_p = std::string(kernel) == "sharep";
         if (simple && tokens > 8192) continue;
-        pr.p.kernel = simple ? SparseAttentionParams::Kernel::kSimple : SparseAttentionParams::Kernel::kAuto;
+        pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
+                      : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
+                                : SparseAttentionParams::Kernel::kAuto;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
                                           simple ? 1 : 2);
@@ -258,8 +263,8 @@ int run(int argc, char** argv) {
   }
 
   // ---- decode ----
-  std::printf("%-7s %-4s %-6s %6s %7s %7s %9s %12s %8s %7s\n", "case", "layer", "splits", "batch", "context", "iters",
-              "ms", "bytes", "GB/s", "of_HBM");
+  std::printf("%-7s %-4s %-6s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
+              "iters", "ms", "bytes", "GB/s", "of_HBM", "TFLOP/s", "of_peak");
   for (int context : {4096, 32768, 131072}) {
     if (quick && context > 32768) continue;
     for (int batch : {1, 16, 64}) {
@@ -268,10 +273,14 @@ int run(int argc, char** argv) {
         for (int b = 0; b < batch; ++b) slots[b] = b;
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
-        for (const char* splits : {"auto", "off", "simple"}) {
-          // "simple": the FP32 kernel (what kAuto gives up for the wgmma one).
+        for (const char* splits : {"auto", "off", "sharep", "simple"}) {
+          // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
+          // Kernel::kWgmmaShareP with split-KV auto.
           const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
-          pr.p.kernel = simple ? SparseAttentionParams::Kernel::kSimple : SparseAttentionParams::Kernel::kAuto;
+          const bool share_p = std::string(splits) == "sharep";
+          pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
+                        : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
+                                  : SparseAttentionParams::Kernel::kAuto;
           pr.p.kv_splits = off ? 1 : 0;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
@@ -281,17 +290,20 @@ int run(int argc, char** argv) {
           const double kv_bytes = static_cast<double>(pr.attended) * kDim * 2;
           const double bytes = kv_bytes + 2.0 * batch * kHeads * kDim * 4;  // + q and out (FP32)
           const double gbps = bytes / (ms * 1e-3) / 1e9;
-          std::printf("%-7s %-4s %-6s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f\n", "decode", csa ? "csa" : "hca", splits,
-                      batch, context, iters, ms, bytes, gbps, gbps / copy_gbps);
+          const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
+          std::printf("%-7s %-4s %-6s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
+                      splits, batch, context, iters, ms, bytes, gbps, gbps / copy_gbps, tflops, tflops / peak_tflops);
           if (json)
             std::fprintf(json,
                          "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"decode\",\"layer\":\"%s\","
                          "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
-                         "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f}\n",
-                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : "wgmma",
-                         simple ? "off" : splits, batch, context, kHeads, kDim, iters, ms,
-                         static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps);
+                         "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
+                         "\"of_peak\":%.4f}\n",
+                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : share_p ? "sharep" : "wgmma",
+                         simple ? "off" : share_p ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
+                         peak_tflops, tflops / peak_tflops);
         }
       }
     }
