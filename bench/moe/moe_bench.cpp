@@ -3,8 +3,11 @@
 // Method (shared/docs/benchmarking.md): median of CUDA-event times after warm-up, L2
 // flushed (256 MB write) before every iteration; the HBM copy bandwidth is measured in
 // the same process. Figures per token count:
-//   layer_ms       router + dispatch + L1 + L2 + combine (5 launches, eager)
+//   layer_ms       router + dispatch + L1 + L2 + combine (eager; <= 64 tokens fused into 4 launches)
 //   layer_graph_ms the same captured in a CUDA graph and replayed
+//   layer_unfused_ms  (<= 64 tokens) eager layer with the decode fusions off (separate top-k,
+//                  dispatch and combine kernels: MoeForwardParams::fuse_route_dispatch /
+//                  fuse_combine = false); -1 above 64 tokens
 //   gemm_ms        L1 (+SwiGLU) + L2 alone
 //   weight bytes   packed bytes of every expert with at least one slot (incl. shared),
 //                  divided by the time -> GB/s and fraction of the copy bandwidth
@@ -138,8 +141,8 @@ int run(int argc, char** argv) {
                  date.c_str(), copy_gbps);
 
   constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
-  std::printf("%-6s %6s %-13s %9s %9s %9s %7s %8s %7s %8s %8s\n", "format", "tokens", "config", "layer_ms", "graph_ms",
-              "gemm_ms", "experts", "GB/s", "of_HBM", "TFLOP/s", "layerTF");
+  std::printf("%-6s %6s %-13s %9s %9s %9s %7s %8s %7s %8s %8s %10s\n", "format", "tokens", "config", "layer_ms",
+              "graph_ms", "gemm_ms", "experts", "GB/s", "of_HBM", "TFLOP/s", "layerTF", "unfused_ms");
   for (const std::string& fname : {std::string("nvfp4"), std::string("mxfp4")}) {
     if (formats.find(fname) == std::string::npos) continue;
     const ExpertFormat format = fname == "nvfp4" ? ExpertFormat::kNVFP4 : ExpertFormat::kMXFP4;
@@ -172,6 +175,15 @@ int run(int argc, char** argv) {
         p.stream = nullptr;  // legacy stream: ordered with the timer's flush and events
         const int iters = tokens >= 8192 ? 5 : tokens >= 1024 ? 10 : 30;
         const double layer_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::moe_forward(p)); }, iters);
+        // Decode fusion off (separate top-k, dispatch and combine kernels), eager; -1 where
+        // the fusions do not apply (> kFusedRouteMaxTokens).
+        double layer_unfused_ms = -1.0;
+        if (tokens <= cuda::moe::kFusedRouteMaxTokens) {
+          cuda::moe::MoeForwardParams pu = p;
+          pu.fuse_route_dispatch = false;
+          pu.fuse_combine = false;
+          layer_unfused_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::moe_forward(pu)); }, iters);
+        }
 
         // Graph of the whole layer (captured on a side stream, replayed on the legacy one).
         cuda::moe::MoeForwardParams pg = p;
@@ -232,20 +244,21 @@ int run(int argc, char** argv) {
         const double best_ms = std::min(layer_ms, graph_ms);
         const double gbps_layer = bytes / (best_ms * 1e-3) / 1e9, gbps_gemm = bytes / (gemm_ms * 1e-3) / 1e9;
         const double tflops_gemm = flops / (gemm_ms * 1e-3) / 1e12, tflops_layer = flops / (best_ms * 1e-3) / 1e12;
-        std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f\n", fname.c_str(), tokens,
+        std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f %10.4f\n", fname.c_str(), tokens,
                     config_name(config), layer_ms, graph_ms, gemm_ms, active,
-                    gbps_gemm, 100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer);
+                    gbps_gemm, 100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms);
         if (json)
           std::fprintf(json,
                        "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
                        "\"config\":\"%s\",\"layer_ms\":%.5f,\"layer_graph_ms\":%.5f,\"gemm_ms\":%.5f,"
                        "\"active_experts\":%d,\"slots\":%lld,\"weight_bytes\":%.0f,\"weight_gbps_gemm\":%.1f,"
                        "\"weight_gbps_layer\":%.1f,\"hbm_copy_gbps\":%.1f,\"frac_hbm_gemm\":%.4f,"
-                       "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f}\n",
+                       "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f,"
+                       "\"layer_unfused_ms\":%.5f}\n",
                        prop.name, date.c_str(), fname.c_str(), tokens,
                        config_name(config), layer_ms, graph_ms, gemm_ms,
                        active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
-                       gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer);
+                       gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms);
         std::fflush(stdout);
         cudaGraphExecDestroy(graph_exec);
         cudaGraphDestroy(graph);

@@ -31,6 +31,7 @@ __device__ __forceinline__ void dispatch_cta(const DispatchParams& p) {
   const int pairs_per_token = p.top_k + (p.has_shared ? 1 : 0);
   const int pairs = p.tokens * pairs_per_token;
   for (int e = tid; e < groups; e += kDispatchThreads) counts[e] = 0, cursor[e] = 0;
+  for (int i = tid; i < p.zero_count; i += kDispatchThreads) p.zero_ints[i] = 0;
   __syncthreads();
 
   // Pass 1: counts. Lanes routed to the same expert add once (warp-aggregated).

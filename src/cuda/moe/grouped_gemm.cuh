@@ -120,7 +120,23 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   extern __shared__ __align__(16) uint8_t smem[];
 
   const int tile = blockIdx.x;
-  if (tile >= *p.tile_count) return;
+  const int tile_total = *p.tile_count;
+  if (tile >= tile_total) {
+    if constexpr (!kL1 && Tile::BT == 8) {
+      // Fused combine with no tile at all (every pick dropped, no shared expert): nobody
+      // would count, so CTA (0, y) writes the combine's result, zeros, for its columns.
+      if (p.combine_out != nullptr && tile_total == 0 && tile == 0) {
+        constexpr int kChunks = Tile::BW / 8;
+        for (int c = threadIdx.x; c < p.combine_tokens * kChunks; c += Tile::kThreads) {
+          float4* o = reinterpret_cast<float4*>(p.combine_out + static_cast<int64_t>(c / kChunks) * p.n +
+                                                blockIdx.y * Tile::BW + (c % kChunks) * 8);
+          o[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          o[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+    }
+    return;
+  }
   const int expert = p.tile_expert[tile];
   const int slot0 = p.tile_slot_begin[tile];
   const int rows = p.tile_row_count[tile];
@@ -333,6 +349,44 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if (r < rows)
       *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
           *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
+  }
+
+  if constexpr (!kL1 && BT == 8) {  // decode tiles only (launch_gemm rejects combine_out otherwise)
+    if (p.combine_out != nullptr) {
+      // Fused combine (decode): the CTA that finishes column block blockIdx.y last (of the
+      // tile_total CTAs that run it) sums every token's slots for these BW columns, in k
+      // order, exactly as combine_kernel does. Fence / count / fence: the slot_out rows of
+      // every CTA of the block are visible before the last one reads them (from L2, .cg).
+      __shared__ int s_last;
+      __threadfence();
+      __syncthreads();
+      if (tid == 0) s_last = atomicAdd(p.combine_done + blockIdx.y, 1) == tile_total - 1;
+      __syncthreads();
+      if (s_last) {
+        __threadfence();
+        constexpr int kChunks = BW / 8;
+        for (int c = tid; c < p.combine_tokens * kChunks; c += kThreads) {
+          const int token = c / kChunks, col = n0 + (c % kChunks) * 8;
+          const int32_t* slots = p.slot_of_pair + static_cast<int64_t>(token) * p.pairs_per_token;
+          float sum[8] = {};
+          for (int k = 0; k < p.pairs_per_token; ++k) {
+            const int slot = slots[k];
+            if (slot < 0) continue;
+            const uint4 v = __ldcg(reinterpret_cast<const uint4*>(p.out + static_cast<int64_t>(slot) * p.n + col));
+            const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+              const float2 f = __bfloat1622float2(pairs[i]);
+              sum[2 * i] += f.x;
+              sum[2 * i + 1] += f.y;
+            }
+          }
+          float4* o = reinterpret_cast<float4*>(p.combine_out + static_cast<int64_t>(token) * p.n + col);
+          o[0] = make_float4(sum[0], sum[1], sum[2], sum[3]);
+          o[1] = make_float4(sum[4], sum[5], sum[6], sum[7]);
+        }
+      }
+    }
   }
 }
 

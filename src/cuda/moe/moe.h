@@ -58,6 +58,8 @@ struct DispatchParams {
   int32_t* tile_row_count = nullptr;      // [max_tiles]
   int32_t* tile_count = nullptr;          // [1]
   int32_t* error_flag = nullptr;
+  int32_t* zero_ints = nullptr;           // [zero_count] set to 0 by the dispatch (L2's fused-combine counters)
+  int zero_count = 0;
   cudaStream_t stream = nullptr;
 };
 cudaError_t launch_dispatch(const DispatchParams& params);
@@ -100,6 +102,15 @@ struct GroupedGemmParams {
   int n = 0, k = 0;                       // weight [n, k]; n % 128 == 0, k % 128 == 0 (tile sizes)
   float swiglu_limit = 0.0f;              // L1
   uint16_t* out = nullptr;                // L1: h [slots, n / 2] BF16; L2: slot_out [slots, n] BF16
+  // L2 with the decode tiles (kDecode, kDecodeKSplit) only: fused combine. When combine_out
+  // is set, the last CTA to finish each column block (counted in combine_done[blockIdx.y],
+  // which must be 0 at launch: the dispatch zeroes it) writes combine_out[t][cols] = sum over
+  // k of slot_out[slot_of_pair[t][k]][cols], the same order and arithmetic as launch_combine.
+  // With *tile_count == 0 CTA (0, y) writes the zeros the combine would.
+  float* combine_out = nullptr;           // [combine_tokens, n] FP32
+  const int32_t* slot_of_pair = nullptr;  // [combine_tokens, pairs_per_token]
+  int32_t* combine_done = nullptr;        // [n / 128]
+  int combine_tokens = 0, pairs_per_token = 0;
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
@@ -152,6 +163,7 @@ struct MoeWorkspace {
   int32_t* tile_count;
   uint16_t* h;            // [slots, I] BF16
   uint16_t* slot_out;     // [slots, H] BF16
+  int32_t* combine_done;  // [H / 16]: L2 fused-combine counters (zeroed by the dispatch)
   int max_tiles;
   size_t bytes;           // total
 };
@@ -174,10 +186,13 @@ struct MoeForwardParams {
   int32_t* error_flag = nullptr;           // device int, never cleared here
   bool fuse_route_dispatch = true;         // tokens <= kFusedRouteMaxTokens: launch_route_dispatch
                                            // (false: the separate top-k and dispatch kernels)
+  bool fuse_combine = true;                // tokens <= kFusedRouteMaxTokens, decode tiles:
+                                           // combine in L2's last CTA per column block (false: combine kernel)
   cudaStream_t stream = nullptr;
 };
 // Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,
-// top-k, dispatch, L1, L2, combine), 5 with fuse_route_dispatch at <= 64 tokens.
+// top-k, dispatch, L1, L2, combine); at <= 64 tokens 5 with fuse_route_dispatch and 4 with
+// fuse_combine too (scores, top-k + dispatch, L1, L2 + combine).
 cudaError_t moe_forward(const MoeForwardParams& params);
 
 }  // namespace dsv4::cuda::moe

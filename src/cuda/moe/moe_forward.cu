@@ -16,6 +16,10 @@ cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 namespace {
 
 cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
+  if (p.combine_out != nullptr &&
+      (l1 || (p.config != TileConfig::kDecode && p.config != TileConfig::kDecodeKSplit) || p.n % 128 != 0 ||
+       p.slot_of_pair == nullptr || p.combine_done == nullptr))
+    return cudaErrorInvalidValue;  // fused combine: L2 on the decode tiles only
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
@@ -75,6 +79,7 @@ MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig conf
   ws.tile_count = carve.take<int32_t>(1);
   ws.h = carve.take<uint16_t>(pairs * w.intermediate);
   ws.slot_out = carve.take<uint16_t>(pairs * w.hidden);
+  ws.combine_done = carve.take<int32_t>(w.hidden / 16 + 1);
   ws.bytes = carve.offset;
   return ws;
 }
@@ -124,6 +129,12 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   dispatch.tile_count = ws.tile_count;
   dispatch.error_flag = p.error_flag;
   dispatch.stream = p.stream;
+  const bool fuse_combine = p.fuse_combine && p.tokens <= kFusedRouteMaxTokens &&
+                            (p.config == TileConfig::kDecode || p.config == TileConfig::kDecodeKSplit);
+  if (fuse_combine) {
+    dispatch.zero_ints = ws.combine_done;
+    dispatch.zero_count = w.hidden / 16 + 1;
+  }
   cudaError_t err = cudaSuccess;
   if (p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens) {
     if ((err = launch_route_dispatch(router, dispatch)) != cudaSuccess) return err;
@@ -164,6 +175,14 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.n = w.hidden;
   l2.k = w.intermediate;
   l2.out = ws.slot_out;
+  if (fuse_combine) {
+    l2.combine_out = p.out;
+    l2.slot_of_pair = ws.slot_of_pair;
+    l2.combine_done = ws.combine_done;
+    l2.combine_tokens = p.tokens;
+    l2.pairs_per_token = pairs_per_token;
+    return launch_moe_l2(l2);
+  }
   if ((err = launch_moe_l2(l2)) != cudaSuccess) return err;
 
   CombineParams combine;

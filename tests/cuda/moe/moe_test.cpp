@@ -13,7 +13,8 @@
 //                 Decode: kDecodeKSplit (in-CTA split-K, default <= 512 tokens) with every
 //                 token on one expert at 1, 2, 7, 64, reruns bit-identical; the older
 //                 kDecode tile at 1 and 64; the fused top-k + dispatch kernel (default
-//                 <= 64 tokens) bit-identical to the separate kernels (uniform and skewed).
+//                 <= 64 tokens) and the combine fused into L2 bit-identical to the
+//                 separate kernels (both decode tiles, uniform and skewed).
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -183,6 +184,7 @@ struct Case {
   std::vector<int32_t> token_ids;            // hash routing
   bool route_f32 = false;                    // router reads FP32 x (MoeForwardParams::x_f32)
   bool fuse_route_dispatch = true;           // MoeForwardParams::fuse_route_dispatch
+  bool fuse_combine = true;                  // MoeForwardParams::fuse_combine
 };
 
 struct CaseOutput {
@@ -215,6 +217,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   p.tokens = T;
   p.config = c.config;
   p.fuse_route_dispatch = c.fuse_route_dispatch;
+  p.fuse_combine = c.fuse_combine;
   p.workspace = d_ws;
   p.out = d_out;
   p.error_flag = d_flag;
@@ -461,27 +464,39 @@ void run_flash(ExpertFormat format) {
       check_case(set, dev, router, kTopK, c);
     }
   }
-  // Decode fusion: the fused top-k + dispatch kernel (default <= 64 tokens, CPU-checked
-  // above) gives the same output bit for bit as the separate top-k and dispatch kernels,
-  // uniform and with every token on expert 42, at 1, 2, 7, 64 tokens.
+  // Decode fusion: the fused top-k + dispatch kernel and the combine fused into L2 (both
+  // default <= 64 tokens, CPU-checked above) give the same output bit for bit as the
+  // separate top-k, dispatch and combine kernels, on both decode tiles, uniform and with
+  // every token on expert 42, at 1, 2, 7, 64 tokens; each fusion also alone.
   {
     std::vector<float> bias42 = router.bias;
     bias42[42] += 100.0f;
     float* d_bias42 = device_copy(bias42);
     cuda::moe::MoeLayerWeights weights42 = dev.weights;
     weights42.router_bias = d_bias42;
+    for (TileConfig config : {TileConfig::kDecodeKSplit, TileConfig::kDecode})
     for (bool skew : {false, true})
       for (int tokens : {1, 2, 7, 64}) {
+        SCOPED_TRACE(std::string(config_name(config)) + " tokens " + std::to_string(tokens) + (skew ? " skew" : ""));
         Case c;
         c.tokens = tokens;
-        c.config = cuda::moe::moe_default_tile_config(tokens);
+        c.config = config;
         const std::vector<uint16_t> x = make_activations(tokens, kHidden, 6000 + tokens);
         const cuda::moe::MoeLayerWeights& w = skew ? weights42 : dev.weights;
         std::vector<int32_t> ids_fused, ids_plain;
         std::vector<float> rw_fused, rw_plain;
         const CaseOutput fused = run_forward(w, x, c, &ids_fused, &rw_fused);
         c.fuse_route_dispatch = false;
+        c.fuse_combine = false;
         const CaseOutput plain = run_forward(w, x, c, &ids_plain, &rw_plain);
+        for (bool fuse_rd : {false, true}) {  // one fusion at a time
+          Case one = c;
+          one.fuse_route_dispatch = fuse_rd;
+          one.fuse_combine = !fuse_rd;
+          const CaseOutput half = run_forward(w, x, one, nullptr, nullptr);
+          EXPECT_EQ(std::memcmp(half.out.data(), plain.out.data(), plain.out.size() * sizeof(float)), 0)
+              << (fuse_rd ? "fused route+dispatch alone" : "fused combine alone") << " differs";
+        }
         EXPECT_EQ(fused.error_flag, 0);
         EXPECT_EQ(ids_fused, ids_plain) << "tokens " << tokens << " skew " << skew;
         EXPECT_EQ(std::memcmp(rw_fused.data(), rw_plain.data(), rw_fused.size() * sizeof(float)), 0)
@@ -492,8 +507,8 @@ void run_flash(ExpertFormat format) {
         ASSERT_EQ(fused.out.size(), plain.out.size());
         EXPECT_EQ(std::memcmp(fused.out.data(), plain.out.data(), fused.out.size() * sizeof(float)), 0)
             << "fused route+dispatch differs from the separate kernels, tokens " << tokens << " skew " << skew;
-        std::printf("[moe] %s fused_route_dispatch tokens=%d skew=%d compared bitwise with the separate kernels\n",
-                    format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", tokens, skew ? 1 : 0);
+        std::printf("[moe] %s decode_fusion config=%s tokens=%d skew=%d compared bitwise with the separate kernels\n",
+                    format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", config_name(config), tokens, skew ? 1 : 0);
       }
     cudaFree(d_bias42);
   }
