@@ -68,6 +68,8 @@ def main():
     # bench_indexer's forced token chunks of the bounded workspace; accepted so both take
     # the same arguments (the peer's own slicing is --slice).
     parser.add_argument("--chunk-rows", type=int, default=256)
+    # bench_indexer's score-kernel choice (mma, wgmma); accepted for the same reason.
+    parser.add_argument("--kernels", default="mma,wgmma")
     args = parser.parse_args()
     device = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
