@@ -247,7 +247,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   for (int i = 0; i < 128; ++i) o[i] = 0.0f;
   // Per row (0: row0, 1: row0 + 8): running max m (log2 domain, -inf before any key)
   // and this thread's partial row sum l (its 16 columns of each tile; the 4 lanes of a
-  // row are summed at the end). Both warpgroups hold identical m and l.
+  // row are summed at the end). Both warpgroups hold identical m and l (kShareP: the same
+  // m; l of its own 8 columns per tile until the two are added after the loop).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   const float scale_log2 = p.scale * kLog2e;
 
@@ -338,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
         wgmma_m64n256k16_ss_tb(o, make_desc(s_p + kc * 32, 16, 1024),
                                make_desc(s_k + wg * 4 * kBlockBytes + kc * 2048, kBlockBytes, 1024));
     } else {
-        float s[32];
+      float s[32];
 #pragma unroll
       for (int i = 0; i < 32; ++i) s[i] = 0.0f;
       fence_regs(s);
