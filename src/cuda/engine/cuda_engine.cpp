@@ -592,8 +592,9 @@ class CudaEngine final : public Engine {
                       float* state_kv, float* state_gate, int state_rows, void* entries, bool entries_bf16,
                       int max_entries, const TokenBatch& batch) {
     Buffers& b = layout_.buffers;
-    linear(c.wkv, b.x, batch.tokens, kv_proj);
-    linear(c.wgate, b.x, batch.tokens, gate_proj);
+    // Same x: one GEMV launch at decode sizes (BF16 weights; else two linear calls).
+    const ops::LinearOutput kv_gate[] = {{&c.wkv, kv_proj, c.wkv.rows}, {&c.wgate, gate_proj, c.wgate.rows}};
+    ops::linear_same_input(linear_, kv_gate, 2, b.x, c.wkv.cols, batch.tokens);
     attention::CompressorParams p;
     p.kv_proj = kv_proj;
     p.gate_proj = gate_proj;
