@@ -719,7 +719,7 @@ class CudaEngine final : public Engine {
     Buffers& b = layout_.buffers;
     const DeviceMoeLayer& m = layer.moe;
     const int T = batch.tokens;
-    const int64_t H = config_.hidden_size, I = config_.moe_intermediate_size;
+    const int64_t I = config_.moe_intermediate_size;
     if (!m.fast) {
       ops::moe_generic_forward(linear_, m.generic, b.x, batch.token_ids, T, b.moe_workspace, b.sub_out, b.error_flag);
       profiler_.mark(stream_, "moe");
@@ -744,8 +744,8 @@ class CudaEngine final : public Engine {
                                            {&m.shared_w3, b.shared_up, m.shared_w3.rows}};
       ops::linear_same_input(linear_, gate_up, 2, b.x, m.shared_w1.cols, T);  // one launch at decode sizes
       DSV4_CUDA_CHECK(clamped_swiglu_inplace(b.shared_gate, b.shared_up, T * I, static_cast<float>(config_.swiglu_limit), stream_));
-      linear(m.shared_w2, b.shared_gate, T, b.shared_out);
-      ops::add_inplace(b.sub_out, b.shared_out, T * H, stream_);
+      // sub_out += w2 act (the add in the GEMV's epilogue at decode sizes; else via shared_out).
+      ops::linear_add(linear_, m.shared_w2, b.shared_gate, m.shared_w2.cols, T, b.sub_out, b.shared_out);
       profiler_.mark(stream_, "moe.shared");
     }
   }

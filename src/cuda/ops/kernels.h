@@ -53,6 +53,7 @@ struct SmallGemvParams {
   const float* x = nullptr;
   int64_t x_stride = 0;
   int tokens = 0;
+  bool accumulate = false;  // y += the result (instead of y =)
   bool x_vec4 = false;  // set by the launcher (float4 loads of x when aligned)
 };
 // Whether launch_small_gemv takes these params (else it returns cudaErrorInvalidValue).

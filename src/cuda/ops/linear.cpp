@@ -111,7 +111,7 @@ void split_gemm(const LinearContext& ctx, const SplitPlan& plan, int64_t m, int6
 // when ctx and the shapes allow it; false: the caller takes the cuBLAS path.
 bool try_small_gemv(const LinearContext& ctx, const uint16_t* w, int64_t rows, int64_t k, int64_t group_rows,
                     int64_t group_x_offset, const float* x, int64_t x_stride, int64_t tokens, float* y,
-                    int64_t y_stride) {
+                    int64_t y_stride, bool accumulate = false) {
   if (!ctx.split_activations || !ctx.small_gemv || tokens > kSmallGemvMaxTokens || k > INT_MAX) return false;
   detail::SmallGemvParams p;
   p.seg[0] = {w, rows, y, y_stride};
@@ -121,6 +121,7 @@ bool try_small_gemv(const LinearContext& ctx, const uint16_t* w, int64_t rows, i
   p.x = x;
   p.x_stride = x_stride;
   p.tokens = static_cast<int>(tokens);
+  p.accumulate = accumulate;
   if (!detail::small_gemv_supported(p)) return false;
   DSV4_CUDA_CHECK(detail::launch_small_gemv(p, ctx.stream));
   return true;
@@ -208,6 +209,28 @@ void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x
     return;
   if (gemv) convert();  // the weight pointer was not 16-byte aligned: the cuBLAS path after all
   split_gemm(ctx, plan, row_count, tokens, cols, w_bf16, cols, 0, cols, 0, y, y_stride, 1);
+}
+
+void linear_add(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride,
+                int64_t tokens, float* y, float* scratch) {
+  DSV4_CHECK(tokens >= 0, "linear_add: tokens {}", tokens);
+  if (tokens == 0) return;
+  DSV4_CHECK(weight.rows > 0 && weight.cols > 0 && weight.data != nullptr, "linear_add: empty weight [{}, {}]",
+             weight.rows, weight.cols);
+  DSV4_CHECK(x != nullptr && y != nullptr, "linear_add: null x or y");
+  DSV4_CHECK(x_stride >= weight.cols, "linear_add: x_stride {} is less than the weight's {} columns", x_stride,
+             weight.cols);
+  if (weight.format == static_cast<int>(WeightFormat::kBF16) &&
+      small_gemv_shape(ctx, tokens, weight.cols, whole_row_sets(weight.rows))) {
+    check_context(ctx, "linear_add");
+    if (try_small_gemv(ctx, reinterpret_cast<const uint16_t*>(weight.data), weight.rows, weight.cols,
+                       whole_row_sets(weight.rows), 0, x, x_stride, tokens, y, weight.rows, /*accumulate=*/true))
+      return;
+  }
+  DSV4_CHECK(scratch != nullptr, "linear_add: null scratch (needed off the GEMV path: tokens {}, format {})", tokens,
+             weight.format);
+  linear(ctx, weight, x, x_stride, tokens, scratch, weight.rows);
+  DSV4_CUDA_CHECK(detail::launch_add_inplace(y, scratch, tokens * weight.rows, ctx.stream));
 }
 
 void linear_same_input(const LinearContext& ctx, const LinearOutput* outputs, int count, const float* x,

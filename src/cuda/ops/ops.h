@@ -129,6 +129,11 @@ inline constexpr int64_t kStackedSplitMaxTokens = 64;
 // The handle must use CUBLAS_POINTER_MODE_HOST. y must not overlap x.
 void linear(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride, int64_t tokens,
             float* y, int64_t y_stride, int64_t row_begin = 0, int64_t row_count = -1);
+// y [tokens, W.rows] (dense) += W x: with the few-token GEMV (BF16 W) the sum is added in
+// its epilogue (y + s, the same bits as linear into scratch then add_inplace); otherwise
+// linear into scratch [tokens, W.rows] then add_inplace (scratch must then be given).
+void linear_add(const LinearContext& ctx, const DeviceMatrix& weight, const float* x, int64_t x_stride,
+                int64_t tokens, float* y, float* scratch);
 // Several linears on the same x (wq_a and wkv; the shared expert's w1 and w3):
 // outputs[i].y [tokens, y_stride] = linear(*outputs[i].weight, x). Same results as one
 // linear() per output (bit for bit); with split activations, <= kSmallGemvMaxTokens tokens

@@ -166,7 +166,8 @@ __global__ void __launch_bounds__(kThreads, 2) small_gemv_kernel(SmallGemvParams
     if (row < out.seg->rows && t < p.tokens) {
       float s = partial[set * slices][rt];
       for (int w = 1; w < slices; ++w) s += partial[set * slices + w][rt];
-      out.seg->y[t * out.seg->y_stride + row] = s;
+      float* dst = out.seg->y + t * out.seg->y_stride + row;
+      *dst = p.accumulate ? *dst + s : s;
     }
   }
 }

@@ -437,6 +437,56 @@ TEST(CudaOpsLinear, LinearSameInputMatchesSeparateCalls) {
       }
 }
 
+// linear_add: y += W x. GEMV path (BF16, tokens <= 8; scratch null is allowed there) and
+// the scratch path (tokens 9; FP8 weight), each bit for bit equal to linear into scratch
+// then add_inplace, and vs the CPU (y0 + W x).
+TEST(CudaOpsLinear, LinearAddMatchesLinearThenAdd) {
+  struct Case {
+    WeightFormat format;
+    int64_t tokens, rows, cols;
+    bool null_scratch;
+  };
+  const Case cases[] = {{WeightFormat::kBF16, 1, 83, 264, true},
+                        {WeightFormat::kBF16, 6, 4097, 1032, true},
+                        {WeightFormat::kBF16, 9, 83, 264, false},
+                        {WeightFormat::kFP8Block, 3, 83, 264, false}};
+  uint64_t seed = 1200;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(weight_format_name(c.format)) + " tokens " + std::to_string(c.tokens) + " W [" +
+                 std::to_string(c.rows) + ", " + std::to_string(c.cols) + "]");
+    const TestWeight w = make_weight(c.format, c.rows, c.cols, random_normal(c.rows * c.cols, 0.5f, seed++));
+    const std::vector<float> x = random_normal(c.tokens * c.cols, 1.0f, seed++);
+    const std::vector<float> y0 = random_normal(c.tokens * c.rows, 2.0f, seed++);
+    TestLinearContext context(3 * c.tokens * c.cols, c.rows * c.cols);
+    context.ctx.split_activations = true;
+    DeviceBuffer<float> split_out(static_cast<size_t>(3 * c.tokens * c.rows));
+    context.ctx.split_out = split_out.get();
+    context.ctx.split_out_capacity = 3 * c.tokens * c.rows;
+    DeviceBuffer<float> d_x(x), d_y(y0), d_ref(y0), scratch(static_cast<size_t>(c.tokens * c.rows));
+    cuda::ops::linear_add(context.ctx, w.device(), d_x.get(), c.cols, c.tokens, d_y.get(),
+                          c.null_scratch ? nullptr : scratch.get());
+    linear(context.ctx, w.device(), d_x.get(), c.cols, c.tokens, scratch.get(), c.rows);
+    cuda::ops::add_inplace(d_ref.get(), scratch.get(), c.tokens * c.rows, context.stream);
+    const std::vector<float> got = d_y.download(), ref = d_ref.download();
+    for (size_t i = 0; i < got.size(); ++i)
+      ASSERT_EQ(std::memcmp(&got[i], &ref[i], 4), 0) << "element " << i << ": " << got[i] << " vs " << ref[i];
+    std::vector<float> want(c.tokens * c.rows);
+    cpu::linear_rows(w.matrix, 0, c.rows, x.data(), c.tokens, want.data());
+    std::vector<double> scale = magnitude(x, c.cols, w.dequantized(), c.cols, c.tokens, 0, c.rows);
+    for (size_t i = 0; i < want.size(); ++i) {
+      want[i] += y0[i];
+      scale[i] += std::abs(double(y0[i]));
+    }
+    const double rel = c.format == WeightFormat::kBF16 ? 2e-6 : 1e-2;
+    expect_close("linear_add y", got, want, {rel, 0}, {c.tokens, c.rows}, {"t", "r"}, scale);
+  }
+  TestLinearContext context(1, 1);
+  const TestWeight w = make_weight(WeightFormat::kBF16, 16, 64, random_normal(16 * 64, 0.5f, 1));
+  DeviceBuffer<float> d_x(9 * 64), d_y(9 * 16);
+  EXPECT_THROW(cuda::ops::linear_add(context.ctx, w.device(), d_x.get(), 64, 9, d_y.get(), nullptr), Error)
+      << "off the GEMV path a null scratch must be refused";
+}
+
 // small_gemv = false keeps the cuBLAS path (and its activation-scratch check) for the same
 // call; tokens 9 (> kSmallGemvMaxTokens) and cols % 8 != 0 never take the GEMV.
 TEST(CudaOpsLinear, SmallGemvOffOrOutOfRangeUsesCublas) {
