@@ -32,6 +32,8 @@ struct RouterParams {
   int32_t* topk_ids = nullptr;            // [tokens, top_k]; -1 where routing failed
   float* topk_weights = nullptr;          // [tokens, top_k]: score / (sum + 1e-20) * scaling
   int32_t* error_flag = nullptr;          // device int
+  bool split_rows = true;                 // <= 64 tokens: 4 warps per gate row (false: one warp per row,
+                                          // the older scores kernel; FP32 sums in a different order)
   cudaStream_t stream = nullptr;
 };
 cudaError_t launch_router(const RouterParams& params);
@@ -188,6 +190,7 @@ struct MoeForwardParams {
                                            // (false: the separate top-k and dispatch kernels)
   bool fuse_combine = true;                // tokens <= kFusedRouteMaxTokens, decode tiles:
                                            // combine in L2's last CTA per column block (false: combine kernel)
+  bool split_router_rows = true;           // RouterParams::split_rows
   cudaStream_t stream = nullptr;
 };
 // Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,

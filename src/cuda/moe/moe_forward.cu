@@ -107,6 +107,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   router.topk_ids = ws.topk_ids;
   router.topk_weights = ws.topk_weights;
   router.error_flag = p.error_flag;
+  router.split_rows = p.split_router_rows;
   router.stream = p.stream;
 
   DispatchParams dispatch;

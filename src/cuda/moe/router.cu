@@ -114,7 +114,7 @@ cudaError_t check_router(const RouterParams& p) {
 
 // The scores kernel alone (moe_forward's fused decode path runs top-k inside dispatch).
 cudaError_t launch_router_scores(const RouterParams& p) {
-  const bool split = p.tokens <= kSplitScoreTokens;
+  const bool split = p.split_rows && p.tokens <= kSplitScoreTokens;
   const int experts_per_cta = split ? kScoreWarps / kSplitScoreParts : kScoreWarps;
   const dim3 score_grid((p.experts + experts_per_cta - 1) / experts_per_cta, (p.tokens + kScoreTokens - 1) / kScoreTokens);
   if (p.x_f32 != nullptr) {

@@ -185,6 +185,7 @@ struct Case {
   bool route_f32 = false;                    // router reads FP32 x (MoeForwardParams::x_f32)
   bool fuse_route_dispatch = true;           // MoeForwardParams::fuse_route_dispatch
   bool fuse_combine = true;                  // MoeForwardParams::fuse_combine
+  bool split_router_rows = true;             // MoeForwardParams::split_router_rows
 };
 
 struct CaseOutput {
@@ -218,6 +219,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   p.config = c.config;
   p.fuse_route_dispatch = c.fuse_route_dispatch;
   p.fuse_combine = c.fuse_combine;
+  p.split_router_rows = c.split_router_rows;
   p.workspace = d_ws;
   p.out = d_out;
   p.error_flag = d_flag;
@@ -463,6 +465,15 @@ void run_flash(ExpertFormat format) {
       c.seed = 1000 + tokens;
       check_case(set, dev, router, kTopK, c);
     }
+    {  // the one-warp-per-row scores kernel at decode sizes (split_router_rows = false)
+      Case c;
+      c.label = "router_unsplit";
+      c.tokens = 64;
+      c.config = cuda::moe::moe_default_tile_config(64);
+      c.split_router_rows = false;
+      c.seed = 1064;
+      check_case(set, dev, router, kTopK, c);
+    }
   }
   // Decode fusion: the fused top-k + dispatch kernel and the combine fused into L2 (both
   // default <= 64 tokens, CPU-checked above) give the same output bit for bit as the
@@ -545,8 +556,9 @@ TEST(MoeRouting, RoutesFromF32Input) {
   DSV4_CUDA_OK(cudaMalloc(&d_weights, kTokens * kTopK * sizeof(float)));
   DSV4_CUDA_OK(cudaMalloc(&d_flag, sizeof(int32_t)));
   DSV4_CUDA_OK(cudaMemset(d_flag, 0, sizeof(int32_t)));
+  for (bool split : {true, false})
   for (bool f32 : {true, false}) {
-    SCOPED_TRACE(f32 ? "x_f32" : "bf16 x");
+    SCOPED_TRACE(std::string(f32 ? "x_f32" : "bf16 x") + (split ? " split rows" : " one warp per row"));
     cuda::moe::RouterParams p;
     p.x = d_x;
     p.x_f32 = f32 ? d_xf : nullptr;
@@ -561,6 +573,7 @@ TEST(MoeRouting, RoutesFromF32Input) {
     p.topk_ids = d_ids;
     p.topk_weights = d_weights;
     p.error_flag = d_flag;
+    p.split_rows = split;
     DSV4_CUDA_OK(cuda::moe::launch_router(p));
     DSV4_CUDA_OK(cudaDeviceSynchronize());
     std::vector<int32_t> ids(kTokens * kTopK);
