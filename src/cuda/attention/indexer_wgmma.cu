@@ -311,26 +311,27 @@ int indexer_wgmma_group(int tokens) {
 
 cudaError_t launch_indexer_scores_wgmma(const IndexerParams& p, cudaStream_t stream) {
   const int group = indexer_wgmma_group(p.batch.tokens);
-  const size_t smem = indexer_wgmma_smem_bytes(kGroupMax);
-  static bool attribute_set = false;  // largest size once (no attribute call inside a later stream capture)
-  if (!attribute_set) {
-    const cudaError_t attr_error = cudaFuncSetAttribute(
-        indexer_scores_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  int device = 0;
+  const cudaError_t device_error = cudaGetDevice(&device);
+  if (device_error != cudaSuccess) return device_error;
+  // The largest dynamic smem size, once per device (no attribute call inside a later
+  // stream capture).
+  constexpr int kMaxDevices = 64;
+  static bool attribute_set[kMaxDevices] = {};
+  if (device >= kMaxDevices || !attribute_set[device]) {
+    const cudaError_t attr_error = cudaFuncSetAttribute(indexer_scores_wgmma_kernel,
+                                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                        static_cast<int>(indexer_wgmma_smem_bytes(kGroupMax)));
     if (attr_error != cudaSuccess) return attr_error;
-    attribute_set = true;
+    if (device < kMaxDevices) attribute_set[device] = true;
   }
   const int groups = (p.batch.tokens + group - 1) / group;
   if (groups > 65535) return cudaErrorInvalidConfiguration;  // the dispatcher keeps tokens <= 4 * 65535
   const int tiles = (p.max_entries + kTileKeys - 1) / kTileKeys;
-  int sms = 132;
-  {
-    int device = 0;
-    if (cudaGetDevice(&device) == cudaSuccess) {
-      int count = 0;
-      if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) == cudaSuccess && count > 0)
-        sms = count;
-    }
-  }
+  int sms = 0;
+  const cudaError_t sm_error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (sm_error != cudaSuccess) return sm_error;
+  if (sms < 1) sms = 1;
   // Fewer groups than SMs (decode, short chunks): split each group's keys so the CTAs make
   // about one full wave (one CTA per SM), each CTA as long as possible (q staged once per
   // CTA). Otherwise up to 64 tiles (4096 keys) per CTA, several waves.
