@@ -159,37 +159,48 @@ __device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int 
   return keys;
 }
 
-// Row of key k (< n_total) in window_kv or entries, or nullptr when skipped.
-__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int token,
-                                                   int k) {
+constexpr int kRowsPerThread = kTileKeys / 4;  // a tile's rows per thread in load_tile
+
+// The compressed-list entry of each of this thread's rows (t / 64 + 4 i) of key tile
+// `tile`: kSelected loads selected[] here, one tile before load_tile uses the values, so
+// the L2 round trip of the index loads overlaps a whole tile of work (the loads stay in
+// flight across the asm statements; only the first use waits). Window rows and rows past
+// the list get a value load_tile ignores.
+__device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
+                                            int (&picks)[kRowsPerThread]) {
+#pragma unroll
+  for (int i = 0; i < kRowsPerThread; ++i) {
+    const int k = tile * kTileKeys + (threadIdx.x >> 6) + 4 * i;
+    const int j = k - keys.n_window;
+    picks[i] = p.compressed == CompressedKeys::kSelected && j >= 0 && k < keys.n_total
+                   ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
+                   : j;
+  }
+}
+
+// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
+// or nullptr when skipped (past the list, a -1 / out-of-range pick).
+__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
+  if (k >= keys.n_total) return nullptr;
   if (k < keys.n_window) {
     const int row = (keys.first_window + k) % p.ring_rows;
     return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
   }
-  const int j = k - keys.n_window;
-  const int w = p.compressed == CompressedKeys::kSelected ? p.selected[static_cast<int64_t>(token) * p.top_k + j] : j;
   if (w < 0 || w >= keys.visible) return nullptr;
   return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
 }
 
 // Gathers key tile `tile` into the panel at `dst` (all 256 threads: thread t copies
-// chunk t % 64 of rows t / 64 + 4 i); valid[r] = whether key r of the tile is attended.
-__device__ __forceinline__ void load_tile(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
-                                          uint32_t dst, bool* valid) {
+// chunk t % 64 of rows t / 64 + 4 i; picks from fetch_picks for this tile); valid[r] =
+// whether key r of the tile is attended. (Until run2 the index loads sat between the
+// cp.asyncs, whose asm memory clobber made them 16 dependent L2 round trips per tile.)
+__device__ __forceinline__ void load_tile(const SparseAttentionParams& p, const KeyList& keys, int tile,
+                                          const int (&picks)[kRowsPerThread], uint32_t dst, bool* valid) {
   const int chunk = threadIdx.x & 63;
-  // Row addresses first, so the 16 index loads (kSelected) are in flight together: the
-  // cp.async asm is a compiler memory barrier, and interleaved each index load waited
-  // for the previous cp.async to issue (16 dependent L2 round trips per tile and thread).
-  const uint16_t* rows[kTileKeys / 4];
 #pragma unroll
-  for (int i = 0; i < kTileKeys / 4; ++i) {
-    const int k = tile * kTileKeys + (threadIdx.x >> 6) + 4 * i;
-    rows[i] = k < keys.n_total ? key_row(p, keys, token, k) : nullptr;
-  }
-#pragma unroll
-  for (int i = 0; i < kTileKeys / 4; ++i) {
+  for (int i = 0; i < kRowsPerThread; ++i) {
     const int r = (threadIdx.x >> 6) + 4 * i;
-    const uint16_t* row = rows[i];
+    const uint16_t* row = key_row(p, keys, tile * kTileKeys + r, picks[i]);
     if (chunk == 0) valid[r] = row != nullptr;
     cp_async_16(dst + panel_offset(r, chunk), row != nullptr ? row + chunk * 8 : p.window_kv, row != nullptr ? 16 : 0);
   }
@@ -226,8 +237,13 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
 
   // Prologue: the first tile's gather in flight while Q is converted.
-  if (tile_begin < tile_end) load_tile(p, keys, token, tile_begin, s_tiles, s_valid[0]);
+  int picks[kRowsPerThread];  // of the next tile to gather
+  if (tile_begin < tile_end) {
+    fetch_picks(p, keys, token, tile_begin, picks);
+    load_tile(p, keys, tile_begin, picks, s_tiles, s_valid[0]);
+  }
   cp_async_commit();
+  if (tile_begin + 1 < tile_end) fetch_picks(p, keys, token, tile_begin + 1, picks);
   {
     const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
     const int chunk = threadIdx.x & 63;
@@ -254,8 +270,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
 
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int stage = (tile - tile_begin) & 1;
-    if (tile + 1 < tile_end)
-      load_tile(p, keys, token, tile + 1, s_tiles + (stage ^ 1) * kPanelBytes, s_valid[stage ^ 1]);
+    if (tile + 1 < tile_end) {
+      load_tile(p, keys, tile + 1, picks, s_tiles + (stage ^ 1) * kPanelBytes, s_valid[stage ^ 1]);
+      if (tile + 2 < tile_end) fetch_picks(p, keys, token, tile + 2, picks);  // used next iteration
+    }
     cp_async_commit();
     cp_async_wait_1();  // this tile's group (all but the newest) has landed
     fence_proxy_async();
