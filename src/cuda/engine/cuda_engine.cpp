@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -339,6 +340,10 @@ class CudaEngine final : public Engine {
     linear_.split_activations = true;
     linear_.split_out = layout_.buffers.linear_split;
     linear_.split_out_capacity = layout_.buffers.linear_split_capacity;
+    // A/B switch for the few-token GEMV (ops.h: LinearContext::small_gemv): DSV4_SMALL_GEMV=0
+    // runs decode-sized linears on the cuBLAS stacked-split path as before.
+    if (const char* v = std::getenv("DSV4_SMALL_GEMV"); v != nullptr && std::strcmp(v, "0") == 0)
+      linear_.small_gemv = false;
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));
