@@ -13,6 +13,7 @@
 // Every case runs both wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
 // registers) and kWgmmaShareP (each warpgroup half of a tile's keys, row maxima and P
 // exchanged through shared memory), each with every kv_splits of the case.
+// SelectedFlashTopKAcrossSplits: 10-tile CSA lists (top_k 512) with 1..4 splits / auto.
 // BadParamsNameTheProblem: kWgmma / kWgmmaShareP on 8 heads, kv_splits without (enough)
 // workspace, an unknown kernel value.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
@@ -311,6 +312,20 @@ TEST(SparseAttentionWgmma, SelectedWithPadding) {
   run_wgmma_case(c, 20);
   c.junk_fraction = 1.0;  // empty index lists: window keys only
   run_wgmma_case(c, 21);
+}
+
+TEST(SparseAttentionWgmma, SelectedFlashTopKAcrossSplits) {
+  // V4-Flash CSA lists: window 128 + top_k 512 = 10 key tiles, picks read one tile ahead
+  // of their gather (fetch_picks), across split boundaries (2, 3, 4 splits, auto).
+  WgmmaCase c;
+  c.mode = CompressedKeys::kSelected;
+  c.max_entries = 1100;
+  c.top_k = 512;
+  c.junk_fraction = 0.1;
+  // visible 1000 (> top_k), 512 (== top_k), 75, 1100 (capped), 0 (window keys only)
+  c.sequences = {{0, 3999, 1}, {1, 2047, 1}, {2, 300, 1}, {3, 4500, 1}, {4, 2, 1}};
+  c.kv_splits = {1, 2, 3, 4, 0};
+  run_wgmma_case(c, 25);
 }
 
 TEST(SparseAttentionWgmma, EmptyAndPadding) {
