@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   {
     const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
     const int chunk = threadIdx.x & 63;
-#pragma unroll 8  // 16 float4 loads of q in flight per thread (HBM latency, once per CTA)
+#pragma unroll  // all 32 float4 loads of q in flight per thread (one HBM latency per CTA)
     for (int i = 0; i < kHeads / 4; ++i) {
       const int r = (threadIdx.x >> 6) + 4 * i;
       const float4 a = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8);
