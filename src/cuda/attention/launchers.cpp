@@ -157,7 +157,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     }
   }
   DSV4_CUDA_CHECK(
-      detail::launch_sparse_attention_wgmma(p, std::max(1, splits), p.kernel == Kernel::kWgmmaShareP, stream));
+      detail::launch_sparse_attention_wgmma(p, std::max(1, splits), p.kernel != Kernel::kWgmma, stream));
 }
 
 int64_t sparse_attention_workspace_floats(int tokens, int heads, int kv_splits) {

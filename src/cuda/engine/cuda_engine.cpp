@@ -344,6 +344,7 @@ class CudaEngine final : public Engine {
     // runs decode-sized linears on the cuBLAS stacked-split path as before.
     if (const char* v = std::getenv("DSV4_SMALL_GEMV"); v != nullptr && std::strcmp(v, "0") == 0)
       linear_.small_gemv = false;
+    linear_.small_gemv_max_tokens = 2;  // measured: faster at 1 token, slower at 8 (ops.h)
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));

