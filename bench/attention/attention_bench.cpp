@@ -8,14 +8,16 @@
 //   prefill (one sequence, positions 0..tokens-1, CSA or HCA layer): ms, attended keys
 //     (window rows + valid compressed entries, summed over tokens), useful TFLOP/s =
 //     4 * 64 * 512 * attended / time, and its fraction of the GEMM peak; kernels "wgmma"
-//     (kAuto), "sharep" (Kernel::kWgmmaShareP: S computed once, P through shared
-//     memory) and at 8k the FP32 kernel ("simple") for comparison.
+//     (Kernel::kWgmma; kAuto until the 2026-12-01 run), "sharep" (Kernel::kWgmmaShareP,
+//     kAuto now: S computed once, P through shared memory), "pipe"
+//     (Kernel::kWgmmaPipelined: share-P with a producer warpgroup and a 3-stage ring of
+//     48-key tiles) and at 8k the FP32 kernel ("simple") for comparison.
 //   decode (batch sequences of `context` tokens each, one token each, CSA or HCA):
 //     ms, bytes = KV rows read (attended x 1 KiB) + q and out (FP32), GB/s and the
 //     fraction of the HBM copy bandwidth, and the useful TFLOP/s (as prefill; at batch >=
 //     16 decode is near the ridge: 128 FLOP per KV byte) with its fraction of the GEMM
-//     peak; wgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
-//     and the FP32 kernel ("simple").
+//     peak; kWgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
+//     kWgmmaPipelined with split-KV auto ("pipe") and the FP32 kernel ("simple").
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -236,12 +238,14 @@ int run(int argc, char** argv) {
       for (int t = 0; t < tokens; ++t) positions[t] = t;
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
-      for (const char* kernel : {"wgmma", "sharep", "simple"}) {
+      for (const char* kernel : {"wgmma", "sharep", "pipe", "simple"}) {
         const bool simple = std::string(kernel) == "simple", share_p = std::string(kernel) == "sharep";
+        const bool pipe = std::string(kernel) == "pipe";
         if (simple && tokens > 8192) continue;
         pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
                       : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
-                                : SparseAttentionParams::Kernel::kAuto;
+                      : pipe    ? SparseAttentionParams::Kernel::kWgmmaPipelined
+                                : SparseAttentionParams::Kernel::kWgmma;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
                                           simple ? 1 : 2);
@@ -273,14 +277,16 @@ int run(int argc, char** argv) {
         for (int b = 0; b < batch; ++b) slots[b] = b;
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
-        for (const char* splits : {"auto", "off", "sharep", "simple"}) {
+        for (const char* splits : {"auto", "off", "sharep", "pipe", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
-          // Kernel::kWgmmaShareP with split-KV auto.
+          // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
+          // split-KV auto; "auto" / "off": Kernel::kWgmma.
           const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
-          const bool share_p = std::string(splits) == "sharep";
+          const bool share_p = std::string(splits) == "sharep", pipe = std::string(splits) == "pipe";
           pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
                         : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
-                                  : SparseAttentionParams::Kernel::kAuto;
+                        : pipe    ? SparseAttentionParams::Kernel::kWgmmaPipelined
+                                  : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : 0;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
@@ -300,8 +306,8 @@ int run(int argc, char** argv) {
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
                          "\"of_peak\":%.4f}\n",
-                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : share_p ? "sharep" : "wgmma",
-                         simple ? "off" : share_p ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : "wgmma",
+                         simple ? "off" : share_p || pipe ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops);
         }

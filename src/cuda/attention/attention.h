@@ -123,7 +123,11 @@ struct SparseAttentionParams {
   // the same kernel computing S = Q K^T once instead of in both warpgroups (each takes
   // half of a tile's keys, P goes through shared memory); same conditions and roundings;
   // the kAuto choice since the H200 run of 2026-12-01 (190 vs 173 TFLOP/s, CSA 8 k prefill).
-  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2, kWgmmaShareP = 3 } kernel = Kernel::kAuto;
+  // kWgmmaPipelined (opt-in, sparse_attention_pipelined.cu): the share-P math with a
+  // producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
+  // conditions and roundings (kv_splits and its workspace work the same way).
+  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2, kWgmmaShareP = 3, kWgmmaPipelined = 4 } kernel =
+      Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
   // of sparse_attention_workspace_floats(tokens, heads, kv_splits) FP32 values; without

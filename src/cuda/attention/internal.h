@@ -38,5 +38,8 @@ int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int split
 // shared memory; Kernel::kWgmmaShareP), else S in both warpgroups (kWgmma, kAuto).
 cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& params, int kv_splits, bool share_p,
                                           cudaStream_t stream);
+// sparse_attention_pipelined.cu: Kernel::kWgmmaPipelined (same conditions, same split
+// workspace layout as launch_sparse_attention_wgmma).
+cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

@@ -108,9 +108,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
              "sparse_attention: window_kv and entries must be 16-byte aligned");
   using Kernel = SparseAttentionParams::Kernel;
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaShareP, "sparse_attention: unknown kernel {}",
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPipelined, "sparse_attention: unknown kernel {}",
              static_cast<int>(p.kernel));
-  const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP;
+  const bool wgmma_forced =
+      p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP || p.kernel == Kernel::kWgmmaPipelined;
   DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
@@ -155,6 +156,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
       const int64_t cost = waves * ((tiles + s - 1) / s + 2);
       if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
     }
+  }
+  if (p.kernel == Kernel::kWgmmaPipelined) {
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention_pipelined(p, std::max(1, splits), stream));
+    return;
   }
   DSV4_CUDA_CHECK(
       detail::launch_sparse_attention_wgmma(p, std::max(1, splits), p.kernel != Kernel::kWgmma, stream));

@@ -10,9 +10,11 @@
 // and decode tokens of mixed lengths in one batch, 128 heads (2 head groups), later
 // keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
 // auto. Rows no token may read are NaN (a read of one shows up as NaN).
-// Every case runs both wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
-// registers) and kWgmmaShareP (each warpgroup half of a tile's keys, row maxima and P
-// exchanged through shared memory), each with every kv_splits of the case.
+// Every case runs the three wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
+// registers), kWgmmaShareP (each warpgroup half of a tile's keys, row maxima and P
+// exchanged through shared memory) and kWgmmaPipelined (share-P math, producer
+// warpgroup, 48-key tiles in a 3-stage mbarrier ring), each with every kv_splits of the
+// case. LayoutSingleCta48KeyTiles / KeyTiles48: key counts around multiples of 48.
 // SelectedFlashTopKAcrossSplits: 10-tile CSA lists (top_k 512) with 1..4 splits / auto.
 // BadParamsNameTheProblem: kWgmma / kWgmmaShareP on 8 heads, kv_splits without (enough)
 // workspace, an unknown kernel value.
@@ -243,11 +245,13 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
-  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP}) {
+  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined}) {
     p.kernel = kernel;
     for (int splits : c.kv_splits) {
-      SCOPED_TRACE(std::string(kernel == Kernel::kWgmma ? "kWgmma" : "kWgmmaShareP") + ", kv_splits " +
-                   std::to_string(splits));
+      SCOPED_TRACE(std::string(kernel == Kernel::kWgmma         ? "kWgmma"
+                               : kernel == Kernel::kWgmmaShareP ? "kWgmmaShareP"
+                                                                : "kWgmmaPipelined") +
+                   ", kv_splits " + std::to_string(splits));
       const int64_t floats =
           cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
       DeviceArray<float> workspace(static_cast<size_t>(std::max<int64_t>(floats, 1)));
@@ -273,6 +277,42 @@ TEST(SparseAttentionWgmma, LayoutSingleCta) {
     SCOPED_TRACE("tiles " + std::to_string(tiles));
     run_wgmma_case(c, 1);
     if (HasFailure()) return;  // the first layout failure is the informative one
+  }
+}
+
+// kWgmmaPipelined gathers 48-key tiles into a 3-stage ring: 1..4 full 48-key tiles (4
+// wraps the ring) of structured values, one CTA.
+TEST(SparseAttentionWgmma, LayoutSingleCta48KeyTiles) {
+  for (int tiles : {1, 2, 3, 4}) {
+    WgmmaCase c;
+    c.window = 192;
+    c.structured = true;
+    c.sequences = {{0, 48 * tiles - 1, 1}};
+    SCOPED_TRACE("48-key tiles " + std::to_string(tiles));
+    run_wgmma_case(c, 5);
+    if (HasFailure()) return;
+  }
+}
+
+// Key counts around multiples of 48 (the pipelined kernel's tile) up to 10 tiles (the
+// 3-stage ring wraps 3 times), HCA lists, split-KV off / 2 / 5 (split
+// boundaries inside the ring).
+TEST(SparseAttentionWgmma, KeyTiles48) {
+  for (int tiles : {1, 2, 3, 4, 5, 7, 10}) {
+    for (int extra : {0, 1, -1, -47}) {
+      WgmmaCase c;
+      c.mode = CompressedKeys::kAllVisible;
+      c.window = 32;
+      c.max_entries = 1200;
+      const int want_keys = 48 * tiles + extra;
+      if (want_keys <= 0) continue;
+      const int p = position_with_keys(c, want_keys);
+      ASSERT_GE(p, 0) << want_keys << " keys";
+      c.sequences = {{0, p, 1}, {1, p / 3, 1}};
+      c.kv_splits = {1, 2, 5};
+      SCOPED_TRACE("keys " + std::to_string(keys_of(c, p)));
+      run_wgmma_case(c, 70 + tiles * 48 + extra);
+    }
   }
 }
 
@@ -388,6 +428,8 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.kernel = Kernel::kWgmma;  // 8 heads: not a multiple of 64
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kernel = Kernel::kWgmmaShareP;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmmaPipelined;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.heads = 64;
   p.kernel = static_cast<Kernel>(7);

@@ -1,0 +1,480 @@
+// Sparse MQA attention with sinks on Hopper wgmma, warp-specialized and pipelined
+// (issue 6; SparseAttentionParams::Kernel::kWgmmaPipelined, opt-in). Same contract,
+// key list, math and roundings as the kWgmmaShareP kernel of sparse_attention_wgmma.cu
+// (read its header first: the Q / tile swizzle, the fragment layouts and the share-P
+// scheme are the same); what differs:
+//   384 threads = 3 warpgroups. Warpgroups 0 and 1 are the consumers (Q staging, S,
+//   softmax, P V: the share-P math, consumer g taking keys [24 g, 24 g + 24) of a tile
+//   for S and O columns [256 g, 256 g + 256)); warpgroup 2 is the producer: it only
+//   gathers key tiles with cp.async into a ring of kStages = 3 stages. setmaxnreg gives
+//   the consumers 224 registers and the producer 56 (128 x 56 + 256 x 224 = 3 x 128 x 168,
+//   what the launch gave; with 8 row addresses per batch the producer spilled at 56).
+//   Tiles of kTileKeys = 48 keys x 512 (48 KiB) so 3 stages fit with Q (64 KiB) and
+//   P (8 KiB): 216 KiB. Two tiles (96 KiB) are in flight while the consumers work on a
+//   third, instead of one 64 KiB tile.
+//   Stage s has two mbarriers: full[s] (256 arrivals: each producer thread's
+//   cp.async.mbarrier.arrive.noinc, which fires once its cp.asyncs of the tile have
+//   landed, plus an ordinary arrive releasing its st.shared of the tile's valid[] flags)
+//   and empty[s] (256 arrivals: every consumer thread after its P V wgmma of the stage
+//   completed). Consumers sync with each other on named barrier 1 (256 threads), never
+//   with the producer. A consumer issues fence.proxy.async after its wait on full[s]
+//   (cp.async writes are generic-proxy, wgmma reads are async-proxy).
+//   Every mbarrier wait is bounded: after ~2^26 polls the kernel traps (a pipeline bug
+//   becomes a launch error, not a hang).
+// Tile layout: like a Q panel but 48 rows per 64-channel column block (block b at
+// b * 6144 bytes, row r at r * 128, chunk c at c ^ (r % 8)); S's B descriptor starts at
+// row 24 g (a multiple of 8 rows: whole swizzle atoms); P V's MN-major V has LBO 6144.
+// Not done here (see docs/kernels/attention.md): issuing S of tile i + 1 before the
+// softmax of tile i, and HCA CTAs of 2 tokens sharing the compressed tiles.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
+
+namespace dsv4::cuda::attention {
+
+namespace {
+
+constexpr int kHeads = 64;          // heads per CTA = wgmma M
+constexpr int kDim = 512;           // head_dim of the fast path
+constexpr int kTileKeys = 48;       // keys per tile
+constexpr int kHalfKeys = kTileKeys / 2;  // S's N per consumer warpgroup
+constexpr int kStages = 3;
+constexpr int kConsumerThreads = 256;
+constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
+constexpr int kBlockBytes = 64 * 128;                   // Q: one 64-channel column block of 64 rows
+constexpr int kPanelBytes = kDim / 64 * kBlockBytes;    // Q: 64 rows x 512 BF16 = 64 KiB
+constexpr int kTileBlockBytes = kTileKeys * 128;        // tile: one 64-channel column block of 48 rows
+constexpr int kTileBytes = kDim / 64 * kTileBlockBytes; // 48 KiB
+constexpr int kPBytes = kHeads * 64 * 2;                // P [64 heads x 64 key slots] BF16 (48 used)
+constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + kPBytes + 1024;  // + 1024-byte alignment slack
+constexpr int kProducerRegs = 56, kConsumerRegs = 224;
+constexpr int kRowsPerThread = kTileKeys / 2;  // producer thread t: chunk t % 64 of rows t / 64 + 2 i
+constexpr int kRowBatch = 4;                   // row addresses (index loads) computed together
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kTileBlockBytes % 1024 == 0 && (kHalfKeys % 8) == 0, "tile blocks must be whole swizzle atoms");
+static_assert(kRowsPerThread % kRowBatch == 0, "row batches");
+static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
+
+// D[64 x 24] (+)= A[64 x 16] B[16 x 24], both from shared memory, K-major.
+__device__ __forceinline__ void wgmma_m64n24k16_ss(float (&d)[12], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %14, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// D[64 x 256] += A[64 x 16] B[16 x 256], A from shared memory (K-major), B MN-major.
+__device__ __forceinline__ void wgmma_m64n256k16_ss_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(desc_a), "l"(desc_b), "r"(1));
+}
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// wgmma shared-memory descriptor, 128-byte swizzle (layout type 1 in bits 62-63).
+__device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((address & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
+         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Pins register values at this point (no compiler motion of their producers or readers
+// across a wgmma fence / wait).
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
+}
+// Generic-proxy shared-memory writes (st.shared, cp.async) -> visible to wgmma (async proxy).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// 16-byte cp.async; src_bytes 0 zero-fills the destination (skipped key).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+
+// Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled panel.
+__device__ __forceinline__ uint32_t panel_offset(int row, int c) {
+  return (c >> 3) * kBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(address), "r"(value) : "memory");
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled 48-row tile.
+__device__ __forceinline__ uint32_t tile_offset(int row, int c) {
+  return (c >> 3) * kTileBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
+}
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
+}
+// Arrives on `bar` once all of this thread's earlier cp.asyncs have completed (counts
+// against the init count: .noinc).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Waits until the phase of parity `parity` of `bar` has completed; traps after ~2^26
+// polls (a deadlock becomes a launch error).
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  for (uint32_t polls = 0;; ++polls) {
+    uint32_t done = 0;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (polls > (1u << 26)) __trap();
+  }
+}
+// Named barrier 1 over the 256 consumer threads (the producer never joins).
+__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+struct KeyList {
+  int slot = 0, first_window = 0, n_window = 0, n_total = 0, visible = 0;
+};
+
+__device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int token) {
+  KeyList keys;
+  const int position = p.batch.positions[token];
+  keys.slot = p.batch.slots[token];
+  if (position >= 0 && keys.slot >= 0) {
+    keys.first_window = max(0, position - p.window + 1);
+    keys.n_window = position - keys.first_window + 1;
+    keys.visible = p.compressed == CompressedKeys::kNone ? 0 : min((position + 1) / p.rate, p.max_entries);
+    const int n_compressed = p.compressed == CompressedKeys::kAllVisible ? keys.visible
+                             : p.compressed == CompressedKeys::kSelected ? p.top_k
+                                                                         : 0;
+    keys.n_total = keys.n_window + n_compressed;
+  }
+  return keys;
+}
+
+// Row of key k in window_kv or entries, or nullptr when skipped (past the list, a -1 /
+// out-of-range pick). kSelected loads the pick here.
+__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int token,
+                                                   int k) {
+  if (k >= keys.n_total) return nullptr;
+  if (k < keys.n_window) {
+    const int row = (keys.first_window + k) % p.ring_rows;
+    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
+  }
+  const int j = k - keys.n_window;
+  const int w = p.compressed == CompressedKeys::kSelected ? p.selected[static_cast<int64_t>(token) * p.top_k + j] : j;
+  if (w < 0 || w >= keys.visible) return nullptr;
+  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
+}
+
+// grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes.
+__global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel(const SparseAttentionParams p,
+                                                                                 int splits, float* part_o,
+                                                                                 float* part_ml) {
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ bool s_valid[kStages][kTileKeys];
+  __shared__ float s_xchg[2][kHeads];  // per consumer warpgroup: row maxima of a tile / final row sums
+  __shared__ uint64_t s_bars[2 * kStages];  // full[0..2], empty[0..2]
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t s_q = smem_u32(smem);
+  const uint32_t s_tiles = s_q + kPanelBytes;
+  const uint32_t s_p = s_tiles + kStages * kTileBytes;  // 1024-aligned
+  const uint32_t bar_full = smem_u32(&s_bars[0]), bar_empty = smem_u32(&s_bars[kStages]);
+
+  const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
+  const KeyList keys = key_list(p, token);
+  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
+  const int per_split = (n_tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(bar_full + 8 * s, 256);   // 128 cp.async arrivals + 128 ordinary ones
+      mbar_init(bar_empty + 8 * s, kConsumerThreads);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the only CTA-wide barrier
+
+  if (threadIdx.x >= kConsumerThreads) {
+    // ---- producer warpgroup ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    const int pt = threadIdx.x - kConsumerThreads, chunk = pt & 63;
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+      const int it = tile - tile_begin, stage = it % kStages;
+      mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+      const uint32_t dst = s_tiles + stage * kTileBytes;
+#pragma unroll
+      for (int b = 0; b < kRowsPerThread / kRowBatch; ++b) {
+        const uint16_t* rows[kRowBatch];
+#pragma unroll
+        for (int i = 0; i < kRowBatch; ++i)
+          rows[i] = key_row(p, keys, token, tile * kTileKeys + (pt >> 6) + 2 * (b * kRowBatch + i));
+#pragma unroll
+        for (int i = 0; i < kRowBatch; ++i) {
+          const int r = (pt >> 6) + 2 * (b * kRowBatch + i);
+          if (chunk == 0) s_valid[stage][r] = rows[i] != nullptr;
+          cp_async_16(dst + tile_offset(r, chunk), rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
+                      rows[i] != nullptr ? 16 : 0);
+        }
+      }
+      cp_async_mbar_arrive(bar_full + 8 * stage);
+      mbar_arrive(bar_full + 8 * stage);  // releases the s_valid stores
+    }
+    cp_async_wait_all();
+    return;
+  }
+
+  // ---- consumer warpgroups ----
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
+  {
+    const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
+    const int chunk = threadIdx.x & 63;
+#pragma unroll
+    for (int i = 0; i < kHeads / 4; ++i) {
+      const int r = (threadIdx.x >> 6) + 4 * i;
+      const float4 a = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8);
+      const float4 b = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8 + 4);
+      const uint4 v = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+      *reinterpret_cast<uint4*>(smem + panel_offset(r, chunk)) = v;
+    }
+  }
+  fence_proxy_async();
+  consumer_sync();  // all of Q written
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+  // Per row (0: row0, 1: row0 + 8): running max m (log2 domain, -inf before any key,
+  // the same in both warpgroups) and this thread's partial row sum l of its own keys.
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  const float scale_log2 = p.scale * kLog2e;
+
+  for (int tile = tile_begin; tile < tile_end; ++tile) {
+    const int it = tile - tile_begin, stage = it % kStages;
+    mbar_wait(bar_full + 8 * stage, (it / kStages) & 1);
+    fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
+    const uint32_t s_k = s_tiles + stage * kTileBytes;
+
+    // S for this warpgroup's 24 keys: rows 24 wg.. of every column block of the tile.
+    float s[12];
+#pragma unroll
+    for (int i = 0; i < 12; ++i) s[i] = 0.0f;
+    fence_regs(s);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kDim / 16; ++kk) {
+      wgmma_m64n24k16_ss(s, make_desc(s_q + (kk >> 2) * kBlockBytes + (kk & 3) * 32, 16, 1024),
+                         make_desc(s_k + wg * kHalfKeys * 128 + (kk >> 2) * kTileBlockBytes + (kk & 3) * 32, 16, 1024),
+                         kk);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_regs(s);
+
+    // This thread: rows row0, row0 + 8 x keys 24 wg + 8 j + 2 (lane % 4) + 0/1, j < 3.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 3; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const bool valid = s_valid[stage][kHalfKeys * wg + 8 * j + 2 * (lane & 3) + e];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float& x = s[4 * j + 2 * h + e];
+          x = valid ? x * scale_log2 : -INFINITY;
+          tile_max[h] = fmaxf(tile_max[h], x);
+        }
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = tile_max[h];
+    }
+    // Both halves' maxima. Also orders this tile's P writes after the other warpgroup's
+    // P V of the previous tile (it reaches this barrier only after that wgmma's wait),
+    // and the next tile's s_xchg writes come after the P barrier below, which the other
+    // warpgroup reaches only after reading this tile's maxima.
+    consumer_sync();
+    float alpha[2], m_use[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float m_new = fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h]));
+      m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+      alpha[h] = exp2f(m[h] - m_use[h]);
+      m[h] = m_new;
+    }
+    float row_sum[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int j = 0; j < 3; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
+        const uint32_t packed = pack_bf16(p0, p1);
+        const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
+        row_sum[h] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
+        // P[row][key]: 16-byte chunk 3 wg + j of the row (swizzled), 4 bytes per lane % 4.
+        const int row = row0 + 8 * h;
+        st_shared_u32(s_p + row * 128 + (((3 * wg + j) ^ (row & 7)) << 4) + 4 * (lane & 3), packed);
+      }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
+#pragma unroll
+    for (int j = 0; j < 32; ++j) {
+      o[4 * j + 0] *= alpha[0];
+      o[4 * j + 1] *= alpha[0];
+      o[4 * j + 2] *= alpha[1];
+      o[4 * j + 3] *= alpha[1];
+    }
+    fence_proxy_async();  // P (st.shared) -> the wgmma's async-proxy reads
+    consumer_sync();      // both halves of P written
+
+    fence_regs(o);
+    wgmma_fence();
+#pragma unroll
+    for (int kc = 0; kc < kTileKeys / 16; ++kc)
+      wgmma_m64n256k16_ss_tb(o, make_desc(s_p + kc * 32, 16, 1024),
+                             make_desc(s_k + wg * 4 * kTileBlockBytes + kc * 2048, kTileBlockBytes, 1024));
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_regs(o);
+    mbar_arrive(bar_empty + 8 * stage);  // this thread is done with the stage
+  }
+
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+  }
+  // Each warpgroup summed its own keys: add the other's (the other warpgroup read the
+  // last maxima before the last P barrier, which this one passed).
+#pragma unroll
+  for (int h = 0; h < 2; ++h)
+    if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = l[h];
+  consumer_sync();
+#pragma unroll
+  for (int h = 0; h < 2; ++h) l[h] += s_xchg[wg ^ 1][row0 + 8 * h];
+  const int col0 = wg * 256 + 2 * (lane & 3);
+  if (part_o == nullptr) {
+    // Final: the sink joins the denominator only.
+    float factor[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = head0 + row0 + 8 * h;
+      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
+      const float m_final = fmaxf(m[h], sink);
+      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
+      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
+      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+    }
+  } else {
+    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
+      float* out = part_o + row * kDim + col0;
+      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
+#pragma unroll
+        for (int j = 0; j < 32; ++j)
+          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
+      }
+      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
+    }
+  }
+}
+
+// grid (tokens, heads), block 128: out = sum_z 2^(m_z - M) O_z / (sum_z 2^(m_z - M) l_z + 2^(sink - M)).
+__global__ void __launch_bounds__(128) sparse_attention_pipelined_merge_kernel(const SparseAttentionParams p, int splits,
+                                                                     const float* part_o, const float* part_ml) {
+  const int token = blockIdx.x, head = blockIdx.y;
+  const int64_t split_stride = static_cast<int64_t>(p.batch.tokens) * p.heads;
+  const int64_t row = static_cast<int64_t>(token) * p.heads + head;
+  const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
+  float m_final = sink;
+  for (int z = 0; z < splits; ++z) m_final = fmaxf(m_final, part_ml[(z * split_stride + row) * 2]);
+  float denominator = sink == -INFINITY ? 0.0f : exp2f(sink - m_final);
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  for (int z = 0; z < splits; ++z) {
+    const float mz = part_ml[(z * split_stride + row) * 2];
+    if (mz == -INFINITY) continue;  // an empty split (or one of skipped keys only)
+    const float w = exp2f(mz - m_final);
+    denominator += w * part_ml[(z * split_stride + row) * 2 + 1];
+    const float4 v = reinterpret_cast<const float4*>(part_o + (z * split_stride + row) * kDim)[threadIdx.x];
+    acc.x += w * v.x;
+    acc.y += w * v.y;
+    acc.z += w * v.z;
+    acc.w += w * v.w;
+  }
+  const float inv = denominator > 0.0f ? 1.0f / denominator : 0.0f;
+  reinterpret_cast<float4*>(p.out + row * kDim)[threadIdx.x] = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+}
+
+}  // namespace
+
+namespace detail {
+
+cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
+  static bool attribute_set[64] = {};  // once per device (no attribute call inside a later stream capture)
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  if (device >= 64 || !attribute_set[device]) {
+    error = cudaFuncSetAttribute(sparse_attention_pipelined_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 kSmemBytes);
+    if (error != cudaSuccess) return error;
+    if (device < 64) attribute_set[device] = true;
+  }
+  splits = max(1, splits);
+  float* part_o = nullptr;
+  float* part_ml = nullptr;
+  if (splits > 1) {
+    part_o = p.split_workspace;
+    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
+  }
+  const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
+  sparse_attention_pipelined_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  if (splits > 1)
+    sparse_attention_pipelined_merge_kernel<<<dim3(p.batch.tokens, p.heads), 128, 0, stream>>>(p, splits, part_o,
+                                                                                               part_ml);
+  return cudaGetLastError();
+}
+
+}  // namespace detail
+
+}  // namespace dsv4::cuda::attention
