@@ -281,6 +281,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int it = tile - tile_begin, stage = it % kStages;
     mbar_wait(bar_full + 8 * stage, (it / kStages) & 1);
+    __syncwarp();         // the warp converged again before the .aligned wgmma instructions
     fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
     const uint32_t s_k = s_tiles + stage * kTileBytes;
 
