@@ -19,8 +19,8 @@
 //   completed). Consumers sync with each other on named barrier 1 (256 threads), never
 //   with the producer. A consumer issues fence.proxy.async after its wait on full[s]
 //   (cp.async writes are generic-proxy, wgmma reads are async-proxy).
-//   Every mbarrier wait is bounded: after ~2^26 polls the kernel traps (a pipeline bug
-//   becomes a launch error, not a hang).
+//   Every mbarrier wait is bounded: after 2^32 clocks (~2 s) the kernel traps (a pipeline
+//   bug becomes a launch error, not a hang).
 // Tile layout: like a Q panel but 48 rows per 64-channel column block (block b at
 // b * 6144 bytes, row r at r * 128, chunk c at c ^ (r % 8)); S's B descriptor starts at
 // row 24 g (a multiple of 8 rows: whole swizzle atoms); P V's MN-major V has LBO 6144.
@@ -141,19 +141,22 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-// Waits until the phase of parity `parity` of `bar` has completed; traps after ~2^26
-// polls (a deadlock becomes a launch error).
+// Waits until the phase of parity `parity` of `bar` has completed; traps after 2^32
+// SM clocks (~2 s: a deadlock becomes a launch error, not a hung run).
+__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  asm volatile(
+      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
+}
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  for (uint32_t polls = 0;; ++polls) {
-    uint32_t done = 0;
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-    if (done) return;
-    if (polls > (1u << 26)) __trap();
-  }
+  if (mbar_try_wait(bar, parity)) return;
+  const long long start = clock64();
+  while (!mbar_try_wait(bar, parity))
+    if (clock64() - start > (1ll << 32)) __trap();
 }
 // Named barrier 1 over the 256 consumer threads (the producer never joins).
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -245,7 +246,12 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
+  // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined out (a trap of its bounded mbarrier
+  // waits is sticky for the process: this isolates the other two variants).
+  const char* skip_env = std::getenv("DSV4_TEST_SKIP_PIPELINED");
+  const bool skip_pipelined = skip_env != nullptr && std::string(skip_env) == "1";
   for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined}) {
+    if (kernel == Kernel::kWgmmaPipelined && skip_pipelined) continue;
     p.kernel = kernel;
     for (int splits : c.kv_splits) {
       SCOPED_TRACE(std::string(kernel == Kernel::kWgmma         ? "kWgmma"
