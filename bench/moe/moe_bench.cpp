@@ -12,12 +12,20 @@
 //   weight bytes   packed bytes of every expert with at least one slot (incl. shared),
 //                  divided by the time -> GB/s and fraction of the copy bandwidth
 //   TFLOP/s        2 * slots * 3 * hidden * intermediate (useful FLOPs) / time
-//   config         compute path: decode_ksplit (default <= 512 tokens: mma.sync, 8-slot tiles,
-//                  in-CTA split-K over 16 warps), decode (the older 4-warp tile, also measured),
+//   config         compute path: decode_splitk (default <= 64 tokens: decode's tile with K split
+//                  across CTAs, S slices per GEMM from moe_decode_split_k, in the JSON as
+//                  split_l1 / split_l2; DSV4_MOE_SPLITK=S forces S), decode_ksplit (mma.sync,
+//                  8-slot tiles, in-CTA split-K over 16 warps), decode (the older 4-warp tile,
+//                  default 65..512); all three measured at <= 64 tokens,
 //                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
+// W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
+//   config prefill_w4a8 (TileConfig::kPrefillW4A8, opt-in, not the default): on the same
+//   dispatch state, quantize x (launch_act_quant_fp8) + L1 W4A8 + quantize h + L2 W4A8
+//   (w4a8_ms) and L1 + L2 alone (w4a8_gemm_ms); TFLOP/s = the same useful FLOPs / time.
+//   A failing launch prints the error and the bench goes on (JSON "error").
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
-//                  [--config decode|decode_ksplit|prefill_mma|prefill_wgmma] (forces one path for every count)
+//                  [--config decode|decode_ksplit|decode_splitk|prefill_mma|prefill_wgmma] (forces one path)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -92,6 +100,7 @@ const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
   if (config == TileConfig::kPrefillWgmmaPipe) return "prefill_wgmma_pipe";
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
+  if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -102,12 +111,17 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
   if (tokens <= 512 && all.front() != TileConfig::kDecode) all.push_back(TileConfig::kDecode);  // the older decode tile
+  // <= 64 tokens: the three decode paths side by side (split-K across CTAs, in-CTA split-K, plain)
+  if (tokens <= 64 && all.front() != TileConfig::kDecodeKSplit) all.push_back(TileConfig::kDecodeKSplit);
+  if (tokens <= 64 && all.front() != TileConfig::kDecodeSplitK) all.push_back(TileConfig::kDecodeSplitK);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   if (filter.empty()) return all;
-  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
-                       TileConfig::kPrefillWgmmaPipe})
+  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK, TileConfig::kPrefill,
+                       TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaPipe})
     if (filter == config_name(c)) return {c};
-  DSV4_CHECK(false, "--config {}: expected decode, decode_ksplit, prefill_mma, prefill_wgmma or prefill_wgmma_pipe",
+  DSV4_CHECK(false,
+             "--config {}: expected decode, decode_ksplit, decode_splitk, prefill_mma, prefill_wgmma or "
+             "prefill_wgmma_pipe",
              filter);
   return {};
 }
@@ -122,12 +136,14 @@ std::string today() {
 int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
+  bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
     else if (key == "--tokens") token_counts = parse_ints(value);
     else if (key == "--formats") formats = value;
     else if (key == "--config") config_filter = value;
+    else if (key == "--w4a8") w4a8_rows = value != "0";
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -141,8 +157,8 @@ int run(int argc, char** argv) {
                  date.c_str(), copy_gbps);
 
   constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
-  std::printf("%-6s %6s %-13s %9s %9s %9s %7s %8s %7s %8s %8s %10s\n", "format", "tokens", "config", "layer_ms",
-              "graph_ms", "gemm_ms", "experts", "GB/s", "of_HBM", "TFLOP/s", "layerTF", "unfused_ms");
+  std::printf("%-6s %6s %-13s %9s %9s %9s %7s %8s %7s %8s %8s %10s %5s\n", "format", "tokens", "config", "layer_ms",
+              "graph_ms", "gemm_ms", "experts", "GB/s", "of_HBM", "TFLOP/s", "layerTF", "unfused_ms", "S1/S2");
   for (const std::string& fname : {std::string("nvfp4"), std::string("mxfp4")}) {
     if (formats.find(fname) == std::string::npos) continue;
     const ExpertFormat format = fname == "nvfp4" ? ExpertFormat::kNVFP4 : ExpertFormat::kMXFP4;
@@ -224,6 +240,14 @@ int run(int argc, char** argv) {
         l2.n = kHidden;
         l2.k = kInter;
         l2.out = ws.slot_out;
+        l1.split_k = ws.split_l1;  // kDecodeSplitK (1 otherwise): the S moe_forward uses
+        l1.split_partials = ws.split_partials;
+        l1.split_done = ws.split_done_l1;
+        l1.split_slots = ws.split_slots;
+        l2.split_k = ws.split_l2;
+        l2.split_partials = ws.split_partials;
+        l2.split_done = ws.split_done_l2;
+        l2.split_slots = ws.split_slots;
         const double gemm_ms = timer.median_ms(
             [&] {
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
@@ -244,9 +268,10 @@ int run(int argc, char** argv) {
         const double best_ms = std::min(layer_ms, graph_ms);
         const double gbps_layer = bytes / (best_ms * 1e-3) / 1e9, gbps_gemm = bytes / (gemm_ms * 1e-3) / 1e9;
         const double tflops_gemm = flops / (gemm_ms * 1e-3) / 1e12, tflops_layer = flops / (best_ms * 1e-3) / 1e12;
-        std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f %10.4f\n", fname.c_str(), tokens,
-                    config_name(config), layer_ms, graph_ms, gemm_ms, active,
-                    gbps_gemm, 100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms);
+        std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f %10.4f %2d/%-2d\n", fname.c_str(),
+                    tokens, config_name(config), layer_ms, graph_ms, gemm_ms, active, gbps_gemm,
+                    100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms, ws.split_l1,
+                    ws.split_l2);
         if (json)
           std::fprintf(json,
                        "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
@@ -254,12 +279,83 @@ int run(int argc, char** argv) {
                        "\"active_experts\":%d,\"slots\":%lld,\"weight_bytes\":%.0f,\"weight_gbps_gemm\":%.1f,"
                        "\"weight_gbps_layer\":%.1f,\"hbm_copy_gbps\":%.1f,\"frac_hbm_gemm\":%.4f,"
                        "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f,"
-                       "\"layer_unfused_ms\":%.5f}\n",
+                       "\"layer_unfused_ms\":%.5f,\"split_l1\":%d,\"split_l2\":%d}\n",
                        prop.name, date.c_str(), fname.c_str(), tokens,
                        config_name(config), layer_ms, graph_ms, gemm_ms,
                        active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
-                       gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms);
+                       gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms,
+                       ws.split_l1, ws.split_l2);
         std::fflush(stdout);
+        if (w4a8_rows && format == ExpertFormat::kMXFP4 && config == cuda::moe::TileConfig::kPrefillWgmmaPipe) {
+          // W4A8 (opt-in kPrefillW4A8) on the same dispatch state: quantizers + L1 + L2.
+          const size_t pairs = static_cast<size_t>(tokens) * (kTopK + 1);
+          uint8_t *d_x8 = nullptr, *d_h8 = nullptr;
+          float *d_xs = nullptr, *d_hs = nullptr;
+          DSV4_CUDA_OK(cudaMalloc(&d_x8, static_cast<size_t>(tokens) * kHidden));
+          DSV4_CUDA_OK(cudaMalloc(&d_xs, static_cast<size_t>(tokens) * (kHidden / 128) * 4));
+          DSV4_CUDA_OK(cudaMalloc(&d_h8, pairs * kInter));
+          DSV4_CUDA_OK(cudaMalloc(&d_hs, pairs * (kInter / 128) * 4));
+          cuda::moe::ActQuantParams qx, qh;
+          qx.x = d_x;
+          qx.rows = tokens;
+          qx.k = kHidden;
+          qx.x8 = d_x8;
+          qx.scale = d_xs;
+          qh.x = ws.h;
+          qh.rows = static_cast<int>(slots);
+          qh.k = kInter;
+          qh.x8 = d_h8;
+          qh.scale = d_hs;
+          cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
+          q1.config = q2.config = cuda::moe::TileConfig::kPrefillW4A8;
+          q1.act8 = d_x8;
+          q1.act_scale = d_xs;
+          q2.act8 = d_h8;
+          q2.act_scale = d_hs;
+          cudaError_t err = cudaSuccess;
+          auto keep = [&](cudaError_t e) { if (err == cudaSuccess) err = e; };
+          const double w4a8_ms = timer.median_ms(
+              [&] {
+                keep(cuda::moe::launch_act_quant_fp8(qx));
+                keep(cuda::moe::launch_moe_l1(q1));
+                keep(cuda::moe::launch_act_quant_fp8(qh));
+                keep(cuda::moe::launch_moe_l2(q2));
+              },
+              iters);
+          const double w4a8_gemm_ms = timer.median_ms(
+              [&] {
+                keep(cuda::moe::launch_moe_l1(q1));
+                keep(cuda::moe::launch_moe_l2(q2));
+              },
+              iters);
+          keep(cudaDeviceSynchronize());
+          if (err != cudaSuccess) {
+            std::printf("%-6s %6d %-13s failed: %s\n", fname.c_str(), tokens, "prefill_w4a8", cudaGetErrorString(err));
+            if (json)
+              std::fprintf(json,
+                           "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
+                           "\"config\":\"prefill_w4a8\",\"error\":\"%s\"}\n",
+                           prop.name, date.c_str(), fname.c_str(), tokens, cudaGetErrorString(err));
+          } else {
+            const double tf = flops / (w4a8_ms * 1e-3) / 1e12, tf_gemm = flops / (w4a8_gemm_ms * 1e-3) / 1e12;
+            std::printf("%-6s %6d %-13s w4a8_ms (quant + L1 + quant + L2) %.4f = %.1f TFLOP/s; L1 + L2 %.4f ms = %.1f "
+                        "TFLOP/s (vs prefill_wgmma_pipe gemm %.1f)\n",
+                        fname.c_str(), tokens, "prefill_w4a8", w4a8_ms, tf, w4a8_gemm_ms, tf_gemm, tflops_gemm);
+            if (json)
+              std::fprintf(json,
+                           "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
+                           "\"config\":\"prefill_w4a8\",\"slots\":%lld,\"w4a8_ms\":%.5f,\"w4a8_gemm_ms\":%.5f,"
+                           "\"tflops_w4a8\":%.2f,\"tflops_w4a8_gemm\":%.2f,\"w4a16_gemm_ms\":%.5f,"
+                           "\"tflops_w4a16_gemm\":%.2f}\n",
+                           prop.name, date.c_str(), fname.c_str(), tokens, static_cast<long long>(slots), w4a8_ms,
+                           w4a8_gemm_ms, tf, tf_gemm, gemm_ms, tflops_gemm);
+          }
+          std::fflush(stdout);
+          cudaFree(d_x8);
+          cudaFree(d_xs);
+          cudaFree(d_h8);
+          cudaFree(d_hs);
+        }
         cudaGraphExecDestroy(graph_exec);
         cudaGraphDestroy(graph);
         cudaStreamDestroy(stream);

@@ -111,8 +111,13 @@ __device__ __forceinline__ uint32_t scale_pair(uint32_t word, int byte) {
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
-template <class Tile, ExpertFormat F, bool kL1>
+// kSplit (TileConfig::kDecodeSplitK, WK == 1 tiles): K is split across the gridDim.z CTAs
+// of an output block; CTA z runs k-tiles [z * k_tiles / S, (z + 1) * k_tiles / S), stores
+// its FP32 sums to split_partials[z], and the last CTA of the block to arrive (counter
+// split_done[tile][blockIdx.y]) adds slices 0..S-1 in that order, then runs the epilogue.
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
+  static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
   using Smem = GemmSmem<Tile, F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
@@ -125,7 +130,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if constexpr (!kL1 && Tile::BT == 8) {
       // Fused combine with no tile at all (every pick dropped, no shared expert): nobody
       // would count, so CTA (0, y) writes the combine's result, zeros, for its columns.
-      if (p.combine_out != nullptr && tile_total == 0 && tile == 0) {
+      if (p.combine_out != nullptr && tile_total == 0 && tile == 0 && blockIdx.z == 0) {
         constexpr int kChunks = Tile::BW / 8;
         for (int c = threadIdx.x; c < p.combine_tokens * kChunks; c += Tile::kThreads) {
           float4* o = reinterpret_cast<float4*>(p.combine_out + static_cast<int64_t>(c / kChunks) * p.n +
@@ -143,7 +148,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   const int n0 = blockIdx.y * BW;
   const int K = p.k;
   const int kb_count = K / kFragCols;
-  const int k_tiles = K / BK;
+  int kt0 = 0, k_tiles = K / BK;  // this CTA's k-tiles: [kt0, kt0 + k_tiles)
+  if constexpr (kSplit) {
+    const int all = K / BK, z = blockIdx.z, slices = gridDim.z;
+    kt0 = z * all / slices;
+    k_tiles = (z + 1) * all / slices - kt0;
+  }
 
   const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
   const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
@@ -204,7 +214,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
 #pragma unroll
   for (int s = 0; s < Tile::STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
+    if (s < k_tiles) load_stage(s, kt0 + s);
     cp_async_commit();
   }
 
@@ -213,7 +223,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     __syncthreads();  // stage kt visible to all; stage kt - 1 free for the refill below
     {
       const int next = kt + Tile::STAGES - 1;
-      if (next < k_tiles) load_stage(next % Tile::STAGES, next);
+      if (next < k_tiles) load_stage(next % Tile::STAGES, kt0 + next);
       cp_async_commit();
     }
     const uint8_t* s_weights = smem + (kt % Tile::STAGES) * Smem::kStageBytes;
@@ -304,6 +314,59 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     }
   }
 
+  if constexpr (kSplit) {
+    // acc[i][j][v]: weight row (ww * MT + i) * 16 + g + 8 * (v / 2), slot wt * (BT / WT) + j * 8 + 2t + v % 2.
+    const int slices = gridDim.z;
+    const int64_t slice_stride = static_cast<int64_t>(p.split_slots) * p.n;
+    float* part = p.split_partials + blockIdx.z * slice_stride;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) {
+          const int row = n0 + (ww * MT + i) * 16 + g + 8 * (v / 2);
+          const int slot = wt * (BT / Tile::WT) + j * 8 + 2 * t + v % 2;
+          if (slot < rows) part[static_cast<int64_t>(slot0 + slot) * p.n + row] = acc[i][j][v];
+        }
+    // Fence / count / fence (as the fused combine): every slice's stores are visible to the
+    // last CTA before it reads them (from L2, .cg). It resets the counter for the next launch.
+    __shared__ int s_split_last;
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      int32_t* counter = p.split_done + static_cast<int64_t>(tile) * gridDim.y + blockIdx.y;
+      const int last = atomicAdd(counter, 1) == slices - 1;
+      if (last) atomicExch(counter, 0);
+      s_split_last = last;
+    }
+    __syncthreads();
+    if (!s_split_last) return;
+    __threadfence();
+    // acc = slice 0 + slice 1 + ... + slice S-1 (from 0.0f, fixed order); slots past the
+    // tile stay 0. z outermost: the MT x NT x 4 loads of a slice are in flight together.
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+      for (int j = 0; j < NT; ++j)
+#pragma unroll
+        for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
+    const float* src = p.split_partials + static_cast<int64_t>(slot0) * p.n + n0;
+#pragma unroll 2
+    for (int z = 0; z < slices; ++z) {
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j)
+#pragma unroll
+          for (int v = 0; v < 4; ++v) {
+            const int row = (ww * MT + i) * 16 + g + 8 * (v / 2);
+            const int slot = wt * (BT / Tile::WT) + j * 8 + 2 * t + v % 2;
+            if (slot < rows) acc[i][j][v] += __ldcg(src + z * slice_stride + static_cast<int64_t>(slot) * p.n + row);
+          }
+    }
+  }
+
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
   constexpr int kOutCols = kL1 ? BW / 2 : BW;
   if (wk != 0) {
@@ -390,12 +453,17 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   }
 }
 
-template <class Tile, ExpertFormat F, bool kL1>
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   using Smem = GemmSmem<Tile, F>;
   if (p.n % Tile::BW != 0 || p.k % Tile::BK != 0 || (kL1 && p.n % 16 != 0)) return cudaErrorInvalidValue;
+  if constexpr (kSplit) {
+    if (p.split_k < 2 || p.split_k > p.k / Tile::BK || p.split_k > 65535 || p.split_partials == nullptr ||
+        p.split_done == nullptr || p.split_slots <= 0)
+      return cudaErrorInvalidValue;  // split_k in [2, k / BK], workspace from moe_workspace
+  }
   if (p.max_tiles <= 0) return cudaSuccess;
-  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1>;
+  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
@@ -407,7 +475,8 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
     }
     configured = true;
   }
-  const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW));
+  const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW),
+                  kSplit ? static_cast<unsigned>(p.split_k) : 1u);
   kernel<<<grid, Tile::kThreads, Smem::kBytes, p.stream>>>(p);
   return cudaGetLastError();
 }

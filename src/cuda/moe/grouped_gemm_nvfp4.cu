@@ -12,6 +12,10 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kDecodeKSplit && p.k % DecodeKSplitTile::BK == 0)
     return l1 ? launch_grouped_gemm<DecodeKSplitTile, ExpertFormat::kNVFP4, true>(p)
               : launch_grouped_gemm<DecodeKSplitTile, ExpertFormat::kNVFP4, false>(p);
+  // kDecodeSplitK with split_k > 1: kDecode's tile, K split across CTAs; split_k <= 1 is kDecode.
+  if (p.config == TileConfig::kDecodeSplitK && p.split_k > 1)
+    return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, true>(p)
+              : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, true>(p);
   return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true>(p)
             : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false>(p);
 }

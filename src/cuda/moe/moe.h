@@ -81,10 +81,28 @@ enum class TileConfig : int {
   kPrefill = 1,  // 128 weight rows x 128 slots per CTA, mma.sync (the older prefill path, kept as oracle)
   kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
   kPrefillWgmmaPipe = 3,  // kPrefillWgmma with dequant / wgmma overlap (2 groups per sub-block in flight)
-  kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (default <= 512
-                      // tokens when k % 256 == 0; env DSV4_MOE_DECODE_TILE=decode selects kDecode instead)
+  kPrefillW4A8 = 4,  // opt-in, MXFP4 only, launch_moe_l1 / l2 only (not moe_forward): W4A8 FP8 wgmma, 128 x 128
+                     // tiles; act8 / act_scale from launch_act_quant_fp8 (docs/kernels/moe.md, W4A8)
+  kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (needs
+                      // k % 256 == 0, else kDecode's tile; default <= 8 tokens with DSV4_MOE_DECODE_TILE=ksplit)
+  kDecodeSplitK = 9,  // kDecode's 128 x 8 tiles and CTA, K split ACROSS CTAs (grid z = S slices, S from
+                      // moe_decode_split_k): FP32 partials to a workspace, the last CTA of each output block
+                      // sums them in slice order 0..S-1 (deterministic) and runs the usual epilogue. S == 1:
+                      // exactly kDecode. Default <= 64 tokens (DSV4_MOE_DECODE_TILE=decode / ksplit switch back)
 };
 int tile_config_rows(TileConfig config);
+// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK).
+bool is_decode_tile_config(TileConfig config);
+
+// K slices S for kDecodeSplitK on a GEMM [n, k] with max_tiles tiles: forced > 0 takes
+// min(forced, k / 128, 16); forced == 0 doubles S (up to 8) while the grid
+// max_tiles x n / 128 x S has < kDecodeSplitTargetCtas CTAs and each slice keeps
+// >= kDecodeSplitMinK of K (128 rows x 512 K = 32 KB of weights). A pure function: results
+// do not depend on timing or device. moe_workspace picks `forced`: decode_split, else the
+// environment DSV4_MOE_SPLITK=S (read once) at <= kFusedRouteMaxTokens tokens, else 0.
+inline constexpr int kDecodeSplitTargetCtas = 2048;
+inline constexpr int kDecodeSplitMinK = 512;
+int moe_decode_split_k(int max_tiles, int n, int k, int forced);
 
 struct GroupedGemmParams {
   ExpertFormat format = ExpertFormat::kNVFP4;
@@ -95,6 +113,8 @@ struct GroupedGemmParams {
   const float* factor_b = nullptr;        // [experts + 1]: L1 up rows
   const uint16_t* act = nullptr;          // L1: x [tokens, k] BF16 (rows gathered); L2: h [slots, k]
   const int32_t* slot_token = nullptr;    // L1: row of x for each slot
+  const uint8_t* act8 = nullptr;          // kPrefillW4A8: act as E4M3 [rows, k] (launch_act_quant_fp8)
+  const float* act_scale = nullptr;       // kPrefillW4A8: [rows, k / 128] FP32 block scales
   const float* slot_weight = nullptr;     // L2: routing weight per slot
   const int32_t* tile_expert = nullptr;
   const int32_t* tile_slot_begin = nullptr;
@@ -104,7 +124,7 @@ struct GroupedGemmParams {
   int n = 0, k = 0;                       // weight [n, k]; n % 128 == 0, k % 128 == 0 (tile sizes)
   float swiglu_limit = 0.0f;              // L1
   uint16_t* out = nullptr;                // L1: h [slots, n / 2] BF16; L2: slot_out [slots, n] BF16
-  // L2 with the decode tiles (kDecode, kDecodeKSplit) only: fused combine. When combine_out
+  // L2 with the decode tiles (kDecode, kDecodeKSplit, kDecodeSplitK) only: fused combine. When combine_out
   // is set, the last CTA to finish each column block (counted in combine_done[blockIdx.y],
   // which must be 0 at launch: the dispatch zeroes it) writes combine_out[t][cols] = sum over
   // k of slot_out[slot_of_pair[t][k]][cols], the same order and arithmetic as launch_combine.
@@ -113,12 +133,31 @@ struct GroupedGemmParams {
   const int32_t* slot_of_pair = nullptr;  // [combine_tokens, pairs_per_token]
   int32_t* combine_done = nullptr;        // [n / 128]
   int combine_tokens = 0, pairs_per_token = 0;
+  // kDecodeSplitK only: split_k K slices across CTAs (grid z); split_k <= 1 runs kDecode.
+  // split_k > 1 needs split_partials and split_done (moe_workspace carves both).
+  int split_k = 1;
+  float* split_partials = nullptr;        // [split_k][split_slots][n] FP32 partial sums
+  int32_t* split_done = nullptr;          // [max_tiles * n / 128]: 0 at launch, left 0 by the kernel
+  int split_slots = 0;                    // slot capacity (pairs) of split_partials
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
 cudaError_t launch_moe_l1(const GroupedGemmParams& params);
 // L2: slot_out = (h W2^T) * factor * slot_weight.
 cudaError_t launch_moe_l2(const GroupedGemmParams& params);
+
+// ---- W4A8 activation quantizer (kPrefillW4A8) -------------------------------------------
+// x8 = E4M3_rn_satfinite(x * 448 / amax), scale = amax / 448 per 1 x 128 block (amax = max |x|;
+// 0 -> scale 0, x8 0); bytes of each 32-block in the packed-weight fragment K order
+// (act_quant_fp8.cu). L1: quantize x [tokens, H]; L2: quantize h [slots, I].
+struct ActQuantParams {
+  const uint16_t* x = nullptr;            // [rows, k] BF16
+  int rows = 0, k = 0;                    // k % 128 == 0
+  uint8_t* x8 = nullptr;                  // [rows, k] E4M3
+  float* scale = nullptr;                 // [rows, k / 128]
+  cudaStream_t stream = nullptr;
+};
+cudaError_t launch_act_quant_fp8(const ActQuantParams& params);
 
 // ---- Combine: out[t] = sum over k (in k order, shared last) of slot_out[slot_of_pair] --
 struct CombineParams {
@@ -168,12 +207,20 @@ struct MoeWorkspace {
   int32_t* combine_done;  // [H / 16]: L2 fused-combine counters (zeroed by the dispatch)
   int max_tiles;
   size_t bytes;           // total
+  // kDecodeSplitK (carved for every decode config, so a workspace sized with kDecode fits
+  // kDecodeSplitK too). split_l1 / split_l2: the S moe_forward uses for L1 / L2.
+  int32_t* split_done_l1; // [max_tiles * 2I / 128], right after combine_done (zeroed by the dispatch)
+  int32_t* split_done_l2; // [max_tiles * H / 128]
+  float* split_partials;  // [S][pairs][n] FP32, sized for the largest need at <= tokens
+  int split_l1, split_l2, split_slots;
 };
 // Layout of the workspace for `tokens` tokens with tile config `config`; base may be
-// null to only compute the size.
-MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base);
-// <= 8 tokens: kDecodeKSplit (kDecode when the environment sets DSV4_MOE_DECODE_TILE=decode);
-// 9..512: kDecode; more: kPrefillWgmmaPipe.
+// null to only compute the size. decode_split: MoeForwardParams::decode_split (0: auto).
+MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base,
+                           int decode_split = 0);
+// <= 64 tokens: kDecodeSplitK; 65..512: kDecode; more: kPrefillWgmmaPipe. Environment
+// DSV4_MOE_DECODE_TILE (read once) at <= 64 tokens: decode -> kDecode, ksplit -> the
+// previous choice (kDecodeKSplit <= 8 tokens, kDecode 9..64).
 TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {
@@ -191,6 +238,8 @@ struct MoeForwardParams {
   bool fuse_combine = true;                // tokens <= kFusedRouteMaxTokens, decode tiles:
                                            // combine in L2's last CTA per column block (false: combine kernel)
   bool split_router_rows = true;           // RouterParams::split_rows
+  int decode_split = 0;                    // kDecodeSplitK: forced S (0: moe_decode_split_k's choice);
+                                           // moe_workspace must be given the same value
   cudaStream_t stream = nullptr;
 };
 // Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,

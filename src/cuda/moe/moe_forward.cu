@@ -2,6 +2,7 @@
 // L2 (+routing weight), combine. Workspace carving and the tile-config choice.
 #include "cuda/moe/moe.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -11,15 +12,17 @@ namespace detail {
 cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
 
 namespace {
 
 cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
   if (p.combine_out != nullptr &&
-      (l1 || (p.config != TileConfig::kDecode && p.config != TileConfig::kDecodeKSplit) || p.n % 128 != 0 ||
+      (l1 || !is_decode_tile_config(p.config) || p.n % 128 != 0 ||
        p.slot_of_pair == nullptr || p.combine_done == nullptr))
     return cudaErrorInvalidValue;  // fused combine: L2 on the decode tiles only
+  if (p.config == TileConfig::kPrefillW4A8) return detail::launch_w4a8(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
@@ -40,8 +43,23 @@ struct Carver {
 
 }  // namespace
 
-int tile_config_rows(TileConfig config) {
-  return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit ? 8 : 128;
+bool is_decode_tile_config(TileConfig config) {
+  return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit || config == TileConfig::kDecodeSplitK;
+}
+
+int tile_config_rows(TileConfig config) { return is_decode_tile_config(config) ? 8 : 128; }
+
+int moe_decode_split_k(int max_tiles, int n, int k, int forced) {
+  constexpr int kBK = 128, kMaxForced = 16, kMaxAuto = 8;
+  const int k_tiles = k / kBK;
+  if (k_tiles <= 1 || max_tiles <= 0 || n < 128) return 1;
+  if (forced > 0) return std::min({forced, k_tiles, kMaxForced});
+  const int64_t ctas = static_cast<int64_t>(max_tiles) * (n / 128);
+  int s = 1;
+  while (s * 2 <= kMaxAuto && ctas * s < kDecodeSplitTargetCtas && k / (s * 2) >= kDecodeSplitMinK &&
+         k_tiles % (s * 2) == 0)
+    s *= 2;
+  return s;
 }
 
 cudaError_t launch_moe_l1(const GroupedGemmParams& p) { return launch_gemm(p, true); }
@@ -51,16 +69,53 @@ TileConfig moe_default_tile_config(int tokens) {
   // H200, 2026-12-01: the pipelined wgmma kernel 420-503 TFLOP/s at 4096-16384 tokens vs
   // 334-460 for the first wgmma kernel; the K-split decode tile ahead only at <= 8 tokens.
   if (tokens > 512) return TileConfig::kPrefillWgmmaPipe;
-  if (tokens > 8) return TileConfig::kDecode;
-  // Switch for the older 4-warp decode tile (read once): DSV4_MOE_DECODE_TILE=decode.
-  static const bool legacy_decode = [] {
+  // Switch (read once): DSV4_MOE_DECODE_TILE=decode: the older 4-warp decode tile;
+  // =ksplit: the choice before kDecodeSplitK (kDecodeKSplit <= 8 tokens, kDecode above).
+  static const int decode_env = [] {
     const char* v = std::getenv("DSV4_MOE_DECODE_TILE");
-    return v != nullptr && std::strcmp(v, "decode") == 0;
+    if (v != nullptr && std::strcmp(v, "decode") == 0) return 1;
+    if (v != nullptr && std::strcmp(v, "ksplit") == 0) return 2;
+    return 0;
   }();
-  return legacy_decode ? TileConfig::kDecode : TileConfig::kDecodeKSplit;
+  if (decode_env == 1) return TileConfig::kDecode;
+  // kDecodeSplitK default <= 64 tokens, not yet measured (REVERT: delete the next line).
+  if (decode_env == 0 && tokens <= 64) return TileConfig::kDecodeSplitK;
+  if (tokens > 8) return TileConfig::kDecode;
+  return TileConfig::kDecodeKSplit;
 }
 
-MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig config, void* base) {
+namespace {
+// The S kDecodeSplitK is forced to at `tokens` tokens: decode_split when > 0, else
+// DSV4_MOE_SPLITK=S (read once) at <= kFusedRouteMaxTokens tokens only (so the knob cannot
+// blow up a workspace sized for many tokens), else 0 (automatic).
+int forced_split(int decode_split, int tokens) {
+  static const int env_split = [] {
+    const char* v = std::getenv("DSV4_MOE_SPLITK");
+    return v != nullptr ? std::atoi(v) : 0;
+  }();
+  if (decode_split > 0) return decode_split;
+  return tokens <= kFusedRouteMaxTokens && env_split > 0 ? env_split : 0;
+}
+
+// FP32 partial sums kDecodeSplitK needs at t <= tokens (the largest of L1's and L2's, over t:
+// S shrinks as t grows, so a workspace sized for more tokens still fits fewer).
+size_t split_partial_floats(const MoeLayerWeights& w, int tokens, int pairs_per_token, int groups, int decode_split) {
+  size_t best = 0;
+  for (int t = decode_split > 0 ? tokens : 1; t <= tokens; ++t) {
+    const int forced = forced_split(decode_split, t);
+    const int mt = moe_max_tiles(t, pairs_per_token, groups, 8);
+    const int s1 = moe_decode_split_k(mt, 2 * w.intermediate, w.hidden, forced);
+    const int s2 = moe_decode_split_k(mt, w.hidden, w.intermediate, forced);
+    const size_t pairs = static_cast<size_t>(t) * pairs_per_token;
+    if (s1 > 1) best = std::max(best, s1 * pairs * 2 * w.intermediate);
+    if (s2 > 1) best = std::max(best, s2 * pairs * w.hidden);
+    if (s1 == 1 && s2 == 1 && forced_split(decode_split, tokens) == 0) break;  // max_tiles grows with t: no split beyond
+  }
+  return best;
+}
+}  // namespace
+
+MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig config, void* base, int decode_split) {
   const size_t pairs_per_token = w.top_k + (w.has_shared ? 1 : 0);
   const size_t pairs = static_cast<size_t>(tokens) * pairs_per_token;
   const size_t groups = w.experts + 1;
@@ -82,7 +137,26 @@ MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig conf
   ws.tile_count = carve.take<int32_t>(1);
   ws.h = carve.take<uint16_t>(pairs * w.intermediate);
   ws.slot_out = carve.take<uint16_t>(pairs * w.hidden);
-  ws.combine_done = carve.take<int32_t>(w.hidden / 16 + 1);
+  // combine_done, then (decode configs) the split-K counters of L1 and L2, one region so
+  // the dispatch zeroes them together.
+  const bool decode = is_decode_tile_config(config);
+  const size_t combine_ints = w.hidden / 16 + 1;
+  const size_t split_l1_ints = decode ? static_cast<size_t>(ws.max_tiles) * (2 * w.intermediate / 128) : 0;
+  const size_t split_l2_ints = decode ? static_cast<size_t>(ws.max_tiles) * (w.hidden / 128) : 0;
+  ws.combine_done = carve.take<int32_t>(combine_ints + split_l1_ints + split_l2_ints);
+  ws.split_done_l1 = ws.combine_done ? ws.combine_done + combine_ints : nullptr;
+  ws.split_done_l2 = ws.split_done_l1 ? ws.split_done_l1 + split_l1_ints : nullptr;
+  ws.split_l1 = ws.split_l2 = 1;
+  if (config == TileConfig::kDecodeSplitK) {
+    const int forced = forced_split(decode_split, tokens);
+    ws.split_l1 = moe_decode_split_k(ws.max_tiles, 2 * w.intermediate, w.hidden, forced);
+    ws.split_l2 = moe_decode_split_k(ws.max_tiles, w.hidden, w.intermediate, forced);
+  }
+  ws.split_slots = static_cast<int>(pairs);
+  ws.split_partials =
+      decode ? carve.take<float>(split_partial_floats(w, tokens, static_cast<int>(pairs_per_token),
+                                                      static_cast<int>(groups), decode_split))
+             : nullptr;
   ws.bytes = carve.offset;
   return ws;
 }
@@ -90,7 +164,7 @@ MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig conf
 cudaError_t moe_forward(const MoeForwardParams& p) {
   const MoeLayerWeights& w = *p.weights;
   if (p.tokens == 0) return cudaSuccess;
-  const MoeWorkspace ws = moe_workspace(w, p.tokens, p.config, p.workspace);
+  const MoeWorkspace ws = moe_workspace(w, p.tokens, p.config, p.workspace, p.decode_split);
   const int pairs_per_token = w.top_k + (w.has_shared ? 1 : 0);
 
   RouterParams router;
@@ -133,11 +207,14 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   dispatch.tile_count = ws.tile_count;
   dispatch.error_flag = p.error_flag;
   dispatch.stream = p.stream;
-  const bool fuse_combine = p.fuse_combine && p.tokens <= kFusedRouteMaxTokens &&
-                            (p.config == TileConfig::kDecode || p.config == TileConfig::kDecodeKSplit);
-  if (fuse_combine) {
+  const bool fuse_combine =
+      p.fuse_combine && p.tokens <= kFusedRouteMaxTokens && is_decode_tile_config(p.config);
+  const bool split = ws.split_l1 > 1 || ws.split_l2 > 1;
+  if (fuse_combine || split) {
     dispatch.zero_ints = ws.combine_done;
     dispatch.zero_count = w.hidden / 16 + 1;
+    if (split)  // the split-K counters follow combine_done in the same region
+      dispatch.zero_count = static_cast<int>(ws.split_done_l2 - ws.combine_done) + ws.max_tiles * (w.hidden / 128);
   }
   cudaError_t err = cudaSuccess;
   if (p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens) {
@@ -168,6 +245,10 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.k = w.hidden;
   l1.swiglu_limit = w.swiglu_limit;
   l1.out = ws.h;
+  l1.split_k = ws.split_l1;
+  l1.split_partials = ws.split_partials;
+  l1.split_done = ws.split_done_l1;
+  l1.split_slots = ws.split_slots;
   if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
 
   GroupedGemmParams l2 = gemm;
@@ -179,6 +260,10 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.n = w.hidden;
   l2.k = w.intermediate;
   l2.out = ws.slot_out;
+  l2.split_k = ws.split_l2;
+  l2.split_partials = ws.split_partials;
+  l2.split_done = ws.split_done_l2;
+  l2.split_slots = ws.split_slots;
   if (fuse_combine) {
     l2.combine_out = p.out;
     l2.slot_of_pair = ws.slot_of_pair;

@@ -14,7 +14,13 @@
 //                 token on one expert at 1, 2, 7, 64, reruns bit-identical; the older
 //                 kDecode tile at 1 and 64; the fused top-k + dispatch kernel (default
 //                 <= 64 tokens) and the combine fused into L2 bit-identical to the
-//                 separate kernels (both decode tiles, uniform and skewed).
+//                 separate kernels (all three decode tiles, uniform and skewed).
+//                 MoeSmall also runs kDecodeSplitK with S = 2 forced (L1 split, L2 not).
+//   MoeFlashSplitK.*  kDecodeSplitK (split-K across CTAs, default <= 64 tokens): automatic
+//                 S checked (8/4, 8/4, 2/2, 1/1 at 1, 2, 7, 64 tokens), S = 4 at 64 and
+//                 S = 3 (uneven slices) at 7, uniform and every token on one expert, all
+//                 rows vs the CPU, bit-identical reruns, fused combine == combine kernel,
+//                 S == 1 == kDecode bitwise.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -163,6 +169,7 @@ TEST(MoePack, SpecialScalesAreCounted) {
 
 const char* config_name(TileConfig config) {
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
+  if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -186,6 +193,7 @@ struct Case {
   bool fuse_route_dispatch = true;           // MoeForwardParams::fuse_route_dispatch
   bool fuse_combine = true;                  // MoeForwardParams::fuse_combine
   bool split_router_rows = true;             // MoeForwardParams::split_router_rows
+  int decode_split = 0;                      // MoeForwardParams::decode_split (kDecodeSplitK; 0 auto)
 };
 
 struct CaseOutput {
@@ -200,7 +208,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   uint16_t* d_x = device_copy(x);
   float* d_x_f32 = x_f32 ? device_copy(*x_f32) : nullptr;
   int32_t* d_token_ids = c.token_ids.empty() ? nullptr : device_copy(c.token_ids);
-  const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(weights, T, c.config, nullptr);
+  const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(weights, T, c.config, nullptr, c.decode_split);
   void* d_ws = nullptr;
   float* d_out = nullptr;
   int32_t* d_flag = nullptr;
@@ -220,12 +228,13 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   p.fuse_route_dispatch = c.fuse_route_dispatch;
   p.fuse_combine = c.fuse_combine;
   p.split_router_rows = c.split_router_rows;
+  p.decode_split = c.decode_split;
   p.workspace = d_ws;
   p.out = d_out;
   p.error_flag = d_flag;
   DSV4_CUDA_OK(cuda::moe::moe_forward(p));
   DSV4_CUDA_OK(cudaDeviceSynchronize());
-  const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(weights, T, c.config, d_ws);
+  const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(weights, T, c.config, d_ws, c.decode_split);
   CaseOutput result;
   result.out.resize(static_cast<size_t>(T) * H);
   DSV4_CUDA_OK(cudaMemcpy(result.out.data(), d_out, result.out.size() * sizeof(float), cudaMemcpyDeviceToHost));
@@ -313,6 +322,16 @@ void run_small(ExpertFormat format) {
       c.seed = 100 + tokens;
       check_case(set, dev, router, kTopK, c);
     }
+  // kDecodeSplitK with S = 2 forced: L1 (k = 256, 2 k-tiles) split across 2 CTAs; L2 (k = 128) unsplit.
+  for (int tokens : {1, 5, 37, 200}) {
+    Case c;
+    c.label = "small_split2";
+    c.tokens = tokens;
+    c.config = TileConfig::kDecodeSplitK;
+    c.decode_split = 2;
+    c.seed = 100 + tokens;
+    check_case(set, dev, router, kTopK, c);
+  }
   Case c;  // router from FP32 x
   c.label = "small";
   c.tokens = 37;
@@ -485,7 +504,7 @@ void run_flash(ExpertFormat format) {
     float* d_bias42 = device_copy(bias42);
     cuda::moe::MoeLayerWeights weights42 = dev.weights;
     weights42.router_bias = d_bias42;
-    for (TileConfig config : {TileConfig::kDecodeKSplit, TileConfig::kDecode})
+    for (TileConfig config : {TileConfig::kDecodeKSplit, TileConfig::kDecode, TileConfig::kDecodeSplitK})
     for (bool skew : {false, true})
       for (int tokens : {1, 2, 7, 64}) {
         SCOPED_TRACE(std::string(config_name(config)) + " tokens " + std::to_string(tokens) + (skew ? " skew" : ""));
@@ -527,6 +546,73 @@ void run_flash(ExpertFormat format) {
 
 TEST(MoeFlash, Nvfp4) { run_flash(ExpertFormat::kNVFP4); }
 TEST(MoeFlash, Mxfp4) { run_flash(ExpertFormat::kMXFP4); }
+
+// kDecodeSplitK (K split across CTAs, partial sums reduced in slice order by the last CTA)
+// on V4-Flash shapes: the automatic S at 1, 2, 7, 64 tokens (L1 / L2: 8 / 4, 8 / 4, 2 / 2,
+// 1 / 1, checked), S = 4 forced at 64 and S = 3 (uneven slices) at 7, uniform and with every
+// token on expert 42, all rows vs the CPU; reruns bit-identical (poisoned workspace and
+// output each run); fused combine vs the combine kernel bitwise; S == 1 bitwise equal to
+// kDecode.
+void run_flash_splitk(ExpertFormat format) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 21);
+  const RouterWeights router = make_router(kExperts, kHidden, 22);
+  const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
+  const int expect_l1[] = {8, 8, 2, 1}, expect_l2[] = {4, 4, 2, 1};
+  const int token_counts[] = {1, 2, 7, 64};
+  for (int i = 0; i < 4; ++i) {
+    const cuda::moe::MoeWorkspace ws =
+        cuda::moe::moe_workspace(dev.weights, token_counts[i], TileConfig::kDecodeSplitK, nullptr);
+    EXPECT_EQ(ws.split_l1, expect_l1[i]) << "L1 split at " << token_counts[i] << " tokens (DSV4_MOE_SPLITK unset?)";
+    EXPECT_EQ(ws.split_l2, expect_l2[i]) << "L2 split at " << token_counts[i] << " tokens";
+    // a kDecode-sized workspace (what the engine allocates) holds the kDecodeSplitK layout
+    EXPECT_GE(cuda::moe::moe_workspace(dev.weights, 512, TileConfig::kDecode, nullptr).bytes, ws.bytes);
+  }
+  std::vector<float> bias42 = router.bias;
+  bias42[42] += 100.0f;
+  float* d_bias42 = device_copy(bias42);
+  cuda::moe::MoeLayerWeights weights42 = dev.weights;
+  weights42.router_bias = d_bias42;
+  struct Run {
+    int tokens, split;
+  };
+  for (bool skew : {false, true})
+    for (const Run r : {Run{1, 0}, Run{2, 0}, Run{7, 0}, Run{64, 0}, Run{64, 4}, Run{7, 3}}) {
+      SCOPED_TRACE("tokens " + std::to_string(r.tokens) + " split " + std::to_string(r.split) + (skew ? " skew" : ""));
+      Case c;
+      c.label = std::string(skew ? "splitk_one_expert" : "splitk_uniform") + "_s" + std::to_string(r.split);
+      c.tokens = r.tokens;
+      c.config = TileConfig::kDecodeSplitK;
+      c.decode_split = r.split;
+      c.seed = 7000 + r.tokens + 100 * r.split;
+      if (skew) {
+        c.bias_override = d_bias42;
+        c.host_bias = &bias42;
+      }
+      const std::vector<float> first = check_case(set, dev, router, kTopK, c);
+      const cuda::moe::MoeLayerWeights& w = skew ? weights42 : dev.weights;
+      const std::vector<uint16_t> x = make_activations(r.tokens, kHidden, c.seed);
+      const std::vector<float> second = run_forward(w, x, c, nullptr, nullptr).out;
+      ASSERT_EQ(first.size(), second.size());
+      EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0) << "rerun differs";
+      Case unfused = c;  // the combine kernel instead of the fused combine
+      unfused.fuse_combine = false;
+      const std::vector<float> plain = run_forward(w, x, unfused, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(first.data(), plain.data(), first.size() * sizeof(float)), 0)
+          << "fused combine differs from the combine kernel";
+      if (r.split == 0 && r.tokens == 64) {  // S == 1 on both GEMMs: kDecode's kernel
+        Case decode = c;
+        decode.config = TileConfig::kDecode;
+        const std::vector<float> ref = run_forward(w, x, decode, nullptr, nullptr).out;
+        EXPECT_EQ(std::memcmp(first.data(), ref.data(), first.size() * sizeof(float)), 0) << "S == 1 differs from kDecode";
+      }
+    }
+  cudaFree(d_bias42);
+}
+
+TEST(MoeFlashSplitK, Nvfp4) { run_flash_splitk(ExpertFormat::kNVFP4); }
+TEST(MoeFlashSplitK, Mxfp4) { run_flash_splitk(ExpertFormat::kMXFP4); }
 
 // Two experts whose scores tie on BF16(x) but not on FP32 x: with x_f32 set the router
 // must pick as the CPU reference (FP32 x), without it as BF16 x (tie -> lower index).
