@@ -8,7 +8,8 @@
 //   for S and O columns [256 g, 256 g + 256)); warpgroup 2 is the producer: it only
 //   gathers key tiles with cp.async into a ring of kStages = 3 stages. setmaxnreg gives
 //   the consumers 224 registers and the producer 56 (128 x 56 + 256 x 224 = 3 x 128 x 168,
-//   what the launch gave; with 8 row addresses per batch the producer spilled at 56).
+//   what the launch gave). A producer thread gathers 3 rows x 8 chunks of a tile; its 3
+//   kSelected index loads for tile i + 1 are issued before it waits for tile i's stage.
 //   Tiles of kTileKeys = 48 keys x 512 (48 KiB) so 3 stages fit with Q (64 KiB) and
 //   P (8 KiB): 216 KiB. Two tiles (96 KiB) are in flight while the consumers work on a
 //   third, instead of one 64 KiB tile.
@@ -52,11 +53,8 @@ constexpr int kTileBytes = kDim / 64 * kTileBlockBytes; // 48 KiB
 constexpr int kPBytes = kHeads * 64 * 2;                // P [64 heads x 64 key slots] BF16 (48 used)
 constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + kPBytes + 1024;  // + 1024-byte alignment slack
 constexpr int kProducerRegs = 56, kConsumerRegs = 224;
-constexpr int kRowsPerThread = kTileKeys / 2;  // producer thread t: chunk t % 64 of rows t / 64 + 2 i
-constexpr int kRowBatch = 4;                   // row addresses (index loads) computed together
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kTileBlockBytes % 1024 == 0 && (kHalfKeys % 8) == 0, "tile blocks must be whole swizzle atoms");
-static_assert(kRowsPerThread % kRowBatch == 0, "row batches");
 static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
 
 // D[64 x 24] (+)= A[64 x 16] B[16 x 24], both from shared memory, K-major.
@@ -181,17 +179,35 @@ __device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int 
   return keys;
 }
 
-// Row of key k in window_kv or entries, or nullptr when skipped (past the list, a -1 /
-// out-of-range pick). kSelected loads the pick here.
-__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int token,
-                                                   int k) {
+// The producer thread pt gathers rows 3 (pt / 8) + i (i < 3) of a tile, 16-byte chunks
+// pt % 8 + 8 c (c < 8) of each: 3 row addresses (kSelected: 3 index loads) per tile.
+constexpr int kProducerRows = 3;
+static_assert(kProducerRows * 128 / 8 == kTileKeys, "producer row mapping");
+
+// The compressed-list entries of this producer thread's rows of key tile `tile`
+// (kSelected: loaded from selected[]; window rows and rows past the list get a value
+// key_row ignores). Called one tile ahead, so the loads are in flight while the
+// producer waits for the stage.
+__device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
+                                            int pt, int (&picks)[kProducerRows]) {
+#pragma unroll
+  for (int i = 0; i < kProducerRows; ++i) {
+    const int k = tile * kTileKeys + kProducerRows * (pt >> 3) + i;
+    const int j = k - keys.n_window;
+    picks[i] = p.compressed == CompressedKeys::kSelected && j >= 0 && k < keys.n_total
+                   ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
+                   : j;
+  }
+}
+
+// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
+// or nullptr when skipped (past the list, a -1 / out-of-range pick).
+__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
   if (k >= keys.n_total) return nullptr;
   if (k < keys.n_window) {
     const int row = (keys.first_window + k) % p.ring_rows;
     return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
   }
-  const int j = k - keys.n_window;
-  const int w = p.compressed == CompressedKeys::kSelected ? p.selected[static_cast<int64_t>(token) * p.top_k + j] : j;
   if (w < 0 || w >= keys.visible) return nullptr;
   return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
 }
@@ -228,22 +244,24 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-    const int pt = threadIdx.x - kConsumerThreads, chunk = pt & 63;
+    const int pt = threadIdx.x - kConsumerThreads, chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
+    int picks[kProducerRows];
+    if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);
     for (int tile = tile_begin; tile < tile_end; ++tile) {
       const int it = tile - tile_begin, stage = it % kStages;
+      const uint16_t* rows[kProducerRows];
+#pragma unroll
+      for (int i = 0; i < kProducerRows; ++i) rows[i] = key_row(p, keys, tile * kTileKeys + row0 + i, picks[i]);
+      if (tile + 1 < tile_end) fetch_picks(p, keys, token, tile + 1, pt, picks);  // in flight across the wait
       mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
       const uint32_t dst = s_tiles + stage * kTileBytes;
 #pragma unroll
-      for (int b = 0; b < kRowsPerThread / kRowBatch; ++b) {
-        const uint16_t* rows[kRowBatch];
+      for (int i = 0; i < kProducerRows; ++i) {
+        if (chunk0 == 0) s_valid[stage][row0 + i] = rows[i] != nullptr;
 #pragma unroll
-        for (int i = 0; i < kRowBatch; ++i)
-          rows[i] = key_row(p, keys, token, tile * kTileKeys + (pt >> 6) + 2 * (b * kRowBatch + i));
-#pragma unroll
-        for (int i = 0; i < kRowBatch; ++i) {
-          const int r = (pt >> 6) + 2 * (b * kRowBatch + i);
-          if (chunk == 0) s_valid[stage][r] = rows[i] != nullptr;
-          cp_async_16(dst + tile_offset(r, chunk), rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
+        for (int c = 0; c < 8; ++c) {
+          const int chunk = chunk0 + 8 * c;
+          cp_async_16(dst + tile_offset(row0 + i, chunk), rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
                       rows[i] != nullptr ? 16 : 0);
         }
       }
