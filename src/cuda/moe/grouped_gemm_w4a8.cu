@@ -1,0 +1,34 @@
+// W4A8 (MXFP4 weights x E4M3 activations, FP8 wgmma) grouped GEMMs: TileConfig::kPrefillW4A8,
+// L1 and L2 (grouped_gemm_w4a8.cuh). Reached through launch_moe_l1 / launch_moe_l2.
+#include "cuda/moe/grouped_gemm_w4a8.cuh"
+#include "cuda/moe/moe.h"
+
+namespace dsv4::cuda::moe::detail {
+
+namespace {
+template <bool kL1>
+cudaError_t launch_w4a8_impl(const GroupedGemmParams& p) {
+  auto kernel = moe_grouped_gemm_w4a8_kernel<kL1>;
+  static bool configured = false;  // attribute set once per instantiation (idempotent)
+  if (!configured) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, W4a8Smem::kBytes);
+    if (err != cudaSuccess) return err;
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>(p.n / W4a8Tile::BW), static_cast<unsigned>(p.max_tiles));
+  kernel<<<grid, W4a8Tile::kThreads, W4a8Smem::kBytes, p.stream>>>(p);
+  return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1) {
+  // MXFP4 only; x8 / act_scale from launch_act_quant_fp8; n % 128, k % 128.
+  if (p.format != ExpertFormat::kMXFP4 || p.act8 == nullptr || p.act_scale == nullptr) return cudaErrorInvalidValue;
+  if (p.n % W4a8Tile::BW != 0 || p.k % W4a8Tile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
+  if (p.max_tiles <= 0) return cudaSuccess;
+  if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
+  return l1 ? launch_w4a8_impl<true>(p) : launch_w4a8_impl<false>(p);
+}
+
+}  // namespace dsv4::cuda::moe::detail

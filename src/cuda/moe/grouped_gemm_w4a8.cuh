@@ -1,0 +1,306 @@
+// Grouped W4A8 GEMM for MoE experts on Hopper (sm_90a, FP8 wgmma), MXFP4 weights only:
+// TileConfig::kPrefillW4A8, opt-in (never a default). Same contract as the W4A16 wgmma
+// kernel (grouped_gemm_wgmma.cuh): swap-AB (weight rows = M, slots = N), the same packed
+// weights and tile list, the same epilogues (L1 clamped SwiGLU -> h, L2 * factor * routing
+// weight -> slot_out), but the activations come pre-quantized by launch_act_quant_fp8
+// (E4M3 [rows, k] in the fragment K order + one FP32 scale per 1 x 128 block).
+//
+// CTA = 2 consumer warpgroups (256 threads) = BW 128 weight rows x BT 128 slots; warp w owns
+// m16 tile w (warpgroup w / 4 the m64 slab). A stage is one 128-K promotion block:
+//   A (weights) from registers, per k32 step j (= MXFP4 32-block j of the 128): the FP8 A
+//     fragment (as mma.m16n8k32's A: reg 0/1 rows g / g + 8, logical k 4t..4t+3; reg 2/3 the
+//     same at 16 + 4t) is built from packed words 2j and 2j+1 of the lane: fragment.h
+//     register r of word s holds rows g + 8 (r & 1), physical cols 16 s + 2t + 8 (r >> 1) +
+//     {0, 1}, so reg 0 = bytes of (r = 0, r = 2) of word 2j = physical cols {2t, 2t+1, 8+2t,
+//     9+2t}: the activation quantizer writes x8 in that order (act_quant_fp8.cu).
+//     Per nibble: E2M1 -> f16 bits (code * 2^-14), one f16x2 multiply by 2^(14 + d), cvt
+//     to E4M3 (RN, satfinite). d = kc - (kc_max - 1) per (row, 32-block) with kc the
+//     kernel scale code and kc_max the max over the row's four 32-blocks of the 128: exact
+//     for -8 <= d <= 1 (d is clamped to >= -24, where every value rounds to 0 anyway).
+//   B (activations) from shared memory: [BT][128] E4M3 per stage, one 128-byte swizzle row
+//     per slot (the BF16 kernel's sub-block geometry and descriptor), k32 step j = +32 bytes.
+//   Promotion: the 4 wgmma of a stage go into blk (scale-d 0 on the first), then
+//     acc += blk * (act_scale[slot] * 2^(kc_max - 254)[row]) in FP32.
+// Pipeline: cp.async from all threads (x8 rows gathered through slot_token for L1,
+// contiguous for L2; weights / scales as stored; one FP32 activation scale per slot row),
+// STAGES slots, one __syncthreads per stage, each warpgroup waits for its own wgmma group
+// before the promotion (the other warpgroup keeps the tensor cores busy).
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "cuda/moe/grouped_gemm_wgmma.cuh"
+
+namespace dsv4::cuda::moe::detail {
+
+struct W4a8Tile {
+  static constexpr int kWarpgroups = 2;
+  static constexpr int BW = 64 * kWarpgroups;  // weight rows per CTA
+  static constexpr int BT = 128;               // slots per CTA (wgmma N)
+  static constexpr int BK = 128;               // K per stage = one promotion block = 128 E4M3 bytes per slot row
+  static constexpr int STAGES = 5;
+  static constexpr int kThreads = 128 * kWarpgroups;
+  static constexpr int kM16 = BW / kFragRows;
+  static_assert(kM16 == kThreads / 32, "one m16 tile per warp");
+};
+
+struct W4a8Smem {
+  using T = W4a8Tile;
+  static constexpr int SB = frag_scale_bytes(ExpertFormat::kMXFP4);  // 32
+  static constexpr int kActBytes = T::BT * T::BK;                    // [BT][128] E4M3, swizzled, 16 KB
+  static constexpr int kWeightBytes = 2 * T::kM16 * kFragBytes;      // [sub][m16][512]
+  static constexpr int kSubWeightBytes = T::kM16 * kFragBytes;
+  static constexpr int kScaleBytes = 2 * T::kM16 * SB;               // [sub][m16][32]
+  static constexpr int kSubScaleBytes = T::kM16 * SB;
+  static constexpr int kActScaleBytes = T::BT * 4;                   // [BT] FP32
+  static constexpr int kWeightOffset = T::STAGES * kActBytes;
+  static constexpr int kScaleOffset = kWeightOffset + T::STAGES * kWeightBytes;
+  static constexpr int kActScaleOffset = kScaleOffset + T::STAGES * kScaleBytes;
+  static constexpr int kPipeBytes = kActScaleOffset + T::STAGES * kActScaleBytes;
+  static constexpr int kOutStride = T::BW + 8;  // BF16 per slot row
+  static constexpr int kOutBytes = T::BT * kOutStride * 2;
+  static constexpr int kAlign = 1024;
+  static constexpr int kBytes = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kAlign;
+  static_assert(kActBytes == kWgmmaSubBytes, "one 128-byte swizzle row per slot, as wgmma_layout.h");
+  static_assert(kBytes <= 227 * 1024, "fits one SM");
+};
+
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_size = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
+}
+
+// f16x2 bits of register r of a packed word: (code_lo * 2^-14, code_hi * 2^-14).
+__device__ __forceinline__ uint32_t frag_decode_f16(uint32_t word, int r) {
+  const uint32_t t = word << (4 * r);
+  return (t & 0x80008000u) | ((t >> 3) & 0x0E000E00u);
+}
+__device__ __forceinline__ uint32_t f16x2_mul(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("mul.rn.f16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}
+// Two f16 (low, high) -> E4M3 bytes (low byte = low half), RN, satfinite.
+__device__ __forceinline__ uint32_t f16x2_to_e4m3x2(uint32_t h) {
+  __half2_raw raw;
+  raw.x = static_cast<unsigned short>(h & 0xFFFFu);
+  raw.y = static_cast<unsigned short>(h >> 16);
+  return static_cast<uint32_t>(__nv_cvt_halfraw2_to_fp8x2(raw, __NV_SATFINITE, __NV_E4M3));
+}
+// FP8 A register: rows of register pair (r, r + 2) of `word`, times factor f (f16x2).
+__device__ __forceinline__ uint32_t fp8_a_reg(uint32_t word, int r, uint32_t f) {
+  const uint32_t lo = f16x2_to_e4m3x2(f16x2_mul(frag_decode_f16(word, r), f));
+  const uint32_t hi = f16x2_to_e4m3x2(f16x2_mul(frag_decode_f16(word, r + 2), f));
+  return lo | (hi << 16);
+}
+// f16x2 factor 2^(14 + d), d = kc - (kc_max - 1) clamped to >= -24.
+__device__ __forceinline__ uint32_t w4a8_factor(uint32_t kc, uint32_t kc_max) {
+  int d = static_cast<int>(kc) - static_cast<int>(kc_max) + 1;
+  d = d < -24 ? -24 : d;
+  const uint32_t bits = static_cast<uint32_t>(29 + d) << 10;
+  return bits | (bits << 16);
+}
+
+// D[64 x 128] (+)= A[64 x 32] E4M3 (registers) * B[32 x 128] E4M3 (smem descriptor, K-major).
+__device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,
+                                                      int scale_d) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 "
+      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+template <bool kL1>
+__global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_kernel(const GroupedGemmParams p) {
+  using Tile = W4a8Tile;
+  using Smem = W4a8Smem;
+  constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, STAGES = Tile::STAGES, kThreads = Tile::kThreads;
+  constexpr int SB = Smem::SB;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
+  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+
+  const int tile = blockIdx.y;
+  if (tile >= *p.tile_count) return;
+  const int expert = p.tile_expert[tile];
+  const int slot0 = p.tile_slot_begin[tile];
+  const int rows = p.tile_row_count[tile];
+  const int n0 = blockIdx.x * BW;
+  const int K = p.k;
+  const int kb_count = K / kFragCols;
+  const int k_tiles = K / BK;
+  const int kscale = K / BK;  // activation scales per row
+
+  const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;
+  const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+
+  // Activation chunks: c = tid + i * kThreads of [BT][8] 16-byte chunks.
+  constexpr int kActIters = BT * 8 / kThreads;
+  int64_t act_row[kActIters];  // byte offset of the chunk in act8 (k tile 0), -1: zero-fill
+  uint32_t act_dst[kActIters];
+#pragma unroll
+  for (int i = 0; i < kActIters; ++i) {
+    const int c = tid + i * kThreads;
+    const int r = c / 8, cc = c % 8;
+    act_row[i] = -1;
+    if (r < rows) act_row[i] = static_cast<int64_t>(kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + cc * 16;
+    act_dst[i] = wgmma_act_offset(r, cc);
+  }
+  int64_t scale_row = -1;  // tid < BT: the activation scale row of slot tid
+  if (tid < BT && tid < rows) scale_row = static_cast<int64_t>(kL1 ? p.slot_token[slot0 + tid] : slot0 + tid) * kscale;
+  const uint8_t* g_weight_row = g_weights + static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
+  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;  // 16
+
+  auto load_stage = [&](int slot, int kt) {
+    uint8_t* s_act = smem + slot * Smem::kActBytes;
+#pragma unroll
+    for (int i = 0; i < kActIters; ++i) {
+      const bool valid = act_row[i] >= 0;
+      cp_async16(s_act + act_dst[i], p.act8 + (valid ? act_row[i] + static_cast<int64_t>(kt) * BK : 0), valid);
+    }
+#pragma unroll
+    for (int sub = 0; sub < 2; ++sub) {
+      const int kb = kt * 2 + sub;
+      cp_async16(smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes + tid * 16,
+                 g_weight_row + static_cast<int64_t>(kb) * kFragBytes, true);
+      if (tid < kScaleChunksPerSub) {
+        const int m16 = tid / (SB / 16), part = tid % (SB / 16);
+        const int64_t gfb = static_cast<int64_t>(n0 / kFragRows + m16) * kb_count + kb;
+        cp_async16(smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes + tid * 16,
+                   g_scales + gfb * SB + part * 16, true);
+      }
+    }
+    if (tid < BT) {
+      const bool valid = scale_row >= 0;
+      cp_async4(smem + Smem::kActScaleOffset + slot * Smem::kActScaleBytes + tid * 4,
+                p.act_scale + (valid ? scale_row + kt : 0), valid);
+    }
+  };
+
+  float acc[64], blk[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 64; ++i) blk[i] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const int slot = kt % STAGES;
+    cp_async_wait<STAGES - 2>();
+    fence_proxy_async_smem();
+    __syncthreads();  // stage kt landed everywhere; every wgmma of kt - 1 done (waited below)
+    {
+      const int next = kt + STAGES - 1;
+      if (next < k_tiles) load_stage(next % STAGES, next);
+      cp_async_commit();
+    }
+    const uint8_t* s_w = smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + warp * kFragBytes + lane * 16;
+    const uint8_t* s_s = smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + warp * SB + g * 4;
+    const uint4 w0 = *reinterpret_cast<const uint4*>(s_w);
+    const uint4 w1 = *reinterpret_cast<const uint4*>(s_w + Smem::kSubWeightBytes);
+    const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+    // Scale bytes [32-block j of the sub-block][row half]: sub 0 -> 32-blocks 0, 1; sub 1 -> 2, 3.
+    const uint32_t sc0 = *reinterpret_cast<const uint32_t*>(s_s);
+    const uint32_t sc1 = *reinterpret_cast<const uint32_t*>(s_s + Smem::kSubScaleBytes);
+    uint32_t kc[2][4];  // [row half][32-block]
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      kc[hr][0] = (sc0 >> (8 * hr)) & 0xFFu;
+      kc[hr][1] = (sc0 >> (8 * (2 + hr))) & 0xFFu;
+      kc[hr][2] = (sc1 >> (8 * hr)) & 0xFFu;
+      kc[hr][3] = (sc1 >> (8 * (2 + hr))) & 0xFFu;
+    }
+    uint32_t kmax[2];
+    float wfac[2];  // 2^(kc_max - 254) per row half (0 when kc_max <= 127)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      kmax[hr] = max(max(kc[hr][0], kc[hr][1]), max(kc[hr][2], kc[hr][3]));
+      wfac[hr] = kmax[hr] > 127u ? __uint_as_float((kmax[hr] - 127u) << 23) : 0.0f;
+    }
+    uint32_t a[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t f_lo = w4a8_factor(kc[0][j], kmax[0]), f_hi = w4a8_factor(kc[1][j], kmax[1]);
+      a[j][0] = fp8_a_reg(words[2 * j], 0, f_lo);
+      a[j][1] = fp8_a_reg(words[2 * j], 1, f_hi);
+      a[j][2] = fp8_a_reg(words[2 * j + 1], 0, f_lo);
+      a[j][3] = fp8_a_reg(words[2 * j + 1], 1, f_hi);
+    }
+    const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes);
+    fence_acc(blk);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) wgmma_m64n128k32_e4m3(blk, a[j], desc + 2 * j, j == 0 ? 0 : 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(blk);
+    // Promotion: acc[4 j + v] = row g + 8 (v >> 1), slot 8 j + 2 t + (v & 1).
+    const float* s_as = reinterpret_cast<const float*>(smem + Smem::kActScaleOffset + slot * Smem::kActScaleBytes);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const float2 as = *reinterpret_cast<const float2*>(s_as + 8 * j + 2 * t);
+      acc[4 * j + 0] = fmaf(blk[4 * j + 0], as.x * wfac[0], acc[4 * j + 0]);
+      acc[4 * j + 1] = fmaf(blk[4 * j + 1], as.y * wfac[0], acc[4 * j + 1]);
+      acc[4 * j + 2] = fmaf(blk[4 * j + 2], as.x * wfac[1], acc[4 * j + 2]);
+      acc[4 * j + 3] = fmaf(blk[4 * j + 3], as.y * wfac[1], acc[4 * j + 3]);
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline buffers are reused for the output tile
+
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
+  constexpr int kOutCols = kL1 ? BW / 2 : BW;
+  if constexpr (kL1) {
+    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
+    const float limit = p.swiglu_limit;
+    const int col = warp * 8 + g;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
+        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
+        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
+      }
+  } else {
+    const float factor = p.factor_a[expert];
+    const int col = warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
+        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
+        s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
+      }
+  }
+  __syncthreads();
+  const int out_stride = kL1 ? p.n / 2 : p.n;
+  const int out_col0 = kL1 ? n0 / 2 : n0;
+  constexpr int kOutChunks = kOutCols / 8;
+  for (int c = tid; c < BT * kOutChunks; c += kThreads) {
+    const int r = c / kOutChunks, cc = c % kOutChunks;
+    if (r < rows)
+      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
+          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
+  }
+}
+
+}  // namespace dsv4::cuda::moe::detail

@@ -1,0 +1,377 @@
+// W4A8 (TileConfig::kPrefillW4A8: MXFP4 weights -> E4M3 in registers, E4M3 activations,
+// FP8 wgmma, per-128-K FP32 promotion) and its activation quantizer.
+//   MoeW4a8.ActQuantMatchesCpu: launch_act_quant_fp8 vs a CPU quantizer, bit for bit
+//     (E4M3 bytes in the fragment K order and the FP32 scales), ragged rows, a zero block
+//     and a block with values far outside E4M3's range.
+//   MoeW4a8.GemmL1L2MatchEmulation: L1 (SwiGLU) and L2 (x factor x routing weight) on 6
+//     experts with 1..500 slots (full and partial tiles, gathered x rows) against
+//     (a) a CPU emulation with the kernel's roundings (weights code * 2^d rounded to E4M3
+//     exactly as the kernel does, activations the quantizer's E4M3 bytes x block scale,
+//     FP64 sums per 128-K block, FP32 promotion), bound |gpu - emu| <= 1e-2 |emu| +
+//     4e-3 max|emu row| (BF16 output rounding + FP8 tensor-core accumulation order);
+//     (b) the W4A16 kernel (kPrefillWgmma, same packed weights, BF16 activations): the
+//     E4M3 activation error, bound max |w4a8 - w4a16| <= 0.12 max|row| and relative RMS
+//     error over all elements <= 0.06 (E4M3 has 3 mantissa bits: ~3.6% RMS per product).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+
+#include "moe/moe_fixture.h"
+
+namespace dsv4::moe_test {
+namespace {
+
+using cuda::moe::TileConfig;
+
+// ---- CPU E4M3 (OCP "fn": bias 7, max 448, subnormals k * 2^-9) --------------------
+double e4m3_value(uint8_t b) {
+  const int s = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  const double v = e == 0 ? m * std::ldexp(1.0, -9) : (1.0 + m / 8.0) * std::ldexp(1.0, e - 7);
+  return s ? -v : v;
+}
+// Round to nearest, ties to even code, saturating to +-448 (NaN inputs not used).
+uint8_t e4m3_rn(double v) {
+  static const std::vector<double> mags = [] {
+    std::vector<double> t(127);
+    for (int c = 0; c < 127; ++c) t[c] = e4m3_value(static_cast<uint8_t>(c));
+    return t;
+  }();
+  const uint8_t sign = std::signbit(v) ? 0x80 : 0;  // -0 -> 0x80, as the GPU's cvt
+  const double a = std::abs(v);
+  if (a >= 448.0) return sign | 126;
+  const auto it = std::upper_bound(mags.begin(), mags.end(), a);  // first > a
+  const int hi = static_cast<int>(it - mags.begin()), lo = hi - 1;  // mags[lo] <= a < mags[hi]
+  int c = lo;
+  if (a - mags[lo] > mags[hi] - a) c = hi;
+  else if (a - mags[lo] == mags[hi] - a) c = (lo % 2 == 0) ? lo : hi;
+  return static_cast<uint8_t>(sign | c);
+}
+// Logical byte L of a 32-block holds physical column phys_of_logical(L).
+int phys_of_logical(int l) {
+  const int h = l / 16, t = (l % 16) / 4, i = l % 4;
+  const int off[4] = {0, 1, 8, 9};
+  return 16 * h + 2 * t + off[i];
+}
+
+struct Quantized {
+  std::vector<uint8_t> x8;
+  std::vector<float> scale;
+  std::vector<float> value;  // E4M3 value (without the scale), PHYSICAL order
+};
+Quantized cpu_quantize(const std::vector<uint16_t>& x, int rows, int k) {
+  Quantized q;
+  q.x8.resize(size_t(rows) * k);
+  q.scale.resize(size_t(rows) * (k / 128));
+  q.value.resize(size_t(rows) * k);
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < k / 128; ++b) {
+      const size_t base = size_t(r) * k + b * 128;
+      float amax = 0.0f;
+      for (int i = 0; i < 128; ++i) amax = std::max(amax, std::abs(bf16_to_float(x[base + i])));
+      const float inv = amax > 0.0f ? 448.0f / amax : 0.0f;
+      const float scale = amax / 448.0f;
+      q.scale[size_t(r) * (k / 128) + b] = scale;
+      for (int l = 0; l < 128; ++l) {
+        const int p = (l / 32) * 32 + phys_of_logical(l % 32);
+        const float v = bf16_to_float(x[base + p]) * inv;  // FP32 product, as the kernel
+        const uint8_t c = e4m3_rn(v);
+        q.x8[base + l] = c;
+        q.value[base + p] = static_cast<float>(e4m3_value(c));
+      }
+    }
+  return q;
+}
+
+Quantized gpu_quantize(const std::vector<uint16_t>& x, int rows, int k) {
+  Quantized q;
+  q.x8.assign(size_t(rows) * k, 0xAB);
+  q.scale.assign(size_t(rows) * (k / 128), -1.0f);
+  uint16_t* d_x = device_copy(x);
+  uint8_t* d_x8 = device_copy(q.x8);
+  float* d_s = device_copy(q.scale);
+  cuda::moe::ActQuantParams p;
+  p.x = d_x;
+  p.rows = rows;
+  p.k = k;
+  p.x8 = d_x8;
+  p.scale = d_s;
+  DSV4_CUDA_OK(cuda::moe::launch_act_quant_fp8(p));
+  DSV4_CUDA_OK(cudaDeviceSynchronize());
+  DSV4_CUDA_OK(cudaMemcpy(q.x8.data(), d_x8, q.x8.size(), cudaMemcpyDeviceToHost));
+  DSV4_CUDA_OK(cudaMemcpy(q.scale.data(), d_s, q.scale.size() * 4, cudaMemcpyDeviceToHost));
+  cudaFree(d_x);
+  cudaFree(d_x8);
+  cudaFree(d_s);
+  return q;
+}
+
+bool have_device() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+TEST(MoeW4a8, ActQuantMatchesCpu) {
+  if (!have_device()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kRows = 37, kK = 640;
+  std::vector<uint16_t> x = make_activations(kRows, kK, 77);
+  for (int i = 0; i < 128; ++i) x[size_t(5) * kK + 256 + i] = float_to_bf16(0.0f);           // zero block
+  for (int i = 0; i < 128; ++i) x[size_t(9) * kK + 128 + i] = float_to_bf16(i == 3 ? 1e30f : 1e-20f * i);  // wide range
+  for (int i = 0; i < 128; ++i) x[size_t(11) * kK + i] = float_to_bf16((i % 2 ? -1.0f : 1.0f) * 3e-5f * (i + 1));
+  const Quantized want = cpu_quantize(x, kRows, kK);
+  const Quantized got = gpu_quantize(x, kRows, kK);
+  int64_t bad_bytes = 0, bad_scales = 0;
+  std::string first;
+  for (size_t i = 0; i < want.x8.size(); ++i)
+    if (got.x8[i] != want.x8[i]) {
+      if (bad_bytes++ == 0)
+        first = "byte " + std::to_string(i) + ": gpu " + std::to_string(got.x8[i]) + " cpu " + std::to_string(want.x8[i]);
+    }
+  for (size_t i = 0; i < want.scale.size(); ++i)
+    if (std::memcmp(&got.scale[i], &want.scale[i], 4) != 0) ++bad_scales;
+  EXPECT_EQ(bad_bytes, 0) << first;
+  EXPECT_EQ(bad_scales, 0);
+  EXPECT_EQ(want.scale[size_t(5) * (kK / 128) + 2], 0.0f);
+  std::printf("[moe_w4a8] act_quant rows=%d k=%d bad_bytes=%lld bad_scales=%lld %s\n", kRows, kK,
+              static_cast<long long>(bad_bytes), static_cast<long long>(bad_scales), first.c_str());
+}
+
+// ---- GEMMs --------------------------------------------------------------------------
+constexpr int kHidden = 1024, kInter = 512, kExperts = 6, kTokens = 512;
+constexpr int kCounts[kExperts] = {1, 64, 97, 128, 300, 500};
+constexpr float kLimit = 10.0f, kFactor = 1.0f / 64.0f;
+
+struct Problem {
+  std::vector<int32_t> tile_expert, tile_begin, tile_rows, slot_token, slot_expert;
+  std::vector<float> slot_weight;
+  int slots = 0;
+};
+Problem make_problem() {
+  Problem p;
+  uint64_t state = 4321;
+  for (int e = 0; e < kExperts; ++e) {
+    for (int r = 0; r < kCounts[e]; r += 128) {
+      p.tile_expert.push_back(e);
+      p.tile_begin.push_back(p.slots + r);
+      p.tile_rows.push_back(std::min(128, kCounts[e] - r));
+    }
+    for (int r = 0; r < kCounts[e]; ++r) p.slot_expert.push_back(e);
+    p.slots += kCounts[e];
+  }
+  p.slot_token.resize(p.slots);
+  p.slot_weight.resize(p.slots);
+  for (int s = 0; s < p.slots; ++s) {
+    p.slot_token[s] = static_cast<int32_t>(splitmix(state) % kTokens);
+    p.slot_weight[s] = 0.1f + 0.05f * static_cast<float>(s % 7);
+  }
+  return p;
+}
+std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t r = splitmix(state);
+    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
+  }
+  return v;
+}
+// MXFP4 kernel scale codes in [244, 254] (weights code * 2^(kc - 253)), as MoeGemmPipe.
+std::vector<uint8_t> random_scales(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (auto& b : v) b = static_cast<uint8_t>(244 + splitmix(state) % 11);
+  return v;
+}
+
+// The kernel's weights: A8[e][n][k] (E4M3 value of code * 2^d) and the row factor per
+// (e, n, 128-block) 2^(kc_max - 254), from the packed bytes (fragment.h layout).
+struct EmuWeights {
+  std::vector<float> a8, wf;
+};
+EmuWeights emulate_weights(const std::vector<uint8_t>& w, const std::vector<uint8_t>& s, int n, int k) {
+  constexpr double kCode[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  EmuWeights out;
+  out.a8.resize(size_t(kExperts) * n * k);
+  out.wf.resize(size_t(kExperts) * n * (k / 128));
+  const int kb_count = k / 64;
+  for (int e = 0; e < kExperts; ++e)
+    for (int row = 0; row < n; ++row) {
+      const int rr = row % 16, g = rr % 8, hr = rr / 8;
+      const size_t fb_row = (size_t(e) * (n / 16) + row / 16) * kb_count;
+      auto kc_of = [&](int col) {  // kernel scale code of (row, col)
+        const size_t fb = fb_row + col / 64;
+        const int s16 = (col % 64) / 16;
+        return static_cast<int>(s[fb * 32 + cuda::moe::frag_scale_offset(ExpertFormat::kMXFP4, g, s16, hr)]);
+      };
+      for (int b = 0; b < k / 128; ++b) {
+        int kmax = 0;
+        for (int j = 0; j < 4; ++j) kmax = std::max(kmax, kc_of(b * 128 + 32 * j));
+        out.wf[(size_t(e) * n + row) * (k / 128) + b] = kmax > 127 ? static_cast<float>(std::ldexp(1.0, kmax - 254)) : 0.0f;
+        for (int c = b * 128; c < b * 128 + 128; ++c) {
+          const size_t fb = fb_row + c / 64;
+          const int cc = c % 64, sw = cc / 16, c16 = cc % 16;
+          const int r = hr + 2 * (c16 / 8), t = (c16 % 8) / 2, h = c16 % 2;
+          const int lane = 4 * g + t;
+          uint32_t word;
+          std::memcpy(&word, &w[fb * 512 + lane * 16 + sw * 4], 4);
+          const uint32_t code = (word >> (4 * cuda::moe::frag_nibble(r, h))) & 0xF;
+          const double mag = kCode[code & 7] * std::ldexp(1.0, kc_of(c) - (kmax - 1));
+          out.a8[(size_t(e) * n + row) * k + c] = static_cast<float>(e4m3_value(e4m3_rn(code & 8 ? -mag : mag)));
+        }
+      }
+    }
+  return out;
+}
+
+// FP32 accumulator (before the epilogue) of slot `slot`, weight row `row`, as the kernel.
+float emu_acc(const EmuWeights& w, const Quantized& q, int e, int row, int act_row, int n, int k) {
+  const float* a = &w.a8[(size_t(e) * n + row) * k];
+  const float* x = &q.value[size_t(act_row) * k];
+  float acc = 0.0f;
+  for (int b = 0; b < k / 128; ++b) {
+    const float as = q.scale[size_t(act_row) * (k / 128) + b];
+    double blk = 0;  // the tensor-core block sum (exact products, FP64 sum)
+    for (int c = b * 128; c < b * 128 + 128; ++c) blk += double(a[c]) * double(x[c]);
+    acc = std::fma(static_cast<float>(blk), as * w.wf[(size_t(e) * n + row) * (k / 128) + b], acc);
+  }
+  return acc;
+}
+
+double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
+
+std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t* d_w, uint8_t* d_s, float* d_f,
+                              const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob) {
+  int32_t* d_st = device_copy(prob.slot_token);
+  float* d_sw = device_copy(prob.slot_weight);
+  int32_t* d_te = device_copy(prob.tile_expert);
+  int32_t* d_tb = device_copy(prob.tile_begin);
+  int32_t* d_tr = device_copy(prob.tile_rows);
+  const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
+  int32_t* d_tc = device_copy(tile_count);
+  const int cols = l1 ? n / 2 : n;
+  std::vector<uint16_t> out(size_t(prob.slots) * cols, 0xffff);
+  uint16_t* d_out = device_copy(out);
+  cuda::moe::GroupedGemmParams p;
+  p.format = ExpertFormat::kMXFP4;
+  p.config = config;
+  p.weights = d_w;
+  p.scales = d_s;
+  p.factor_a = d_f;
+  p.factor_b = d_f;
+  p.act = d_act;
+  p.act8 = d_act8;
+  p.act_scale = d_as;
+  p.slot_token = d_st;
+  p.slot_weight = d_sw;
+  p.tile_expert = d_te;
+  p.tile_slot_begin = d_tb;
+  p.tile_row_count = d_tr;
+  p.tile_count = d_tc;
+  p.max_tiles = tile_count[0];
+  p.n = n;
+  p.k = k;
+  p.swiglu_limit = kLimit;
+  p.out = d_out;
+  DSV4_CUDA_OK(l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
+  DSV4_CUDA_OK(cudaDeviceSynchronize());
+  DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+  for (void* ptr : {static_cast<void*>(d_st), static_cast<void*>(d_sw), static_cast<void*>(d_te),
+                    static_cast<void*>(d_tb), static_cast<void*>(d_tr), static_cast<void*>(d_tc),
+                    static_cast<void*>(d_out)})
+    cudaFree(ptr);
+  return out;
+}
+
+TEST(MoeW4a8, GemmL1L2MatchEmulation) {
+  if (!have_device()) GTEST_FAIL() << "no CUDA device";
+  const Problem prob = make_problem();
+  const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 903);
+  const std::vector<uint16_t> hin = make_activations(prob.slots, kInter, 904);
+  const std::vector<float> factors(kExperts, kFactor);
+  struct Layer {
+    bool l1;
+    int n, k;
+  };
+  for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
+    SCOPED_TRACE(layer.l1 ? "l1" : "l2");
+    const int n = layer.n, k = layer.k;
+    const std::vector<uint8_t> w = random_bytes(size_t(kExperts) * n * k / 2, layer.l1 ? 21 : 22);
+    const std::vector<uint8_t> s = random_scales(size_t(kExperts) * (n / 16) * (k / 64) * 32, layer.l1 ? 23 : 24);
+    const std::vector<uint16_t>& act = layer.l1 ? x : hin;
+    const int act_rows = layer.l1 ? kTokens : prob.slots;
+    const Quantized q = gpu_quantize(act, act_rows, k);
+    {
+      const Quantized qc = cpu_quantize(act, act_rows, k);
+      ASSERT_TRUE(qc.x8 == q.x8) << "quantizer differs from the CPU (see ActQuantMatchesCpu)";
+    }
+    const Quantized qv = cpu_quantize(act, act_rows, k);  // .value for the emulation
+    uint8_t* d_w = device_copy(w);
+    uint8_t* d_s = device_copy(s);
+    float* d_f = device_copy(factors);
+    uint16_t* d_act = device_copy(act);
+    uint8_t* d_act8 = device_copy(q.x8);
+    float* d_as = device_copy(q.scale);
+    const std::vector<uint16_t> got = run_gpu(TileConfig::kPrefillW4A8, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
+    const std::vector<uint16_t> w16 = run_gpu(TileConfig::kPrefillWgmma, layer.l1, n, k, d_w, d_s, d_f, d_act, nullptr, nullptr, prob);
+    for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
+                      static_cast<void*>(d_act8), static_cast<void*>(d_as)})
+      cudaFree(ptr);
+
+    const EmuWeights ew = emulate_weights(w, s, n, k);
+    const int cols = layer.l1 ? n / 2 : n;
+    int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
+    double max_row_all = 0, err2 = 0, ref2 = 0;
+    std::string first_emu, first_w16;
+    std::vector<double> emu(cols);
+    for (int slot = 0; slot < prob.slots; ++slot) {
+      const int e = prob.slot_expert[slot];
+      const int arow = layer.l1 ? prob.slot_token[slot] : slot;
+      for (int c = 0; c < cols; ++c) {
+        if (layer.l1) {
+          const int tile16 = c / 8, gate_row = 16 * tile16 + c % 8, up_row = gate_row + 8;
+          const float ga = emu_acc(ew, qv, e, gate_row, arow, n, k), ua = emu_acc(ew, qv, e, up_row, arow, n, k);
+          const double gate = std::min(double(ga * kFactor), double(kLimit));
+          const double up = std::min(std::max(double(ua * kFactor), -double(kLimit)), double(kLimit));
+          emu[c] = silu_ref(gate) * up;
+        } else {
+          const float a = emu_acc(ew, qv, e, c, arow, n, k);
+          emu[c] = double(a) * double(kFactor * prob.slot_weight[slot]);
+        }
+      }
+      double row_max = 0, row_max16 = 0;
+      for (int c = 0; c < cols; ++c) row_max = std::max(row_max, std::abs(emu[c]));
+      for (int c = 0; c < cols; ++c)
+        row_max16 = std::max(row_max16, std::abs(double(bf16_to_float(w16[size_t(slot) * cols + c]))));
+      max_row_all = std::max(max_row_all, row_max);
+      for (int c = 0; c < cols; ++c) {
+        const double g = bf16_to_float(got[size_t(slot) * cols + c]);
+        const double r16 = bf16_to_float(w16[size_t(slot) * cols + c]);
+        if (got[size_t(slot) * cols + c] == float_to_bf16(static_cast<float>(emu[c]))) ++identical;
+        if (!(std::isfinite(g) && std::abs(g - emu[c]) <= 1e-2 * std::abs(emu[c]) + 4e-3 * row_max + 1e-30)) {
+          if (bad_emu++ == 0)
+            first_emu = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": gpu " + std::to_string(g) +
+                        " emu " + std::to_string(emu[c]);
+        }
+        if (!(std::abs(g - r16) <= 0.12 * row_max16 + 1e-30)) {
+          if (bad_w16++ == 0)
+            first_w16 = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": w4a8 " + std::to_string(g) +
+                        " w4a16 " + std::to_string(r16);
+        }
+        err2 += (g - r16) * (g - r16);
+        ref2 += r16 * r16;
+      }
+    }
+    const double rel_rms = std::sqrt(err2 / std::max(ref2, 1e-300));
+    EXPECT_EQ(bad_emu, 0) << first_emu;
+    EXPECT_EQ(bad_w16, 0) << first_w16;
+    EXPECT_LE(rel_rms, 0.06);
+    EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
+    std::printf("[moe_w4a8] %s n=%d k=%d slots=%d vs emulation: bad=%lld identical=%lld/%lld; vs w4a16: bad=%lld "
+                "rel_rms=%.4f max_row=%.3g %s %s\n",
+                layer.l1 ? "l1" : "l2", n, k, prob.slots, static_cast<long long>(bad_emu),
+                static_cast<long long>(identical), static_cast<long long>(int64_t(prob.slots) * cols),
+                static_cast<long long>(bad_w16), rel_rms, max_row_all, first_emu.c_str(), first_w16.c_str());
+  }
+}
+
+}  // namespace
+}  // namespace dsv4::moe_test
