@@ -26,7 +26,9 @@
 // b * 6144 bytes, row r at r * 128, chunk c at c ^ (r % 8)); S's B descriptor starts at
 // row 24 g (a multiple of 8 rows: whole swizzle atoms); P V's MN-major V has LBO 6144.
 // Not done here (see docs/kernels/attention.md): issuing S of tile i + 1 before the
-// softmax of tile i, and HCA CTAs of 2 tokens sharing the compressed tiles.
+// softmax of tile i (tried: ptxas C7512, every wgmma serialized for lack of registers,
+// at 224 / 232 / 240 consumer registers), and HCA CTAs of 2 tokens sharing the
+// compressed tiles.
 #include <cuda_bf16.h>
 
 #include <cmath>
