@@ -23,7 +23,8 @@
 //   config prefill_w4a8 (TileConfig::kPrefillW4A8, opt-in, not the default): on the same
 //   dispatch state, quantize x (launch_act_quant_fp8) + L1 W4A8 + quantize h + L2 W4A8
 //   (w4a8_ms) and L1 + L2 alone (w4a8_gemm_ms); TFLOP/s = the same useful FLOPs / time.
-//   A failing launch prints the error and the bench goes on (JSON "error").
+//   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
+//   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|prefill_mma|prefill_wgmma] (forces one path)
 #include <cuda_runtime.h>
@@ -306,8 +307,11 @@ int run(int argc, char** argv) {
           qh.k = kInter;
           qh.x8 = d_h8;
           qh.scale = d_hs;
+          for (const cuda::moe::TileConfig wconfig :
+               {cuda::moe::TileConfig::kPrefillW4A8, cuda::moe::TileConfig::kPrefillW4A8Serial}) {
+          const char* wname = wconfig == cuda::moe::TileConfig::kPrefillW4A8 ? "prefill_w4a8" : "prefill_w4a8_serial";
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
-          q1.config = q2.config = cuda::moe::TileConfig::kPrefillW4A8;
+          q1.config = q2.config = wconfig;
           q1.act8 = d_x8;
           q1.act_scale = d_xs;
           q2.act8 = d_h8;
@@ -330,27 +334,28 @@ int run(int argc, char** argv) {
               iters);
           keep(cudaDeviceSynchronize());
           if (err != cudaSuccess) {
-            std::printf("%-6s %6d %-13s failed: %s\n", fname.c_str(), tokens, "prefill_w4a8", cudaGetErrorString(err));
+            std::printf("%-6s %6d %-13s failed: %s\n", fname.c_str(), tokens, wname, cudaGetErrorString(err));
             if (json)
               std::fprintf(json,
                            "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
-                           "\"config\":\"prefill_w4a8\",\"error\":\"%s\"}\n",
-                           prop.name, date.c_str(), fname.c_str(), tokens, cudaGetErrorString(err));
+                           "\"config\":\"%s\",\"error\":\"%s\"}\n",
+                           prop.name, date.c_str(), fname.c_str(), tokens, wname, cudaGetErrorString(err));
           } else {
             const double tf = flops / (w4a8_ms * 1e-3) / 1e12, tf_gemm = flops / (w4a8_gemm_ms * 1e-3) / 1e12;
             std::printf("%-6s %6d %-13s w4a8_ms (quant + L1 + quant + L2) %.4f = %.1f TFLOP/s; L1 + L2 %.4f ms = %.1f "
                         "TFLOP/s (vs prefill_wgmma_pipe gemm %.1f)\n",
-                        fname.c_str(), tokens, "prefill_w4a8", w4a8_ms, tf, w4a8_gemm_ms, tf_gemm, tflops_gemm);
+                        fname.c_str(), tokens, wname, w4a8_ms, tf, w4a8_gemm_ms, tf_gemm, tflops_gemm);
             if (json)
               std::fprintf(json,
                            "{\"bench\":\"moe\",\"device\":\"%s\",\"date\":\"%s\",\"format\":\"%s\",\"tokens\":%d,"
-                           "\"config\":\"prefill_w4a8\",\"slots\":%lld,\"w4a8_ms\":%.5f,\"w4a8_gemm_ms\":%.5f,"
+                           "\"config\":\"%s\",\"slots\":%lld,\"w4a8_ms\":%.5f,\"w4a8_gemm_ms\":%.5f,"
                            "\"tflops_w4a8\":%.2f,\"tflops_w4a8_gemm\":%.2f,\"w4a16_gemm_ms\":%.5f,"
                            "\"tflops_w4a16_gemm\":%.2f}\n",
-                           prop.name, date.c_str(), fname.c_str(), tokens, static_cast<long long>(slots), w4a8_ms,
+                           prop.name, date.c_str(), fname.c_str(), tokens, wname, static_cast<long long>(slots), w4a8_ms,
                            w4a8_gemm_ms, tf, tf_gemm, gemm_ms, tflops_gemm);
           }
           std::fflush(stdout);
+          }
           cudaFree(d_x8);
           cudaFree(d_xs);
           cudaFree(d_h8);

@@ -1,14 +1,14 @@
-// W4A8 (MXFP4 weights x E4M3 activations, FP8 wgmma) grouped GEMMs: TileConfig::kPrefillW4A8,
-// L1 and L2 (grouped_gemm_w4a8.cuh). Reached through launch_moe_l1 / launch_moe_l2.
+// W4A8 (MXFP4 weights x E4M3 activations, FP8 wgmma) grouped GEMMs: TileConfig::kPrefillW4A8
+// (convert / wgmma overlap) and kPrefillW4A8Serial, L1 and L2 (grouped_gemm_w4a8.cuh). Reached through launch_moe_l1 / launch_moe_l2.
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/moe.h"
 
 namespace dsv4::cuda::moe::detail {
 
 namespace {
-template <bool kL1>
+template <bool kL1, bool kOverlap>
 cudaError_t launch_w4a8_impl(const GroupedGemmParams& p) {
-  auto kernel = moe_grouped_gemm_w4a8_kernel<kL1>;
+  auto kernel = moe_grouped_gemm_w4a8_kernel<kL1, kOverlap>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err =
@@ -28,7 +28,9 @@ cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1) {
   if (p.n % W4a8Tile::BW != 0 || p.k % W4a8Tile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
   if (p.max_tiles <= 0) return cudaSuccess;
   if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
-  return l1 ? launch_w4a8_impl<true>(p) : launch_w4a8_impl<false>(p);
+  if (p.config == TileConfig::kPrefillW4A8Serial)
+    return l1 ? launch_w4a8_impl<true, false>(p) : launch_w4a8_impl<false, false>(p);
+  return l1 ? launch_w4a8_impl<true, true>(p) : launch_w4a8_impl<false, true>(p);
 }
 
 }  // namespace dsv4::cuda::moe::detail

@@ -117,7 +117,7 @@ __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], const uint
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
-template <bool kL1>
+template <bool kL1, bool kOverlap>
 __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_kernel(const GroupedGemmParams p) {
   using Tile = W4a8Tile;
   using Smem = W4a8Smem;
@@ -199,16 +199,8 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
     if (s < k_tiles) load_stage(s, s);
     cp_async_commit();
   }
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int slot = kt % STAGES;
-    cp_async_wait<STAGES - 2>();
-    fence_proxy_async_smem();
-    __syncthreads();  // stage kt landed everywhere; every wgmma of kt - 1 done (waited below)
-    {
-      const int next = kt + STAGES - 1;
-      if (next < k_tiles) load_stage(next % STAGES, next);
-      cp_async_commit();
-    }
+  // The A registers (E4M3) and row factors of the stage in smem slot `slot`.
+  auto convert = [&](int slot, uint32_t (&a)[4][4], float (&wfac)[2]) {
     const uint8_t* s_w = smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + warp * kFragBytes + lane * 16;
     const uint8_t* s_s = smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + warp * SB + g * 4;
     const uint4 w0 = *reinterpret_cast<const uint4*>(s_w);
@@ -226,13 +218,11 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
       kc[hr][3] = (sc1 >> (8 * (2 + hr))) & 0xFFu;
     }
     uint32_t kmax[2];
-    float wfac[2];  // 2^(kc_max - 254) per row half (0 when kc_max <= 127)
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
+    for (int hr = 0; hr < 2; ++hr) {  // row factor 2^(kc_max - 254) (0 when kc_max <= 127)
       kmax[hr] = max(max(kc[hr][0], kc[hr][1]), max(kc[hr][2], kc[hr][3]));
       wfac[hr] = kmax[hr] > 127u ? __uint_as_float((kmax[hr] - 127u) << 23) : 0.0f;
     }
-    uint32_t a[4][4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const uint32_t f_lo = w4a8_factor(kc[0][j], kmax[0]), f_hi = w4a8_factor(kc[1][j], kmax[1]);
@@ -241,15 +231,9 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
       a[j][2] = fp8_a_reg(words[2 * j + 1], 0, f_lo);
       a[j][3] = fp8_a_reg(words[2 * j + 1], 1, f_hi);
     }
-    const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes);
-    fence_acc(blk);
-    wgmma_fence();
-#pragma unroll
-    for (int j = 0; j < 4; ++j) wgmma_m64n128k32_e4m3(blk, a[j], desc + 2 * j, j == 0 ? 0 : 1);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_acc(blk);
-    // Promotion: acc[4 j + v] = row g + 8 (v >> 1), slot 8 j + 2 t + (v & 1).
+  };
+  // Promotion: acc[4 j + v] = row g + 8 (v >> 1), slot 8 j + 2 t + (v & 1).
+  auto promote = [&](int slot, const float (&wfac)[2]) {
     const float* s_as = reinterpret_cast<const float*>(smem + Smem::kActScaleOffset + slot * Smem::kActScaleBytes);
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
@@ -258,6 +242,69 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
       acc[4 * j + 1] = fmaf(blk[4 * j + 1], as.y * wfac[0], acc[4 * j + 1]);
       acc[4 * j + 2] = fmaf(blk[4 * j + 2], as.x * wfac[1], acc[4 * j + 2]);
       acc[4 * j + 3] = fmaf(blk[4 * j + 3], as.y * wfac[1], acc[4 * j + 3]);
+    }
+  };
+  auto issue = [&](int slot, const uint32_t (&a)[4][4]) {
+    const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes);
+    fence_acc(blk);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) wgmma_m64n128k32_e4m3(blk, a[j], desc + 2 * j, j == 0 ? 0 : 1);
+    wgmma_commit();
+  };
+
+  if constexpr (!kOverlap) {
+    // kPrefillW4A8Serial: per stage convert -> wgmma -> wait -> promote.
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      const int slot = kt % STAGES;
+      cp_async_wait<STAGES - 2>();
+      fence_proxy_async_smem();
+      __syncthreads();  // stage kt landed everywhere; every wgmma of kt - 1 done (waited below)
+      {
+        const int next = kt + STAGES - 1;
+        if (next < k_tiles) load_stage(next % STAGES, next);
+        cp_async_commit();
+      }
+      uint32_t a[4][4];
+      float wfac[2];
+      convert(slot, a, wfac);
+      issue(slot, a);
+      wgmma_wait<0>();
+      fence_acc(blk);
+      promote(slot, wfac);
+    }
+  } else {
+    // kPrefillW4A8: the conversion of stage kt + 1 overlaps this warpgroup's wgmma of
+    // stage kt (A registers double-buffered), so the barrier of iteration kt waits for
+    // stage kt + 1 (prefetch distance STAGES - 2 landed stages ahead of the wgmma).
+    uint32_t a_cur[4][4], a_next[4][4];
+    float wf_cur[2], wf_next[2];
+    cp_async_wait<STAGES - 2>();  // stage 0 (this thread's copies)
+    __syncthreads();
+    convert(0, a_cur, wf_cur);
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      const int slot = kt % STAGES;
+      cp_async_wait<STAGES - 3>();  // this thread's copies of stage kt + 1 landed
+      fence_proxy_async_smem();
+      // Everyone's copies of stages kt, kt + 1 landed; every wgmma of kt - 1 done and the
+      // conversion of stage kt (read in iteration kt - 1) too, so slot kt - 1 is free.
+      __syncthreads();
+      {
+        const int next = kt + STAGES - 1;
+        if (next < k_tiles) load_stage(next % STAGES, next);
+        cp_async_commit();
+      }
+      issue(slot, a_cur);
+      if (kt + 1 < k_tiles) convert((kt + 1) % STAGES, a_next, wf_next);
+      wgmma_wait<0>();
+      fence_acc(blk);
+      promote(slot, wf_cur);
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a_cur[j][i] = a_next[j][i];
+      wf_cur[0] = wf_next[0];
+      wf_cur[1] = wf_next[1];
     }
   }
   cp_async_wait<0>();

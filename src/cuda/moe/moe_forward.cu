@@ -22,7 +22,8 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
       (l1 || !is_decode_tile_config(p.config) || p.n % 128 != 0 ||
        p.slot_of_pair == nullptr || p.combine_done == nullptr))
     return cudaErrorInvalidValue;  // fused combine: L2 on the decode tiles only
-  if (p.config == TileConfig::kPrefillW4A8) return detail::launch_w4a8(p, l1);  // opt-in W4A8
+  if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial)
+    return detail::launch_w4a8(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);

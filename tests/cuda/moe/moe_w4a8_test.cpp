@@ -3,7 +3,8 @@
 //   MoeW4a8.ActQuantMatchesCpu: launch_act_quant_fp8 vs a CPU quantizer, bit for bit
 //     (E4M3 bytes in the fragment K order and the FP32 scales), ragged rows, a zero block
 //     and a block with values far outside E4M3's range.
-//   MoeW4a8.GemmL1L2MatchEmulation: L1 (SwiGLU) and L2 (x factor x routing weight) on 6
+//   MoeW4a8.GemmL1L2MatchEmulation: kPrefillW4A8 and kPrefillW4A8Serial, L1 (SwiGLU) and L2
+//     (x factor x routing weight) on 6
 //     experts with 1..500 slots (full and partial tiles, gathered x rows) against
 //     (a) a CPU emulation with the kernel's roundings (weights code * 2^d rounded to E4M3
 //     exactly as the kernel does, activations the quantizer's E4M3 bytes x block scale,
@@ -310,7 +311,10 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
     uint16_t* d_act = device_copy(act);
     uint8_t* d_act8 = device_copy(q.x8);
     float* d_as = device_copy(q.scale);
-    const std::vector<uint16_t> got = run_gpu(TileConfig::kPrefillW4A8, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
+    const std::vector<uint16_t> got_overlap =
+        run_gpu(TileConfig::kPrefillW4A8, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
+    const std::vector<uint16_t> got_serial =
+        run_gpu(TileConfig::kPrefillW4A8Serial, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
     const std::vector<uint16_t> w16 = run_gpu(TileConfig::kPrefillWgmma, layer.l1, n, k, d_w, d_s, d_f, d_act, nullptr, nullptr, prob);
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
                       static_cast<void*>(d_act8), static_cast<void*>(d_as)})
@@ -318,58 +322,66 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
 
     const EmuWeights ew = emulate_weights(w, s, n, k);
     const int cols = layer.l1 ? n / 2 : n;
-    int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
-    double max_row_all = 0, err2 = 0, ref2 = 0;
-    std::string first_emu, first_w16;
-    std::vector<double> emu(cols);
+    std::vector<double> emu(size_t(prob.slots) * cols), emu_row_max(prob.slots, 0.0), w16_row_max(prob.slots, 0.0);
+    double max_row_all = 0;
     for (int slot = 0; slot < prob.slots; ++slot) {
       const int e = prob.slot_expert[slot];
       const int arow = layer.l1 ? prob.slot_token[slot] : slot;
       for (int c = 0; c < cols; ++c) {
+        double v;
         if (layer.l1) {
           const int tile16 = c / 8, gate_row = 16 * tile16 + c % 8, up_row = gate_row + 8;
           const float ga = emu_acc(ew, qv, e, gate_row, arow, n, k), ua = emu_acc(ew, qv, e, up_row, arow, n, k);
           const double gate = std::min(double(ga * kFactor), double(kLimit));
           const double up = std::min(std::max(double(ua * kFactor), -double(kLimit)), double(kLimit));
-          emu[c] = silu_ref(gate) * up;
+          v = silu_ref(gate) * up;
         } else {
-          const float a = emu_acc(ew, qv, e, c, arow, n, k);
-          emu[c] = double(a) * double(kFactor * prob.slot_weight[slot]);
+          const float acc = emu_acc(ew, qv, e, c, arow, n, k);
+          v = double(acc) * double(kFactor * prob.slot_weight[slot]);
         }
+        emu[size_t(slot) * cols + c] = v;
+        emu_row_max[slot] = std::max(emu_row_max[slot], std::abs(v));
+        w16_row_max[slot] =
+            std::max(w16_row_max[slot], std::abs(double(bf16_to_float(w16[size_t(slot) * cols + c]))));
       }
-      double row_max = 0, row_max16 = 0;
-      for (int c = 0; c < cols; ++c) row_max = std::max(row_max, std::abs(emu[c]));
-      for (int c = 0; c < cols; ++c)
-        row_max16 = std::max(row_max16, std::abs(double(bf16_to_float(w16[size_t(slot) * cols + c]))));
-      max_row_all = std::max(max_row_all, row_max);
-      for (int c = 0; c < cols; ++c) {
-        const double g = bf16_to_float(got[size_t(slot) * cols + c]);
-        const double r16 = bf16_to_float(w16[size_t(slot) * cols + c]);
-        if (got[size_t(slot) * cols + c] == float_to_bf16(static_cast<float>(emu[c]))) ++identical;
-        if (!(std::isfinite(g) && std::abs(g - emu[c]) <= 1e-2 * std::abs(emu[c]) + 4e-3 * row_max + 1e-30)) {
-          if (bad_emu++ == 0)
-            first_emu = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": gpu " + std::to_string(g) +
-                        " emu " + std::to_string(emu[c]);
-        }
-        if (!(std::abs(g - r16) <= 0.12 * row_max16 + 1e-30)) {
-          if (bad_w16++ == 0)
-            first_w16 = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": w4a8 " + std::to_string(g) +
-                        " w4a16 " + std::to_string(r16);
-        }
-        err2 += (g - r16) * (g - r16);
-        ref2 += r16 * r16;
-      }
+      max_row_all = std::max(max_row_all, emu_row_max[slot]);
     }
-    const double rel_rms = std::sqrt(err2 / std::max(ref2, 1e-300));
-    EXPECT_EQ(bad_emu, 0) << first_emu;
-    EXPECT_EQ(bad_w16, 0) << first_w16;
-    EXPECT_LE(rel_rms, 0.06);
     EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
-    std::printf("[moe_w4a8] %s n=%d k=%d slots=%d vs emulation: bad=%lld identical=%lld/%lld; vs w4a16: bad=%lld "
-                "rel_rms=%.4f max_row=%.3g %s %s\n",
-                layer.l1 ? "l1" : "l2", n, k, prob.slots, static_cast<long long>(bad_emu),
-                static_cast<long long>(identical), static_cast<long long>(int64_t(prob.slots) * cols),
-                static_cast<long long>(bad_w16), rel_rms, max_row_all, first_emu.c_str(), first_w16.c_str());
+    for (const bool overlap : {true, false}) {
+      SCOPED_TRACE(overlap ? "kPrefillW4A8" : "kPrefillW4A8Serial");
+      const std::vector<uint16_t>& got = overlap ? got_overlap : got_serial;
+      int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
+      double err2 = 0, ref2 = 0;
+      std::string first_emu, first_w16;
+      for (int slot = 0; slot < prob.slots; ++slot)
+        for (int c = 0; c < cols; ++c) {
+          const size_t i = size_t(slot) * cols + c;
+          const double g = bf16_to_float(got[i]), r16 = bf16_to_float(w16[i]), em = emu[i];
+          if (got[i] == float_to_bf16(static_cast<float>(em))) ++identical;
+          if (!(std::isfinite(g) && std::abs(g - em) <= 1e-2 * std::abs(em) + 4e-3 * emu_row_max[slot] + 1e-30)) {
+            if (bad_emu++ == 0)
+              first_emu = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": gpu " + std::to_string(g) +
+                          " emu " + std::to_string(em);
+          }
+          if (!(std::abs(g - r16) <= 0.12 * w16_row_max[slot] + 1e-30)) {
+            if (bad_w16++ == 0)
+              first_w16 = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": w4a8 " +
+                          std::to_string(g) + " w4a16 " + std::to_string(r16);
+          }
+          err2 += (g - r16) * (g - r16);
+          ref2 += r16 * r16;
+        }
+      const double rel_rms = std::sqrt(err2 / std::max(ref2, 1e-300));
+      EXPECT_EQ(bad_emu, 0) << first_emu;
+      EXPECT_EQ(bad_w16, 0) << first_w16;
+      EXPECT_LE(rel_rms, 0.06);
+      std::printf("[moe_w4a8] %s %s n=%d k=%d slots=%d vs emulation: bad=%lld identical=%lld/%lld; vs w4a16: "
+                  "bad=%lld rel_rms=%.4f max_row=%.3g %s %s\n",
+                  overlap ? "overlap" : "serial", layer.l1 ? "l1" : "l2", n, k, prob.slots,
+                  static_cast<long long>(bad_emu), static_cast<long long>(identical),
+                  static_cast<long long>(int64_t(prob.slots) * cols), static_cast<long long>(bad_w16), rel_rms,
+                  max_row_all, first_emu.c_str(), first_w16.c_str());
+    }
   }
 }
 
