@@ -82,11 +82,12 @@ __device__ __forceinline__ uint32_t f16x2_mul(uint32_t a, uint32_t b) {
   return d;
 }
 // Two f16 (low, high) -> E4M3 bytes (low byte = low half), RN, satfinite.
+// (PTX: the upper half of the f16x2 source goes to the upper byte; inline asm rather than
+// __nv_cvt_halfraw2_to_fp8x2, which repacks its two halves with extra PRMTs.)
 __device__ __forceinline__ uint32_t f16x2_to_e4m3x2(uint32_t h) {
-  __half2_raw raw;
-  raw.x = static_cast<unsigned short>(h & 0xFFFFu);
-  raw.y = static_cast<unsigned short>(h >> 16);
-  return static_cast<uint32_t>(__nv_cvt_halfraw2_to_fp8x2(raw, __NV_SATFINITE, __NV_E4M3));
+  unsigned short d;
+  asm("cvt.rn.satfinite.e4m3x2.f16x2 %0, %1;\n" : "=h"(d) : "r"(h));
+  return static_cast<uint32_t>(d);
 }
 // FP8 A register: rows of register pair (r, r + 2) of `word`, times factor f (f16x2).
 __device__ __forceinline__ uint32_t fp8_a_reg(uint32_t word, int r, uint32_t f) {
