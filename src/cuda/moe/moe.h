@@ -86,11 +86,11 @@ enum class TileConfig : int {
                      // tiles; act8 / act_scale from launch_act_quant_fp8 (docs/kernels/moe.md, W4A8)
   kPrefillW4A8Serial = 5,  // kPrefillW4A8 without the convert / wgmma overlap (opt-in, the simpler oracle)
   kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (needs
-                      // k % 256 == 0, else kDecode's tile; default <= 8 tokens with DSV4_MOE_DECODE_TILE=ksplit)
+                      // k % 256 == 0, else kDecode's tile; the default at <= 8 tokens)
   kDecodeSplitK = 9,  // kDecode's 128 x 8 tiles and CTA, K split ACROSS CTAs (grid z = S slices, S from
                       // moe_decode_split_k): FP32 partials to a workspace, the last CTA of each output block
                       // sums them in slice order 0..S-1 (deterministic) and runs the usual epilogue. S == 1:
-                      // exactly kDecode. Default <= 64 tokens (DSV4_MOE_DECODE_TILE=decode / ksplit switch back)
+                      // exactly kDecode. Opt-in: slower than kDecodeKSplit / kDecode at 1-8 tokens on the H200
 };
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK).
@@ -220,9 +220,8 @@ struct MoeWorkspace {
 // null to only compute the size. decode_split: MoeForwardParams::decode_split (0: auto).
 MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base,
                            int decode_split = 0);
-// <= 64 tokens: kDecodeSplitK; 65..512: kDecode; more: kPrefillWgmmaPipe. Environment
-// DSV4_MOE_DECODE_TILE (read once) at <= 64 tokens: decode -> kDecode, ksplit -> the
-// previous choice (kDecodeKSplit <= 8 tokens, kDecode 9..64).
+// <= 8 tokens: kDecodeKSplit; 9..512: kDecode; more: kPrefillWgmmaPipe. Environment
+// DSV4_MOE_DECODE_TILE=decode (read once): kDecode at <= 8 tokens too.
 TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {

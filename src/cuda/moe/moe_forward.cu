@@ -68,7 +68,8 @@ cudaError_t launch_moe_l2(const GroupedGemmParams& p) { return launch_gemm(p, fa
 
 TileConfig moe_default_tile_config(int tokens) {
   // H200, 2026-12-01: the pipelined wgmma kernel 420-503 TFLOP/s at 4096-16384 tokens vs
-  // 334-460 for the first wgmma kernel; the K-split decode tile ahead only at <= 8 tokens.
+  // 334-460 for the first wgmma kernel; the K-split decode tile ahead only at <= 8 tokens
+  // (DSV4_MOE_DECODE_TILE=ksplit now names the default).
   if (tokens > 512) return TileConfig::kPrefillWgmmaPipe;
   // Switch (read once): DSV4_MOE_DECODE_TILE=decode: the older 4-warp decode tile;
   // =ksplit: the choice before kDecodeSplitK (kDecodeKSplit <= 8 tokens, kDecode above).
@@ -79,8 +80,9 @@ TileConfig moe_default_tile_config(int tokens) {
     return 0;
   }();
   if (decode_env == 1) return TileConfig::kDecode;
-  // kDecodeSplitK default <= 64 tokens, not yet measured (REVERT: delete the next line).
-  if (decode_env == 0 && tokens <= 64) return TileConfig::kDecodeSplitK;
+  // kDecodeSplitK (split-K across CTAs) is opt-in: on the H200 (2026-12-01 21:08 UTC) it was
+  // slower than the one-CTA-per-row-block tiles at 1 and 8 tokens (0.067 vs 0.059 ms of
+  // gemms at 1 token, NVFP4) and equal at 64.
   if (tokens > 8) return TileConfig::kDecode;
   return TileConfig::kDecodeKSplit;
 }
