@@ -116,14 +116,14 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Kernel choice (issue 6): kAuto takes the wgmma kernel in its kWgmmaShareP form (sparse_attention_wgmma.cu:
+  // Kernel choice (issue 6): kAuto takes kWgmmaPipelined (below) where a wgmma kernel (sparse_attention_wgmma.cu:
   // heads % 64 == 0, head_dim 512; BF16 q and weights, FP32 accumulation) where it
   // applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
   // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
   // the same kernel computing S = Q K^T once instead of in both warpgroups (each takes
   // half of a tile's keys, P goes through shared memory); same conditions and roundings;
-  // the kAuto choice since the H200 run of 2026-12-01 (190 vs 173 TFLOP/s, CSA 8 k prefill).
-  // kWgmmaPipelined (opt-in, sparse_attention_pipelined.cu): the share-P math with a
+  // 190 vs 173 TFLOP/s (CSA 8 k prefill, H200).
+  // kWgmmaPipelined (the kAuto choice: 225 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math with a
   // producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
   // conditions and roundings (kv_splits and its workspace work the same way).
   enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2, kWgmmaShareP = 3, kWgmmaPipelined = 4 } kernel =
