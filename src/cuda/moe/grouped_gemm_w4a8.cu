@@ -1,11 +1,12 @@
 // W4A8 (MXFP4 weights x E4M3 activations, FP8 wgmma) grouped GEMMs, L1 and L2
 // (grouped_gemm_w4a8.cuh), reached through launch_moe_l1 / launch_moe_l2:
-// kPrefillW4A8Serial runs; kPrefillW4A8 (convert / wgmma overlap) is refused with
-// cudaErrorNotSupported: on the H200 (2026-12-01 21:08 UTC) it gave garbage under normal
-// execution and correct results under compute-sanitizer's serialisation, the signature of
-// the next stage's conversion being written into registers an in-flight wgmma still reads
-// (the A operands are dead to the compiler after the issuing asm). It needs operand fences
-// ("+r" on the A registers after wgmma_wait) and a GPU run before it is enabled again.
+// kPrefillW4A8Serial (convert -> wgmma -> wait -> promote) and kPrefillW4A8 (the next
+// stage's conversion overlaps the wgmma). kPrefillW4A8 was refused after the H200 run of
+// 2026-12-01 (garbage unless serialised by compute-sanitizer): its SASS had the next stage's
+// conversion written into R88..R103, the A registers of the in-flight QGMMAs, before their
+// WARPGROUP.DEPBAR. Fixed by two explicit register sets (K loop unrolled by 2) and a read of
+// the waited set after the wait (wgmma_wait0_keep_a); the SASS now shows no write to a
+// QGMMA's A or accumulator registers before its DEPBAR (docs/kernels/moe.md, W4A8).
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/moe.h"
 
@@ -34,8 +35,11 @@ cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1) {
   if (p.n % W4a8Tile::BW != 0 || p.k % W4a8Tile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
   if (p.max_tiles <= 0) return cudaSuccess;
   if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
-  if (p.config != TileConfig::kPrefillW4A8Serial) return cudaErrorNotSupported;  // see the header comment
-  return l1 ? launch_w4a8_impl<true, false>(p) : launch_w4a8_impl<false, false>(p);
+  if (p.config == TileConfig::kPrefillW4A8)
+    return l1 ? launch_w4a8_impl<true, true>(p) : launch_w4a8_impl<false, true>(p);
+  if (p.config == TileConfig::kPrefillW4A8Serial)
+    return l1 ? launch_w4a8_impl<true, false>(p) : launch_w4a8_impl<false, false>(p);
+  return cudaErrorNotSupported;
 }
 
 }  // namespace dsv4::cuda::moe::detail

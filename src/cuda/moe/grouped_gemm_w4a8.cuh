@@ -118,6 +118,28 @@ __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], const uint
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
+// wgmma.wait_group 0, then a read of the 16 A registers of the waited wgmma group (four
+// st.shared.v4 predicated on `never`, false at run time): PTX says a wgmma's A registers
+// must not be modified before its wait, but ptxas ends their live range at the issuing
+// instruction unless something reads them after the wait (an empty asm "+r" fence emits no
+// PTX instruction, so it does not extend the range). The stores are never executed.
+__device__ __forceinline__ void wgmma_wait0_keep_a(const uint32_t (&a)[4][4], bool never, uint32_t saddr) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %16, 0;\n"
+      "wgmma.wait_group.sync.aligned 0;\n"
+      "@p st.shared.v4.b32 [%17], {%0, %1, %2, %3};\n"
+      "@p st.shared.v4.b32 [%17+16], {%4, %5, %6, %7};\n"
+      "@p st.shared.v4.b32 [%17+32], {%8, %9, %10, %11};\n"
+      "@p st.shared.v4.b32 [%17+48], {%12, %13, %14, %15};\n"
+      "}\n" ::"r"(a[0][0]),
+      "r"(a[0][1]), "r"(a[0][2]), "r"(a[0][3]), "r"(a[1][0]), "r"(a[1][1]), "r"(a[1][2]), "r"(a[1][3]), "r"(a[2][0]),
+      "r"(a[2][1]), "r"(a[2][2]), "r"(a[2][3]), "r"(a[3][0]), "r"(a[3][1]), "r"(a[3][2]), "r"(a[3][3]),
+      "r"(static_cast<uint32_t>(never)), "r"(saddr)
+      : "memory");
+}
+
 template <bool kL1, bool kOverlap>
 __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_kernel(const GroupedGemmParams p) {
   using Tile = W4a8Tile;
@@ -276,14 +298,21 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
     }
   } else {
     // kPrefillW4A8: the conversion of stage kt + 1 overlaps this warpgroup's wgmma of
-    // stage kt (A registers double-buffered), so the barrier of iteration kt waits for
-    // stage kt + 1 (prefetch distance STAGES - 2 landed stages ahead of the wgmma).
-    uint32_t a_cur[4][4], a_next[4][4];
-    float wf_cur[2], wf_next[2];
+    // stage kt, so the barrier of iteration kt waits for stage kt + 1 (prefetch distance
+    // STAGES - 2 landed stages ahead of the wgmma). Two explicit A register sets, the K loop
+    // unrolled by 2 (no copies): stage kt reads set kt & 1 while set (kt + 1) & 1 is
+    // written. ptxas treats a wgmma's A registers as dead right after the issuing
+    // instruction (SASS of the first version: the next stage's conversion was allocated
+    // onto R88..R103 between the QGMMA and its WARPGROUP.DEPBAR, garbage on the H200), so
+    // wgmma_wait0_keep_a reads the set again after the wait (predicated-off stores).
+    uint32_t a0[4][4], a1[4][4];
+    float wf0[2], wf1[2];
+    const bool never = rows < 0;  // false for every valid tile list; opaque to the compiler
     cp_async_wait<STAGES - 2>();  // stage 0 (this thread's copies)
     __syncthreads();
-    convert(0, a_cur, wf_cur);
-    for (int kt = 0; kt < k_tiles; ++kt) {
+    convert(0, a0, wf0);
+    auto step = [&](int kt, const uint32_t(&a_use)[4][4], const float(&wf_use)[2], uint32_t(&a_fill)[4][4],
+                    float(&wf_fill)[2]) {
       const int slot = kt % STAGES;
       cp_async_wait<STAGES - 3>();  // this thread's copies of stage kt + 1 landed
       fence_proxy_async_smem();
@@ -295,17 +324,15 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
         if (next < k_tiles) load_stage(next % STAGES, next);
         cp_async_commit();
       }
-      issue(slot, a_cur);
-      if (kt + 1 < k_tiles) convert((kt + 1) % STAGES, a_next, wf_next);
-      wgmma_wait<0>();
+      issue(slot, a_use);
+      if (kt + 1 < k_tiles) convert((kt + 1) % STAGES, a_fill, wf_fill);
+      wgmma_wait0_keep_a(a_use, never, smem_addr);
       fence_acc(blk);
-      promote(slot, wf_cur);
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) a_cur[j][i] = a_next[j][i];
-      wf_cur[0] = wf_next[0];
-      wf_cur[1] = wf_next[1];
+      promote(slot, wf_use);
+    };
+    for (int kt = 0; kt < k_tiles; kt += 2) {
+      step(kt, a0, wf0, a1, wf1);
+      if (kt + 1 < k_tiles) step(kt + 1, a1, wf1, a0, wf0);
     }
   }
   cp_async_wait<0>();
