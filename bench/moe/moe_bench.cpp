@@ -16,7 +16,10 @@
 //                  across CTAs, S slices per GEMM from moe_decode_split_k, in the JSON as
 //                  split_l1 / split_l2; DSV4_MOE_SPLITK=S forces S), decode_ksplit (mma.sync,
 //                  8-slot tiles, in-CTA split-K over 16 warps), decode (the older 4-warp tile,
-//                  default 65..512); all three measured at <= 64 tokens,
+//                  default 65..512); all three measured at <= 64 tokens, and decode_stream
+//                  (opt-in TileConfig::kDecodeStream: decode's kernel on the decode stream layout,
+//                  a second copy of the weights re-packed once per format by
+//                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted),
 //                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
@@ -26,7 +29,7 @@
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
-//                  [--config decode|decode_ksplit|decode_splitk|prefill_mma|prefill_wgmma] (forces one path)
+//                  [--config decode|decode_ksplit|decode_splitk|decode_stream|prefill_mma|prefill_wgmma] (forces one path)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -102,6 +105,7 @@ const char* config_name(cuda::moe::TileConfig config) {
   if (config == TileConfig::kPrefillWgmmaPipe) return "prefill_wgmma_pipe";
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
+  if (config == TileConfig::kDecodeStream) return "decode_stream";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -115,13 +119,16 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   // <= 64 tokens: the three decode paths side by side (split-K across CTAs, in-CTA split-K, plain)
   if (tokens <= 64 && all.front() != TileConfig::kDecodeKSplit) all.push_back(TileConfig::kDecodeKSplit);
   if (tokens <= 64 && all.front() != TileConfig::kDecodeSplitK) all.push_back(TileConfig::kDecodeSplitK);
+  // <= 64 tokens: the opt-in stream-layout decode (kDecode's kernel, weights re-packed per CTA)
+  if (tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   if (filter.empty()) return all;
-  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK, TileConfig::kPrefill,
-                       TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaPipe})
+  for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK,
+                       TileConfig::kDecodeStream, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
+                       TileConfig::kPrefillWgmmaPipe})
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
-             "--config {}: expected decode, decode_ksplit, decode_splitk, prefill_mma, prefill_wgmma or "
+             "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, prefill_mma, prefill_wgmma or "
              "prefill_wgmma_pipe",
              filter);
   return {};
@@ -166,8 +173,41 @@ int run(int argc, char** argv) {
     const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 77);
     const RouterWeights router = make_router(kExperts, kHidden, 78);
     const DeviceMoe dev(set, router, kTopK, 1.5f, 10.0f);
+    // kDecodeStream's second copy of W13 / W2 (+ scales) in the decode stream layout, made on
+    // first use (freed with this format's weights).
+    cuda::moe::MoeLayerWeights weights = dev.weights;
+    std::vector<void*> stream_copies;
+    auto ensure_stream_layout = [&] {
+      if (weights.w13_stream != nullptr) return;
+      const int groups = kExperts + 1;
+      uint8_t* w13s = nullptr;
+      uint8_t* w2s = nullptr;
+      DSV4_CUDA_OK(cudaMalloc(&w13s, cuda::moe::moe_stream_layout_bytes(format, groups, 2 * kInter, kHidden)));
+      DSV4_CUDA_OK(cudaMalloc(&w2s, cuda::moe::moe_stream_layout_bytes(format, groups, kHidden, kInter)));
+      stream_copies = {w13s, w2s};
+      cuda::moe::StreamRepackParams r1;
+      r1.format = format;
+      r1.groups = groups;
+      r1.n = 2 * kInter;
+      r1.k = kHidden;
+      r1.weights = dev.weights.w13;
+      r1.scales = dev.weights.w13_scales;
+      r1.out = w13s;
+      DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r1));
+      cuda::moe::StreamRepackParams r2 = r1;
+      r2.n = kHidden;
+      r2.k = kInter;
+      r2.weights = dev.weights.w2;
+      r2.scales = dev.weights.w2_scales;
+      r2.out = w2s;
+      DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r2));
+      DSV4_CUDA_OK(cudaDeviceSynchronize());
+      weights.w13_stream = w13s;
+      weights.w2_stream = w2s;
+    };
     for (int tokens : token_counts) {
       for (const cuda::moe::TileConfig config : configs_for(tokens, config_filter)) {
+        if (config == cuda::moe::TileConfig::kDecodeStream) ensure_stream_layout();
         const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
         uint16_t* d_x = device_copy(x);
         const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr);
@@ -182,7 +222,7 @@ int run(int argc, char** argv) {
         cudaStream_t stream;
         DSV4_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
         cuda::moe::MoeForwardParams p;
-        p.weights = &dev.weights;
+        p.weights = &weights;
         p.x = d_x;
         p.tokens = tokens;
         p.config = config;
@@ -249,12 +289,21 @@ int run(int argc, char** argv) {
         l2.split_partials = ws.split_partials;
         l2.split_done = ws.split_done_l2;
         l2.split_slots = ws.split_slots;
+        l1.stream_weights = weights.w13_stream;  // kDecodeStream only
+        l2.stream_weights = weights.w2_stream;
         const double gemm_ms = timer.median_ms(
             [&] {
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
               DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2));
             },
             iters);
+        // <= 64 tokens: L1 and L2 alone too (JSON gemm_l1_ms / gemm_l2_ms; -1 above), to see
+        // which GEMM loses the time at decode (docs/kernels/moe.md, decode analysis).
+        double gemm_l1_ms = -1.0, gemm_l2_ms = -1.0;
+        if (tokens <= cuda::moe::kFusedRouteMaxTokens) {
+          gemm_l1_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1)); }, iters);
+          gemm_l2_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2)); }, iters);
+        }
 
         std::vector<int32_t> counts(kExperts + 1);
         int32_t flag = 0;
@@ -280,12 +329,13 @@ int run(int argc, char** argv) {
                        "\"active_experts\":%d,\"slots\":%lld,\"weight_bytes\":%.0f,\"weight_gbps_gemm\":%.1f,"
                        "\"weight_gbps_layer\":%.1f,\"hbm_copy_gbps\":%.1f,\"frac_hbm_gemm\":%.4f,"
                        "\"frac_hbm_layer\":%.4f,\"tflops_gemm\":%.2f,\"tflops_layer\":%.2f,"
-                       "\"layer_unfused_ms\":%.5f,\"split_l1\":%d,\"split_l2\":%d}\n",
+                       "\"layer_unfused_ms\":%.5f,\"split_l1\":%d,\"split_l2\":%d,\"gemm_l1_ms\":%.5f,"
+                       "\"gemm_l2_ms\":%.5f}\n",
                        prop.name, date.c_str(), fname.c_str(), tokens,
                        config_name(config), layer_ms, graph_ms, gemm_ms,
                        active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
                        gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms,
-                       ws.split_l1, ws.split_l2);
+                       ws.split_l1, ws.split_l2, gemm_l1_ms, gemm_l2_ms);
         std::fflush(stdout);
         if (w4a8_rows && format == ExpertFormat::kMXFP4 && config == cuda::moe::TileConfig::kPrefillWgmmaPipe) {
           // W4A8 (opt-in kPrefillW4A8) on the same dispatch state: quantizers + L1 + L2.
@@ -370,6 +420,7 @@ int run(int argc, char** argv) {
         cudaFree(d_flag);
       }
     }
+    for (void* b : stream_copies) cudaFree(b);
   }
   if (json) std::fclose(json);
   return 0;

@@ -115,9 +115,15 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // of an output block; CTA z runs k-tiles [z * k_tiles / S, (z + 1) * k_tiles / S), stores
 // its FP32 sums to split_partials[z], and the last CTA of the block to arrive (counter
 // split_done[tile][blockIdx.y]) adds slices 0..S-1 in that order, then runs the epilogue.
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false>
+// kStream (TileConfig::kDecodeStream, DecodeTile only): weights + scales come from the decode
+// stream layout p.stream_weights ([groups][n / 128][k / 128][stage image], moe.h), so stage kt
+// of CTA (tile, y) is one contiguous chunk, copied linearly into the same shared-memory image
+// the fragment-layout gather builds: everything after the copy is kDecode's code (bitwise equal).
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
+  static_assert(!kStream || (Tile::BW == kDecodeStreamRows && Tile::BK == kDecodeStreamK && !kSplit),
+                "the stream layout's chunk is DecodeTile's stage");
   using Smem = GemmSmem<Tile, F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
@@ -157,6 +163,11 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
   const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
+  // kStream: this CTA's chunks [k / BK][kWeightBytes + kScaleBytes], contiguous.
+  constexpr int kChunkBytes = Smem::kWeightBytes + Smem::kScaleBytes;
+  const uint8_t* g_stream =
+      kStream ? p.stream_weights + ((static_cast<int64_t>(expert) * (p.n / BW) + blockIdx.y) * (K / BK)) * kChunkBytes
+              : nullptr;
 
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
@@ -181,17 +192,23 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     uint8_t* s_weights = smem + stage * Smem::kStageBytes;
     uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     uint8_t* s_act = s_scales + Smem::kScaleBytes;
+    if constexpr (kStream) {  // one linear chunk: weights then scales, as laid out in shared memory
+      const uint8_t* src = g_stream + static_cast<int64_t>(kt) * kChunkBytes;
 #pragma unroll
-    for (int c = tid; c < Smem::kWeightBytes / 16; c += kThreads) {
-      const int fb = c / 32, chunk_lane = c % 32;
-      const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
-      cp_async16(s_weights + c * 16, g_weights + static_cast<int64_t>(gfb) * kFragBytes + chunk_lane * 16, true);
-    }
+      for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
+    } else {
 #pragma unroll
-    for (int c = tid; c < Smem::kScaleBytes / 16; c += kThreads) {
-      const int fb = c / (SB / 16), part = c % (SB / 16);
-      const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
-      cp_async16(s_scales + c * 16, g_scales + static_cast<int64_t>(gfb) * SB + part * 16, true);
+      for (int c = tid; c < Smem::kWeightBytes / 16; c += kThreads) {
+        const int fb = c / 32, chunk_lane = c % 32;
+        const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
+        cp_async16(s_weights + c * 16, g_weights + static_cast<int64_t>(gfb) * kFragBytes + chunk_lane * 16, true);
+      }
+#pragma unroll
+      for (int c = tid; c < Smem::kScaleBytes / 16; c += kThreads) {
+        const int fb = c / (SB / 16), part = c % (SB / 16);
+        const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
+        cp_async16(s_scales + c * 16, g_scales + static_cast<int64_t>(gfb) * SB + part * 16, true);
+      }
     }
 #pragma unroll
     for (int i = 0; i < kActIters; ++i) {
@@ -453,17 +470,18 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   }
 }
 
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false>
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   using Smem = GemmSmem<Tile, F>;
   if (p.n % Tile::BW != 0 || p.k % Tile::BK != 0 || (kL1 && p.n % 16 != 0)) return cudaErrorInvalidValue;
+  if (kStream && p.stream_weights == nullptr) return cudaErrorInvalidValue;  // kDecodeStream: launch_moe_stream_repack
   if constexpr (kSplit) {
     if (p.split_k < 2 || p.split_k > p.k / Tile::BK || p.split_k > 65535 || p.split_partials == nullptr ||
         p.split_done == nullptr || p.split_slots <= 0)
       return cudaErrorInvalidValue;  // split_k in [2, k / BK], workspace from moe_workspace
   }
   if (p.max_tiles <= 0) return cudaSuccess;
-  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit>;
+  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit, kStream>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);

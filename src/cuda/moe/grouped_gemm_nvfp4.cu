@@ -16,6 +16,10 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kDecodeSplitK && p.split_k > 1)
     return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, true>(p)
               : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, true>(p);
+  // kDecodeStream: kDecode's tile reading the decode stream layout (p.stream_weights).
+  if (p.config == TileConfig::kDecodeStream)
+    return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, false, true>(p)
+              : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, false, true>(p);
   return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true>(p)
             : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false>(p);
 }

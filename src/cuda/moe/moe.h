@@ -91,9 +91,12 @@ enum class TileConfig : int {
                       // moe_decode_split_k): FP32 partials to a workspace, the last CTA of each output block
                       // sums them in slice order 0..S-1 (deterministic) and runs the usual epilogue. S == 1:
                       // exactly kDecode. Opt-in: slower than kDecodeKSplit / kDecode at 1-8 tokens on the H200
+  kDecodeStream = 10,  // opt-in: kDecode's tile, CTA and arithmetic (bitwise equal to kDecode) reading the
+                       // decode stream layout (GroupedGemmParams::stream_weights, MoeLayerWeights::w13_stream /
+                       // w2_stream from launch_moe_stream_repack): each CTA's weights + scales one linear region
 };
 int tile_config_rows(TileConfig config);
-// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK).
+// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream).
 bool is_decode_tile_config(TileConfig config);
 
 // K slices S for kDecodeSplitK on a GEMM [n, k] with max_tiles tiles: forced > 0 takes
@@ -141,12 +144,38 @@ struct GroupedGemmParams {
   float* split_partials = nullptr;        // [split_k][split_slots][n] FP32 partial sums
   int32_t* split_done = nullptr;          // [max_tiles * n / 128]: 0 at launch, left 0 by the kernel
   int split_slots = 0;                    // slot capacity (pairs) of split_partials
+  // kDecodeStream only: the same matrix in the decode stream layout (launch_moe_stream_repack);
+  // weights / scales are then not read. Required (else cudaErrorInvalidValue).
+  const uint8_t* stream_weights = nullptr;
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
 cudaError_t launch_moe_l1(const GroupedGemmParams& params);
 // L2: slot_out = (h W2^T) * factor * slot_weight.
 cudaError_t launch_moe_l2(const GroupedGemmParams& params);
+
+// ---- Decode stream layout (TileConfig::kDecodeStream; docs/kernels/moe.md, decode) -------
+// The packed weights + scales of a matrix [n, k] re-ordered so that what one decode CTA
+// (128 rows) reads per 128-K stage is one contiguous chunk, and its chunks follow each other:
+//   [groups][n / 128][k / 128][chunk], chunk = 16 fragment blocks [row block 0..7][k block 0..1]
+//   x 512 B, then their 16 x frag_scale_bytes scale bytes in the same order
+// (= the kernel's shared-memory stage image, so a stage is one linear 16-byte copy).
+// Size = the fragment layout's weight + scale bytes exactly (a second copy of the matrix:
+// the other configs keep reading the fragment layout). n % 128 == 0, k % 128 == 0.
+inline constexpr int kDecodeStreamRows = 128;  // weight rows per chunk (DecodeTile::BW)
+inline constexpr int kDecodeStreamK = 128;     // K per chunk (DecodeTile::BK)
+size_t moe_stream_layout_bytes(ExpertFormat format, int groups, int n, int k);
+struct StreamRepackParams {
+  ExpertFormat format = ExpertFormat::kNVFP4;
+  int groups = 0, n = 0, k = 0;           // groups = experts + 1 (shared expert included)
+  const uint8_t* weights = nullptr;       // [groups][n / 16][k / 64][512] fragment layout
+  const uint8_t* scales = nullptr;        // [groups][n / 16][k / 64][frag_scale_bytes]
+  uint8_t* out = nullptr;                 // moe_stream_layout_bytes(format, groups, n, k) bytes, not aliasing
+  cudaStream_t stream = nullptr;
+};
+// One-time re-pack at load (a pure permutation of 16-byte chunks, no arithmetic);
+// cudaErrorInvalidValue on a shape that is not a multiple of 128 or a null pointer.
+cudaError_t launch_moe_stream_repack(const StreamRepackParams& params);
 
 // ---- W4A8 activation quantizer (kPrefillW4A8) -------------------------------------------
 // x8 = E4M3_rn_satfinite(x * 448 / amax), scale = amax / 448 per 1 x 128 block (amax = max |x|;
@@ -180,6 +209,10 @@ struct MoeLayerWeights {                   // device pointers
   const uint8_t* w13_scales = nullptr;
   const uint8_t* w2 = nullptr;             // [experts + 1][H / 16][I / 64][512]
   const uint8_t* w2_scales = nullptr;
+  // kDecodeStream only (else unused, may be null): W13 / W2 + their scales in the decode
+  // stream layout (launch_moe_stream_repack), a second copy of the same weights.
+  const uint8_t* w13_stream = nullptr;     // moe_stream_layout_bytes(format, experts + 1, 2I, H)
+  const uint8_t* w2_stream = nullptr;      // moe_stream_layout_bytes(format, experts + 1, H, I)
   const float* gate_factor = nullptr;      // [experts + 1]
   const float* up_factor = nullptr;
   const float* down_factor = nullptr;

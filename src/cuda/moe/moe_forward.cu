@@ -45,7 +45,8 @@ struct Carver {
 }  // namespace
 
 bool is_decode_tile_config(TileConfig config) {
-  return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit || config == TileConfig::kDecodeSplitK;
+  return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit || config == TileConfig::kDecodeSplitK ||
+         config == TileConfig::kDecodeStream;
 }
 
 int tile_config_rows(TileConfig config) { return is_decode_tile_config(config) ? 8 : 128; }
@@ -252,6 +253,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.split_partials = ws.split_partials;
   l1.split_done = ws.split_done_l1;
   l1.split_slots = ws.split_slots;
+  l1.stream_weights = w.w13_stream;  // kDecodeStream only
   if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
 
   GroupedGemmParams l2 = gemm;
@@ -267,6 +269,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.split_partials = ws.split_partials;
   l2.split_done = ws.split_done_l2;
   l2.split_slots = ws.split_slots;
+  l2.stream_weights = w.w2_stream;  // kDecodeStream only
   if (fuse_combine) {
     l2.combine_out = p.out;
     l2.slot_of_pair = ws.slot_of_pair;

@@ -21,6 +21,15 @@
 //                 S = 3 (uneven slices) at 7, uniform and every token on one expert, all
 //                 rows vs the CPU, bit-identical reruns, fused combine == combine kernel,
 //                 S == 1 == kDecode bitwise.
+//   MoePack.StreamLayoutBytes  host only: moe_stream_layout_bytes == the fragment layout's
+//                 weight + scale bytes; bad shapes refused by launch_moe_stream_repack.
+//   MoeStream.*   TileConfig::kDecodeStream (decode stream layout, launch_moe_stream_repack):
+//                 RepackMatches*: the re-pack == a host permutation of the packed bytes
+//                 (small shapes, both formats); MoeSmall also runs kDecodeStream (all rows vs
+//                 the CPU, bitwise == kDecode); Flash*: V4-Flash shapes at 1, 2, 7, 64 tokens,
+//                 uniform and every token on expert 42: all rows vs the CPU, reruns
+//                 bit-identical, bitwise == kDecode (same kernel arithmetic), fused combine ==
+//                 combine kernel.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -152,6 +161,38 @@ TEST(MoePack, WgmmaActivationLayout) {
   }
 }
 
+TEST(MoePack, StreamLayoutBytes) {
+  for (ExpertFormat f : {ExpertFormat::kNVFP4, ExpertFormat::kMXFP4}) {
+    struct Shape {
+      int groups, n, k;
+    };
+    for (const Shape sh : {Shape{257, 4096, 4096}, Shape{257, 4096, 2048}, Shape{17, 256, 128}}) {
+      const int64_t want = sh.groups * (cuda::moe::packed_data_bytes(sh.n, sh.k) +
+                                        cuda::moe::packed_scale_bytes(f, sh.n, sh.k));
+      EXPECT_EQ(static_cast<int64_t>(cuda::moe::moe_stream_layout_bytes(f, sh.groups, sh.n, sh.k)), want);
+    }
+    // V4-Flash, both GEMMs: 257 x 9 MiB + 257 x 4.5 MiB (NVFP4), 257 x 8.5 + 257 x 4.25 MiB (MXFP4)
+    const double mib = (cuda::moe::moe_stream_layout_bytes(f, 257, 4096, 4096) +
+                        cuda::moe::moe_stream_layout_bytes(f, 257, 4096, 2048)) / 1048576.0;
+    EXPECT_DOUBLE_EQ(mib, f == ExpertFormat::kNVFP4 ? 257 * 13.5 : 257 * 12.75);
+  }
+  // Refused before any device work: shapes not multiples of 128, missing buffers.
+  uint8_t dummy[16];
+  cuda::moe::StreamRepackParams r;
+  r.groups = 1;
+  r.n = 192;  // not a multiple of 128
+  r.k = 128;
+  r.weights = r.scales = dummy;
+  r.out = dummy;
+  EXPECT_EQ(cuda::moe::launch_moe_stream_repack(r), cudaErrorInvalidValue);
+  r.n = 128;
+  r.k = 64;
+  EXPECT_EQ(cuda::moe::launch_moe_stream_repack(r), cudaErrorInvalidValue);
+  r.k = 128;
+  r.out = nullptr;
+  EXPECT_EQ(cuda::moe::launch_moe_stream_repack(r), cudaErrorInvalidValue);
+}
+
 TEST(MoePack, SpecialScalesAreCounted) {
   ExpertSet set = make_expert_set(ExpertFormat::kMXFP4, 128, 64, 1, 3);
   set.scales[2][1] = 200;  // matrix max 2^73
@@ -170,6 +211,7 @@ TEST(MoePack, SpecialScalesAreCounted) {
 const char* config_name(TileConfig config) {
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
+  if (config == TileConfig::kDecodeStream) return "decode_stream";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -194,6 +236,8 @@ struct Case {
   bool fuse_combine = true;                  // MoeForwardParams::fuse_combine
   bool split_router_rows = true;             // MoeForwardParams::split_router_rows
   int decode_split = 0;                      // MoeForwardParams::decode_split (kDecodeSplitK; 0 auto)
+  const uint8_t* w13_stream = nullptr;       // kDecodeStream: MoeLayerWeights::w13_stream / w2_stream
+  const uint8_t* w2_stream = nullptr;
 };
 
 struct CaseOutput {
@@ -260,6 +304,10 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
   SCOPED_TRACE(c.label);
   const int H = set.hidden, T = c.tokens;
   cuda::moe::MoeLayerWeights weights = dev.weights;
+  if (c.w13_stream != nullptr) {
+    weights.w13_stream = c.w13_stream;
+    weights.w2_stream = c.w2_stream;
+  }
   RouterWeights host_router = router;
   if (c.bias_override) {
     weights.router_bias = c.bias_override;
@@ -305,6 +353,116 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
   return gpu.out;
 }
 
+// kDecodeStream's second copy of a layer's W13 / W2 in the decode stream layout.
+struct StreamCopies {
+  uint8_t* w13 = nullptr;
+  uint8_t* w2 = nullptr;
+  StreamCopies(const cuda::moe::MoeLayerWeights& w) {
+    const int groups = w.experts + 1;
+    DSV4_CUDA_OK(cudaMalloc(&w13, cuda::moe::moe_stream_layout_bytes(w.format, groups, 2 * w.intermediate, w.hidden)));
+    DSV4_CUDA_OK(cudaMalloc(&w2, cuda::moe::moe_stream_layout_bytes(w.format, groups, w.hidden, w.intermediate)));
+    cuda::moe::StreamRepackParams r;
+    r.format = w.format;
+    r.groups = groups;
+    r.n = 2 * w.intermediate;
+    r.k = w.hidden;
+    r.weights = w.w13;
+    r.scales = w.w13_scales;
+    r.out = w13;
+    DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r));
+    r.n = w.hidden;
+    r.k = w.intermediate;
+    r.weights = w.w2;
+    r.scales = w.w2_scales;
+    r.out = w2;
+    DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r));
+    DSV4_CUDA_OK(cudaDeviceSynchronize());
+  }
+  ~StreamCopies() {
+    cudaFree(w13);
+    cudaFree(w2);
+  }
+  StreamCopies(const StreamCopies&) = delete;
+  StreamCopies& operator=(const StreamCopies&) = delete;
+  cuda::moe::MoeLayerWeights on(cuda::moe::MoeLayerWeights w) const {
+    w.w13_stream = w13;
+    w.w2_stream = w2;
+    return w;
+  }
+  void into(Case& c) const {
+    c.w13_stream = w13;
+    c.w2_stream = w2;
+  }
+};
+
+// Host oracle of the decode stream layout, written from its definition (moe.h): output
+// chunk (group, row chunk R, k chunk kt) = fragment blocks (R * 8 + b, kt * 2 + j) for
+// b = 0..7, j = 0..1 (b outer), 512 B each, then their scale bytes in the same order.
+std::vector<uint8_t> host_stream_layout(const std::vector<uint8_t>& data, const std::vector<uint8_t>& scales,
+                                        ExpertFormat format, int groups, int n, int k) {
+  const int sb = cuda::moe::frag_scale_bytes(format);
+  const int64_t kb_count = k / 64, group_blocks = static_cast<int64_t>(n / 16) * kb_count;
+  std::vector<uint8_t> out;
+  out.reserve(data.size() + scales.size());
+  for (int g = 0; g < groups; ++g)
+    for (int R = 0; R < n / 128; ++R)
+      for (int kt = 0; kt < k / 128; ++kt) {
+        for (int part = 0; part < 2; ++part)
+          for (int b = 0; b < 8; ++b)
+            for (int j = 0; j < 2; ++j) {
+              const int64_t block = g * group_blocks + (R * 8 + b) * kb_count + kt * 2 + j;
+              const uint8_t* src = part == 0 ? data.data() + block * 512 : scales.data() + block * sb;
+              out.insert(out.end(), src, src + (part == 0 ? 512 : sb));
+            }
+      }
+  return out;
+}
+
+void run_stream_repack(ExpertFormat format) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  std::mt19937_64 rng(91);
+  struct Shape {
+    int groups, n, k;
+  };
+  for (const Shape sh : {Shape{3, 256, 128}, Shape{2, 384, 512}, Shape{17, 128, 256}}) {
+    SCOPED_TRACE("groups " + std::to_string(sh.groups) + " n " + std::to_string(sh.n) + " k " + std::to_string(sh.k));
+    std::vector<uint8_t> data(static_cast<size_t>(sh.groups) * cuda::moe::packed_data_bytes(sh.n, sh.k));
+    std::vector<uint8_t> scales(static_cast<size_t>(sh.groups) * cuda::moe::packed_scale_bytes(format, sh.n, sh.k));
+    for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+    for (uint8_t& b : scales) b = static_cast<uint8_t>(rng());
+    const size_t bytes = cuda::moe::moe_stream_layout_bytes(format, sh.groups, sh.n, sh.k);
+    ASSERT_EQ(bytes, data.size() + scales.size());
+    uint8_t* d_data = device_copy(data);
+    uint8_t* d_scales = device_copy(scales);
+    uint8_t* d_out = nullptr;
+    DSV4_CUDA_OK(cudaMalloc(&d_out, bytes));
+    DSV4_CUDA_OK(cudaMemset(d_out, 0xa5, bytes));
+    cuda::moe::StreamRepackParams r;
+    r.format = format;
+    r.groups = sh.groups;
+    r.n = sh.n;
+    r.k = sh.k;
+    r.weights = d_data;
+    r.scales = d_scales;
+    r.out = d_out;
+    DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r));
+    std::vector<uint8_t> got(bytes);
+    DSV4_CUDA_OK(cudaMemcpy(got.data(), d_out, bytes, cudaMemcpyDeviceToHost));
+    const std::vector<uint8_t> want = host_stream_layout(data, scales, format, sh.groups, sh.n, sh.k);
+    ASSERT_EQ(want.size(), got.size());
+    size_t first_bad = got.size();
+    for (size_t i = 0; i < got.size() && first_bad == got.size(); ++i)
+      if (got[i] != want[i]) first_bad = i;
+    EXPECT_EQ(first_bad, got.size()) << "first differing byte " << first_bad;
+    cudaFree(d_data);
+    cudaFree(d_scales);
+    cudaFree(d_out);
+  }
+}
+
+TEST(MoeStream, RepackMatchesHostNvfp4) { run_stream_repack(ExpertFormat::kNVFP4); }
+TEST(MoeStream, RepackMatchesHostMxfp4) { run_stream_repack(ExpertFormat::kMXFP4); }
+
 void run_small(ExpertFormat format) {
   if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
   constexpr int kExperts = 16, kHidden = 256, kInter = 128, kTopK = 4;
@@ -331,6 +489,25 @@ void run_small(ExpertFormat format) {
     c.decode_split = 2;
     c.seed = 100 + tokens;
     check_case(set, dev, router, kTopK, c);
+  }
+  {  // kDecodeStream (decode stream layout): CPU-checked, and bitwise equal to kDecode
+    const StreamCopies copies(dev.weights);
+    const cuda::moe::MoeLayerWeights sw = copies.on(dev.weights);
+    for (int tokens : {1, 5, 37, 200}) {
+      Case c;
+      c.label = "small_stream";
+      c.tokens = tokens;
+      c.config = TileConfig::kDecodeStream;
+      c.seed = 100 + tokens;
+      copies.into(c);
+      const std::vector<float> got = check_case(set, dev, router, kTopK, c);
+      Case decode = c;
+      decode.config = TileConfig::kDecode;
+      const std::vector<float> ref = run_forward(sw, make_activations(tokens, kHidden, c.seed), decode, nullptr, nullptr).out;
+      ASSERT_EQ(got.size(), ref.size());
+      EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0)
+          << "kDecodeStream differs from kDecode, tokens " << tokens;
+    }
   }
   Case c;  // router from FP32 x
   c.label = "small";
@@ -610,6 +787,85 @@ void run_flash_splitk(ExpertFormat format) {
     }
   cudaFree(d_bias42);
 }
+
+// kDecodeStream on V4-Flash shapes: 1, 2, 7, 64 tokens, uniform and every token on expert 42;
+// all rows vs the CPU, reruns bit-identical (poisoned workspace / output), bitwise == kDecode,
+// fused combine == the combine kernel.
+void run_flash_stream(ExpertFormat format) {
+  if (!have_gpu()) GTEST_FAIL() << "no CUDA device";
+  constexpr int kExperts = 256, kHidden = 4096, kInter = 2048, kTopK = 6;
+  const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 21);
+  const RouterWeights router = make_router(kExperts, kHidden, 22);
+  const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
+  const StreamCopies copies(dev.weights);
+  std::vector<float> bias42 = router.bias;
+  bias42[42] += 100.0f;
+  float* d_bias42 = device_copy(bias42);
+  cuda::moe::MoeLayerWeights weights42 = copies.on(dev.weights);
+  weights42.router_bias = d_bias42;
+  const cuda::moe::MoeLayerWeights uniform = copies.on(dev.weights);
+  for (bool skew : {false, true})
+    for (int tokens : {1, 2, 7, 64}) {
+      SCOPED_TRACE("tokens " + std::to_string(tokens) + (skew ? " skew" : ""));
+      Case c;
+      c.label = skew ? "stream_one_expert" : "stream_uniform";
+      c.tokens = tokens;
+      c.config = TileConfig::kDecodeStream;
+      c.seed = 8000 + tokens;
+      copies.into(c);
+      if (skew) {
+        c.bias_override = d_bias42;
+        c.host_bias = &bias42;
+      }
+      const std::vector<float> first = check_case(set, dev, router, kTopK, c);
+      const cuda::moe::MoeLayerWeights& w = skew ? weights42 : uniform;
+      const std::vector<uint16_t> x = make_activations(tokens, kHidden, c.seed);
+      const std::vector<float> second = run_forward(w, x, c, nullptr, nullptr).out;
+      ASSERT_EQ(first.size(), second.size());
+      EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0) << "rerun differs";
+      Case decode = c;
+      decode.config = TileConfig::kDecode;
+      const std::vector<float> ref = run_forward(w, x, decode, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(first.data(), ref.data(), first.size() * sizeof(float)), 0) << "differs from kDecode";
+      Case unfused = c;
+      unfused.fuse_combine = false;
+      const std::vector<float> plain = run_forward(w, x, unfused, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(first.data(), plain.data(), first.size() * sizeof(float)), 0)
+          << "fused combine differs from the combine kernel";
+    }
+  {  // no stream copy: a clear refusal, not a read through a null pointer
+    Case c;
+    c.tokens = 1;
+    c.config = TileConfig::kDecodeStream;
+    const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, 1, c.config, nullptr);
+    void* d_ws = nullptr;
+    float* d_out = nullptr;
+    int32_t* d_flag = nullptr;
+    uint16_t* d_x = device_copy(make_activations(1, kHidden, 8100));
+    DSV4_CUDA_OK(cudaMalloc(&d_ws, size.bytes));
+    DSV4_CUDA_OK(cudaMalloc(&d_out, kHidden * sizeof(float)));
+    DSV4_CUDA_OK(cudaMalloc(&d_flag, sizeof(int32_t)));
+    DSV4_CUDA_OK(cudaMemset(d_flag, 0, sizeof(int32_t)));
+    cuda::moe::MoeForwardParams p;
+    p.weights = &dev.weights;  // w13_stream / w2_stream null
+    p.x = d_x;
+    p.tokens = 1;
+    p.config = c.config;
+    p.workspace = d_ws;
+    p.out = d_out;
+    p.error_flag = d_flag;
+    EXPECT_EQ(cuda::moe::moe_forward(p), cudaErrorInvalidValue);
+    DSV4_CUDA_OK(cudaDeviceSynchronize());
+    cudaFree(d_ws);
+    cudaFree(d_out);
+    cudaFree(d_flag);
+    cudaFree(d_x);
+  }
+  cudaFree(d_bias42);
+}
+
+TEST(MoeStream, FlashNvfp4) { run_flash_stream(ExpertFormat::kNVFP4); }
+TEST(MoeStream, FlashMxfp4) { run_flash_stream(ExpertFormat::kMXFP4); }
 
 TEST(MoeFlashSplitK, Nvfp4) { run_flash_splitk(ExpertFormat::kNVFP4); }
 TEST(MoeFlashSplitK, Mxfp4) { run_flash_splitk(ExpertFormat::kMXFP4); }
