@@ -82,7 +82,7 @@ enum class TileConfig : int {
   kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
   kPrefillWgmmaPipe = 3,  // kPrefillWgmma with dequant / wgmma overlap (2 groups per sub-block in flight)
   kPrefillW4A8 = 4,  // opt-in, MXFP4 only, launch_moe_l1 / l2 only (not moe_forward): W4A8 FP8 wgmma, 128 x 128
-  //   DISABLED: launches return cudaErrorNotSupported (a register race seen on the H200; grouped_gemm_w4a8.cu).
+  //   (its first version raced on the H200; fixed 2026-12-01, see grouped_gemm_w4a8.cu; re-run pending)
                      // tiles; act8 / act_scale from launch_act_quant_fp8 (docs/kernels/moe.md, W4A8)
   kPrefillW4A8Serial = 5,  // kPrefillW4A8 without the convert / wgmma overlap (opt-in, the simpler oracle)
   kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (needs
