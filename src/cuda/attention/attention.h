@@ -135,6 +135,13 @@ struct SparseAttentionParams {
   int kv_splits = 0;
   float* split_workspace = nullptr;
   int64_t split_workspace_floats = 0;
+  // FP8 KV cache (kv_fp8.h, opt-in): window_kv and entries point to rows of
+  // kKvFp8RowBytes (584) bytes in the FP8 layout instead of BF16 rows (pass the byte
+  // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
+  // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
+  // head_dim 512 only; read by the FP32 kernel only so far: kAuto takes it, the wgmma
+  // kernels are an error.
+  bool kv_fp8 = false;
 };
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
 // FP32 values of split_workspace for up to kv_splits splits (0 when kv_splits <= 1).

@@ -6,6 +6,7 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/kv_fp8.h"
 #include "cuda/common/cuda_check.h"
 
 namespace dsv4::cuda::attention {
@@ -107,6 +108,18 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.window_kv) % 16 == 0 && reinterpret_cast<uintptr_t>(p.entries) % 16 == 0,
              "sparse_attention: window_kv and entries must be 16-byte aligned");
   using Kernel = SparseAttentionParams::Kernel;
+  if (p.kv_fp8) {
+    DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
+               p.head_dim);
+    DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple,
+               "sparse_attention: kv_fp8 is read by the FP32 kernel only (kernel kAuto or kSimple), not kernel {}",
+               static_cast<int>(p.kernel));
+    if (p.batch.tokens <= 0) return;
+    DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
+               "sparse_attention: q, window_kv, out and the batch arrays are required");
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
+    return;
+  }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
   DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPipelined, "sparse_attention: unknown kernel {}",
              static_cast<int>(p.kernel));
@@ -170,6 +183,61 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
 
 int64_t sparse_attention_workspace_floats(int tokens, int heads, int kv_splits) {
   return detail::sparse_attention_split_workspace_floats(tokens, heads, kv_splits);
+}
+
+// ---- FP8 KV cache (kv_fp8.h) ---------------------------------------------------------
+
+namespace {
+void check_fp8_source_alignment(const char* what, const void* pointer) {
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(pointer) % 16 == 0, "{}: the 512-channel source rows must be 16-byte aligned",
+             what);
+}
+void check_fp8_rows_alignment(const char* what, const void* pointer) {
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(pointer) % 8 == 0, "{}: the 584-byte FP8 rows must be 8-byte aligned", what);
+}
+}  // namespace
+
+void kv_fp8_write_window(const float* kv, uint8_t* window_fp8, int ring_rows, const TokenBatch& batch,
+                         cudaStream_t stream) {
+  DSV4_CHECK(ring_rows > 0, "kv_fp8_write_window: ring_rows {} must be positive", ring_rows);
+  if (batch.tokens <= 0) return;
+  DSV4_CHECK(kv && window_fp8 && batch.positions && batch.slots, "kv_fp8_write_window: a required pointer is null");
+  check_fp8_source_alignment("kv_fp8_write_window", kv);
+  check_fp8_rows_alignment("kv_fp8_write_window", window_fp8);
+  DSV4_CUDA_CHECK(detail::launch_kv_fp8_write_window(kv, window_fp8, ring_rows, batch, stream));
+}
+
+void kv_fp8_write_entries(const void* source, bool source_bf16, uint8_t* entries_fp8, int max_entries, int rate,
+                          const TokenBatch& batch, cudaStream_t stream) {
+  DSV4_CHECK(max_entries > 0 && rate > 0, "kv_fp8_write_entries: max_entries {} and rate {} must be positive",
+             max_entries, rate);
+  if (batch.tokens <= 0) return;
+  DSV4_CHECK(source && entries_fp8 && batch.positions && batch.slots,
+             "kv_fp8_write_entries: a required pointer is null");
+  check_fp8_source_alignment("kv_fp8_write_entries", source);
+  check_fp8_rows_alignment("kv_fp8_write_entries", entries_fp8);
+  DSV4_CUDA_CHECK(
+      detail::launch_kv_fp8_write_entries(source, source_bf16, entries_fp8, max_entries, rate, batch, stream));
+}
+
+void kv_fp8_quantize_rows(const float* rows, int64_t count, uint8_t* out, cudaStream_t stream) {
+  DSV4_CHECK(count >= 0, "kv_fp8_quantize_rows: count {} must be >= 0", count);
+  if (count == 0) return;
+  DSV4_CHECK(rows && out, "kv_fp8_quantize_rows: a required pointer is null");
+  DSV4_CHECK(count / 4 < (int64_t{1} << 31), "kv_fp8_quantize_rows: count {} too large for one grid", count);
+  check_fp8_source_alignment("kv_fp8_quantize_rows", rows);
+  check_fp8_rows_alignment("kv_fp8_quantize_rows", out);
+  DSV4_CUDA_CHECK(detail::launch_kv_fp8_quantize_rows(rows, count, out, stream));
+}
+
+void kv_fp8_dequantize_rows(const uint8_t* rows, int64_t count, void* out, bool out_bf16, cudaStream_t stream) {
+  DSV4_CHECK(count >= 0, "kv_fp8_dequantize_rows: count {} must be >= 0", count);
+  if (count == 0) return;
+  DSV4_CHECK(rows && out, "kv_fp8_dequantize_rows: a required pointer is null");
+  DSV4_CHECK(count / 4 < (int64_t{1} << 31), "kv_fp8_dequantize_rows: count {} too large for one grid", count);
+  check_fp8_rows_alignment("kv_fp8_dequantize_rows", rows);
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(out) % 16 == 0, "kv_fp8_dequantize_rows: out must be 16-byte aligned");
+  DSV4_CUDA_CHECK(detail::launch_kv_fp8_dequantize_rows(rows, count, out, out_bf16, stream));
 }
 
 }  // namespace dsv4::cuda::attention

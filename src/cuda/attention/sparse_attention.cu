@@ -14,12 +14,15 @@
 //   k < n_window: window row (first + k) % ring_rows
 //   else j = k - n_window: entry j (kAllVisible, j < visible) or selected[t, j] (kSelected)
 //   with visible = min((p + 1) / rate, max_entries).
+// kv_fp8: window_kv / entries hold 584-byte FP8 rows (kv_fp8.h), decoded to BF16 (exact)
+// as the tile is loaded; the rest is the BF16 path.
 #include <cuda_bf16.h>
 
 #include <cmath>
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/kv_fp8.h"
 
 namespace dsv4::cuda::attention {
 
@@ -60,9 +63,24 @@ __device__ __forceinline__ int64_t key_row_offset(const SparseAttentionParams& p
   return (static_cast<int64_t>(keys.slot) * p.max_entries + w) * p.head_dim;
 }
 
+// kFp8 (SparseAttentionParams::kv_fp8, head_dim 512): key row `offset / 512` is a
+// 584-byte FP8 row (kv_fp8.h); its 16-byte chunk `chunk` of BF16 channels
+// [8 chunk, 8 chunk + 8) decoded (exact) into `target`.
+__device__ __forceinline__ void load_fp8_chunk(const uint16_t* rows, int64_t offset, int chunk, uint4* target) {
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(rows) + (offset / kKvFp8HeadDim) * kKvFp8RowBytes;
+  if (chunk < kKvFp8NopeDim / kChunk) {
+    const int k = static_cast<int>(row[kKvFp8ScaleOffset + chunk * kChunk / kKvFp8BlockChannels]) - 127;
+    *target = kv_fp8_decode8_bf16(reinterpret_cast<const uint2*>(row)[chunk], k);
+    return;
+  }
+  const uint2* tail = reinterpret_cast<const uint2*>(row + kKvFp8RopeOffset) + 2 * (chunk - kKvFp8NopeDim / kChunk);
+  const uint2 lo = tail[0], hi = tail[1];
+  *target = make_uint4(lo.x, lo.y, hi.x, hi.y);
+}
+
 // grid (tokens, ceil(heads / kHeadsPerCta)), block kThreads. kPerLane: head_dim <= 32 * kPerLane;
 // lane owns channels lane + 32 i. Dynamic smem s_keys [kKeyTile, head_dim] BF16.
-template <int kPerLane>
+template <int kPerLane, bool kFp8 = false>
 __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(const SparseAttentionParams p) {
   extern __shared__ __align__(16) __nv_bfloat16 s_keys[];
   __shared__ bool s_valid[kKeyTile];
@@ -105,6 +123,11 @@ __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(const Sparse
       const int64_t offset = key_row_offset(p, keys, token, tile + r, &is_entry);
       if (chunk == 0) s_valid[r] = offset >= 0;
       if (offset < 0) continue;
+      if constexpr (kFp8) {
+        load_fp8_chunk(is_entry ? p.entries : p.window_kv, offset, chunk,
+                       reinterpret_cast<uint4*>(s_keys) + r * chunks_per_row + chunk);
+        continue;
+      }
       const uint16_t* row = (is_entry ? p.entries : p.window_kv) + offset;
       reinterpret_cast<uint4*>(s_keys)[r * chunks_per_row + chunk] = reinterpret_cast<const uint4*>(row)[chunk];
     }
@@ -163,11 +186,11 @@ __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(const Sparse
   }
 }
 
-template <int kPerLane>
+template <int kPerLane, bool kFp8 = false>
 cudaError_t launch(const SparseAttentionParams& p, cudaStream_t stream) {
   const dim3 grid(p.batch.tokens, (p.heads + kHeadsPerCta - 1) / kHeadsPerCta);
   const size_t smem = static_cast<size_t>(kKeyTile) * p.head_dim * sizeof(uint16_t);  // <= 32 KiB
-  sparse_attention_kernel<kPerLane><<<grid, kThreads, smem, stream>>>(p);
+  sparse_attention_kernel<kPerLane, kFp8><<<grid, kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -176,6 +199,7 @@ cudaError_t launch(const SparseAttentionParams& p, cudaStream_t stream) {
 namespace detail {
 
 cudaError_t launch_sparse_attention(const SparseAttentionParams& p, cudaStream_t stream) {
+  if (p.kv_fp8) return launch<16, true>(p, stream);  // head_dim 512 (launchers.cpp checks)
   if (p.head_dim <= 64) return launch<2>(p, stream);
   if (p.head_dim <= 128) return launch<4>(p, stream);
   if (p.head_dim <= 256) return launch<8>(p, stream);
