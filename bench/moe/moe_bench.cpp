@@ -19,7 +19,8 @@
 //                  default 65..512); all three measured at <= 64 tokens, and decode_stream
 //                  (opt-in TileConfig::kDecodeStream: decode's kernel on the decode stream layout,
 //                  a second copy of the weights re-packed once per format by
-//                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted),
+//                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted)
+//                  and decode_stream_kmajor (the same with the k-major chunk order, another copy),
 //                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
@@ -29,7 +30,8 @@
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
-//                  [--config decode|decode_ksplit|decode_splitk|decode_stream|prefill_mma|prefill_wgmma] (forces one path)
+//                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|prefill_mma|
+//                   prefill_wgmma|prefill_wgmma_pipe] (forces one path)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -134,6 +136,24 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   return {};
 }
 
+// A measured path: the tile config, and for kDecodeStream the chunk order of its weight copy.
+struct BenchPath {
+  cuda::moe::TileConfig config;
+  bool k_major = false;
+};
+const char* path_name(const BenchPath& path) {
+  return path.k_major ? "decode_stream_kmajor" : config_name(path.config);
+}
+std::vector<BenchPath> paths_for(int tokens, const std::string& filter) {
+  std::vector<BenchPath> paths;
+  const bool kmajor_only = filter == "decode_stream_kmajor";
+  for (cuda::moe::TileConfig c : configs_for(tokens, kmajor_only ? std::string("decode_stream") : filter)) {
+    if (!kmajor_only) paths.push_back({c, false});
+    if (c == cuda::moe::TileConfig::kDecodeStream && (filter.empty() || kmajor_only)) paths.push_back({c, true});
+  }
+  return paths;
+}
+
 std::string today() {
   const std::time_t now = std::time(nullptr);
   char buf[32];
@@ -175,16 +195,18 @@ int run(int argc, char** argv) {
     const DeviceMoe dev(set, router, kTopK, 1.5f, 10.0f);
     // kDecodeStream's second copy of W13 / W2 (+ scales) in the decode stream layout, made on
     // first use (freed with this format's weights).
-    cuda::moe::MoeLayerWeights weights = dev.weights;
+    cuda::moe::MoeLayerWeights weights_default = dev.weights, weights_kmajor = dev.weights;
     std::vector<void*> stream_copies;
-    auto ensure_stream_layout = [&] {
-      if (weights.w13_stream != nullptr) return;
+    auto ensure_stream_layout = [&](bool k_major) {
+      cuda::moe::MoeLayerWeights& target = k_major ? weights_kmajor : weights_default;
+      if (target.w13_stream != nullptr) return;
       const int groups = kExperts + 1;
       uint8_t* w13s = nullptr;
       uint8_t* w2s = nullptr;
       DSV4_CUDA_OK(cudaMalloc(&w13s, cuda::moe::moe_stream_layout_bytes(format, groups, 2 * kInter, kHidden)));
       DSV4_CUDA_OK(cudaMalloc(&w2s, cuda::moe::moe_stream_layout_bytes(format, groups, kHidden, kInter)));
-      stream_copies = {w13s, w2s};
+      stream_copies.push_back(w13s);
+      stream_copies.push_back(w2s);
       cuda::moe::StreamRepackParams r1;
       r1.format = format;
       r1.groups = groups;
@@ -193,6 +215,7 @@ int run(int argc, char** argv) {
       r1.weights = dev.weights.w13;
       r1.scales = dev.weights.w13_scales;
       r1.out = w13s;
+      r1.k_major = k_major;
       DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r1));
       cuda::moe::StreamRepackParams r2 = r1;
       r2.n = kHidden;
@@ -202,12 +225,15 @@ int run(int argc, char** argv) {
       r2.out = w2s;
       DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r2));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
-      weights.w13_stream = w13s;
-      weights.w2_stream = w2s;
+      target.w13_stream = w13s;
+      target.w2_stream = w2s;
+      target.stream_k_major = k_major;
     };
     for (int tokens : token_counts) {
-      for (const cuda::moe::TileConfig config : configs_for(tokens, config_filter)) {
-        if (config == cuda::moe::TileConfig::kDecodeStream) ensure_stream_layout();
+      for (const BenchPath path : paths_for(tokens, config_filter)) {
+        const cuda::moe::TileConfig config = path.config;
+        if (config == cuda::moe::TileConfig::kDecodeStream) ensure_stream_layout(path.k_major);
+        const cuda::moe::MoeLayerWeights& weights = path.k_major ? weights_kmajor : weights_default;
         const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
         uint16_t* d_x = device_copy(x);
         const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr);
@@ -291,6 +317,7 @@ int run(int argc, char** argv) {
         l2.split_slots = ws.split_slots;
         l1.stream_weights = weights.w13_stream;  // kDecodeStream only
         l2.stream_weights = weights.w2_stream;
+        l1.stream_k_major = l2.stream_k_major = weights.stream_k_major;
         const double gemm_ms = timer.median_ms(
             [&] {
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
@@ -319,7 +346,7 @@ int run(int argc, char** argv) {
         const double gbps_layer = bytes / (best_ms * 1e-3) / 1e9, gbps_gemm = bytes / (gemm_ms * 1e-3) / 1e9;
         const double tflops_gemm = flops / (gemm_ms * 1e-3) / 1e12, tflops_layer = flops / (best_ms * 1e-3) / 1e12;
         std::printf("%-6s %6d %-13s %9.4f %9.4f %9.4f %7d %8.0f %6.1f%% %8.1f %8.1f %10.4f %2d/%-2d\n", fname.c_str(),
-                    tokens, config_name(config), layer_ms, graph_ms, gemm_ms, active, gbps_gemm,
+                    tokens, path_name(path), layer_ms, graph_ms, gemm_ms, active, gbps_gemm,
                     100.0 * gbps_gemm / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms, ws.split_l1,
                     ws.split_l2);
         if (json)
@@ -332,7 +359,7 @@ int run(int argc, char** argv) {
                        "\"layer_unfused_ms\":%.5f,\"split_l1\":%d,\"split_l2\":%d,\"gemm_l1_ms\":%.5f,"
                        "\"gemm_l2_ms\":%.5f}\n",
                        prop.name, date.c_str(), fname.c_str(), tokens,
-                       config_name(config), layer_ms, graph_ms, gemm_ms,
+                       path_name(path), layer_ms, graph_ms, gemm_ms,
                        active, static_cast<long long>(slots), bytes, gbps_gemm, gbps_layer, copy_gbps,
                        gbps_gemm / copy_gbps, gbps_layer / copy_gbps, tflops_gemm, tflops_layer, layer_unfused_ms,
                        ws.split_l1, ws.split_l2, gemm_l1_ms, gemm_l2_ms);

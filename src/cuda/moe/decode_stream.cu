@@ -12,7 +12,7 @@ constexpr int kKBlocks = kDecodeStreamK / kFragCols;       // fragment k blocks 
 constexpr int kBlocks = kRowBlocks * kKBlocks;             // fragment blocks per chunk (16)
 
 __global__ void stream_repack_kernel(const uint8_t* __restrict__ weights, const uint8_t* __restrict__ scales,
-                                     uint8_t* __restrict__ out, int n, int k, int sb, int64_t pieces) {
+                                     uint8_t* __restrict__ out, int n, int k, int sb, bool k_major, int64_t pieces) {
   const int64_t chunk_pieces = kBlocks * (kFragBytes + sb) / 16;
   const int row_chunks = n / kDecodeStreamRows, k_chunks = k / kDecodeStreamK, kb_count = k / kFragCols;
   const int64_t group_blocks = static_cast<int64_t>(n / kFragRows) * kb_count;
@@ -20,10 +20,12 @@ __global__ void stream_repack_kernel(const uint8_t* __restrict__ weights, const 
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t chunk = i / chunk_pieces;
     const int piece = static_cast<int>(i % chunk_pieces);
-    const int kt = static_cast<int>(chunk % k_chunks);
-    const int64_t rest = chunk / k_chunks;
-    const int rc = static_cast<int>(rest % row_chunks);
-    const int64_t group = rest / row_chunks;
+    // chunk = (group * row_chunks + rc) * k_chunks + kt, or (group * k_chunks + kt) * row_chunks + rc
+    const int inner = static_cast<int>(chunk % (k_major ? row_chunks : k_chunks));
+    const int64_t rest = chunk / (k_major ? row_chunks : k_chunks);
+    const int outer = static_cast<int>(rest % (k_major ? k_chunks : row_chunks));
+    const int64_t group = rest / (k_major ? k_chunks : row_chunks);
+    const int kt = k_major ? outer : inner, rc = k_major ? inner : outer;
     const int byte = piece * 16;
     const bool is_scale = byte >= kBlocks * kFragBytes;
     const int local = is_scale ? byte - kBlocks * kFragBytes : byte;
@@ -55,7 +57,8 @@ cudaError_t launch_moe_stream_repack(const StreamRepackParams& p) {
   constexpr int kThreads = 256;
   const int64_t want = (pieces + kThreads - 1) / kThreads;
   const unsigned blocks = static_cast<unsigned>(want < 65536 ? want : 65536);
-  stream_repack_kernel<<<blocks, kThreads, 0, p.stream>>>(p.weights, p.scales, p.out, p.n, p.k, sb, pieces);
+  stream_repack_kernel<<<blocks, kThreads, 0, p.stream>>>(p.weights, p.scales, p.out, p.n, p.k, sb, p.k_major,
+                                                                  pieces);
   return cudaGetLastError();
 }
 

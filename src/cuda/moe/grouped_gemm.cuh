@@ -116,8 +116,9 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // its FP32 sums to split_partials[z], and the last CTA of the block to arrive (counter
 // split_done[tile][blockIdx.y]) adds slices 0..S-1 in that order, then runs the epilogue.
 // kStream (TileConfig::kDecodeStream, DecodeTile only): weights + scales come from the decode
-// stream layout p.stream_weights ([groups][n / 128][k / 128][stage image], moe.h), so stage kt
-// of CTA (tile, y) is one contiguous chunk, copied linearly into the same shared-memory image
+// stream layout p.stream_weights ([groups][n / 128][k / 128][stage image], or [groups][k / 128]
+// [n / 128][..] with p.stream_k_major; moe.h), so stage kt of CTA (tile, y) is one contiguous
+// chunk, copied linearly into the same shared-memory image
 // the fragment-layout gather builds: everything after the copy is kDecode's code (bitwise equal).
 template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
@@ -163,11 +164,17 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
   const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
-  // kStream: this CTA's chunks [k / BK][kWeightBytes + kScaleBytes], contiguous.
+  // kStream: chunk kt of this CTA at g_stream + kt * stream_step (contiguous per CTA, or every
+  // n / BW chunks when k-major).
   constexpr int kChunkBytes = Smem::kWeightBytes + Smem::kScaleBytes;
-  const uint8_t* g_stream =
-      kStream ? p.stream_weights + ((static_cast<int64_t>(expert) * (p.n / BW) + blockIdx.y) * (K / BK)) * kChunkBytes
-              : nullptr;
+  const uint8_t* g_stream = nullptr;
+  int64_t stream_step = kChunkBytes;
+  if constexpr (kStream) {
+    const int64_t group_chunks = static_cast<int64_t>(p.n / BW) * (K / BK);
+    const int64_t first = p.stream_k_major ? blockIdx.y : static_cast<int64_t>(blockIdx.y) * (K / BK);
+    g_stream = p.stream_weights + (expert * group_chunks + first) * kChunkBytes;
+    if (p.stream_k_major) stream_step = static_cast<int64_t>(p.n / BW) * kChunkBytes;
+  }
 
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
@@ -193,7 +200,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     uint8_t* s_act = s_scales + Smem::kScaleBytes;
     if constexpr (kStream) {  // one linear chunk: weights then scales, as laid out in shared memory
-      const uint8_t* src = g_stream + static_cast<int64_t>(kt) * kChunkBytes;
+      const uint8_t* src = g_stream + kt * stream_step;
 #pragma unroll
       for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
     } else {

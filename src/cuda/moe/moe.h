@@ -147,6 +147,7 @@ struct GroupedGemmParams {
   // kDecodeStream only: the same matrix in the decode stream layout (launch_moe_stream_repack);
   // weights / scales are then not read. Required (else cudaErrorInvalidValue).
   const uint8_t* stream_weights = nullptr;
+  bool stream_k_major = false;            // stream_weights' chunk order (StreamRepackParams::k_major)
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
@@ -160,6 +161,9 @@ cudaError_t launch_moe_l2(const GroupedGemmParams& params);
 //   [groups][n / 128][k / 128][chunk], chunk = 16 fragment blocks [row block 0..7][k block 0..1]
 //   x 512 B, then their 16 x frag_scale_bytes scale bytes in the same order
 // (= the kernel's shared-memory stage image, so a stage is one linear 16-byte copy).
+// k_major: chunks ordered [groups][k / 128][n / 128] instead (the 32 CTAs of an expert that
+// run together then sweep one contiguous window of 32 chunks per k step, as a copy does).
+// The order is a property of the buffer: MoeLayerWeights::stream_k_major must say which.
 // Size = the fragment layout's weight + scale bytes exactly (a second copy of the matrix:
 // the other configs keep reading the fragment layout). n % 128 == 0, k % 128 == 0.
 inline constexpr int kDecodeStreamRows = 128;  // weight rows per chunk (DecodeTile::BW)
@@ -171,6 +175,7 @@ struct StreamRepackParams {
   const uint8_t* weights = nullptr;       // [groups][n / 16][k / 64][512] fragment layout
   const uint8_t* scales = nullptr;        // [groups][n / 16][k / 64][frag_scale_bytes]
   uint8_t* out = nullptr;                 // moe_stream_layout_bytes(format, groups, n, k) bytes, not aliasing
+  bool k_major = false;                   // chunk order [groups][k / 128][n / 128] (above)
   cudaStream_t stream = nullptr;
 };
 // One-time re-pack at load (a pure permutation of 16-byte chunks, no arithmetic);
@@ -213,6 +218,7 @@ struct MoeLayerWeights {                   // device pointers
   // stream layout (launch_moe_stream_repack), a second copy of the same weights.
   const uint8_t* w13_stream = nullptr;     // moe_stream_layout_bytes(format, experts + 1, 2I, H)
   const uint8_t* w2_stream = nullptr;      // moe_stream_layout_bytes(format, experts + 1, H, I)
+  bool stream_k_major = false;             // both copies re-packed with StreamRepackParams::k_major
   const float* gate_factor = nullptr;      // [experts + 1]
   const float* up_factor = nullptr;
   const float* down_factor = nullptr;

@@ -254,6 +254,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.split_done = ws.split_done_l1;
   l1.split_slots = ws.split_slots;
   l1.stream_weights = w.w13_stream;  // kDecodeStream only
+  l1.stream_k_major = w.stream_k_major;
   if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
 
   GroupedGemmParams l2 = gemm;
@@ -270,6 +271,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.split_done = ws.split_done_l2;
   l2.split_slots = ws.split_slots;
   l2.stream_weights = w.w2_stream;  // kDecodeStream only
+  l2.stream_k_major = w.stream_k_major;
   if (fuse_combine) {
     l2.combine_out = p.out;
     l2.slot_of_pair = ws.slot_of_pair;

@@ -25,11 +25,12 @@
 //                 weight + scale bytes; bad shapes refused by launch_moe_stream_repack.
 //   MoeStream.*   TileConfig::kDecodeStream (decode stream layout, launch_moe_stream_repack):
 //                 RepackMatches*: the re-pack == a host permutation of the packed bytes
-//                 (small shapes, both formats); MoeSmall also runs kDecodeStream (all rows vs
-//                 the CPU, bitwise == kDecode); Flash*: V4-Flash shapes at 1, 2, 7, 64 tokens,
-//                 uniform and every token on expert 42: all rows vs the CPU, reruns
-//                 bit-identical, bitwise == kDecode (same kernel arithmetic), fused combine ==
-//                 combine kernel.
+//                 (small shapes, both formats, both chunk orders); MoeSmall also runs
+//                 kDecodeStream (all rows vs the CPU, bitwise == kDecode, both orders);
+//                 Flash*: V4-Flash shapes at 1, 2, 7, 64 tokens, uniform and every token on
+//                 expert 42: all rows vs the CPU, reruns bit-identical, bitwise == kDecode
+//                 (same kernel arithmetic), fused combine == combine kernel; the k-major
+//                 order bitwise == kDecode at the same points; no stream copy -> refused.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -238,6 +239,7 @@ struct Case {
   int decode_split = 0;                      // MoeForwardParams::decode_split (kDecodeSplitK; 0 auto)
   const uint8_t* w13_stream = nullptr;       // kDecodeStream: MoeLayerWeights::w13_stream / w2_stream
   const uint8_t* w2_stream = nullptr;
+  bool stream_k_major = false;               // MoeLayerWeights::stream_k_major
 };
 
 struct CaseOutput {
@@ -307,6 +309,7 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
   if (c.w13_stream != nullptr) {
     weights.w13_stream = c.w13_stream;
     weights.w2_stream = c.w2_stream;
+    weights.stream_k_major = c.stream_k_major;
   }
   RouterWeights host_router = router;
   if (c.bias_override) {
@@ -357,7 +360,8 @@ std::vector<float> check_case(const ExpertSet& set, const DeviceMoe& dev, const 
 struct StreamCopies {
   uint8_t* w13 = nullptr;
   uint8_t* w2 = nullptr;
-  StreamCopies(const cuda::moe::MoeLayerWeights& w) {
+  bool k_major = false;
+  explicit StreamCopies(const cuda::moe::MoeLayerWeights& w, bool k_major_order = false) : k_major(k_major_order) {
     const int groups = w.experts + 1;
     DSV4_CUDA_OK(cudaMalloc(&w13, cuda::moe::moe_stream_layout_bytes(w.format, groups, 2 * w.intermediate, w.hidden)));
     DSV4_CUDA_OK(cudaMalloc(&w2, cuda::moe::moe_stream_layout_bytes(w.format, groups, w.hidden, w.intermediate)));
@@ -369,6 +373,7 @@ struct StreamCopies {
     r.weights = w.w13;
     r.scales = w.w13_scales;
     r.out = w13;
+    r.k_major = k_major;
     DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r));
     r.n = w.hidden;
     r.k = w.intermediate;
@@ -387,26 +392,31 @@ struct StreamCopies {
   cuda::moe::MoeLayerWeights on(cuda::moe::MoeLayerWeights w) const {
     w.w13_stream = w13;
     w.w2_stream = w2;
+    w.stream_k_major = k_major;
     return w;
   }
   void into(Case& c) const {
     c.w13_stream = w13;
     c.w2_stream = w2;
+    c.stream_k_major = k_major;
   }
 };
 
 // Host oracle of the decode stream layout, written from its definition (moe.h): output
 // chunk (group, row chunk R, k chunk kt) = fragment blocks (R * 8 + b, kt * 2 + j) for
-// b = 0..7, j = 0..1 (b outer), 512 B each, then their scale bytes in the same order.
+// b = 0..7, j = 0..1 (b outer), 512 B each, then their scale bytes in the same order;
+// chunks ordered (group, R, kt), or (group, kt, R) when k_major.
 std::vector<uint8_t> host_stream_layout(const std::vector<uint8_t>& data, const std::vector<uint8_t>& scales,
-                                        ExpertFormat format, int groups, int n, int k) {
+                                        ExpertFormat format, int groups, int n, int k, bool k_major) {
   const int sb = cuda::moe::frag_scale_bytes(format);
   const int64_t kb_count = k / 64, group_blocks = static_cast<int64_t>(n / 16) * kb_count;
   std::vector<uint8_t> out;
   out.reserve(data.size() + scales.size());
+  const int outer_count = k_major ? k / 128 : n / 128, inner_count = k_major ? n / 128 : k / 128;
   for (int g = 0; g < groups; ++g)
-    for (int R = 0; R < n / 128; ++R)
-      for (int kt = 0; kt < k / 128; ++kt) {
+    for (int o = 0; o < outer_count; ++o)
+      for (int i = 0; i < inner_count; ++i) {
+        const int R = k_major ? i : o, kt = k_major ? o : i;
         for (int part = 0; part < 2; ++part)
           for (int b = 0; b < 8; ++b)
             for (int j = 0; j < 2; ++j) {
@@ -424,8 +434,10 @@ void run_stream_repack(ExpertFormat format) {
   struct Shape {
     int groups, n, k;
   };
+  for (bool k_major : {false, true})
   for (const Shape sh : {Shape{3, 256, 128}, Shape{2, 384, 512}, Shape{17, 128, 256}}) {
-    SCOPED_TRACE("groups " + std::to_string(sh.groups) + " n " + std::to_string(sh.n) + " k " + std::to_string(sh.k));
+    SCOPED_TRACE("groups " + std::to_string(sh.groups) + " n " + std::to_string(sh.n) + " k " + std::to_string(sh.k) +
+                 (k_major ? " k_major" : ""));
     std::vector<uint8_t> data(static_cast<size_t>(sh.groups) * cuda::moe::packed_data_bytes(sh.n, sh.k));
     std::vector<uint8_t> scales(static_cast<size_t>(sh.groups) * cuda::moe::packed_scale_bytes(format, sh.n, sh.k));
     for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
@@ -445,10 +457,11 @@ void run_stream_repack(ExpertFormat format) {
     r.weights = d_data;
     r.scales = d_scales;
     r.out = d_out;
+    r.k_major = k_major;
     DSV4_CUDA_OK(cuda::moe::launch_moe_stream_repack(r));
     std::vector<uint8_t> got(bytes);
     DSV4_CUDA_OK(cudaMemcpy(got.data(), d_out, bytes, cudaMemcpyDeviceToHost));
-    const std::vector<uint8_t> want = host_stream_layout(data, scales, format, sh.groups, sh.n, sh.k);
+    const std::vector<uint8_t> want = host_stream_layout(data, scales, format, sh.groups, sh.n, sh.k, k_major);
     ASSERT_EQ(want.size(), got.size());
     size_t first_bad = got.size();
     for (size_t i = 0; i < got.size() && first_bad == got.size(); ++i)
@@ -490,12 +503,12 @@ void run_small(ExpertFormat format) {
     c.seed = 100 + tokens;
     check_case(set, dev, router, kTopK, c);
   }
-  {  // kDecodeStream (decode stream layout): CPU-checked, and bitwise equal to kDecode
-    const StreamCopies copies(dev.weights);
+  for (bool k_major : {false, true}) {  // kDecodeStream (stream layout): CPU-checked, bitwise == kDecode
+    const StreamCopies copies(dev.weights, k_major);
     const cuda::moe::MoeLayerWeights sw = copies.on(dev.weights);
     for (int tokens : {1, 5, 37, 200}) {
       Case c;
-      c.label = "small_stream";
+      c.label = k_major ? "small_stream_kmajor" : "small_stream";
       c.tokens = tokens;
       c.config = TileConfig::kDecodeStream;
       c.seed = 100 + tokens;
@@ -804,6 +817,10 @@ void run_flash_stream(ExpertFormat format) {
   cuda::moe::MoeLayerWeights weights42 = copies.on(dev.weights);
   weights42.router_bias = d_bias42;
   const cuda::moe::MoeLayerWeights uniform = copies.on(dev.weights);
+  const StreamCopies kmajor(dev.weights, true);  // the k-major chunk order: bitwise == kDecode
+  cuda::moe::MoeLayerWeights kmajor42 = kmajor.on(dev.weights);
+  kmajor42.router_bias = d_bias42;
+  const cuda::moe::MoeLayerWeights kmajor_uniform = kmajor.on(dev.weights);
   for (bool skew : {false, true})
     for (int tokens : {1, 2, 7, 64}) {
       SCOPED_TRACE("tokens " + std::to_string(tokens) + (skew ? " skew" : ""));
@@ -827,6 +844,8 @@ void run_flash_stream(ExpertFormat format) {
       decode.config = TileConfig::kDecode;
       const std::vector<float> ref = run_forward(w, x, decode, nullptr, nullptr).out;
       EXPECT_EQ(std::memcmp(first.data(), ref.data(), first.size() * sizeof(float)), 0) << "differs from kDecode";
+      const std::vector<float> km = run_forward(skew ? kmajor42 : kmajor_uniform, x, c, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(km.data(), ref.data(), km.size() * sizeof(float)), 0) << "k-major order differs from kDecode";
       Case unfused = c;
       unfused.fuse_combine = false;
       const std::vector<float> plain = run_forward(w, x, unfused, nullptr, nullptr).out;
