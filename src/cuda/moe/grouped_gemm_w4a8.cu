@@ -7,15 +7,16 @@
 // WARPGROUP.DEPBAR. Fixed by two explicit register sets (K loop unrolled by 2) and a read of
 // the waited set after the wait (wgmma_wait0_keep_a); the SASS now shows no write to a
 // QGMMA's A or accumulator registers before its DEPBAR (docs/kernels/moe.md, W4A8).
+// kPrefillW4A8Lut: kPrefillW4A8 with the PRMT table conversion (the same E4M3 bytes).
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/moe.h"
 
 namespace dsv4::cuda::moe::detail {
 
 namespace {
-template <bool kL1, bool kOverlap>
+template <bool kL1, bool kOverlap, bool kLut = false>
 cudaError_t launch_w4a8_impl(const GroupedGemmParams& p) {
-  auto kernel = moe_grouped_gemm_w4a8_kernel<kL1, kOverlap>;
+  auto kernel = moe_grouped_gemm_w4a8_kernel<kL1, kOverlap, kLut>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err =
@@ -37,6 +38,8 @@ cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1) {
   if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
   if (p.config == TileConfig::kPrefillW4A8)
     return l1 ? launch_w4a8_impl<true, true>(p) : launch_w4a8_impl<false, true>(p);
+  if (p.config == TileConfig::kPrefillW4A8Lut)
+    return l1 ? launch_w4a8_impl<true, true, true>(p) : launch_w4a8_impl<false, true, true>(p);
   if (p.config == TileConfig::kPrefillW4A8Serial)
     return l1 ? launch_w4a8_impl<true, false>(p) : launch_w4a8_impl<false, false>(p);
   return cudaErrorNotSupported;

@@ -103,6 +103,44 @@ __device__ __forceinline__ uint32_t w4a8_factor(uint32_t kc, uint32_t kc_max) {
   return bits | (bits << 16);
 }
 
+// kPrefillW4A8Lut: per (row, 32-block) an 8-byte table of the E4M3 codes of the E2M1
+// magnitudes 0..7 times 2^d (lo = magnitudes 0..3, hi = 4..7), indexed by PRMT with 3-bit
+// nibble selectors; the sign bits are OR-ed from the word. The table is the same function
+// as the per-nibble path (cvt(mul(code * 2^-14, 2^(14 + d)))), so the bytes are identical:
+//   -5 <= d <= 1: the products are exact normal E4M3, code = base + 8 d (bytes never
+//     borrow / carry: nonzero bases 0x30..0x4C, so 0x08..0x54), two IMADs;
+//   else (d < -5): w4a8_lut_cvt, the cvt of the 8 magnitudes (4 HMUL2 + 4 cvt).
+__device__ __forceinline__ void w4a8_lut_fast(int d, uint32_t& lo, uint32_t& hi) {
+  const uint32_t d8 = static_cast<uint32_t>(d * 8);
+  lo = 0x3C383000u + d8 * 0x01010100u;
+  hi = 0x4C484440u + d8 * 0x01010101u;
+}
+__device__ __forceinline__ void w4a8_lut_cvt(uint32_t f, uint32_t& lo, uint32_t& hi) {
+  // f16 bits of magnitude m * 2^-14 in pairs (m, m + 1): m << 9 per half.
+  lo = f16x2_to_e4m3x2(f16x2_mul(0x02000000u, f)) | (f16x2_to_e4m3x2(f16x2_mul(0x06000400u, f)) << 16);
+  hi = f16x2_to_e4m3x2(f16x2_mul(0x0A000800u, f)) | (f16x2_to_e4m3x2(f16x2_mul(0x0E000C00u, f)) << 16);
+}
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(d) : "r"(a), "r"(b), "r"(sel));
+  return d;
+}
+// The two FP8 A registers of packed word w (byte order of fp8_a_reg: row g (r = 0) bytes
+// = nibbles [3, 7, 1, 5], row g + 8 (r = 1) = [2, 6, 0, 4]; w bytes B0..B3 = nibble pairs
+// (0, 1) .. (6, 7)). x = bytes [B1, B0, B3, B2] with the signs cleared: the selector of
+// row g + 8 = low nibbles of x.b0, x.b2, x.b1, x.b3 (x | x >> 12 in nibbles 0..3), of row
+// g = the high nibbles (x >> 4 | x >> 16); the signs of both = the high / low nibble sign
+// bits of bytes [B1, B3, B0, B2].
+__device__ __forceinline__ void fp8_a_regs_lut(uint32_t w, uint32_t lo_g, uint32_t hi_g, uint32_t lo_g8, uint32_t hi_g8,
+                                               uint32_t& a_g, uint32_t& a_g8) {
+  const uint32_t x = prmt(w, 0u, 0x2301u) & 0x77777777u;
+  const uint32_t sel_g8 = (x & 0x0F0Fu) | ((x >> 12) & ~0x0F0Fu);  // PRMT reads bits 0..15 only
+  const uint32_t sel_g = ((x >> 4) & 0x0F0Fu) | ((x >> 16) & ~0x0F0Fu);
+  const uint32_t sg = prmt(w, 0u, 0x2031u);
+  a_g = prmt(lo_g, hi_g, sel_g) | (sg & 0x80808080u);
+  a_g8 = prmt(lo_g8, hi_g8, sel_g8) | ((sg << 4) & 0x80808080u);
+}
+
 // D[64 x 128] (+)= A[64 x 32] E4M3 (registers) * B[32 x 128] E4M3 (smem descriptor, K-major).
 __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b,
                                                       int scale_d) {
@@ -140,7 +178,7 @@ __device__ __forceinline__ void wgmma_wait0_keep_a(const uint32_t (&a)[4][4], bo
       : "memory");
 }
 
-template <bool kL1, bool kOverlap>
+template <bool kL1, bool kOverlap, bool kLut = false>
 __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_kernel(const GroupedGemmParams p) {
   using Tile = W4a8Tile;
   using Smem = W4a8Smem;
@@ -246,13 +284,38 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
       kmax[hr] = max(max(kc[hr][0], kc[hr][1]), max(kc[hr][2], kc[hr][3]));
       wfac[hr] = kmax[hr] > 127u ? __uint_as_float((kmax[hr] - 127u) << 23) : 0.0f;
     }
+    if constexpr (kLut) {
+      uint32_t lut[2][4][2];  // [row half][32-block][lo, hi]
+      int dmin = 1;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t f_lo = w4a8_factor(kc[0][j], kmax[0]), f_hi = w4a8_factor(kc[1][j], kmax[1]);
-      a[j][0] = fp8_a_reg(words[2 * j], 0, f_lo);
-      a[j][1] = fp8_a_reg(words[2 * j], 1, f_hi);
-      a[j][2] = fp8_a_reg(words[2 * j + 1], 0, f_lo);
-      a[j][3] = fp8_a_reg(words[2 * j + 1], 1, f_hi);
+      for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int d = static_cast<int>(kc[hr][j]) - static_cast<int>(kmax[hr]) + 1;
+          dmin = min(dmin, d);
+          w4a8_lut_fast(d, lut[hr][j][0], lut[hr][j][1]);
+        }
+      if (dmin < -5) {  // a 32-block more than 5 octaves below its 128-block's maximum (rare)
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) w4a8_lut_cvt(w4a8_factor(kc[hr][j], kmax[hr]), lut[hr][j][0], lut[hr][j][1]);
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int sw = 0; sw < 2; ++sw)
+          fp8_a_regs_lut(words[2 * j + sw], lut[0][j][0], lut[0][j][1], lut[1][j][0], lut[1][j][1], a[j][2 * sw],
+                         a[j][2 * sw + 1]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t f_lo = w4a8_factor(kc[0][j], kmax[0]), f_hi = w4a8_factor(kc[1][j], kmax[1]);
+        a[j][0] = fp8_a_reg(words[2 * j], 0, f_lo);
+        a[j][1] = fp8_a_reg(words[2 * j], 1, f_hi);
+        a[j][2] = fp8_a_reg(words[2 * j + 1], 0, f_lo);
+        a[j][3] = fp8_a_reg(words[2 * j + 1], 1, f_hi);
+      }
     }
   };
   // Promotion: acc[4 j + v] = row g + 8 (v >> 1), slot 8 j + 2 t + (v & 1).

@@ -85,6 +85,8 @@ enum class TileConfig : int {
   //   (its first version raced on the H200; fixed 2026-12-01, see grouped_gemm_w4a8.cu; re-run pending)
                      // tiles; act8 / act_scale from launch_act_quant_fp8 (docs/kernels/moe.md, W4A8)
   kPrefillW4A8Serial = 5,  // kPrefillW4A8 without the convert / wgmma overlap (opt-in, the simpler oracle)
+  kPrefillW4A8Lut = 6,  // opt-in: kPrefillW4A8 converting weights through a PRMT table of E4M3 codes per
+                        // (row, 32-block) (the same bytes; fewer instructions; grouped_gemm_w4a8.cuh)
   kDecodeKSplit = 8,  // kDecode's 128 x 8 tiles, 16 warps: in-CTA split-K over 4 warp groups (needs
                       // k % 256 == 0, else kDecode's tile; the default at <= 8 tokens)
   kDecodeSplitK = 9,  // kDecode's 128 x 8 tiles and CTA, K split ACROSS CTAs (grid z = S slices, S from
@@ -148,6 +150,11 @@ struct GroupedGemmParams {
   // weights / scales are then not read. Required (else cudaErrorInvalidValue).
   const uint8_t* stream_weights = nullptr;
   bool stream_k_major = false;            // stream_weights' chunk order (StreamRepackParams::k_major)
+  // kDecodeStream L2 only: launch with programmatic stream serialization (PDL). Its CTAs may
+  // start while L1 runs (L1's kDecodeStream kernel triggers at its start), prefetch their
+  // first 5 weight stages, then wait (griddepcontrol.wait) for L1's h before reading it.
+  // The previous kernel on the stream must be L1 (launch_moe_l1 with kDecodeStream).
+  bool programmatic_wait = false;
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
@@ -280,6 +287,8 @@ struct MoeForwardParams {
   bool split_router_rows = true;           // RouterParams::split_rows
   int decode_split = 0;                    // kDecodeSplitK: forced S (0: moe_decode_split_k's choice);
                                            // moe_workspace must be given the same value
+  bool overlap_l2 = false;                 // kDecodeStream only (opt-in): L2 launched with PDL
+                                           // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;
 };
 // Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,

@@ -22,7 +22,8 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
       (l1 || !is_decode_tile_config(p.config) || p.n % 128 != 0 ||
        p.slot_of_pair == nullptr || p.combine_done == nullptr))
     return cudaErrorInvalidValue;  // fused combine: L2 on the decode tiles only
-  if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial)
+  if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial ||
+      p.config == TileConfig::kPrefillW4A8Lut)
     return detail::launch_w4a8(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
@@ -272,6 +273,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.split_slots = ws.split_slots;
   l2.stream_weights = w.w2_stream;  // kDecodeStream only
   l2.stream_k_major = w.stream_k_major;
+  l2.programmatic_wait = p.overlap_l2 && p.config == TileConfig::kDecodeStream;
   if (fuse_combine) {
     l2.combine_out = p.out;
     l2.slot_of_pair = ws.slot_of_pair;

@@ -4,7 +4,9 @@
 //     (E4M3 bytes in the fragment K order and the FP32 scales), ragged rows, a zero block
 //     and a block with values far outside E4M3's range.
 //   MoeW4a8.GemmL1L2MatchEmulation: kPrefillW4A8 (convert / wgmma overlap, K loop unrolled
-//     by 2) and kPrefillW4A8Serial, L1 (SwiGLU) and L2 (x factor x routing weight) on 6
+//     by 2), kPrefillW4A8Lut (the same with the PRMT table conversion: its output must equal
+//     kPrefillW4A8's bit for bit; the test scales span 11 octaves, so both the table-add
+//     path (d >= -5) and the cvt-table path (d < -5) run) and kPrefillW4A8Serial, L1 (SwiGLU) and L2 (x factor x routing weight) on 6
 //     experts with 1..500 slots (full and partial tiles, gathered x rows), K = 1024 / 512
 //     (8 / 4 stages) plus two small layers with an odd stage count (L2 K = 384: 3 stages,
 //     fewer than the prologue; L1 K = 128: 1 stage), against
@@ -320,6 +322,16 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
         run_gpu(TileConfig::kPrefillW4A8Serial, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
     const std::vector<uint16_t> got_overlap =
         run_gpu(TileConfig::kPrefillW4A8, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
+    const std::vector<uint16_t> got_lut =
+        run_gpu(TileConfig::kPrefillW4A8Lut, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob);
+    {  // the table conversion gives the same E4M3 bytes, hence the same output bits
+      int64_t differ = 0;
+      size_t first = 0;
+      for (size_t i = 0; i < got_lut.size(); ++i)
+        if (got_lut[i] != got_overlap[i] && differ++ == 0) first = i;
+      EXPECT_EQ(differ, 0) << "kPrefillW4A8Lut != kPrefillW4A8 at element " << first << ": " << got_lut[first]
+                           << " vs " << got_overlap[first];
+    }
     const std::vector<uint16_t> w16 = run_gpu(TileConfig::kPrefillWgmma, layer.l1, n, k, d_w, d_s, d_f, d_act, nullptr, nullptr, prob);
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
                       static_cast<void*>(d_act8), static_cast<void*>(d_as)})
@@ -352,9 +364,10 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
       max_row_all = std::max(max_row_all, emu_row_max[slot]);
     }
     EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
-    for (const bool overlap : {false, true}) {
-      SCOPED_TRACE(overlap ? "kPrefillW4A8" : "kPrefillW4A8Serial");
-      const std::vector<uint16_t>& got = overlap ? got_overlap : got_serial;
+    for (const int variant : {0, 1, 2}) {
+      const char* vname = variant == 0 ? "serial" : variant == 1 ? "overlap" : "lut";
+      SCOPED_TRACE(vname);
+      const std::vector<uint16_t>& got = variant == 0 ? got_serial : variant == 1 ? got_overlap : got_lut;
       int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
       double err2 = 0, ref2 = 0;
       std::string first_emu, first_w16;
@@ -382,7 +395,7 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
       EXPECT_LE(rel_rms, 0.06);
       std::printf("[moe_w4a8] %s %s n=%d k=%d slots=%d vs emulation: bad=%lld identical=%lld/%lld; vs w4a16: "
                   "bad=%lld rel_rms=%.4f max_row=%.3g %s %s\n",
-                  overlap ? "overlap" : "serial", layer.l1 ? "l1" : "l2", n, k, prob.slots,
+                  vname, layer.l1 ? "l1" : "l2", n, k, prob.slots,
                   static_cast<long long>(bad_emu), static_cast<long long>(identical),
                   static_cast<long long>(int64_t(prob.slots) * cols), static_cast<long long>(bad_w16), rel_rms,
                   max_row_all, first_emu.c_str(), first_w16.c_str());
@@ -390,7 +403,7 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
   }
 }
 
-// Launcher contract, host side (the launcher returns before touching any pointer): a
+// Launcher contract (all three W4A8 configs), host side (the launcher returns before touching any pointer): a
 // non-W4A8 config reaching launch_w4a8 is impossible through launch_moe_l1 (it dispatches
 // on the config), so this checks the argument errors: NVFP4, k % 128, missing act8.
 TEST(MoeW4a8, LauncherRejectsBadArguments) {
@@ -403,7 +416,8 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   static float dummyf[4];
   p.act8 = dummy8;
   p.act_scale = dummyf;
-  for (const TileConfig config : {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial}) {
+  for (const TileConfig config :
+       {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut}) {
     p.config = config;
     cuda::moe::GroupedGemmParams q = p;
     q.format = ExpertFormat::kNVFP4;
