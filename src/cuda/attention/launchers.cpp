@@ -111,14 +111,17 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   if (p.kv_fp8) {
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
-    DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple,
-               "sparse_attention: kv_fp8 is read by the FP32 kernel only (kernel kAuto or kSimple), not kernel {}",
+    DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined,
+               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple) and kWgmmaPipelined only, "
+               "not kernel {}",
                static_cast<int>(p.kernel));
-    if (p.batch.tokens <= 0) return;
-    DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
-               "sparse_attention: q, window_kv, out and the batch arrays are required");
-    DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
-    return;
+    if (p.kernel != Kernel::kWgmmaPipelined) {  // kAuto: the FP32 kernel until the pipelined FP8 reader is measured
+      if (p.batch.tokens <= 0) return;
+      DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
+                 "sparse_attention: q, window_kv, out and the batch arrays are required");
+      DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
+      return;
+    }
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
   DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPipelined, "sparse_attention: unknown kernel {}",

@@ -36,6 +36,7 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/kv_fp8.h"
 
 namespace dsv4::cuda::attention {
 
@@ -214,7 +215,50 @@ __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& 
   return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
 }
 
-// grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes.
+// kv_fp8: key k's row from key_row (computed with BF16 row strides, never dereferenced)
+// as the 584-byte FP8 row (kv_fp8.h) of the same index; nullptr when skipped.
+__device__ __forceinline__ const uint8_t* key_row_fp8(const SparseAttentionParams& p, const KeyList& keys, int k,
+                                                      const uint16_t* row) {
+  if (row == nullptr) return nullptr;
+  const bool is_entry = k >= keys.n_window;
+  const uint16_t* base = is_entry ? p.entries : p.window_kv;
+  const int64_t index = (row - base) / kDim;
+  return reinterpret_cast<const uint8_t*>(base) + index * kKvFp8RowBytes;
+}
+
+// kv_fp8 producer: this thread's 8 chunks (chunk0 + 8 c) of tile row `row` from the FP8
+// row (nullptr: zeros), decoded to BF16 (exact) and stored with st.shared into the
+// swizzled tile. Chunk chunk0 + 8 c (c < 7) is in scale block c; c = 7 is the BF16 tail.
+__device__ __forceinline__ void st_shared_v4(uint32_t address, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+__device__ __forceinline__ void produce_fp8_row(uint32_t dst, int row, int chunk0, const uint8_t* source) {
+  static_assert(kKvFp8NopeDim == 7 * 64 && kKvFp8ScaleOffset % 8 == 0, "one scale block per chunk step");
+  if (source == nullptr) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) st_shared_v4(dst + tile_offset(row, chunk0 + 8 * c), make_uint4(0u, 0u, 0u, 0u));
+    return;
+  }
+  // All loads first (20 registers), then decode and store chunk by chunk.
+  uint2 raw[7];
+#pragma unroll
+  for (int c = 0; c < 7; ++c) raw[c] = reinterpret_cast<const uint2*>(source)[chunk0 + 8 * c];
+  const uint2 scales = *reinterpret_cast<const uint2*>(source + kKvFp8ScaleOffset);  // 7 scales + pad
+  const uint2* tail = reinterpret_cast<const uint2*>(source + kKvFp8RopeOffset) + 2 * chunk0;
+  const uint2 lo = tail[0], hi = tail[1];
+#pragma unroll
+  for (int c = 0; c < 7; ++c) {
+    const uint32_t scale_byte = ((c < 4 ? scales.x : scales.y) >> (8 * (c & 3))) & 0xff;
+    st_shared_v4(dst + tile_offset(row, chunk0 + 8 * c),
+                 kv_fp8_decode8_bf16(raw[c], static_cast<int>(scale_byte) - 127));
+  }
+  st_shared_v4(dst + tile_offset(row, chunk0 + 56), make_uint4(lo.x, lo.y, hi.x, hi.y));
+}
+
+// grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes. kFp8:
+// SparseAttentionParams::kv_fp8 (the producer decodes FP8 rows instead of cp.async).
+template <bool kFp8>
 __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel(const SparseAttentionParams p,
                                                                                  int splits, float* part_o,
                                                                                  float* part_ml) {
@@ -257,6 +301,20 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
       if (tile + 1 < tile_end) fetch_picks(p, keys, token, tile + 1, pt, picks);  // in flight across the wait
       mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
       const uint32_t dst = s_tiles + stage * kTileBytes;
+      if constexpr (kFp8) {
+        // One row at a time (the producer has 56 registers); rows[] picked by selects so
+        // it stays in registers.
+        static_assert(kProducerRows == 3, "row selection below");
+#pragma unroll 1
+        for (int i = 0; i < kProducerRows; ++i) {
+          const uint16_t* row = i == 0 ? rows[0] : i == 1 ? rows[1] : rows[2];
+          if (chunk0 == 0) s_valid[stage][row0 + i] = row != nullptr;
+          produce_fp8_row(dst, row0 + i, chunk0, key_row_fp8(p, keys, tile * kTileKeys + row0 + i, row));
+        }
+        fence_proxy_async();  // this thread's st.shared of the tile -> the consumers' wgmma reads
+        mbar_arrive(bar_full + 8 * stage);  // both of this thread's arrivals: no cp.async here
+        mbar_arrive(bar_full + 8 * stage);
+      } else {
 #pragma unroll
       for (int i = 0; i < kProducerRows; ++i) {
         if (chunk0 == 0) s_valid[stage][row0 + i] = rows[i] != nullptr;
@@ -269,6 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
       }
       cp_async_mbar_arrive(bar_full + 8 * stage);
       mbar_arrive(bar_full + 8 * stage);  // releases the s_valid stores
+      }  // kFp8
     }
     cp_async_wait_all();
     return;
@@ -474,15 +533,17 @@ __global__ void __launch_bounds__(128) sparse_attention_pipelined_merge_kernel(c
 namespace detail {
 
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
-  static bool attribute_set[64] = {};  // once per device (no attribute call inside a later stream capture)
+  static bool attribute_set[2][64] = {};  // once per device and instance (no attribute call inside a later stream capture)
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
-  if (device >= 64 || !attribute_set[device]) {
-    error = cudaFuncSetAttribute(sparse_attention_pipelined_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 kSmemBytes);
+  const int instance = p.kv_fp8 ? 1 : 0;
+  if (device >= 64 || !attribute_set[instance][device]) {
+    error = cudaFuncSetAttribute(p.kv_fp8 ? sparse_attention_pipelined_kernel<true>
+                                          : sparse_attention_pipelined_kernel<false>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (error != cudaSuccess) return error;
-    if (device < 64) attribute_set[device] = true;
+    if (device < 64) attribute_set[instance][device] = true;
   }
   splits = max(1, splits);
   float* part_o = nullptr;
@@ -492,7 +553,10 @@ cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, in
     part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
   }
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
-  sparse_attention_pipelined_kernel<<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  if (p.kv_fp8)
+    sparse_attention_pipelined_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  else
+    sparse_attention_pipelined_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
   if (splits > 1)
     sparse_attention_pipelined_merge_kernel<<<dim3(p.batch.tokens, p.heads), 128, 0, stream>>>(p, splits, part_o,
                                                                                                part_ml);

@@ -10,7 +10,9 @@
 //     written by the CPU encoder vs an FP64 loop over the CPU-decoded rows (1e-4), and
 //     bitwise equal to the BF16 path fed the decoded rows (same BF16 tile); unused rows
 //     are 0xff (NaN BF16 tail); none / all-visible / selected with junk picks.
-//   Fp8RefusedByWgmma: kv_fp8 with a forced wgmma kernel or head_dim != 512 is an error.
+//     Where heads % 64 == 0 also kWgmmaPipelined (split-KV off and 3): within 2e-2 of the
+//     FP64 loop and bitwise equal to its run on the BF16 decoded rows.
+//   Fp8RefusedByWgmma: kv_fp8 with kWgmma / kWgmmaShareP or head_dim != 512 is an error.
 #include "cuda/attention/kv_fp8.h"
 
 #include <gtest/gtest.h>
@@ -231,7 +233,7 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
   auto random_row = [&](uint8_t* bytes, uint16_t* bf16) {
     std::vector<float> x(kDim), key(kDim);
     for (int b = 0; b < 8; ++b) {
-      const float magnitude = std::exp2(random.uniform(-4.0f, 3.0f));
+      const float magnitude = std::exp2(random.uniform(-3.0f, 1.0f));
       const bool zero_block = random.uniform(0.0f, 1.0f) < 0.05f;
       for (int d = b * 64; d < b * 64 + 64; ++d) x[d] = zero_block ? 0.0f : magnitude * random.uniform(-1.0f, 1.0f);
     }
@@ -297,9 +299,15 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
   p.scale = 1.0f / std::sqrt(static_cast<float>(kDim));
   p.batch = batch;
   p.out = d_out.get();
-  auto run = [&](bool fp8, Kernel kernel) {
+  const int max_splits = 3;
+  DeviceArray<float> d_workspace(
+      static_cast<size_t>(cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, max_splits)));
+  auto run = [&](bool fp8, Kernel kernel, int kv_splits = 0) {
     p.kv_fp8 = fp8;
     p.kernel = kernel;
+    p.kv_splits = kv_splits;
+    p.split_workspace = kv_splits > 1 ? d_workspace.get() : nullptr;
+    p.split_workspace_floats = kv_splits > 1 ? static_cast<int64_t>(d_workspace.size()) : 0;
     p.window_kv = fp8 ? reinterpret_cast<const uint16_t*>(d_window.get()) : d_window_bf16.get();
     p.entries = fp8 ? reinterpret_cast<const uint16_t*>(d_entries.get()) : d_entries_bf16.get();
     d_out.fill(kNaN);
@@ -343,14 +351,29 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
       << "FP8 rows decoded into the tile differ from the BF16 path on the decoded rows";
   EXPECT_EQ(std::memcmp(out_fp8.data(), out_auto.data(), out_fp8.size() * sizeof(float)), 0)
       << "kAuto with kv_fp8 must be the FP32 kernel";
+  if (c.heads % 64 != 0) return;
+  // kWgmmaPipelined: the producer decodes FP8 rows into the BF16 tile, so the output is
+  // bitwise the BF16-row run's (same kernel, same tile bytes); split-KV off and 3 splits.
+  for (int splits : {1, max_splits}) {
+    SCOPED_TRACE("kWgmmaPipelined, kv_splits " + std::to_string(splits));
+    const std::vector<float> pipe_fp8 = run(true, Kernel::kWgmmaPipelined, splits);
+    const std::vector<float> pipe_bf16 = run(false, Kernel::kWgmmaPipelined, splits);
+    expect_close("pipelined FP8 attention output", pipe_fp8.data(), want.data(), want.size(), 2e-2, 2e-2, where);
+    size_t differing = 0, first = 0;
+    for (size_t i = 0; i < pipe_fp8.size(); ++i)
+      if (std::memcmp(&pipe_fp8[i], &pipe_bf16[i], sizeof(float)) != 0 && differing++ == 0) first = i;
+    EXPECT_EQ(differing, 0u) << "pipelined FP8 vs BF16 rows differ first at " << where(first) << ": "
+                             << pipe_fp8[first] << " vs " << pipe_bf16[first];
+  }
 }
 
 TEST(KvFp8, SparseAttentionReadsFp8) {
-  {
+  for (int heads : {13, 64}) {
     Fp8Case c;
+    c.heads = heads;
     c.positions = {0, 1, 6, 7, 8, 30, 101};
-    SCOPED_TRACE("sliding only");
-    run_fp8_case(c, 5);
+    SCOPED_TRACE("sliding only, heads " + std::to_string(heads));
+    run_fp8_case(c, 5 + heads);
   }
   {
     Fp8Case c;
@@ -364,12 +387,25 @@ TEST(KvFp8, SparseAttentionReadsFp8) {
     SCOPED_TRACE("all visible");
     run_fp8_case(c, 6);
   }
+  {
+    // Many 48-key tiles (the pipelined ring wraps; split-KV ranges): HCA-like.
+    Fp8Case c;
+    c.mode = CompressedKeys::kAllVisible;
+    c.rate = 4;
+    c.window = 16;
+    c.ring_rows = 20;
+    c.max_entries = 300;
+    c.heads = 128;
+    c.positions = {15, 200, 1000, 1203};  // 4, 50, 250, 300 (capped) entries
+    SCOPED_TRACE("all visible, many tiles");
+    run_fp8_case(c, 8);
+  }
   for (int top_k : {3, 128}) {
     Fp8Case c;
     c.mode = CompressedKeys::kSelected;
     c.max_entries = 30;
     c.top_k = top_k;
-    c.heads = 9;
+    c.heads = top_k == 128 ? 64 : 9;
     c.positions = {2, 3, 9, 40, 119, 130, 500};
     SCOPED_TRACE("selected, top_k " + std::to_string(top_k));
     run_fp8_case(c, 7 + top_k);
@@ -392,7 +428,7 @@ TEST(KvFp8, Fp8RefusedByWgmma) {
   p.batch = rows.upload();
   p.out = d_out.get();
   p.kv_fp8 = true;
-  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined}) {
+  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP}) {
     p.kernel = kernel;
     EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error) << "kernel " << static_cast<int>(kernel);
   }
