@@ -21,6 +21,8 @@
 //                  a second copy of the weights re-packed once per format by
 //                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted)
 //                  and decode_stream_kmajor (the same with the k-major chunk order, another copy),
+//                  and decode_stream_pdl (decode_stream with L2 launched by PDL: MoeForwardParams::
+//                  overlap_l2, L2's CTAs prefetch weights while L1 finishes),
 //                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
@@ -30,7 +32,8 @@
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
-//                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|prefill_mma|
+//                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
+//                   decode_stream_pdl|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe] (forces one path)
 #include <cuda_runtime.h>
 
@@ -139,17 +142,23 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
 // A measured path: the tile config, and for kDecodeStream the chunk order of its weight copy.
 struct BenchPath {
   cuda::moe::TileConfig config;
-  bool k_major = false;
+  bool k_major = false;  // kDecodeStream: the k-major chunk order
+  bool pdl = false;      // kDecodeStream: L2 launched with PDL (overlap_l2)
 };
 const char* path_name(const BenchPath& path) {
-  return path.k_major ? "decode_stream_kmajor" : config_name(path.config);
+  if (path.k_major) return "decode_stream_kmajor";
+  if (path.pdl) return "decode_stream_pdl";
+  return config_name(path.config);
 }
 std::vector<BenchPath> paths_for(int tokens, const std::string& filter) {
   std::vector<BenchPath> paths;
-  const bool kmajor_only = filter == "decode_stream_kmajor";
-  for (cuda::moe::TileConfig c : configs_for(tokens, kmajor_only ? std::string("decode_stream") : filter)) {
-    if (!kmajor_only) paths.push_back({c, false});
-    if (c == cuda::moe::TileConfig::kDecodeStream && (filter.empty() || kmajor_only)) paths.push_back({c, true});
+  const bool kmajor_only = filter == "decode_stream_kmajor", pdl_only = filter == "decode_stream_pdl";
+  const bool variant_only = kmajor_only || pdl_only;
+  for (cuda::moe::TileConfig c : configs_for(tokens, variant_only ? std::string("decode_stream") : filter)) {
+    if (!variant_only) paths.push_back({c, false, false});
+    if (c != cuda::moe::TileConfig::kDecodeStream) continue;
+    if (filter.empty() || kmajor_only) paths.push_back({c, true, false});
+    if (filter.empty() || pdl_only) paths.push_back({c, false, true});
   }
   return paths;
 }
@@ -252,6 +261,7 @@ int run(int argc, char** argv) {
         p.x = d_x;
         p.tokens = tokens;
         p.config = config;
+        p.overlap_l2 = path.pdl;
         p.workspace = d_ws;
         p.out = d_out;
         p.error_flag = d_flag;
@@ -318,6 +328,7 @@ int run(int argc, char** argv) {
         l1.stream_weights = weights.w13_stream;  // kDecodeStream only
         l2.stream_weights = weights.w2_stream;
         l1.stream_k_major = l2.stream_k_major = weights.stream_k_major;
+        l2.programmatic_wait = path.pdl;  // L2 right after L1 in the gemm-only loop (PDL needs that)
         const double gemm_ms = timer.median_ms(
             [&] {
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));

@@ -120,6 +120,11 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // [n / 128][..] with p.stream_k_major; moe.h), so stage kt of CTA (tile, y) is one contiguous
 // chunk, copied linearly into the same shared-memory image
 // the fragment-layout gather builds: everything after the copy is kDecode's code (bitwise equal).
+// kStream also brackets the L1 -> L2 dependency for programmatic dependent launch (PDL,
+// GroupedGemmParams::programmatic_wait): L1 triggers its dependents at its start; L2 issues
+// the weight + scale copies of its first STAGES - 1 stages, then griddepcontrol.wait (returns
+// at once when not launched with PDL), and only then touches h. Weights are constant and the
+// tile list was written by the dispatch, which completed before L1 began.
 template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
@@ -195,6 +200,18 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
   }
 
+  auto load_stage_act = [&](int stage, int kt) {  // the stage's activation rows only
+    uint8_t* s_act = smem + stage * Smem::kStageBytes + Smem::kWeightBytes + Smem::kScaleBytes;
+#pragma unroll
+    for (int i = 0; i < kActIters; ++i) {
+      const int c = tid + i * kThreads;
+      if (c < kActChunks) {
+        const int r = c / (BK / 8), cc = c % (BK / 8);
+        const bool valid = act_offset[i] >= 0;
+        cp_async16(s_act + (r * Smem::kActStride + cc * 8) * 2, p.act + (valid ? act_offset[i] + kt * BK : 0), valid);
+      }
+    }
+  };
   auto load_stage = [&](int stage, int kt) {
     uint8_t* s_weights = smem + stage * Smem::kStageBytes;
     uint8_t* s_scales = s_weights + Smem::kWeightBytes;
@@ -217,15 +234,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
         cp_async16(s_scales + c * 16, g_scales + static_cast<int64_t>(gfb) * SB + part * 16, true);
       }
     }
-#pragma unroll
-    for (int i = 0; i < kActIters; ++i) {
-      const int c = tid + i * kThreads;
-      if (c < kActChunks) {
-        const int r = c / (BK / 8), cc = c % (BK / 8);
-        const bool valid = act_offset[i] >= 0;
-        cp_async16(s_act + (r * Smem::kActStride + cc * 8) * 2, p.act + (valid ? act_offset[i] + kt * BK : 0), valid);
-      }
-    }
+    load_stage_act(stage, kt);
   };
 
   float acc[MT][NT][4];
@@ -236,10 +245,33 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 #pragma unroll
       for (int v = 0; v < 4; ++v) acc[i][j][v] = 0.0f;
 
+  if constexpr (kStream && kL1) {
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");  // L2 may be scheduled now
+  }
+  if constexpr (kStream && !kL1) {
+    // Weights of stages 0..STAGES-2 first (no commit: they join group 0), then wait for L1,
+    // then the h rows of each stage, one group per stage as below.
 #pragma unroll
-  for (int s = 0; s < Tile::STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, kt0 + s);
-    cp_async_commit();
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) {
+        uint8_t* s_weights = smem + s * Smem::kStageBytes;
+        const uint8_t* src = g_stream + (kt0 + s) * stream_step;
+#pragma unroll
+        for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
+      }
+    }
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");  // L1 complete, its h visible
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage_act(s, kt0 + s);
+      cp_async_commit();
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage(s, kt0 + s);
+      cp_async_commit();
+    }
   }
 
   for (int kt = 0; kt < k_tiles; ++kt) {
@@ -502,6 +534,19 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   }
   const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW),
                   kSplit ? static_cast<unsigned>(p.split_k) : 1u);
+  if (kStream && !kL1 && p.programmatic_wait) {  // PDL: may start before L1 ends (waits in the kernel)
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(Tile::kThreads);
+    config.dynamicSmemBytes = Smem::kBytes;
+    config.stream = p.stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    return cudaLaunchKernelEx(&config, kernel, p);
+  }
   kernel<<<grid, Tile::kThreads, Smem::kBytes, p.stream>>>(p);
   return cudaGetLastError();
 }

@@ -30,7 +30,8 @@
 //                 Flash*: V4-Flash shapes at 1, 2, 7, 64 tokens, uniform and every token on
 //                 expert 42: all rows vs the CPU, reruns bit-identical, bitwise == kDecode
 //                 (same kernel arithmetic), fused combine == combine kernel; the k-major
-//                 order bitwise == kDecode at the same points; no stream copy -> refused.
+//                 order and L2 launched with PDL (overlap_l2; also CPU-checked) bitwise ==
+//                 kDecode at the same points; no stream copy -> refused.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -240,6 +241,7 @@ struct Case {
   const uint8_t* w13_stream = nullptr;       // kDecodeStream: MoeLayerWeights::w13_stream / w2_stream
   const uint8_t* w2_stream = nullptr;
   bool stream_k_major = false;               // MoeLayerWeights::stream_k_major
+  bool overlap_l2 = false;                   // MoeForwardParams::overlap_l2 (kDecodeStream: L2 with PDL)
 };
 
 struct CaseOutput {
@@ -275,6 +277,7 @@ CaseOutput run_forward(const cuda::moe::MoeLayerWeights& weights, const std::vec
   p.fuse_combine = c.fuse_combine;
   p.split_router_rows = c.split_router_rows;
   p.decode_split = c.decode_split;
+  p.overlap_l2 = c.overlap_l2;
   p.workspace = d_ws;
   p.out = d_out;
   p.error_flag = d_flag;
@@ -846,6 +849,16 @@ void run_flash_stream(ExpertFormat format) {
       EXPECT_EQ(std::memcmp(first.data(), ref.data(), first.size() * sizeof(float)), 0) << "differs from kDecode";
       const std::vector<float> km = run_forward(skew ? kmajor42 : kmajor_uniform, x, c, nullptr, nullptr).out;
       EXPECT_EQ(std::memcmp(km.data(), ref.data(), km.size() * sizeof(float)), 0) << "k-major order differs from kDecode";
+      Case overlap = c;  // L2 launched with PDL (prefetches weights while L1 runs): CPU-checked and == kDecode
+      overlap.overlap_l2 = true;
+      overlap.label += "_pdl";
+      const std::vector<float> pdl = check_case(set, dev, router, kTopK, overlap);
+      EXPECT_EQ(std::memcmp(pdl.data(), ref.data(), pdl.size() * sizeof(float)), 0) << "overlap_l2 differs from kDecode";
+      Case overlap_unfused = overlap;  // PDL L2 without the fused combine (combine kernel after it)
+      overlap_unfused.fuse_combine = false;
+      const std::vector<float> pdl_plain = run_forward(w, x, overlap_unfused, nullptr, nullptr).out;
+      EXPECT_EQ(std::memcmp(pdl_plain.data(), ref.data(), pdl_plain.size() * sizeof(float)), 0)
+          << "overlap_l2 + combine kernel differs from kDecode";
       Case unfused = c;
       unfused.fuse_combine = false;
       const std::vector<float> plain = run_forward(w, x, unfused, nullptr, nullptr).out;
