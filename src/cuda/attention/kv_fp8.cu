@@ -141,7 +141,8 @@ __global__ void __launch_bounds__(kThreads)
     bf16[0] = kv_fp8_decode8_bf16(bytes[0], k);
     bf16[1] = kv_fp8_decode8_bf16(bytes[1], k);
   } else {
-    const uint2* tail = reinterpret_cast<const uint2*>(row + kKvFp8RopeOffset + 2 * kLaneChannels * (lane - kNopeLanes));
+    const uint2* tail =
+        reinterpret_cast<const uint2*>(row + kKvFp8RopeOffset + 2 * kLaneChannels * (lane - kNopeLanes));
     const uint2 t0 = tail[0], t1 = tail[1], t2 = tail[2], t3 = tail[3];
     bf16[0] = make_uint4(t0.x, t0.y, t1.x, t1.y);
     bf16[1] = make_uint4(t2.x, t2.y, t3.x, t3.y);

@@ -533,7 +533,8 @@ __global__ void __launch_bounds__(128) sparse_attention_pipelined_merge_kernel(c
 namespace detail {
 
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
-  static bool attribute_set[2][64] = {};  // once per device and instance (no attribute call inside a later stream capture)
+  // Once per device and instance (no attribute call inside a later stream capture).
+  static bool attribute_set[2][64] = {};
   int device = 0;
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
