@@ -22,7 +22,8 @@
 //                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted)
 //                  and decode_stream_kmajor (the same with the k-major chunk order, another copy),
 //                  and decode_stream_pdl (decode_stream with L2 launched by PDL: MoeForwardParams::
-//                  overlap_l2, L2's CTAs prefetch weights while L1 finishes),
+//                  overlap_l2, L2's CTAs prefetch weights while L1 finishes), and decode_stream_bulk
+//                  (kDecodeStreamBulk: one TMA bulk copy per stage instead of 16-byte cp.async),
 //                  prefill_wgmma (default
 //                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
 // W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
@@ -33,7 +34,7 @@
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
-//                   decode_stream_pdl|prefill_mma|
+//                   decode_stream_pdl|decode_stream_bulk|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe] (forces one path)
 #include <cuda_runtime.h>
 
@@ -111,6 +112,7 @@ const char* config_name(cuda::moe::TileConfig config) {
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
+  if (config == TileConfig::kDecodeStreamBulk) return "decode_stream_bulk";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -126,15 +128,16 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   if (tokens <= 64 && all.front() != TileConfig::kDecodeSplitK) all.push_back(TileConfig::kDecodeSplitK);
   // <= 64 tokens: the opt-in stream-layout decode (kDecode's kernel, weights re-packed per CTA)
   if (tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
+  if (tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk) all.push_back(TileConfig::kDecodeStreamBulk);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   if (filter.empty()) return all;
   for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK,
-                       TileConfig::kDecodeStream, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
+                       TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
                        TileConfig::kPrefillWgmmaPipe})
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
-             "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, prefill_mma, prefill_wgmma or "
-             "prefill_wgmma_pipe",
+             "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, decode_stream_kmajor, "
+             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma or prefill_wgmma_pipe",
              filter);
   return {};
 }
@@ -241,7 +244,8 @@ int run(int argc, char** argv) {
     for (int tokens : token_counts) {
       for (const BenchPath path : paths_for(tokens, config_filter)) {
         const cuda::moe::TileConfig config = path.config;
-        if (config == cuda::moe::TileConfig::kDecodeStream) ensure_stream_layout(path.k_major);
+        if (config == cuda::moe::TileConfig::kDecodeStream || config == cuda::moe::TileConfig::kDecodeStreamBulk)
+          ensure_stream_layout(path.k_major);
         const cuda::moe::MoeLayerWeights& weights = path.k_major ? weights_kmajor : weights_default;
         const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
         uint16_t* d_x = device_copy(x);

@@ -125,8 +125,14 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // the weight + scale copies of its first STAGES - 1 stages, then griddepcontrol.wait (returns
 // at once when not launched with PDL), and only then touches h. Weights are constant and the
 // tile list was written by the dispatch, which completed before L1 began.
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
+// kStreamMode: 0 = fragment layout; 1 = stream layout by cp.async (kDecodeStream); 2 = stream
+// layout by one TMA bulk copy per stage (kDecodeStreamBulk): thread 0 arms the stage's mbarrier
+// with the chunk's byte count and issues cp.async.bulk of the whole chunk; every thread waits
+// on the barrier (phase parity = use count & 1) before the stage's __syncthreads. The
+// activation rows stay on cp.async groups. A wait that never completes traps (no silent hang).
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
+  constexpr bool kStream = kStreamMode != 0, kBulk = kStreamMode == 2;
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
   static_assert(!kStream || (Tile::BW == kDecodeStreamRows && Tile::BK == kDecodeStreamK && !kSplit),
                 "the stream layout's chunk is DecodeTile's stage");
@@ -212,14 +218,47 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       }
     }
   };
+  __shared__ __align__(8) uint64_t s_bars[kBulk ? Tile::STAGES : 1];  // kBulk: one mbarrier per stage
+  if constexpr (kBulk) {
+    if (tid == 0) {
+#pragma unroll
+      for (int s = 0; s < Tile::STAGES; ++s) {
+        const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&s_bars[s]));
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar));
+      }
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+  }
+  // The stage's weights + scales (stream layout: one linear chunk, as laid out in shared memory).
+  auto load_stage_stream = [&](int stage, int kt) {
+    uint8_t* s_weights = smem + stage * Smem::kStageBytes;
+    const uint8_t* src = g_stream + kt * stream_step;
+    if constexpr (kBulk) {
+      if (tid == 0) {
+        const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&s_bars[stage]));
+        const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(s_weights));
+        uint64_t state;
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 %0, [%1], %2;\n"
+                     : "=l"(state)
+                     : "r"(bar), "r"(kChunkBytes)
+                     : "memory");
+        asm volatile(
+            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+            "l"(src), "r"(kChunkBytes), "r"(bar)
+            : "memory");
+        (void)state;
+      }
+    } else {
+#pragma unroll
+      for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
+    }
+  };
   auto load_stage = [&](int stage, int kt) {
     uint8_t* s_weights = smem + stage * Smem::kStageBytes;
     uint8_t* s_scales = s_weights + Smem::kWeightBytes;
-    uint8_t* s_act = s_scales + Smem::kScaleBytes;
-    if constexpr (kStream) {  // one linear chunk: weights then scales, as laid out in shared memory
-      const uint8_t* src = g_stream + kt * stream_step;
-#pragma unroll
-      for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
+    if constexpr (kStream) {
+      load_stage_stream(stage, kt);
     } else {
 #pragma unroll
       for (int c = tid; c < Smem::kWeightBytes / 16; c += kThreads) {
@@ -253,12 +292,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     // then the h rows of each stage, one group per stage as below.
 #pragma unroll
     for (int s = 0; s < Tile::STAGES - 1; ++s) {
-      if (s < k_tiles) {
-        uint8_t* s_weights = smem + s * Smem::kStageBytes;
-        const uint8_t* src = g_stream + (kt0 + s) * stream_step;
-#pragma unroll
-        for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
-      }
+      if (s < k_tiles) load_stage_stream(s, kt0 + s);
     }
     asm volatile("griddepcontrol.wait;\n" ::: "memory");  // L1 complete, its h visible
 #pragma unroll
@@ -276,6 +310,19 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<Tile::STAGES - 2>();
+    if constexpr (kBulk) {  // the stage's bulk copy landed (use kt / STAGES of its barrier)
+      const unsigned bar = static_cast<unsigned>(__cvta_generic_to_shared(&s_bars[kt % Tile::STAGES]));
+      const unsigned parity = static_cast<unsigned>(kt / Tile::STAGES) & 1u;
+      unsigned done = 0;
+      for (int spin = 0; !done; ++spin) {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+        if (!done && spin > (1 << 24)) __trap();  // seconds: a lost copy, not a slow one
+      }
+    }
     __syncthreads();  // stage kt visible to all; stage kt - 1 free for the refill below
     {
       const int next = kt + Tile::STAGES - 1;
@@ -509,8 +556,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   }
 }
 
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, bool kStream = false>
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
+  constexpr bool kStream = kStreamMode != 0;
   using Smem = GemmSmem<Tile, F>;
   if (p.n % Tile::BW != 0 || p.k % Tile::BK != 0 || (kL1 && p.n % 16 != 0)) return cudaErrorInvalidValue;
   if (kStream && p.stream_weights == nullptr) return cudaErrorInvalidValue;  // kDecodeStream: launch_moe_stream_repack
@@ -520,7 +568,7 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
       return cudaErrorInvalidValue;  // split_k in [2, k / BK], workspace from moe_workspace
   }
   if (p.max_tiles <= 0) return cudaSuccess;
-  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit, kStream>;
+  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit, kStreamMode>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);

@@ -16,10 +16,14 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kDecodeSplitK && p.split_k > 1)
     return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, true>(p)
               : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, true>(p);
-  // kDecodeStream: kDecode's tile reading the decode stream layout (p.stream_weights).
+  // kDecodeStream: kDecode's tile reading the decode stream layout (p.stream_weights) by
+  // cp.async; kDecodeStreamBulk: the same by one TMA bulk copy per stage.
   if (p.config == TileConfig::kDecodeStream)
-    return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, false, true>(p)
-              : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, false, true>(p);
+    return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, false, 1>(p)
+              : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, false, 1>(p);
+  if (p.config == TileConfig::kDecodeStreamBulk)
+    return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true, false, 2>(p)
+              : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false, false, 2>(p);
   return l1 ? launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, true>(p)
             : launch_grouped_gemm<DecodeTile, ExpertFormat::kNVFP4, false>(p);
 }

@@ -96,9 +96,11 @@ enum class TileConfig : int {
   kDecodeStream = 10,  // opt-in: kDecode's tile, CTA and arithmetic (bitwise equal to kDecode) reading the
                        // decode stream layout (GroupedGemmParams::stream_weights, MoeLayerWeights::w13_stream /
                        // w2_stream from launch_moe_stream_repack): each CTA's weights + scales one linear region
+  kDecodeStreamBulk = 11,  // opt-in: kDecodeStream with each stage's chunk moved by one TMA bulk copy
+                           // (cp.async.bulk + mbarrier) instead of 16-byte cp.async; same stream weights
 };
 int tile_config_rows(TileConfig config);
-// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream).
+// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk).
 bool is_decode_tile_config(TileConfig config);
 
 // K slices S for kDecodeSplitK on a GEMM [n, k] with max_tiles tiles: forced > 0 takes
@@ -150,7 +152,7 @@ struct GroupedGemmParams {
   // weights / scales are then not read. Required (else cudaErrorInvalidValue).
   const uint8_t* stream_weights = nullptr;
   bool stream_k_major = false;            // stream_weights' chunk order (StreamRepackParams::k_major)
-  // kDecodeStream L2 only: launch with programmatic stream serialization (PDL). Its CTAs may
+  // kDecodeStream / kDecodeStreamBulk L2 only: launch with programmatic stream serialization (PDL). Its CTAs may
   // start while L1 runs (L1's kDecodeStream kernel triggers at its start), prefetch their
   // first 5 weight stages, then wait (griddepcontrol.wait) for L1's h before reading it.
   // The previous kernel on the stream must be L1 (launch_moe_l1 with kDecodeStream).
@@ -287,7 +289,7 @@ struct MoeForwardParams {
   bool split_router_rows = true;           // RouterParams::split_rows
   int decode_split = 0;                    // kDecodeSplitK: forced S (0: moe_decode_split_k's choice);
                                            // moe_workspace must be given the same value
-  bool overlap_l2 = false;                 // kDecodeStream only (opt-in): L2 launched with PDL
+  bool overlap_l2 = false;                 // kDecodeStream(Bulk) only (opt-in): L2 launched with PDL
                                            // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;
 };

@@ -47,7 +47,7 @@ struct Carver {
 
 bool is_decode_tile_config(TileConfig config) {
   return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit || config == TileConfig::kDecodeSplitK ||
-         config == TileConfig::kDecodeStream;
+         config == TileConfig::kDecodeStream || config == TileConfig::kDecodeStreamBulk;
 }
 
 int tile_config_rows(TileConfig config) { return is_decode_tile_config(config) ? 8 : 128; }
@@ -273,7 +273,8 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.split_slots = ws.split_slots;
   l2.stream_weights = w.w2_stream;  // kDecodeStream only
   l2.stream_k_major = w.stream_k_major;
-  l2.programmatic_wait = p.overlap_l2 && p.config == TileConfig::kDecodeStream;
+  l2.programmatic_wait =
+      p.overlap_l2 && (p.config == TileConfig::kDecodeStream || p.config == TileConfig::kDecodeStreamBulk);
   if (fuse_combine) {
     l2.combine_out = p.out;
     l2.slot_of_pair = ws.slot_of_pair;

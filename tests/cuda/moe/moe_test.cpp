@@ -31,7 +31,9 @@
 //                 expert 42: all rows vs the CPU, reruns bit-identical, bitwise == kDecode
 //                 (same kernel arithmetic), fused combine == combine kernel; the k-major
 //                 order and L2 launched with PDL (overlap_l2; also CPU-checked) bitwise ==
-//                 kDecode at the same points; no stream copy -> refused.
+//                 kDecode at the same points; kDecodeStreamBulk (TMA bulk copies) bitwise ==
+//                 kDecode (both orders, with and without PDL; CPU-checked in MoeSmall); no
+//                 stream copy -> refused.
 //   MoeRouting.*  routing from FP32 x (x_f32) follows FP32 near-ties; hash-routing errors
 //                 are reported, not read out of bounds.
 // Bound: cosine >= 0.9999 per checked row; routing ids equal except FP32 near-ties.
@@ -214,6 +216,7 @@ const char* config_name(TileConfig config) {
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
+  if (config == TileConfig::kDecodeStreamBulk) return "decode_stream_bulk";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -509,11 +512,12 @@ void run_small(ExpertFormat format) {
   for (bool k_major : {false, true}) {  // kDecodeStream (stream layout): CPU-checked, bitwise == kDecode
     const StreamCopies copies(dev.weights, k_major);
     const cuda::moe::MoeLayerWeights sw = copies.on(dev.weights);
+    for (TileConfig config : {TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk})
     for (int tokens : {1, 5, 37, 200}) {
       Case c;
-      c.label = k_major ? "small_stream_kmajor" : "small_stream";
+      c.label = std::string(config_name(config)) + (k_major ? "_kmajor" : "");
       c.tokens = tokens;
-      c.config = TileConfig::kDecodeStream;
+      c.config = config;
       c.seed = 100 + tokens;
       copies.into(c);
       const std::vector<float> got = check_case(set, dev, router, kTopK, c);
@@ -859,6 +863,17 @@ void run_flash_stream(ExpertFormat format) {
       const std::vector<float> pdl_plain = run_forward(w, x, overlap_unfused, nullptr, nullptr).out;
       EXPECT_EQ(std::memcmp(pdl_plain.data(), ref.data(), pdl_plain.size() * sizeof(float)), 0)
           << "overlap_l2 + combine kernel differs from kDecode";
+      // kDecodeStreamBulk (one TMA bulk copy per stage): == kDecode, both chunk orders, with PDL too
+      for (int variant = 0; variant < 3; ++variant) {
+        Case bulk = c;
+        bulk.config = TileConfig::kDecodeStreamBulk;
+        bulk.overlap_l2 = variant == 2;
+        const cuda::moe::MoeLayerWeights& bw = variant == 1 ? (skew ? kmajor42 : kmajor_uniform) : w;
+        const std::vector<float> got = run_forward(bw, x, bulk, nullptr, nullptr).out;
+        EXPECT_EQ(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)), 0)
+            << "kDecodeStreamBulk differs from kDecode (" << (variant == 0 ? "per-CTA order" : variant == 1 ? "k-major" : "PDL")
+            << ")";
+      }
       Case unfused = c;
       unfused.fuse_combine = false;
       const std::vector<float> plain = run_forward(w, x, unfused, nullptr, nullptr).out;
