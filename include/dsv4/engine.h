@@ -25,7 +25,18 @@ enum class Device { kCpu, kCuda };
 struct CpuRounding {
   bool kv_cache = false;         // attention KV rows and compressed attention entries (not the indexer's keys)
   bool expert_operands = false;  // 4-bit experts: input, SwiGLU output and weighted output (the fast MoE kernels)
+  // KV rows and compressed attention entries through the FP8 KV cache codec instead of
+  // BF16 (EngineOptions::kv_cache = kFP8; head_dim 512). Entries go BF16 first, then FP8,
+  // as the CUDA engine stages them.
+  bool kv_cache_fp8 = false;
 };
+
+// CUDA KV cache storage of the window ring and the compressed attention entries.
+// kFP8: DeepSeek's V4 layout, 584 bytes a row (448 E4M3 channels with a UE8M0 scale per
+// 64, the 64 RoPE channels in BF16; src/cuda/attention/kv_fp8.h), head_dim 512 only.
+enum class KvCacheFormat { kBF16, kFP8 };
+// "bf16" / "fp8" (the --kv-cache flag); anything else is an error naming the choices.
+KvCacheFormat parse_kv_cache_format(const std::string& name);
 
 struct EngineOptions {
   std::filesystem::path model_dir;
@@ -36,6 +47,7 @@ struct EngineOptions {
   bool cuda_graphs = true;   // CUDA: capture each decode batch size once and replay it
   bool profile = false;      // CUDA: start with profiling on (see Engine::set_profiling)
   CpuRounding cpu_rounding;  // CPU: BF16 rounding points (see CpuRounding)
+  KvCacheFormat kv_cache = KvCacheFormat::kBF16;  // CUDA: KV cache storage
 };
 
 // Accumulated device time per op group (CUDA engine with profile = true).

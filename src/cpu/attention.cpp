@@ -6,14 +6,20 @@
 #include <numeric>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/kv_fp8.h"
 #include "dsv4/error.h"
 
 namespace dsv4::cpu {
 
-void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type, bool round_kv_bf16) {
+void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type, bool round_kv_bf16,
+                      bool round_kv_fp8) {
+  DSV4_CHECK(!round_kv_fp8 || config.head_dim == kKvFp8HeadDim,
+             "the FP8 KV cache codec stores head_dim {} rows; this model has head_dim {}", kKvFp8HeadDim,
+             config.head_dim);
   cache.first_row_position = 0;
   cache.kv_rows.clear();
   cache.round_kv_bf16 = round_kv_bf16;
+  cache.round_kv_fp8 = round_kv_fp8;
   if (type == AttentionType::kCompressedSparse) {
     cache.compressor.init(config.compress_rate_csa, config.head_dim, /*overlapping=*/true);
     cache.indexer.init(config.compress_rate_csa, config.index_head_dim, /*overlapping=*/true);
@@ -21,6 +27,7 @@ void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionTyp
     cache.compressor.init(config.compress_rate_hca, config.head_dim, /*overlapping=*/false);
   }
   cache.compressor.round_entries_bf16 = round_kv_bf16;
+  cache.compressor.round_entries_fp8 = round_kv_fp8;
 }
 
 std::vector<int64_t> indexer_select(const float* scores, int64_t visible, int64_t top_k) {
@@ -95,7 +102,10 @@ std::vector<float> attention_forward(const AttentionWeights& weights, AttentionT
   std::vector<float> kv = linear(weights.wkv, input, tokens);  // [tokens, head_dim]
   rms_norm(kv.data(), tokens, head_dim, weights.kv_norm.values.data(), config.rms_norm_eps);
   for (int64_t t = 0; t < tokens; ++t) rope.apply(kv.data() + t * head_dim, 1, head_dim, start + t);
-  if (cache.round_kv_bf16) round_to_bf16(kv.data(), static_cast<int64_t>(kv.size()));
+  if (cache.round_kv_fp8)
+    kv_fp8_round_trip(kv.data(), tokens);
+  else if (cache.round_kv_bf16)
+    round_to_bf16(kv.data(), static_cast<int64_t>(kv.size()));
   DSV4_CHECK(cache.first_row_position + static_cast<int64_t>(cache.kv_rows.size()) / head_dim == start,
              "attention cache holds positions up to {} but the chunk starts at {}",
              cache.first_row_position + static_cast<int64_t>(cache.kv_rows.size()) / head_dim, start);

@@ -19,11 +19,15 @@ struct LayerCache {
   CompressorState compressor;      // CSA / HCA
   CompressorState indexer;         // CSA only (index_head_dim)
   bool round_kv_bf16 = false;      // kv_rows and compressor entries hold BF16 values (CpuRounding::kv_cache)
+  bool round_kv_fp8 = false;       // ... FP8 KV codec values (CpuRounding::kv_cache_fp8)
 };
 
 // round_kv_bf16: KV rows and compressed attention entries are stored as BF16 values
-// (the CUDA engine's caches); the indexer's keys stay FP32 as there.
-void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type, bool round_kv_bf16 = false);
+// (the CUDA engine's caches); the indexer's keys stay FP32 as there. round_kv_fp8: as the
+// CUDA FP8 cache stores them instead (KV rows FP32 -> FP8; entries FP32 -> BF16 -> FP8);
+// head_dim 512 only.
+void init_layer_cache(LayerCache& cache, const ModelConfig& config, AttentionType type, bool round_kv_bf16 = false,
+                      bool round_kv_fp8 = false);
 
 struct RopeTables {
   RopeTable main;      // sliding-only layers

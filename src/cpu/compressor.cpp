@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "cpu/cpu_ops.h"
+#include "cpu/kv_fp8.h"
 #include "dsv4/error.h"
 
 namespace dsv4::cpu {
@@ -64,7 +65,8 @@ void pool_window(CompressorState& state, const CompressorWeights& weights, const
   }
   rms_norm(entry.data(), 1, dim, weights.norm.values.data(), rms_eps);
   rope.apply(entry.data(), 1, dim, state.entry_count * rate);
-  if (state.round_entries_bf16) round_to_bf16(entry.data(), dim);
+  if (state.round_entries_bf16 || state.round_entries_fp8) round_to_bf16(entry.data(), dim);
+  if (state.round_entries_fp8) kv_fp8_round_trip(entry.data(), 1);
   state.entries.insert(state.entries.end(), entry.begin(), entry.end());
   state.entry_count += 1;
   state.buffered = 0;

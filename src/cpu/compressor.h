@@ -24,6 +24,7 @@ struct CompressorState {
   std::vector<float> entries;      // [entry_count, dim] pooled, normed, RoPE'd at w*rate
   int64_t entry_count = 0;
   bool round_entries_bf16 = false; // store entries as BF16 values (CpuRounding::kv_cache)
+  bool round_entries_fp8 = false;  // then through the FP8 KV codec (CpuRounding::kv_cache_fp8; dim 512)
 
   void init(int64_t rate_, int64_t dim_, bool overlapping_);
   int64_t width() const { return overlapping ? 2 * dim : dim; }

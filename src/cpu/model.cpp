@@ -17,7 +17,8 @@ SequenceCache CpuModel::new_cache() const {
   SequenceCache cache;
   cache.layers.resize(weights_->layers.size());
   for (size_t i = 0; i < weights_->layers.size(); ++i)
-    init_layer_cache(cache.layers[i], config(), weights_->layers[i].attention_type, rounding_.kv_cache);
+    init_layer_cache(cache.layers[i], config(), weights_->layers[i].attention_type, rounding_.kv_cache,
+                     rounding_.kv_cache_fp8);
   return cache;
 }
 

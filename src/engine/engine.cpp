@@ -10,9 +10,18 @@
 
 namespace dsv4 {
 
+KvCacheFormat parse_kv_cache_format(const std::string& name) {
+  if (name == "bf16") return KvCacheFormat::kBF16;
+  if (name == "fp8") return KvCacheFormat::kFP8;
+  fail("--kv-cache must be bf16 or fp8, got '{}'", name);
+}
+
 std::unique_ptr<Engine> create_engine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options) {
   switch (options.device) {
     case Device::kCpu:
+      DSV4_CHECK(options.kv_cache == KvCacheFormat::kBF16,
+                 "the FP8 KV cache (--kv-cache fp8) is a CUDA-engine option; the CPU engine keeps FP32 caches "
+                 "(EngineOptions::cpu_rounding.kv_cache_fp8 emulates the FP8 cache's values)");
       DSV4_CHECK(weights->embed.data != nullptr,
                  "the CPU engine needs real weights (synthetic random-weight models run on --device cuda)");
       return std::make_unique<CpuEngine>(std::move(weights), options.cpu_rounding);

@@ -11,6 +11,7 @@
 #include "cpu/model.h"
 #include "cpu/moe.h"
 #include "dsv4/dtype.h"
+#include "dsv4/error.h"
 #include "dsv4/weights.h"
 #include "golden_fixture.h"
 
@@ -110,6 +111,21 @@ TEST(CpuRounding, ExpertOperandsRoundedAfterTheRoutingWeight) {
   const std::vector<float> unscaled = cpu::expert_forward(e, 10.0, x.data(), tokens);
   for (int64_t t = 0; t < tokens; ++t)
     for (int64_t d = 0; d < hidden; ++d) EXPECT_EQ(exact[t * hidden + d], unscaled[t * hidden + d] * scale[t]);
+}
+
+TEST(CpuRounding, Fp8KvCacheNeedsHeadDim512) {
+  auto weights = compressed_golden_model();
+  ASSERT_NE(weights, nullptr);
+  ASSERT_NE(weights->config.head_dim, 512);
+  CpuRounding rounding;
+  rounding.kv_cache_fp8 = true;
+  cpu::CpuModel model(weights, rounding);
+  try {
+    model.new_cache();
+    FAIL() << "head_dim " << weights->config.head_dim << " accepted by the FP8 KV codec";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

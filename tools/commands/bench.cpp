@@ -36,6 +36,7 @@ struct BenchFlags {
   int64_t prefill = 8192;
   int prefill_chunk = 4096;
   bool no_graphs = false;
+  std::string kv_cache = "bf16";
   std::string json;
   uint64_t seed = 1;
 };
@@ -127,6 +128,7 @@ void run_bench(const BenchFlags& flags) {
   options.max_context = std::min<int64_t>(options.max_context, config.max_position_embeddings);
   options.prefill_chunk = flags.prefill_chunk;
   options.cuda_graphs = !flags.no_graphs;
+  options.kv_cache = parse_kv_cache_format(flags.kv_cache);
   auto start = std::chrono::steady_clock::now();
   std::unique_ptr<Engine> engine = create_engine(weights, options);
   const double load_seconds = seconds_since(start);
@@ -142,9 +144,9 @@ void run_bench(const BenchFlags& flags) {
   }
   const std::string common =
       fmt::format("\"bench\":\"engine\",\"device\":\"{}\",\"date\":\"{}\",\"model\":\"{}\",\"experts\":\"{}\","
-                  "\"layers\":{},\"arena_gib\":{:.3f}",
+                  "\"layers\":{},\"arena_gib\":{:.3f},\"kv_cache\":\"{}\"",
                   device, utc_now(), model_name, flags.model.empty() ? flags.experts : "checkpoint",
-                  config.num_hidden_layers, arena_gib);
+                  config.num_hidden_layers, arena_gib, flags.kv_cache);
   auto emit = [&](const std::string& fields) {
     if (json.is_open()) json << "{" << common << "," << fields << "}\n" << std::flush;
   };
@@ -237,6 +239,8 @@ void register_bench(CLI::App& app) {
   command->add_option("--prefill", flags->prefill, "tokens of the timed long prefill (0: skip)")->capture_default_str();
   command->add_option("--prefill-chunk", flags->prefill_chunk, "tokens per prefill step")->capture_default_str();
   command->add_flag("--no-graphs", flags->no_graphs, "decode eagerly instead of replaying CUDA graphs");
+  command->add_option("--kv-cache", flags->kv_cache, "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512)")
+      ->capture_default_str();
   command->add_option("--json", flags->json, "append one JSON line per measurement to this file");
   command->add_option("--seed", flags->seed, "seed of the random weights and tokens")->capture_default_str();
   command->callback([flags] { run_bench(*flags); });

@@ -30,6 +30,7 @@ struct GenerateFlags {
   uint64_t seed = 0;
   bool print_ids = false;
   std::string device = "cpu";
+  std::string kv_cache = "bf16";
   bool ignore_eos = false;
 };
 
@@ -69,6 +70,7 @@ void run_generate(const GenerateFlags& flags) {
   options.model_dir = model_dir;
   DSV4_CHECK(flags.device == "cpu" || flags.device == "cuda", "--device must be cpu or cuda, got '{}'", flags.device);
   options.device = flags.device == "cuda" ? Device::kCuda : Device::kCpu;
+  options.kv_cache = parse_kv_cache_format(flags.kv_cache);
   const auto load_start = std::chrono::steady_clock::now();
   std::unique_ptr<Engine> engine = Engine::create(options);
   TextCodec codec(model_dir);
@@ -144,6 +146,8 @@ void register_generate(CLI::App& app) {
   command->add_option("--top-k", flags->top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
   command->add_option("--seed", flags->seed, "Sampling seed")->capture_default_str();
   command->add_option("--device", flags->device, "cpu or cuda")->capture_default_str();
+  command->add_option("--kv-cache", flags->kv_cache, "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512)")
+      ->capture_default_str();
   command->add_flag("--print-ids", flags->print_ids, "Print generated token ids as the last stdout line");
   command->add_flag("--ignore-eos", flags->ignore_eos, "Do not stop at the end-of-sequence token");
   command->callback([flags] { run_generate(*flags); });

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cuda/attention/attention.h"
+#include "cuda/attention/kv_fp8.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/engine/device_model.h"
 #include "cuda/engine/shared_expert.h"
@@ -39,6 +40,7 @@ struct Limits {
   int max_tokens = 0;       // rows of one forward step: max(prefill_chunk, slots)
   int ring_rows = 0;        // sliding-window ring rows per slot
   int logit_rows = 0;       // rows of the logits buffer
+  bool kv_fp8 = false;      // KvCacheFormat::kFP8
 };
 
 Limits limits_for(const ModelConfig& config, const EngineOptions& options) {
@@ -57,11 +59,17 @@ Limits limits_for(const ModelConfig& config, const EngineOptions& options) {
   // row of the step itself: window - 1 + tokens rows must coexist in the ring.
   l.ring_rows = static_cast<int>(config.sliding_window) + l.prefill_chunk;
   l.logit_rows = std::max(l.slots, kLogitRowsPerPiece);
+  l.kv_fp8 = options.kv_cache == KvCacheFormat::kFP8;
+  DSV4_CHECK(!l.kv_fp8 || config.head_dim == attention::kKvFp8HeadDim,
+             "the FP8 KV cache stores head_dim {} rows (448 E4M3 + 64 RoPE channels); this model has head_dim {}",
+             attention::kKvFp8HeadDim, config.head_dim);
   return l;
 }
 
 struct LayerCache {
-  uint16_t* window_kv = nullptr;  // [slots, ring_rows, head_dim] BF16
+  uint16_t* window_kv = nullptr;  // [slots, ring_rows, head_dim] BF16 (null with the FP8 cache)
+  uint8_t* window_fp8 = nullptr;  // [slots, ring_rows, 584] FP8 KV rows (KvCacheFormat::kFP8)
+  uint8_t* entries_fp8 = nullptr; // [slots, max_entries, 584] FP8 copies of `entries` (kFP8)
   int state_rows = 0;
   float* state_kv = nullptr;      // [slots, state_rows, width]
   float* state_gate = nullptr;
@@ -138,7 +146,11 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   for (size_t l = 0; l < weights.layers.size(); ++l) {
     LayerCache cache;
     const AttentionType type = weights.layers[l].attention_type;
-    cache.window_kv = carver.take<uint16_t>("cache.window_kv", RegionKind::kCache, S * lim.ring_rows * hd);
+    if (lim.kv_fp8)
+      cache.window_fp8 = carver.take<uint8_t>("cache.window_kv_fp8", RegionKind::kCache,
+                                              S * lim.ring_rows * attention::kKvFp8RowBytes);
+    else
+      cache.window_kv = carver.take<uint16_t>("cache.window_kv", RegionKind::kCache, S * lim.ring_rows * hd);
     if (type != AttentionType::kSliding) {
       const int64_t rate = c.compress_rate(static_cast<int64_t>(l));
       const bool csa = type == AttentionType::kCompressedSparse;
@@ -150,6 +162,10 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
       cache.state_gate = carver.take<float>("cache.compressor_state", RegionKind::kCache, S * cache.state_rows * width);
       cache.entries = carver.take<uint16_t>(csa ? "cache.csa_entries" : "cache.hca_entries", RegionKind::kCache,
                                             S * cache.max_entries * hd);
+      // FP8: the compressor still writes BF16 entries (staging), quantized after each step.
+      if (lim.kv_fp8)
+        cache.entries_fp8 = carver.take<uint8_t>(csa ? "cache.csa_entries_fp8" : "cache.hca_entries_fp8",
+                                                 RegionKind::kCache, S * cache.max_entries * attention::kKvFp8RowBytes);
       if (csa) {
         cache.index_state_rows = static_cast<int>(2 * rate);
         cache.index_state_kv =
@@ -645,7 +661,10 @@ class CudaEngine final : public Engine {
                        batch.positions, stream_);
     ops::rms_norm_rope(b.kv, T, 1, static_cast<int>(hd), a.kv_norm, eps(), rope_dim, inv_freq, batch.positions,
                        stream_);
-    attention::kv_window_write(b.kv, static_cast<int>(hd), cache.window_kv, limits_.ring_rows, batch, stream_);
+    if (limits_.kv_fp8)
+      attention::kv_fp8_write_window(b.kv, cache.window_fp8, limits_.ring_rows, batch, stream_);
+    else
+      attention::kv_window_write(b.kv, static_cast<int>(hd), cache.window_kv, limits_.ring_rows, batch, stream_);
     profiler_.mark(stream_, "attn.qkv");
 
     if (a.has_compressor) {
@@ -654,6 +673,9 @@ class CudaEngine final : public Engine {
       run_compressor(a.compressor, b.comp_kv, b.comp_gate, rate, static_cast<int>(hd), csa, cache.state_kv,
                      cache.state_gate, cache.state_rows, cache.entries, /*entries_bf16=*/true, cache.max_entries,
                      batch);
+      if (limits_.kv_fp8)  // the entries this step closed, BF16 -> FP8 rows
+        attention::kv_fp8_write_entries(cache.entries, /*source_bf16=*/true, cache.entries_fp8, cache.max_entries, rate,
+                                        batch, stream_);
       profiler_.mark(stream_, "attn.compressor");
     }
     if (a.has_indexer) {
@@ -687,13 +709,19 @@ class CudaEngine final : public Engine {
     sp.q = b.q;
     sp.heads = static_cast<int>(heads);
     sp.head_dim = static_cast<int>(hd);
-    sp.window_kv = cache.window_kv;
+    // FP8 cache: the rows are 584-byte FP8 records (the params take them as uint16_t*).
+    sp.window_kv = limits_.kv_fp8 ? reinterpret_cast<const uint16_t*>(cache.window_fp8) : cache.window_kv;
+    sp.kv_fp8 = limits_.kv_fp8;
+    // The FP8 reader of the wgmma family is the pipelined kernel's producer (kAuto with
+    // kv_fp8 takes the FP32 kernel).
+    if (limits_.kv_fp8 && heads % 64 == 0) sp.kernel = attention::SparseAttentionParams::Kernel::kWgmmaPipelined;
     sp.ring_rows = limits_.ring_rows;
     sp.window = static_cast<int>(config_.sliding_window);
     sp.compressed = sliding ? attention::CompressedKeys::kNone
                     : layer.attention_type == AttentionType::kHeavilyCompressed ? attention::CompressedKeys::kAllVisible
                                                                                 : attention::CompressedKeys::kSelected;
-    sp.entries = cache.entries;
+    sp.entries = limits_.kv_fp8 && cache.entries_fp8 != nullptr ? reinterpret_cast<const uint16_t*>(cache.entries_fp8)
+                                                                : cache.entries;
     sp.max_entries = cache.max_entries;
     sp.rate = sliding ? 0 : static_cast<int>(config_.compress_rate(layer_index));
     sp.selected = b.selected;

@@ -98,6 +98,9 @@ enum class TileConfig : int {
                        // w2_stream from launch_moe_stream_repack): each CTA's weights + scales one linear region
   kDecodeStreamBulk = 11,  // opt-in: kDecodeStream with each stage's chunk moved by one TMA bulk copy
                            // (cp.async.bulk + mbarrier) instead of 16-byte cp.async; same stream weights
+  kPrefillWgmmaTma = 12,  // opt-in: kPrefillWgmmaPipe's math (bitwise equal) fed by a TMA producer warp (full /
+                          // empty mbarriers, 3 stages), persistent CTAs; needs act_rows (and act_perm for L1:
+                          // x gathered into slot order first). grouped_gemm_wgmma_tma.cu, docs/kernels/moe.md
 };
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk).
@@ -157,6 +160,12 @@ struct GroupedGemmParams {
   // first 5 weight stages, then wait (griddepcontrol.wait) for L1's h before reading it.
   // The previous kernel on the stream must be L1 (launch_moe_l1 with kDecodeStream).
   bool programmatic_wait = false;
+  // kPrefillWgmmaTma only: act_rows = rows of the activation matrix the TMA reads (L1: the
+  // slot count, rows of act_perm and entries of slot_token; L2: rows of h); act_perm (L1):
+  // workspace [act_rows, k] BF16 that the launch fills with x in slot order
+  // (act_perm[s] = act[slot_token[s]]) before the GEMM reads it.
+  int act_rows = 0;
+  uint16_t* act_perm = nullptr;
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
@@ -263,6 +272,7 @@ struct MoeWorkspace {
   int32_t* split_done_l2; // [max_tiles * H / 128]
   float* split_partials;  // [S][pairs][n] FP32, sized for the largest need at <= tokens
   int split_l1, split_l2, split_slots;
+  uint16_t* x_perm;       // kPrefillWgmmaTma only: [pairs, H] BF16, x in slot order (else null)
 };
 // Layout of the workspace for `tokens` tokens with tile config `config`; base may be
 // null to only compute the size. decode_split: MoeForwardParams::decode_split (0: auto).

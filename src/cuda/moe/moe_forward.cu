@@ -13,6 +13,7 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
 
 namespace {
@@ -25,6 +26,7 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial ||
       p.config == TileConfig::kPrefillW4A8Lut)
     return detail::launch_w4a8(p, l1);  // opt-in W4A8
+  if (p.config == TileConfig::kPrefillWgmmaTma) return detail::launch_wgmma_tma(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
@@ -162,6 +164,8 @@ MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig conf
       decode ? carve.take<float>(split_partial_floats(w, tokens, static_cast<int>(pairs_per_token),
                                                       static_cast<int>(groups), decode_split))
              : nullptr;
+  // kPrefillWgmmaTma: x in slot order for L1's TMA (carved last: other configs' layout unchanged).
+  ws.x_perm = config == TileConfig::kPrefillWgmmaTma ? carve.take<uint16_t>(pairs * w.hidden) : nullptr;
   ws.bytes = carve.offset;
   return ws;
 }
@@ -256,6 +260,8 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.split_slots = ws.split_slots;
   l1.stream_weights = w.w13_stream;  // kDecodeStream only
   l1.stream_k_major = w.stream_k_major;
+  l1.act_rows = ws.split_slots;  // kPrefillWgmmaTma: pairs = slots
+  l1.act_perm = ws.x_perm;
   if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
 
   GroupedGemmParams l2 = gemm;
@@ -273,6 +279,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l2.split_slots = ws.split_slots;
   l2.stream_weights = w.w2_stream;  // kDecodeStream only
   l2.stream_k_major = w.stream_k_major;
+  l2.act_rows = ws.split_slots;  // kPrefillWgmmaTma: rows of h
   l2.programmatic_wait =
       p.overlap_l2 && (p.config == TileConfig::kDecodeStream || p.config == TileConfig::kDecodeStreamBulk);
   if (fuse_combine) {
