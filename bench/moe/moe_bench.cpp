@@ -32,10 +32,14 @@
 //   (w4a8_ms) and L1 + L2 alone (w4a8_gemm_ms); TFLOP/s = the same useful FLOPs / time.
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
+// prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
+//   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
+//   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
+//   slot order (one extra kernel inside launch_moe_l1), as moe_forward runs it.
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
 //                   decode_stream_pdl|decode_stream_bulk|prefill_mma|
-//                   prefill_wgmma|prefill_wgmma_pipe] (forces one path)
+//                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma] (forces one path) [--tma 1]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -109,6 +113,7 @@ std::vector<int> parse_ints(const std::string& s) {
 const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
   if (config == TileConfig::kPrefillWgmmaPipe) return "prefill_wgmma_pipe";
+  if (config == TileConfig::kPrefillWgmmaTma) return "prefill_wgmma_tma";
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
@@ -118,7 +123,7 @@ const char* config_name(cuda::moe::TileConfig config) {
 
 // Compute paths measured per token count: the default one, and above 512 tokens both
 // prefill paths (wgmma, the default, and the mma.sync one). --config NAME keeps one.
-std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter) {
+std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter, bool tma_rows) {
   using cuda::moe::TileConfig;
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
@@ -130,14 +135,16 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   if (tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
   if (tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk) all.push_back(TileConfig::kDecodeStreamBulk);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
+  if (tokens > 512 && tma_rows) all.push_back(TileConfig::kPrefillWgmmaTma);  // opt-in (--tma 1), last
   if (filter.empty()) return all;
   for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK,
                        TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
-                       TileConfig::kPrefillWgmmaPipe})
+                       TileConfig::kPrefillWgmmaPipe, TileConfig::kPrefillWgmmaTma})
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
              "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, decode_stream_kmajor, "
-             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma or prefill_wgmma_pipe",
+             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma, prefill_wgmma_pipe or "
+             "prefill_wgmma_tma",
              filter);
   return {};
 }
@@ -153,11 +160,11 @@ const char* path_name(const BenchPath& path) {
   if (path.pdl) return "decode_stream_pdl";
   return config_name(path.config);
 }
-std::vector<BenchPath> paths_for(int tokens, const std::string& filter) {
+std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows) {
   std::vector<BenchPath> paths;
   const bool kmajor_only = filter == "decode_stream_kmajor", pdl_only = filter == "decode_stream_pdl";
   const bool variant_only = kmajor_only || pdl_only;
-  for (cuda::moe::TileConfig c : configs_for(tokens, variant_only ? std::string("decode_stream") : filter)) {
+  for (cuda::moe::TileConfig c : configs_for(tokens, variant_only ? std::string("decode_stream") : filter, tma_rows)) {
     if (!variant_only) paths.push_back({c, false, false});
     if (c != cuda::moe::TileConfig::kDecodeStream) continue;
     if (filter.empty() || kmajor_only) paths.push_back({c, true, false});
@@ -177,6 +184,7 @@ int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
+  bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel, not yet run on a GPU)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
@@ -184,6 +192,7 @@ int run(int argc, char** argv) {
     else if (key == "--formats") formats = value;
     else if (key == "--config") config_filter = value;
     else if (key == "--w4a8") w4a8_rows = value != "0";
+    else if (key == "--tma") tma_rows = value != "0";
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -242,7 +251,7 @@ int run(int argc, char** argv) {
       target.stream_k_major = k_major;
     };
     for (int tokens : token_counts) {
-      for (const BenchPath path : paths_for(tokens, config_filter)) {
+      for (const BenchPath path : paths_for(tokens, config_filter, tma_rows)) {
         const cuda::moe::TileConfig config = path.config;
         if (config == cuda::moe::TileConfig::kDecodeStream || config == cuda::moe::TileConfig::kDecodeStreamBulk)
           ensure_stream_layout(path.k_major);
@@ -332,7 +341,9 @@ int run(int argc, char** argv) {
         l1.stream_weights = weights.w13_stream;  // kDecodeStream only
         l2.stream_weights = weights.w2_stream;
         l1.stream_k_major = l2.stream_k_major = weights.stream_k_major;
-        l2.programmatic_wait = path.pdl;  // L2 right after L1 in the gemm-only loop (PDL needs that)
+        l2.programmatic_wait = path.pdl;
+        l1.act_rows = l2.act_rows = ws.split_slots;  // kPrefillWgmmaTma: rows the TMA reads (pairs = slots)
+        l1.act_perm = ws.x_perm;                     // kPrefillWgmmaTma: L1's slot-order copy of x  // L2 right after L1 in the gemm-only loop (PDL needs that)
         const double gemm_ms = timer.median_ms(
             [&] {
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));

@@ -7,6 +7,8 @@
 // no host quantization is needed: both kernels read the same packed data. Bound per
 // element: |pipe - wgmma| <= 1e-2 * max |wgmma row| (the MoeGemm bound); the share of
 // bit-identical elements is printed (same k order, so expected to be all).
+// TileConfig::kPrefillWgmmaTma (TMA producer warp, persistent CTAs, N always 128) runs on
+// the same inputs and must equal kPrefillWgmmaPipe bit for bit (every element, poison included).
 //   MoeGemmPipe.FlashShapesNvfp4 / FlashShapesMxfp4
 #include <gtest/gtest.h>
 
@@ -130,13 +132,15 @@ void run(ExpertFormat format) {
     const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
     int32_t* d_tc = device_copy(tile_count);
     const int cols = layer.l1 ? layer.n / 2 : layer.n;
-    std::vector<uint16_t> outs[2];
-    for (int variant = 0; variant < 2; ++variant) {
+    std::vector<uint16_t> outs[3];
+    for (int variant = 0; variant < 3; ++variant) {
       std::vector<uint16_t> out(size_t(prob.slots) * cols, kPoison);
       uint16_t* d_out = device_copy(out);
       cuda::moe::GroupedGemmParams p;
       p.format = format;
-      p.config = variant == 0 ? TileConfig::kPrefillWgmma : TileConfig::kPrefillWgmmaPipe;
+      p.config = variant == 0   ? TileConfig::kPrefillWgmma
+                 : variant == 1 ? TileConfig::kPrefillWgmmaPipe
+                                : TileConfig::kPrefillWgmmaTma;
       p.weights = d_w;
       p.scales = d_s;
       p.factor_a = d_fa;
@@ -153,10 +157,15 @@ void run(ExpertFormat format) {
       p.k = layer.k;
       p.swiglu_limit = kLimit;
       p.out = d_out;
+      p.act_rows = prob.slots;  // kPrefillWgmmaTma: L1 slots (x gathered into d_perm first), L2 rows of h
+      uint16_t* d_perm = nullptr;
+      if (variant == 2 && layer.l1) DSV4_CUDA_OK(cudaMalloc(&d_perm, size_t(prob.slots) * layer.k * 2));
+      p.act_perm = d_perm;
       DSV4_CUDA_OK(layer.l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
       cudaFree(d_out);
+      cudaFree(d_perm);
       outs[variant] = std::move(out);
     }
     const Compare c = compare(outs[1], outs[0], prob.slots, cols);
@@ -166,6 +175,11 @@ void run(ExpertFormat format) {
                 format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", layer.n, layer.k,
                 prob.slots, static_cast<long long>(c.bad), static_cast<long long>(c.identical),
                 static_cast<long long>(c.total), c.max_row, c.first.c_str());
+    size_t tma_diff = 0;
+    for (size_t i = 0; i < outs[2].size(); ++i) tma_diff += outs[2][i] != outs[1][i];
+    EXPECT_EQ(tma_diff, 0u) << "kPrefillWgmmaTma != kPrefillWgmmaPipe";
+    std::printf("[moe_gemm_pipe] %s %s tma vs pipe: %zu of %zu elements differ\n",
+                format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", tma_diff, outs[2].size());
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_fa),
                       static_cast<void*>(d_fb), static_cast<void*>(d_act), static_cast<void*>(d_st),
                       static_cast<void*>(d_sw), static_cast<void*>(d_te), static_cast<void*>(d_tb),

@@ -7,11 +7,14 @@
 //   MoeGemm.L2TinyRagged*  W2 [512, 256], same rows, routing-weight epilogue
 // (n = 512: two CTA columns of the wgmma tile's 256 weight rows, four of the mma tiles').
 //   MoeGemm.L1DeepK* / L2DeepK*  wgmma configs only, k = 2048 / 1024 (smem ring wraps)
+// kPrefillWgmmaTma (TMA producer warp, persistent CTAs) runs in every case after
+// kPrefillWgmmaPipe and must also equal its output bit for bit (same k order).
 // Slots outside the tiles keep their poison (checked). Bound per element:
 // |gpu - ref| <= 1e-2 * max |ref row| (BF16 output rounding is 2^-9 relative).
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
 
 #include "moe/moe_fixture.h"
 
@@ -30,12 +33,32 @@ const char* config_name(TileConfig config) {
          : config == TileConfig::kPrefill         ? "prefill_mma"
          : config == TileConfig::kPrefillWgmma    ? "prefill_wgmma"
          : config == TileConfig::kPrefillWgmmaPipe ? "prefill_wgmma_pipe"
+         : config == TileConfig::kPrefillWgmmaTma ? "prefill_wgmma_tma"
                                                    : "?";
 }
 
 const std::vector<TileConfig> kAllConfigs = {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
-                                             TileConfig::kPrefillWgmmaPipe};
-const std::vector<TileConfig> kWgmmaConfigs = {TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaPipe};
+                                             TileConfig::kPrefillWgmmaPipe, TileConfig::kPrefillWgmmaTma};
+const std::vector<TileConfig> kWgmmaConfigs = {TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaPipe,
+                                               TileConfig::kPrefillWgmmaTma};
+
+// kPrefillWgmmaTma against kPrefillWgmmaPipe's output of the same case (stored by rows):
+// every element bitwise equal, poison included.
+void expect_same_as_pipe(std::map<int, std::vector<uint16_t>>& pipe_out, TileConfig config, int rows,
+                         const std::vector<uint16_t>& out) {
+  if (config == TileConfig::kPrefillWgmmaPipe) pipe_out[rows] = out;
+  if (config != TileConfig::kPrefillWgmmaTma) return;
+  const auto it = pipe_out.find(rows);
+  ASSERT_NE(it, pipe_out.end()) << "kPrefillWgmmaPipe must run before kPrefillWgmmaTma";
+  ASSERT_EQ(it->second.size(), out.size());
+  size_t diff = 0, first = out.size();
+  for (size_t i = 0; i < out.size(); ++i)
+    if (out[i] != it->second[i]) {
+      ++diff;
+      if (first == out.size()) first = i;
+    }
+  EXPECT_EQ(diff, 0u) << "tma != pipe at element " << first << " of " << out.size();
+}
 // 64 / 65 / 96 / 97: the edges of kPrefillWgmmaPipe's wgmma N choice (64, 96, 128 by rows).
 const std::vector<int> kTinyRows = {1, 2, 3, 4, 5, 6, 7, 8, 9, 64, 65, 96, 97, 127, 128, 129};
 
@@ -139,6 +162,7 @@ void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
   float* d_gate = device_copy(packed.gate);
   float* d_up = device_copy(packed.up);
   uint16_t* d_x = device_copy(x);
+  std::map<int, std::vector<uint16_t>> pipe_out;
   for (TileConfig config : configs)
     for (int rows : row_counts) {
       SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
@@ -172,9 +196,16 @@ void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       p.k = hidden;
       p.swiglu_limit = kLimit;
       p.out = d_out;
+      p.act_rows = slots;  // kPrefillWgmmaTma: x gathered into slot order first
+      uint16_t* d_perm = nullptr;
+      if (config == TileConfig::kPrefillWgmmaTma)
+        DSV4_CUDA_OK(cudaMalloc(&d_perm, static_cast<size_t>(slots) * hidden * 2));
+      p.act_perm = d_perm;
       DSV4_CUDA_OK(cuda::moe::launch_moe_l1(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+      cudaFree(d_perm);
+      expect_same_as_pipe(pipe_out, config, rows, out);
       std::vector<double> ref(static_cast<size_t>(rows) * inter);
       for (int r = 0; r < rows; ++r) {
         const uint16_t* xr = x.data() + static_cast<size_t>(slot_token[kSlot0 + r]) * hidden;
@@ -213,6 +244,7 @@ void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
   uint8_t* d_w = device_copy(packed.w2);
   uint8_t* d_s = device_copy(packed.w2s);
   float* d_down = device_copy(packed.down);
+  std::map<int, std::vector<uint16_t>> pipe_out;
   for (TileConfig config : configs)
     for (int rows : row_counts) {
       SCOPED_TRACE(std::string(config_name(config)) + " rows " + std::to_string(rows));
@@ -246,9 +278,11 @@ void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       p.n = hidden;
       p.k = inter;
       p.out = d_out;
+      p.act_rows = slots;  // kPrefillWgmmaTma: rows of h
       DSV4_CUDA_OK(cuda::moe::launch_moe_l2(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+      expect_same_as_pipe(pipe_out, config, rows, out);
       std::vector<double> ref(static_cast<size_t>(rows) * hidden);
       for (int r = 0; r < rows; ++r) {
         const uint16_t* hr = h.data() + static_cast<size_t>(kSlot0 + r) * inter;
