@@ -331,13 +331,25 @@ __global__ void __maxnreg__(TmaTile::kMaxRegs)
   }
 }
 
-// x_perm[s][:] = x[slot_token[s]][:] (16-byte chunks; k % 8 == 0).
+// x_perm[s][:] = x[slot_token[s]][:] for the slots of the tile list (CTA (tile, part) copies
+// rows part, part + kGatherParts, ... of the tile; 16-byte chunks, k % 8 == 0). Walking the
+// tile list, not [0, act_rows): slots past the dispatch's slot count (pairs without an
+// expert) have no slot_token entry. Rows of x_perm outside every tile stay unwritten; the
+// TMA may load them into B rows past a tile, whose accumulator columns are never stored.
+constexpr int kGatherParts = 8;
 __global__ void moe_gather_rows_kernel(const uint16_t* __restrict__ x, const int32_t* __restrict__ slot_token,
+                                       const int32_t* __restrict__ tile_slot_begin,
+                                       const int32_t* __restrict__ tile_row_count, const int32_t* __restrict__ tile_count,
                                        uint16_t* __restrict__ x_perm, int k) {
-  const int s = blockIdx.x;
-  const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(slot_token[s]) * k);
-  uint4* dst = reinterpret_cast<uint4*>(x_perm + static_cast<int64_t>(s) * k);
-  for (int c = threadIdx.x; c < k / 8; c += blockDim.x) dst[c] = src[c];
+  const int tile = blockIdx.x;
+  if (tile >= *tile_count) return;
+  const int slot0 = tile_slot_begin[tile], rows = tile_row_count[tile];
+  for (int r = blockIdx.y; r < rows; r += kGatherParts) {
+    const int s = slot0 + r;
+    const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(slot_token[s]) * k);
+    uint4* dst = reinterpret_cast<uint4*>(x_perm + static_cast<int64_t>(s) * k);
+    for (int c = threadIdx.x; c < k / 8; c += blockDim.x) dst[c] = src[c];
+  }
 }
 
 using EncodeTiledFn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
@@ -399,7 +411,9 @@ cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1) {
   const uint16_t* act = p.act;
   if (l1) {
     if (!p.act_perm || !p.slot_token) return cudaErrorInvalidValue;  // L1 needs the slot-order copy of x
-    moe_gather_rows_kernel<<<p.act_rows, 128, 0, p.stream>>>(p.act, p.slot_token, p.act_perm, p.k);
+    const dim3 grid(static_cast<unsigned>(p.max_tiles), kGatherParts);
+    moe_gather_rows_kernel<<<grid, 128, 0, p.stream>>>(p.act, p.slot_token, p.tile_slot_begin, p.tile_row_count,
+                                                       p.tile_count, p.act_perm, p.k);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     act = p.act_perm;

@@ -163,7 +163,7 @@ struct GroupedGemmParams {
   // kPrefillWgmmaTma only: act_rows = rows of the activation matrix the TMA reads (L1: the
   // slot count, rows of act_perm and entries of slot_token; L2: rows of h); act_perm (L1):
   // workspace [act_rows, k] BF16 that the launch fills with x in slot order
-  // (act_perm[s] = act[slot_token[s]]) before the GEMM reads it.
+  // (act_perm[s] = act[slot_token[s]] for the slots of the tile list) before the GEMM reads it.
   int act_rows = 0;
   uint16_t* act_perm = nullptr;
   cudaStream_t stream = nullptr;
