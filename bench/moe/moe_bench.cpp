@@ -12,20 +12,18 @@
 //   weight bytes   packed bytes of every expert with at least one slot (incl. shared),
 //                  divided by the time -> GB/s and fraction of the copy bandwidth
 //   TFLOP/s        2 * slots * 3 * hidden * intermediate (useful FLOPs) / time
-//   config         compute path: decode_splitk (default <= 64 tokens: decode's tile with K split
-//                  across CTAs, S slices per GEMM from moe_decode_split_k, in the JSON as
-//                  split_l1 / split_l2; DSV4_MOE_SPLITK=S forces S), decode_ksplit (mma.sync,
-//                  8-slot tiles, in-CTA split-K over 16 warps), decode (the older 4-warp tile,
-//                  default 65..512); all three measured at <= 64 tokens, and decode_stream
-//                  (opt-in TileConfig::kDecodeStream: decode's kernel on the decode stream layout,
-//                  a second copy of the weights re-packed once per format by
-//                  launch_moe_stream_repack, 3.4 / 3.2 GB NVFP4 / MXFP4; same weight bytes counted)
-//                  and decode_stream_kmajor (the same with the k-major chunk order, another copy),
-//                  and decode_stream_pdl (decode_stream with L2 launched by PDL: MoeForwardParams::
-//                  overlap_l2, L2's CTAs prefetch weights while L1 finishes), and decode_stream_bulk
-//                  (kDecodeStreamBulk: one TMA bulk copy per stage instead of 16-byte cp.async),
-//                  prefill_wgmma (default
-//                  above 512 tokens), prefill_mma (the mma.sync prefill, also measured above 512)
+//   config         compute path: decode_ksplit (default <= 8 tokens: mma.sync 8-slot tiles,
+//                  in-CTA split-K over 16 warps), decode (the older 4-warp tile, default 9..512),
+//                  decode_splitk (opt-in: K split across CTAs, S slices per GEMM from
+//                  moe_decode_split_k, in the JSON as split_l1 / split_l2; DSV4_MOE_SPLITK=S forces
+//                  S); all three measured at <= 64 tokens; with --stream 1 (opt-in, not yet run on a
+//                  GPU) also decode_stream (TileConfig::kDecodeStream: decode's kernel on a second
+//                  copy of the weights re-packed per CTA by launch_moe_stream_repack, 3.4 / 3.2 GB
+//                  NVFP4 / MXFP4; same weight bytes counted), decode_stream_kmajor (k-major chunk
+//                  order, another copy), decode_stream_pdl (L2 launched by PDL: overlap_l2) and
+//                  decode_stream_bulk (kDecodeStreamBulk: one TMA bulk copy per stage);
+//                  prefill_wgmma_pipe (default above 512 tokens), prefill_mma (the mma.sync
+//                  prefill, also measured above 512)
 // W4A8 rows (MXFP4, > 512 tokens, after the prefill_wgmma_pipe row; --w4a8 0 skips them):
 //   config prefill_w4a8 (TileConfig::kPrefillW4A8, opt-in, not the default): on the same
 //   dispatch state, quantize x (launch_act_quant_fp8) + L1 W4A8 + quantize h + L2 W4A8
@@ -40,6 +38,7 @@
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
 //                   decode_stream_pdl|decode_stream_bulk|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma] (forces one path) [--tma 1]
+//                  [--stream 1] [--w4a8 0]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -123,7 +122,8 @@ const char* config_name(cuda::moe::TileConfig config) {
 
 // Compute paths measured per token count: the default one, and above 512 tokens both
 // prefill paths (wgmma, the default, and the mma.sync one). --config NAME keeps one.
-std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter, bool tma_rows) {
+std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter, bool tma_rows,
+                                               bool stream_rows) {
   using cuda::moe::TileConfig;
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
@@ -131,9 +131,11 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   // <= 64 tokens: the three decode paths side by side (split-K across CTAs, in-CTA split-K, plain)
   if (tokens <= 64 && all.front() != TileConfig::kDecodeKSplit) all.push_back(TileConfig::kDecodeKSplit);
   if (tokens <= 64 && all.front() != TileConfig::kDecodeSplitK) all.push_back(TileConfig::kDecodeSplitK);
-  // <= 64 tokens: the opt-in stream-layout decode (kDecode's kernel, weights re-packed per CTA)
-  if (tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
-  if (tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk) all.push_back(TileConfig::kDecodeStreamBulk);
+  // <= 64 tokens, --stream 1: the opt-in stream-layout decode (kDecode's kernel, weights
+  // re-packed per CTA; not yet run on a GPU: a trap there would take the later rows with it)
+  if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
+  if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk)
+    all.push_back(TileConfig::kDecodeStreamBulk);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   if (tokens > 512 && tma_rows) all.push_back(TileConfig::kPrefillWgmmaTma);  // opt-in (--tma 1), last
   if (filter.empty()) return all;
@@ -160,11 +162,12 @@ const char* path_name(const BenchPath& path) {
   if (path.pdl) return "decode_stream_pdl";
   return config_name(path.config);
 }
-std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows) {
+std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows, bool stream_rows) {
   std::vector<BenchPath> paths;
   const bool kmajor_only = filter == "decode_stream_kmajor", pdl_only = filter == "decode_stream_pdl";
   const bool variant_only = kmajor_only || pdl_only;
-  for (cuda::moe::TileConfig c : configs_for(tokens, variant_only ? std::string("decode_stream") : filter, tma_rows)) {
+  for (cuda::moe::TileConfig c :
+       configs_for(tokens, variant_only ? std::string("decode_stream") : filter, tma_rows, stream_rows)) {
     if (!variant_only) paths.push_back({c, false, false});
     if (c != cuda::moe::TileConfig::kDecodeStream) continue;
     if (filter.empty() || kmajor_only) paths.push_back({c, true, false});
@@ -185,6 +188,7 @@ int run(int argc, char** argv) {
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
   bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel, not yet run on a GPU)
+  bool stream_rows = false;  // --stream 1: decode_stream* rows (opt-in kernels, not yet run on a GPU)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
@@ -193,6 +197,7 @@ int run(int argc, char** argv) {
     else if (key == "--config") config_filter = value;
     else if (key == "--w4a8") w4a8_rows = value != "0";
     else if (key == "--tma") tma_rows = value != "0";
+    else if (key == "--stream") stream_rows = value != "0";
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -251,7 +256,7 @@ int run(int argc, char** argv) {
       target.stream_k_major = k_major;
     };
     for (int tokens : token_counts) {
-      for (const BenchPath path : paths_for(tokens, config_filter, tma_rows)) {
+      for (const BenchPath path : paths_for(tokens, config_filter, tma_rows, stream_rows)) {
         const cuda::moe::TileConfig config = path.config;
         if (config == cuda::moe::TileConfig::kDecodeStream || config == cuda::moe::TileConfig::kDecodeStreamBulk)
           ensure_stream_layout(path.k_major);
