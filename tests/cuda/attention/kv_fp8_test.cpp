@@ -3,6 +3,9 @@
 //     -0, +-inf, NaN, values from 2^-140 to 2^126 incl. saturating ones) gives the CPU
 //     encoder's bytes exactly; kv_fp8_dequantize_rows (BF16 and FP32) gives the CPU
 //     decoder's values exactly; the decode is within max(|x| / 16, 2^(k - 10)) of x.
+//   QuantizeTiesAndCodePointsMatchCpuBytes: blocks at k = 0 holding every code point,
+//     midpoint (ties to even) and its float neighbours, -0 and negatives rounding to -0:
+//     the hardware cvt gives the CPU RNE's bytes.
 //   WriteWindowRing / WriteEntries: the ring rows / closed entries of a batch (several
 //     slots, ring wrap, skipped tokens, entry overflow) hold the CPU bytes; every other
 //     row keeps its 0xee poison.
@@ -138,6 +141,51 @@ TEST(KvFp8, QuantizeRowsMatchesCpuBytes) {
       const double bound = std::max(std::fabs(static_cast<double>(input[i])) / 16, std::ldexp(1.0, k - 10));
       EXPECT_LE(std::fabs(static_cast<double>(f32[i]) - input[i]), bound) << "row " << r << " channel " << c;
     }
+}
+
+// The hardware cvt.rn.satfinite.e4m3x2.f32 vs the CPU's RNE where random rows almost never
+// land: every block holds 448 (so k = 0 and the other 63 channels reach the cvt as they
+// are), then every positive / negative code point, every midpoint (ties to even) and the
+// floats just above / below it, -0, negatives that round to -0 (-2^-10 is a tie to 0),
+// FP32 subnormals, 448 and the float below it. The RoPE tail holds BF16 ties (1 + c 2^-8).
+TEST(KvFp8, QuantizeTiesAndCodePointsMatchCpuBytes) {
+  std::vector<float> values;
+  for (int b = 0; b < 0x7e; ++b) {
+    const double lo = cpu::e4m3_to_float(static_cast<uint8_t>(b)), hi = cpu::e4m3_to_float(static_cast<uint8_t>(b + 1));
+    const float mid = static_cast<float>((lo + hi) / 2);
+    for (float v : {static_cast<float>(lo), mid, std::nextafter(mid, 1000.0f), std::nextafter(mid, 0.0f)}) {
+      values.push_back(v);
+      values.push_back(-v);
+    }
+  }
+  for (float v : {448.0f, -448.0f, std::nextafter(448.0f, 0.0f), -0.0f, -0x1p-10f, -0x1p-11f, -0x1.000002p-10f, 0x1p-130f,
+                  -0x1p-149f, 0x1.fffffcp-127f})
+    values.push_back(v);
+  const int per_row = cpu::kKvFp8Blocks * 63;
+  const int rows = static_cast<int>((values.size() + per_row - 1) / per_row);
+  std::vector<float> input(static_cast<size_t>(rows) * kDim, 0.0f);
+  size_t next = 0;
+  for (int r = 0; r < rows; ++r) {
+    float* row = input.data() + static_cast<size_t>(r) * kDim;
+    for (int b = 0; b < cpu::kKvFp8Blocks; ++b) {
+      row[b * 64 + (r + 5 * b) % 64] = (b % 2 ? -448.0f : 448.0f);  // amax 448: k = 0
+      for (int c = 0; c < 64; ++c)
+        if (c != (r + 5 * b) % 64 && next < values.size()) row[b * 64 + c] = values[next++];
+    }
+    for (int c = 0; c < cpu::kKvFp8RopeDim; ++c) row[cpu::kKvFp8NopeDim + c] = (r % 2 ? -1.0f : 1.0f) + c * 0x1p-8f;
+  }
+  ASSERT_EQ(next, values.size());
+  const std::vector<uint8_t> want = cpu_encode(input);
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < cpu::kKvFp8Blocks; ++b)
+      ASSERT_EQ(want[static_cast<size_t>(r) * kRowBytes + cpu::kKvFp8ScaleOffset + b], 127) << "k must be 0";
+  DeviceArray<float> d_input(input.size());
+  d_input.upload(input);
+  DeviceArray<uint8_t> d_bytes(want.size());
+  d_bytes.fill(0xee);
+  cuda::attention::kv_fp8_quantize_rows(d_input.get(), rows, d_bytes.get(), nullptr);
+  DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+  expect_bytes_equal("kv_fp8_quantize_rows (ties, code points)", d_bytes.download(), want);
 }
 
 TEST(KvFp8, WriteWindowRing) {
