@@ -1,4 +1,4 @@
-// FP8 KV cache (issue 6 item 5; opt-in, not wired into the engine): K=V rows of
+// FP8 KV cache (issue 6 item 5; opt-in: EngineOptions::kv_cache = kFP8): K=V rows of
 // head_dim 512 stored in DeepSeek's V4 layout, 584 bytes a row:
 //   [0, 448)    E4M3 of channels 0..447
 //   [448, 455)  7 UE8M0 scales (byte 448 + b for channels [64 b, 64 b + 64)): value = e4m3 * 2^(scale - 127)
@@ -12,7 +12,7 @@
 // Writers mirror the BF16 cache: the window ring row of each batch token
 // (kv_window_write), and the compressed attention entries closed by the batch (from the
 // compressor's BF16 / FP32 entries, see kv_fp8_write_entries). sparse_attention reads
-// these rows with SparseAttentionParams::kv_fp8 (FP32 kernel only so far).
+// these rows with SparseAttentionParams::kv_fp8 (the FP32 kernel and kWgmmaPipelined).
 #pragma once
 #include <cuda_runtime.h>
 
