@@ -9,6 +9,8 @@
 // bit-identical elements is printed (same k order, so expected to be all).
 // TileConfig::kPrefillWgmmaTma (TMA producer warp, persistent CTAs, N always 128) runs on
 // the same inputs and must equal kPrefillWgmmaPipe bit for bit (every element, poison included).
+// max_tiles = tile count + 5 (padding entries -1), as moe_forward has it: every kernel's CTAs
+// (kPrefillWgmmaTma: persistent items) past the tile count must stop before the tile list.
 //   MoeGemmPipe.FlashShapesNvfp4 / FlashShapesMxfp4
 #include <gtest/gtest.h>
 
@@ -126,9 +128,17 @@ void run(ExpertFormat format) {
     uint16_t* d_act = device_copy(layer.l1 ? x : h);
     int32_t* d_st = device_copy(prob.slot_token);
     float* d_sw = device_copy(prob.slot_weight);
-    int32_t* d_te = device_copy(prob.tile_expert);
-    int32_t* d_tb = device_copy(prob.tile_begin);
-    int32_t* d_tr = device_copy(prob.tile_rows);
+    // max_tiles > *tile_count, as moe_forward sizes it: the CTAs (kPrefillWgmmaTma: the
+    // persistent loop's items) past the tile count must stop without reading the tile list;
+    // its padding entries are -1, so a kernel that read them would fault or differ.
+    constexpr int kSpareTiles = 5;
+    auto padded = [](std::vector<int32_t> v) {
+      v.resize(v.size() + kSpareTiles, -1);
+      return v;
+    };
+    int32_t* d_te = device_copy(padded(prob.tile_expert));
+    int32_t* d_tb = device_copy(padded(prob.tile_begin));
+    int32_t* d_tr = device_copy(padded(prob.tile_rows));
     const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
     int32_t* d_tc = device_copy(tile_count);
     const int cols = layer.l1 ? layer.n / 2 : layer.n;
@@ -152,7 +162,7 @@ void run(ExpertFormat format) {
       p.tile_slot_begin = d_tb;
       p.tile_row_count = d_tr;
       p.tile_count = d_tc;
-      p.max_tiles = tile_count[0];
+      p.max_tiles = tile_count[0] + kSpareTiles;
       p.n = layer.n;
       p.k = layer.k;
       p.swiglu_limit = kLimit;
