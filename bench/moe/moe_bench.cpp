@@ -415,9 +415,15 @@ int run(int argc, char** argv) {
           qh.k = kInter;
           qh.x8 = d_h8;
           qh.scale = d_hs;
-          // kPrefillW4A8 (overlap) is disabled (grouped_gemm_w4a8.cu): the serial kernel only.
-          for (const cuda::moe::TileConfig wconfig : {cuda::moe::TileConfig::kPrefillW4A8Serial}) {
-          const char* wname = wconfig == cuda::moe::TileConfig::kPrefillW4A8 ? "prefill_w4a8" : "prefill_w4a8_serial";
+          // The serial kernel first (GPU-verified 2026-12-01), then the overlapped one and its
+          // table-lookup variant (register hazard fixed offline, not yet run on a GPU: their
+          // figures count only once cuda_moe_w4a8_test passes).
+          for (const cuda::moe::TileConfig wconfig :
+               {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
+                cuda::moe::TileConfig::kPrefillW4A8Lut}) {
+          const char* wname = wconfig == cuda::moe::TileConfig::kPrefillW4A8      ? "prefill_w4a8"
+                              : wconfig == cuda::moe::TileConfig::kPrefillW4A8Lut ? "prefill_w4a8_lut"
+                                                                                  : "prefill_w4a8_serial";
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
           q1.config = q2.config = wconfig;
           q1.act8 = d_x8;
