@@ -33,7 +33,8 @@ struct CpuRounding {
 
 // CUDA KV cache storage of the window ring and the compressed attention entries.
 // kFP8: DeepSeek's V4 layout, 584 bytes a row (448 E4M3 channels with a UE8M0 scale per
-// 64, the 64 RoPE channels in BF16; src/cuda/attention/kv_fp8.h), head_dim 512 only.
+// 64, the 64 RoPE channels in BF16; src/cuda/attention/kv_fp8.h), head_dim 512 only. Not yet
+// run on a GPU; the compressed entries keep their BF16 staging copy, so it saves no memory yet.
 enum class KvCacheFormat { kBF16, kFP8 };
 // "bf16" / "fp8" (the --kv-cache flag); anything else is an error naming the choices.
 KvCacheFormat parse_kv_cache_format(const std::string& name);
