@@ -239,7 +239,9 @@ void register_bench(CLI::App& app) {
   command->add_option("--prefill", flags->prefill, "tokens of the timed long prefill (0: skip)")->capture_default_str();
   command->add_option("--prefill-chunk", flags->prefill_chunk, "tokens per prefill step")->capture_default_str();
   command->add_flag("--no-graphs", flags->no_graphs, "decode eagerly instead of replaying CUDA graphs");
-  command->add_option("--kv-cache", flags->kv_cache, "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512; not yet GPU-verified; compressed entries keep a BF16 staging copy, so no memory saving yet)")
+  command->add_option("--kv-cache", flags->kv_cache,
+                      "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512; not yet "
+                      "GPU-verified; compressed entries keep a BF16 staging copy, so no memory saving yet)")
       ->capture_default_str();
   command->add_option("--json", flags->json, "append one JSON line per measurement to this file");
   command->add_option("--seed", flags->seed, "seed of the random weights and tokens")->capture_default_str();

@@ -146,7 +146,9 @@ void register_generate(CLI::App& app) {
   command->add_option("--top-k", flags->top_k, "Keep the k most likely tokens (0 = all)")->capture_default_str();
   command->add_option("--seed", flags->seed, "Sampling seed")->capture_default_str();
   command->add_option("--device", flags->device, "cpu or cuda")->capture_default_str();
-  command->add_option("--kv-cache", flags->kv_cache, "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512; not yet GPU-verified; compressed entries keep a BF16 staging copy, so no memory saving yet)")
+  command->add_option("--kv-cache", flags->kv_cache,
+                      "CUDA KV cache: bf16, or fp8 (DeepSeek's 584-byte rows, head_dim 512; not yet "
+                      "GPU-verified; compressed entries keep a BF16 staging copy, so no memory saving yet)")
       ->capture_default_str();
   command->add_flag("--print-ids", flags->print_ids, "Print generated token ids as the last stdout line");
   command->add_flag("--ignore-eos", flags->ignore_eos, "Do not stop at the end-of-sequence token");
