@@ -19,18 +19,16 @@
 //     peak; kWgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
 //     kWgmmaPipelined with split-KV auto ("pipe") and the FP32 kernel ("simple").
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <ctime>
-#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/bench_util.h"
 #include "cuda/attention/attention.h"
 #include "cuda/common/cuda_check.h"
 
@@ -40,38 +38,6 @@ namespace {
 using cuda::attention::CompressedKeys;
 using cuda::attention::SparseAttentionParams;
 constexpr int kHeads = 64, kDim = 512, kWindow = 128, kTopK = 512, kCsaRate = 4, kHcaRate = 128;
-
-struct Timer {
-  cudaEvent_t start, stop;
-  void* flush = nullptr;
-  size_t flush_bytes = 256ull << 20;
-  Timer() {
-    DSV4_CUDA_CHECK(cudaEventCreate(&start));
-    DSV4_CUDA_CHECK(cudaEventCreate(&stop));
-    DSV4_CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
-  }
-  ~Timer() {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaFree(flush);
-  }
-  double median_ms(const std::function<void()>& fn, int iters, int warmup = 2) {
-    for (int i = 0; i < warmup; ++i) fn();
-    std::vector<float> times;
-    for (int i = 0; i < iters; ++i) {
-      DSV4_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
-      DSV4_CUDA_CHECK(cudaEventRecord(start));
-      fn();
-      DSV4_CUDA_CHECK(cudaEventRecord(stop));
-      DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
-      float ms = 0;
-      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      times.push_back(ms);
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-  }
-};
 
 template <typename T>
 T* device_alloc(size_t count, int byte = 0x3c) {  // 0x3c3c: BF16 0.0115, FP32 0.0115
@@ -85,45 +51,6 @@ T* device_copy(const std::vector<T>& host) {
   T* p = device_alloc<T>(host.size());
   DSV4_CUDA_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   return p;
-}
-
-double hbm_copy_gbps(Timer& timer) {
-  const size_t bytes = 1ull << 30;
-  void* a = device_alloc<uint8_t>(bytes);
-  void* b = device_alloc<uint8_t>(bytes);
-  const double ms = timer.median_ms([&] { DSV4_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3) / 1e9;
-}
-
-double gemm_peak_tflops(Timer& timer) {
-  const int n = 8192;
-  uint16_t* a = device_alloc<uint16_t>(static_cast<size_t>(n) * n);
-  uint16_t* b = device_alloc<uint16_t>(static_cast<size_t>(n) * n);
-  float* c = device_alloc<float>(static_cast<size_t>(n) * n, 0);
-  cublasHandle_t handle;
-  DSV4_CUBLAS_CHECK(cublasCreate(&handle));
-  const float one = 1.0f, zero = 0.0f;
-  const double ms = timer.median_ms(
-      [&] {
-        DSV4_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b,
-                                       CUDA_R_16BF, n, &zero, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                                       CUBLAS_GEMM_DEFAULT));
-      },
-      5);
-  cublasDestroy(handle);
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  return 2.0 * n * n * n / (ms * 1e-3) / 1e12;
-}
-
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
 }
 
 // One benchmark problem: its device arrays and the attended key count.
@@ -212,10 +139,10 @@ int run(int argc, char** argv) {
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const std::string date = today();
-  Timer timer;
-  const double copy_gbps = hbm_copy_gbps(timer);
-  const double peak_tflops = gemm_peak_tflops(timer);
+  const std::string date = bench::utc_now();
+  bench::Timer timer(/*default_warmup=*/2);
+  const double copy_gbps = bench::hbm_copy_gbps(timer);
+  const double peak_tflops = bench::cublas_bf16_tflops(timer, 8192, /*iters=*/5);
   std::printf("device %s, %d SMs; HBM copy %.0f GB/s (read + write); BF16 GEMM (cuBLAS 8192^3) %.0f TFLOP/s\n",
               prop.name, prop.multiProcessorCount, copy_gbps, peak_tflops);
   if (json) {

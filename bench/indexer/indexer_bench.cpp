@@ -28,19 +28,17 @@
 //                  slot): arithmetic from indexer_workspace_floats, not run
 // Usage: bench_indexer [--json PATH] [--contexts 4096,32768] [--chunk 2048] [--batches 1,16,64]
 //                      [--chunk-rows 256] [--kernels mma,wgmma]
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <ctime>
-#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/bench_util.h"
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
 #include "cuda/common/cuda_check.h"
@@ -49,91 +47,6 @@ namespace dsv4::indexer_bench {
 namespace {
 
 constexpr int kHeads = 64, kDim = 128, kRate = 4, kTopK = 512;
-
-struct Timer {
-  cudaEvent_t start, stop;
-  void* flush = nullptr;
-  size_t flush_bytes = 256ull << 20;
-  Timer() {
-    DSV4_CUDA_CHECK(cudaEventCreate(&start));
-    DSV4_CUDA_CHECK(cudaEventCreate(&stop));
-    DSV4_CUDA_CHECK(cudaMalloc(&flush, flush_bytes));
-  }
-  ~Timer() {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaFree(flush);
-  }
-  double median_ms(const std::function<void()>& fn, int iters, int warmup = 2) {
-    for (int i = 0; i < warmup; ++i) fn();
-    std::vector<float> times;
-    for (int i = 0; i < iters; ++i) {
-      DSV4_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
-      DSV4_CUDA_CHECK(cudaEventRecord(start));
-      fn();
-      DSV4_CUDA_CHECK(cudaEventRecord(stop));
-      DSV4_CUDA_CHECK(cudaEventSynchronize(stop));
-      float ms = 0;
-      DSV4_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-      times.push_back(ms);
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-  }
-};
-
-double hbm_copy_gbps(Timer& timer) {
-  const size_t bytes = 1ull << 30;
-  void *a = nullptr, *b = nullptr;
-  DSV4_CUDA_CHECK(cudaMalloc(&a, bytes));
-  DSV4_CUDA_CHECK(cudaMalloc(&b, bytes));
-  DSV4_CUDA_CHECK(cudaMemset(a, 1, bytes));
-  const double ms =
-      timer.median_ms([&] { DSV4_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3) / 1e9;
-}
-
-// cuBLAS BF16 x BF16 -> FP32 GEMM, n^3, TFLOP/s.
-double cublas_bf16_tflops(Timer& timer, int n) {
-  cublasHandle_t handle;
-  DSV4_CUBLAS_CHECK(cublasCreate(&handle));
-  void *a = nullptr, *b = nullptr, *c = nullptr;
-  const size_t elems = static_cast<size_t>(n) * n;
-  DSV4_CUDA_CHECK(cudaMalloc(&a, elems * 2));
-  DSV4_CUDA_CHECK(cudaMalloc(&b, elems * 2));
-  DSV4_CUDA_CHECK(cudaMalloc(&c, elems * 4));
-  DSV4_CUDA_CHECK(cudaMemset(a, 0x3c, elems * 2));  // BF16 ~0.0115: finite products
-  DSV4_CUDA_CHECK(cudaMemset(b, 0x3c, elems * 2));
-  const float alpha = 1.0f, beta = 0.0f;
-  const double ms = timer.median_ms(
-      [&] {
-        DSV4_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &alpha, a, CUDA_R_16BF, n, b,
-                                       CUDA_R_16BF, n, &beta, c, CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
-                                       CUBLAS_GEMM_DEFAULT));
-      },
-      10);
-  cudaFree(a);
-  cudaFree(b);
-  cudaFree(c);
-  cublasDestroy(handle);
-  return 2.0 * n * n * static_cast<double>(n) / (ms * 1e-3) / 1e12;
-}
-
-std::vector<int> parse_ints(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
-  return v;
-}
-
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
-}
 
 template <typename T>
 T* device_alloc(size_t count) {
@@ -172,9 +85,9 @@ int run(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
-    else if (key == "--contexts") contexts = parse_ints(value);
+    else if (key == "--contexts") contexts = bench::parse_ints(value);
     else if (key == "--chunk") chunk = std::stoi(value);
-    else if (key == "--batches") batches = parse_ints(value);
+    else if (key == "--batches") batches = bench::parse_ints(value);
     else if (key == "--chunk-rows") chunk_rows = std::stoi(value);
     else if (key == "--kernels") {
       kernels.clear();
@@ -203,10 +116,10 @@ int run(int argc, char** argv) {
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  const std::string date = today();
-  Timer timer;
-  const double copy_gbps = hbm_copy_gbps(timer);
-  const double peak_tflops = cublas_bf16_tflops(timer, 8192);
+  const std::string date = bench::utc_now();
+  bench::Timer timer(/*default_warmup=*/2);
+  const double copy_gbps = bench::hbm_copy_gbps(timer);
+  const double peak_tflops = bench::cublas_bf16_tflops(timer, 8192, /*iters=*/10);
   std::printf("device %s, %d SMs; HBM copy %.0f GB/s; cuBLAS BF16 GEMM 8192^3 %.0f TFLOP/s\n", prop.name,
               prop.multiProcessorCount, copy_gbps, peak_tflops);
   if (json) {

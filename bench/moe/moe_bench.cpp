@@ -45,69 +45,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <functional>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/bench_util.h"
 #include "moe/moe_fixture.h"
 
 namespace dsv4::moe_test {
 namespace {
-
-struct Timer {
-  cudaEvent_t start, stop;
-  void* flush = nullptr;
-  size_t flush_bytes = 256ull << 20;
-  Timer() {
-    DSV4_CUDA_OK(cudaEventCreate(&start));
-    DSV4_CUDA_OK(cudaEventCreate(&stop));
-    DSV4_CUDA_OK(cudaMalloc(&flush, flush_bytes));
-  }
-  ~Timer() {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaFree(flush);
-  }
-  // Median milliseconds of fn over iters runs, L2 flushed before each.
-  double median_ms(const std::function<void()>& fn, int iters, int warmup = 3) {
-    for (int i = 0; i < warmup; ++i) fn();
-    std::vector<float> times;
-    for (int i = 0; i < iters; ++i) {
-      DSV4_CUDA_OK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
-      DSV4_CUDA_OK(cudaEventRecord(start));
-      fn();
-      DSV4_CUDA_OK(cudaEventRecord(stop));
-      DSV4_CUDA_OK(cudaEventSynchronize(stop));
-      float ms = 0;
-      DSV4_CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-      times.push_back(ms);
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-  }
-};
-
-// Device-to-device copy of 1 GiB (2 GiB moved), GB/s.
-double hbm_copy_gbps(Timer& timer) {
-  const size_t bytes = 1ull << 30;
-  void *a = nullptr, *b = nullptr;
-  DSV4_CUDA_OK(cudaMalloc(&a, bytes));
-  DSV4_CUDA_OK(cudaMalloc(&b, bytes));
-  DSV4_CUDA_OK(cudaMemset(a, 1, bytes));
-  const double ms = timer.median_ms([&] { DSV4_CUDA_OK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3) / 1e9;
-}
-
-std::vector<int> parse_ints(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
-  return v;
-}
 
 const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
@@ -176,13 +121,6 @@ std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma
   return paths;
 }
 
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
-}
-
 int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
@@ -192,7 +130,7 @@ int run(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
-    else if (key == "--tokens") token_counts = parse_ints(value);
+    else if (key == "--tokens") token_counts = bench::parse_ints(value);
     else if (key == "--formats") formats = value;
     else if (key == "--config") config_filter = value;
     else if (key == "--w4a8") w4a8_rows = value != "0";
@@ -202,9 +140,9 @@ int run(int argc, char** argv) {
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
   DSV4_CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  const std::string date = today();
-  Timer timer;
-  const double copy_gbps = hbm_copy_gbps(timer);
+  const std::string date = bench::utc_now();
+  bench::Timer timer(/*default_warmup=*/3);
+  const double copy_gbps = bench::hbm_copy_gbps(timer);
   std::printf("device %s, %d SMs; HBM copy %.0f GB/s (read + write)\n", prop.name, prop.multiProcessorCount, copy_gbps);
   if (json)
     std::fprintf(json, "{\"bench\":\"hbm_copy\",\"device\":\"%s\",\"date\":\"%s\",\"gbps\":%.1f}\n", prop.name,

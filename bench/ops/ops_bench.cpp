@@ -21,13 +21,11 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <functional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "common/bench_util.h"
 #include "cuda/common/device_types.h"
 #include "cuda/ops/ops.h"
 #include "dsv4/error.h"
@@ -46,52 +44,6 @@ namespace {
 
 constexpr int64_t kHidden = 4096, kStreams = 4, kMix = (2 + kStreams) * kStreams, kFlat = kStreams * kHidden;
 constexpr int64_t kHeads = 64, kHeadDim = 512, kQRank = 1024, kGroups = 8, kORank = 1024, kVocab = 129280;
-
-struct Timer {
-  cudaEvent_t start, stop;
-  void* flush = nullptr;
-  size_t flush_bytes = 256ull << 20;
-  Timer() {
-    BENCH_CUDA_OK(cudaEventCreate(&start));
-    BENCH_CUDA_OK(cudaEventCreate(&stop));
-    BENCH_CUDA_OK(cudaMalloc(&flush, flush_bytes));
-  }
-  ~Timer() {
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaFree(flush);
-  }
-  double median_ms(const std::function<void()>& fn, int iters, int warmup = 3) {
-    for (int i = 0; i < warmup; ++i) fn();
-    std::vector<float> times;
-    for (int i = 0; i < iters; ++i) {
-      BENCH_CUDA_OK(cudaMemsetAsync(flush, i & 0xff, flush_bytes));
-      BENCH_CUDA_OK(cudaEventRecord(start));
-      fn();
-      BENCH_CUDA_OK(cudaEventRecord(stop));
-      BENCH_CUDA_OK(cudaEventSynchronize(stop));
-      float ms = 0;
-      BENCH_CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-      times.push_back(ms);
-    }
-    std::sort(times.begin(), times.end());
-    return times[times.size() / 2];
-  }
-};
-
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
-}
-
-std::vector<int> parse_ints(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');) v.push_back(std::stoi(item));
-  return v;
-}
 
 // Device buffer of `count` T filled with a tiled random pattern (normal * sigma, or for
 // uint16 BF16 bits of it). Owned by the pool (freed at exit).
@@ -120,18 +72,6 @@ T* device_random(int64_t count, float sigma, uint64_t seed) {
     BENCH_CUDA_OK(cudaMemcpy(ptr + done, tile.data(), n * sizeof(T), cudaMemcpyHostToDevice));
   }
   return ptr;
-}
-
-double hbm_copy_gbps(Timer& timer) {
-  const size_t bytes = 1ull << 30;
-  void *a = nullptr, *b = nullptr;
-  BENCH_CUDA_OK(cudaMalloc(&a, bytes));
-  BENCH_CUDA_OK(cudaMalloc(&b, bytes));
-  BENCH_CUDA_OK(cudaMemset(a, 1, bytes));
-  const double ms = timer.median_ms([&] { BENCH_CUDA_OK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); }, 10);
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (ms * 1e-3) / 1e9;
 }
 
 DeviceMatrix bf16_matrix(int64_t rows, int64_t cols, uint64_t seed) {
@@ -165,21 +105,21 @@ int run(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
-    else if (key == "--tokens") token_counts = parse_ints(value);
+    else if (key == "--tokens") token_counts = bench::parse_ints(value);
     else fail("bench_ops: unknown option {} (expected --json PATH, --tokens 1,8,64,8192)", key);
   }
   if (argc % 2 == 0) fail("bench_ops: option {} has no value", argv[argc - 1]);
   const int max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
   DSV4_CHECK(max_tokens >= 1, "bench_ops: token counts must be positive");
 
-  Timer timer;
+  bench::Timer timer(/*default_warmup=*/3);
   cudaDeviceProp prop{};
   BENCH_CUDA_OK(cudaGetDeviceProperties(&prop, 0));
   Reporter rep;
   rep.json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   rep.device = prop.name;
-  rep.date = today();
-  rep.copy_gbps = hbm_copy_gbps(timer);
+  rep.date = bench::utc_now();
+  rep.copy_gbps = bench::hbm_copy_gbps(timer);
   std::printf("device %s, %d SMs; HBM copy %.0f GB/s (read + write)\n", prop.name, prop.multiProcessorCount,
               rep.copy_gbps);
   if (rep.json)
