@@ -38,6 +38,11 @@ int64_t sparse_attention_split_workspace_floats(int tokens, int heads, int split
 // shared memory; Kernel::kWgmmaShareP), else S in both warpgroups (kWgmma, kAuto).
 cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& params, int kv_splits, bool share_p,
                                           cudaStream_t stream);
+// The split-KV merge of both wgmma families (log-sum-exp over the kv_splits partials):
+// part_o [splits, tokens, heads, 512] and part_ml [splits, tokens, heads, 2] (running max
+// in the exp2 domain, row sum) -> params.out.
+cudaError_t launch_sparse_attention_merge(const SparseAttentionParams& params, int kv_splits, const float* part_o,
+                                          const float* part_ml, cudaStream_t stream);
 // sparse_attention_pipelined.cu: Kernel::kWgmmaPipelined (same conditions, same split
 // workspace layout as launch_sparse_attention_wgmma).
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);

@@ -36,11 +36,14 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/sparse_attention_wgmma_common.cuh"
 #include "cuda/attention/kv_fp8.h"
 
 namespace dsv4::cuda::attention {
 
 namespace {
+
+using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
 
 constexpr int kHeads = 64;          // heads per CTA = wgmma M
 constexpr int kDim = 512;           // head_dim of the fast path
@@ -49,7 +52,6 @@ constexpr int kHalfKeys = kTileKeys / 2;  // S's N per consumer warpgroup
 constexpr int kStages = 3;
 constexpr int kConsumerThreads = 256;
 constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
-constexpr int kBlockBytes = 64 * 128;                   // Q: one 64-channel column block of 64 rows
 constexpr int kPanelBytes = kDim / 64 * kBlockBytes;    // Q: 64 rows x 512 BF16 = 64 KiB
 constexpr int kTileBlockBytes = kTileKeys * 128;        // tile: one 64-channel column block of 48 rows
 constexpr int kTileBytes = kDim / 64 * kTileBlockBytes; // 48 KiB
@@ -67,62 +69,6 @@ __device__ __forceinline__ void wgmma_m64n24k16_ss(float (&d)[12], uint64_t desc
       "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
-
-// D[64 x 256] += A[64 x 16] B[16 x 256], A from shared memory (K-major), B MN-major.
-__device__ __forceinline__ void wgmma_m64n256k16_ss_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-      : "l"(desc_a), "l"(desc_b), "r"(1));
-}
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// wgmma shared-memory descriptor, 128-byte swizzle (layout type 1 in bits 62-63).
-__device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((address & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
-         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Pins register values at this point (no compiler motion of their producers or readers
-// across a wgmma fence / wait).
-template <int N>
-__device__ __forceinline__ void fence_regs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
-}
-// Generic-proxy shared-memory writes (st.shared, cp.async) -> visible to wgmma (async proxy).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-// 16-byte cp.async; src_bytes 0 zero-fills the destination (skipped key).
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-
-// Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled panel.
-__device__ __forceinline__ uint32_t panel_offset(int row, int c) {
-  return (c >> 3) * kBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
-}
-
-__device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) {
-  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(address), "r"(value) : "memory");
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 // Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled 48-row tile.
@@ -161,26 +107,6 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
 }
 // Named barrier 1 over the 256 consumer threads (the producer never joins).
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-
-struct KeyList {
-  int slot = 0, first_window = 0, n_window = 0, n_total = 0, visible = 0;
-};
-
-__device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int token) {
-  KeyList keys;
-  const int position = p.batch.positions[token];
-  keys.slot = p.batch.slots[token];
-  if (position >= 0 && keys.slot >= 0) {
-    keys.first_window = max(0, position - p.window + 1);
-    keys.n_window = position - keys.first_window + 1;
-    keys.visible = p.compressed == CompressedKeys::kNone ? 0 : min((position + 1) / p.rate, p.max_entries);
-    const int n_compressed = p.compressed == CompressedKeys::kAllVisible ? keys.visible
-                             : p.compressed == CompressedKeys::kSelected ? p.top_k
-                                                                         : 0;
-    keys.n_total = keys.n_window + n_compressed;
-  }
-  return keys;
-}
 
 // The producer thread pt gathers rows 3 (pt / 8) + i (i < 3) of a tile, 16-byte chunks
 // pt % 8 + 8 c (c < 8) of each: 3 row addresses (kSelected: 3 index loads) per tile.
@@ -502,32 +428,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   }
 }
 
-// grid (tokens, heads), block 128: out = sum_z 2^(m_z - M) O_z / (sum_z 2^(m_z - M) l_z + 2^(sink - M)).
-__global__ void __launch_bounds__(128) sparse_attention_pipelined_merge_kernel(const SparseAttentionParams p, int splits,
-                                                                     const float* part_o, const float* part_ml) {
-  const int token = blockIdx.x, head = blockIdx.y;
-  const int64_t split_stride = static_cast<int64_t>(p.batch.tokens) * p.heads;
-  const int64_t row = static_cast<int64_t>(token) * p.heads + head;
-  const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
-  float m_final = sink;
-  for (int z = 0; z < splits; ++z) m_final = fmaxf(m_final, part_ml[(z * split_stride + row) * 2]);
-  float denominator = sink == -INFINITY ? 0.0f : exp2f(sink - m_final);
-  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int z = 0; z < splits; ++z) {
-    const float mz = part_ml[(z * split_stride + row) * 2];
-    if (mz == -INFINITY) continue;  // an empty split (or one of skipped keys only)
-    const float w = exp2f(mz - m_final);
-    denominator += w * part_ml[(z * split_stride + row) * 2 + 1];
-    const float4 v = reinterpret_cast<const float4*>(part_o + (z * split_stride + row) * kDim)[threadIdx.x];
-    acc.x += w * v.x;
-    acc.y += w * v.y;
-    acc.z += w * v.z;
-    acc.w += w * v.w;
-  }
-  const float inv = denominator > 0.0f ? 1.0f / denominator : 0.0f;
-  reinterpret_cast<float4*>(p.out + row * kDim)[threadIdx.x] = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-}
-
 }  // namespace
 
 namespace detail {
@@ -558,9 +458,11 @@ cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, in
     sparse_attention_pipelined_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
   else
     sparse_attention_pipelined_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
-  if (splits > 1)
-    sparse_attention_pipelined_merge_kernel<<<dim3(p.batch.tokens, p.heads), 128, 0, stream>>>(p, splits, part_o,
-                                                                                               part_ml);
+  if (splits > 1) {
+    error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+    return launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
+  }
   return cudaGetLastError();
 }
 
