@@ -402,43 +402,9 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
   __syncthreads();  // pipeline buffers are reused for the output tile
 
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
-  constexpr int kOutCols = kL1 ? BW / 2 : BW;
-  if constexpr (kL1) {
-    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
-    const float limit = p.swiglu_limit;
-    const int col = warp * 8 + g;
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
-        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
-      }
-  } else {
-    const float factor = p.factor_a[expert];
-    const int col = warp * 16 + g;
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
-        s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
-      }
-  }
+  wgmma_epilogue_to_smem<kL1, 128, Smem::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
   __syncthreads();
-  const int out_stride = kL1 ? p.n / 2 : p.n;
-  const int out_col0 = kL1 ? n0 / 2 : n0;
-  constexpr int kOutChunks = kOutCols / 8;
-  for (int c = tid; c < BT * kOutChunks; c += kThreads) {
-    const int r = c / kOutChunks, cc = c % kOutChunks;
-    if (r < rows)
-      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
-          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
-  }
+  store_out_tile<kL1, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, rows, slot0, n0, tid, kThreads);
 }
 
 }  // namespace dsv4::cuda::moe::detail

@@ -128,6 +128,94 @@ __device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[N / 2], const uint3
   }
 }
 
+// A lane's scale words of one 64-K fragment block (group g = lane / 4) from the stage's
+// scales s_s: NVFP4 8 bytes (two words), MXFP4 4 bytes (word 1 unused).
+template <ExpertFormat F>
+__device__ __forceinline__ void load_frag_scale_words(const uint8_t* s_s, int g, uint32_t (&scale_words)[2]) {
+  if constexpr (F == ExpertFormat::kNVFP4) {
+    const uint2 sw = *reinterpret_cast<const uint2*>(s_s + g * 8);
+    scale_words[0] = sw.x;
+    scale_words[1] = sw.y;
+  } else {
+    scale_words[0] = *reinterpret_cast<const uint32_t*>(s_s + g * 4);
+    scale_words[1] = 0;
+  }
+}
+
+// k16 step s of a 64-K fragment block (the lane's 4 words) -> the 4 A registers of the
+// register-A wgmma fragment (BF16 pairs; scales of rows g and g + 8).
+template <ExpertFormat F>
+__device__ __forceinline__ void dequant_frag_step(const uint32_t (&words)[4], const uint32_t (&scale_words)[2], int s,
+                                                  uint32_t (&a)[4]) {
+  uint32_t scale_lo, scale_hi;  // rows g and g + 8
+  if constexpr (F == ExpertFormat::kNVFP4) {
+    scale_lo = scale_pair<F>(scale_words[s / 2], (s % 2) * 2);
+    scale_hi = scale_pair<F>(scale_words[s / 2], (s % 2) * 2 + 1);
+  } else {
+    scale_lo = scale_pair<F>(scale_words[0], (s / 2) * 2);
+    scale_hi = scale_pair<F>(scale_words[0], (s / 2) * 2 + 1);
+  }
+  a[0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
+  a[1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
+  a[2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
+  a[3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
+}
+
+// The epilogue shared by the wgmma grouped GEMMs (wgmma, pipelined, TMA-fed, W4A8).
+// One warp's accumulator fragment, as mma.m16n8k16 C per n8 tile j < kN / 8: acc[4 j + v]
+// = weight row g + 8 (v >> 1) of m16 tile `warp`, slot 8 j + 2 t + (v & 1) -> s_out
+// [slots][kOutStride] BF16. L1: rows g (gate) and g + 8 (up) are one intermediate column,
+// 8 warp + g: silu(min(gate, limit)) * clamp(up, -limit, limit) with the expert's factors;
+// L2: columns 16 warp + g (+ 8) times factor x the slot's routing weight (0 past `rows`).
+template <bool kL1, int kN, int kOutStride>
+__device__ __forceinline__ void wgmma_epilogue_to_smem(const GroupedGemmParams& p, const float (&acc)[kN / 2],
+                                                       __nv_bfloat16* s_out, int expert, int rows, int slot0,
+                                                       int warp, int g, int t) {
+  if constexpr (kL1) {
+    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
+    const float limit = p.swiglu_limit;
+    const int col = warp * 8 + g;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
+        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
+        s_out[slot * kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
+      }
+  } else {
+    const float factor = p.factor_a[expert];
+    const int col = warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+      for (int v = 0; v < 2; ++v) {
+        const int slot = j * 8 + 2 * t + v;
+        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
+        s_out[slot * kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
+        s_out[slot * kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
+      }
+  }
+}
+
+// s_out rows [0, rows) (of BT, kOutCols BF16 each, stride kOutStride) -> p.out rows slot0 + r,
+// columns from n0 (L1: n0 / 2, the intermediate column), in 16-byte chunks by `threads`
+// threads starting at `tid`.
+template <bool kL1, int BT, int kOutCols, int kOutStride>
+__device__ __forceinline__ void store_out_tile(const GroupedGemmParams& p, const __nv_bfloat16* s_out, int rows,
+                                               int slot0, int n0, int tid, int threads) {
+  const int out_stride = kL1 ? p.n / 2 : p.n;
+  const int out_col0 = kL1 ? n0 / 2 : n0;
+  constexpr int kOutChunks = kOutCols / 8;
+  for (int c = tid; c < BT * kOutChunks; c += threads) {
+    const int r = c / kOutChunks, cc = c % kOutChunks;
+    if (r < rows)
+      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
+          *reinterpret_cast<const uint4*>(s_out + r * kOutStride + cc * 8);
+  }
+}
+
 // kPipe = false: TileConfig::kPrefillWgmma (each warpgroup waits for its wgmma group
 // before the next dequant; prefetch distance STAGES - 1).
 // kPipe = true: TileConfig::kPrefillWgmmaPipe. A sub-block's 4 k16 steps are issued as
@@ -238,30 +326,10 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
       const uint4 w = *reinterpret_cast<const uint4*>(s_w + lane * 16);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
       uint32_t scale_words[2];
-      if constexpr (F == ExpertFormat::kNVFP4) {
-        const uint2 sw = *reinterpret_cast<const uint2*>(s_s + g * 8);
-        scale_words[0] = sw.x;
-        scale_words[1] = sw.y;
-      } else {
-        scale_words[0] = *reinterpret_cast<const uint32_t*>(s_s + g * 4);
-        scale_words[1] = 0;
-      }
+      load_frag_scale_words<F>(s_s, g, scale_words);
       const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
       // Dequantizes k16 step s of the sub-block into 4 A registers.
-      auto dequant_step = [&](int s, uint32_t (&a)[4]) {
-        uint32_t scale_lo, scale_hi;  // rows g and g + 8
-        if constexpr (F == ExpertFormat::kNVFP4) {
-          scale_lo = scale_pair<F>(scale_words[s / 2], (s % 2) * 2);
-          scale_hi = scale_pair<F>(scale_words[s / 2], (s % 2) * 2 + 1);
-        } else {
-          scale_lo = scale_pair<F>(scale_words[0], (s / 2) * 2);
-          scale_hi = scale_pair<F>(scale_words[0], (s / 2) * 2 + 1);
-        }
-        a[0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
-        a[1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
-        a[2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
-        a[3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
-      };
+      auto dequant_step = [&](int s, uint32_t (&a)[4]) { dequant_frag_step<F>(words, scale_words, s, a); };
       if constexpr (!kPipe) {
         uint32_t a[4][4];
 #pragma unroll
@@ -302,46 +370,11 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
   cp_async_wait<0>();
   __syncthreads();  // pipeline buffers are reused for the output tile
 
-  // Accumulator fragment (per warp, as mma.m16n8k16 C per n8 tile j = 0..kN / 8 - 1):
-  // acc[4 j + v]: weight row g + 8 (v >> 1) of m16 tile `warp`, slot 8 j + 2 t + (v & 1).
+  // Epilogue (the accumulator layout: wgmma_epilogue_to_smem).
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
-  constexpr int kOutCols = kL1 ? BW / 2 : BW;
-  if constexpr (kL1) {
-    const float gate_factor = p.factor_a[expert], up_factor = p.factor_b[expert];
-    const float limit = p.swiglu_limit;
-    const int col = warp * 8 + g;  // rows g (gate) and g + 8 (up) = intermediate column
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
-        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
-      }
-  } else {
-    const float factor = p.factor_a[expert];
-    const int col = warp * 16 + g;
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float scale = slot < rows ? factor * p.slot_weight[slot0 + slot] : 0.0f;
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
-        s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
-      }
-  }
+  wgmma_epilogue_to_smem<kL1, kN, Smem::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
   __syncthreads();
-  const int out_stride = kL1 ? p.n / 2 : p.n;
-  const int out_col0 = kL1 ? n0 / 2 : n0;
-  constexpr int kOutChunks = kOutCols / 8;
-  for (int c = tid; c < BT * kOutChunks; c += kThreads) {
-    const int r = c / kOutChunks, cc = c % kOutChunks;
-    if (r < rows)
-      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(slot0 + r) * out_stride + out_col0 + cc * 8) =
-          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
-  }
+  store_out_tile<kL1, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, rows, slot0, n0, tid, kThreads);
 }
 
 

@@ -152,29 +152,10 @@ __device__ __forceinline__ void consumer_item(const GroupedGemmParams& p, uint8_
       const uint4 w = *reinterpret_cast<const uint4*>(s_w + lane * 16);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
       uint32_t scale_words[2];
-      if constexpr (F == ExpertFormat::kNVFP4) {
-        const uint2 sw = *reinterpret_cast<const uint2*>(s_s + g * 8);
-        scale_words[0] = sw.x;
-        scale_words[1] = sw.y;
-      } else {
-        scale_words[0] = *reinterpret_cast<const uint32_t*>(s_s + g * 4);
-        scale_words[1] = 0;
-      }
+      load_frag_scale_words<F>(s_s, g, scale_words);
       const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
-      auto dequant_step = [&](int s, uint32_t (&a)[4]) {
-        uint32_t scale_lo, scale_hi;
-        if constexpr (F == ExpertFormat::kNVFP4) {
-          scale_lo = scale_pair<F>(scale_words[s / 2], (s % 2) * 2);
-          scale_hi = scale_pair<F>(scale_words[s / 2], (s % 2) * 2 + 1);
-        } else {
-          scale_lo = scale_pair<F>(scale_words[0], (s / 2) * 2);
-          scale_hi = scale_pair<F>(scale_words[0], (s / 2) * 2 + 1);
-        }
-        a[0] = bf16x2_mul(frag_decode_bits(words[s], 0), scale_lo);
-        a[1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
-        a[2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
-        a[3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
-      };
+      // Dequantizes k16 step s of the sub-block into 4 A registers.
+      auto dequant_step = [&](int s, uint32_t (&a)[4]) { dequant_frag_step<F>(words, scale_words, s, a); };
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         uint32_t(&a)[2][4] = a_pipe[half];
@@ -201,44 +182,10 @@ __device__ __forceinline__ void consumer_item(const GroupedGemmParams& p, uint8_
   // Epilogue (kPrefillWgmmaPipe's arithmetic) through the dedicated output buffer.
   consumer_sync();  // every consumer finished reading s_out for the previous item
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem + Smem::kOutOffset);
-  constexpr int kOutCols = kL1 ? BW / 2 : BW;
-  const int rows = it.rows;
-  if constexpr (kL1) {
-    const float gate_factor = p.factor_a[it.expert], up_factor = p.factor_b[it.expert];
-    const float limit = p.swiglu_limit;
-    const int col = warp * 8 + g;
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float gate = fminf(acc[4 * j + v] * gate_factor, limit);
-        const float up = fminf(fmaxf(acc[4 * j + 2 + v] * up_factor, -limit), limit);
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(silu(gate) * up);
-      }
-  } else {
-    const float factor = p.factor_a[it.expert];
-    const int col = warp * 16 + g;
-#pragma unroll
-    for (int j = 0; j < kN / 8; ++j)
-#pragma unroll
-      for (int v = 0; v < 2; ++v) {
-        const int slot = j * 8 + 2 * t + v;
-        const float scale = slot < rows ? factor * p.slot_weight[it.slot0 + slot] : 0.0f;
-        s_out[slot * Smem::kOutStride + col] = __float2bfloat16_rn(acc[4 * j + v] * scale);
-        s_out[slot * Smem::kOutStride + col + 8] = __float2bfloat16_rn(acc[4 * j + 2 + v] * scale);
-      }
-  }
+  wgmma_epilogue_to_smem<kL1, kN, Smem::kOutStride>(p, acc, s_out, it.expert, it.rows, it.slot0, warp, g, t);
   consumer_sync();
-  const int out_stride = kL1 ? p.n / 2 : p.n;
-  const int out_col0 = kL1 ? it.n0 / 2 : it.n0;
-  constexpr int kOutChunks = kOutCols / 8;
-  for (int c = tid; c < BT * kOutChunks; c += Tile::kConsumerThreads) {
-    const int r = c / kOutChunks, cc = c % kOutChunks;
-    if (r < rows)
-      *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(it.slot0 + r) * out_stride + out_col0 + cc * 8) =
-          *reinterpret_cast<const uint4*>(s_out + r * Smem::kOutStride + cc * 8);
-  }
+  store_out_tile<kL1, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, it.rows, it.slot0, it.n0, tid,
+                                                                Tile::kConsumerThreads);
 }
 
 template <ExpertFormat F, bool kL1>
