@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -150,6 +151,25 @@ inline void expect_close(const std::string& what, const float* got, const float*
     ADD_FAILURE() << what << ": " << failures << " of " << count << " elements outside atol " << atol << " + rtol "
                   << rtol << "; worst at " << where(worst) << ": got " << got[worst] << ", want " << want[worst]
                   << " (|diff| " << std::fabs(static_cast<double>(got[worst]) - want[worst]) << ")";
+}
+
+// A CSA selection list of top_k entries for one token (picks [top_k]): valid picks
+// (distinct, ascending, < visible) at even list positions, junk the kernels must skip
+// between (-1, negatives, >= visible, >= max_entries). Returns the valid picks in list order.
+inline std::vector<int> fill_selected_with_junk(int visible, int max_entries, int top_k, int32_t* picks) {
+  const int junk[] = {-1, -7, visible, max_entries, visible + 3, 1 << 30};
+  const int stride = std::max(1, visible / ((top_k + 1) / 2));
+  std::vector<int> valid;
+  int next = 0;
+  for (int i = 0; i < top_k; ++i) {
+    if (i % 2 == 0 && next * stride < visible) {
+      picks[i] = next++ * stride;
+      valid.push_back(picks[i]);
+    } else {
+      picks[i] = junk[i % 6];
+    }
+  }
+  return valid;
 }
 
 }  // namespace dsv4::attention_test

@@ -303,20 +303,10 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
       entry_keys.push_back(random_row(entries.data() + row * kRowBytes, entries_bf16.data() + row * kDim));
     }
     if (c.mode == CompressedKeys::kAllVisible) keys[t].insert(keys[t].end(), entry_keys.begin(), entry_keys.end());
-    if (c.mode == CompressedKeys::kSelected) {
-      const int junk[] = {-1, -7, visible, c.max_entries, visible + 3, 1 << 30};
-      const int stride = std::max(1, visible / ((c.top_k + 1) / 2));
-      int next = 0;
-      for (int i = 0; i < c.top_k; ++i) {
-        int32_t& pick = selected[static_cast<size_t>(t) * c.top_k + i];
-        if (i % 2 == 0 && next * stride < visible) {
-          pick = next++ * stride;
-          keys[t].push_back(entry_keys[pick]);
-        } else {
-          pick = junk[i % 6];
-        }
-      }
-    }
+    if (c.mode == CompressedKeys::kSelected)
+      for (int w : fill_selected_with_junk(visible, c.max_entries, c.top_k,
+                                           selected.data() + static_cast<size_t>(t) * c.top_k))
+        keys[t].push_back(entry_keys[w]);
   }
   const std::vector<float> q = random.vector(static_cast<size_t>(tokens) * c.heads * kDim, -0.5f, 0.5f);
   const std::vector<float> sinks = random.vector(c.heads, -1.0f, 2.0f);
