@@ -36,6 +36,17 @@ inline uint64_t splitmix(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
+// n splitmix bytes from `seed` (8 per draw, little-endian): packed weights / scales.
+inline std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (size_t i = 0; i < n; i += 8) {
+    const uint64_t r = splitmix(state);
+    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
+  }
+  return v;
+}
+
 // Experts 0..experts-1 routed, index `experts` the shared one. Matrices per expert:
 // 0 = w1 (gate) [I, H], 1 = w3 (up) [I, H], 2 = w2 (down) [H, I], stored as the
 // checkpoint stores them (packed E2M1 rows, E4M3 or E8M0 block scales).

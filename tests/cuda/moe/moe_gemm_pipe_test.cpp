@@ -54,16 +54,6 @@ Problem make_problem() {
   return p;
 }
 
-std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t r = splitmix(state);
-    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
-  }
-  return v;
-}
-
 // Kernel scale codes (fragment.h) giving weights of magnitude ~2^-9 .. 6:
 // MXFP4 k in [244, 254] (code * 2^(k - 253)); NVFP4 k in [112, 151] (code * 2^(k / 8 - 17)).
 std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {

@@ -170,15 +170,6 @@ Problem make_problem() {
   }
   return p;
 }
-std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t r = splitmix(state);
-    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
-  }
-  return v;
-}
 // MXFP4 kernel scale codes in [244, 254] (weights code * 2^(kc - 253)), as MoeGemmPipe.
 std::vector<uint8_t> random_scales(size_t n, uint64_t seed) {
   std::vector<uint8_t> v(n);
