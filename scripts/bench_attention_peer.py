@@ -15,28 +15,18 @@ Usage: python3 scripts/bench_attention_peer.py [--json PATH] [--quick 1]
 """
 import argparse
 import datetime
+import functools
 import json
 
 import torch
+
+import bench_peer_util
 import torch.nn.functional as F
 
 HEADS, DIM, WINDOW, TOP_K, CSA_RATE, HCA_RATE = 64, 512, 128, 512, 4, 128
 
 
-def median_ms(fn, iters, flush, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(iters):
-        flush.zero_()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+median_ms = functools.partial(bench_peer_util.median_ms, warmup=2)  # this peer's warm-up runs
 
 
 def attended_prefill(tokens, csa):

@@ -14,28 +14,18 @@ Usage: python3 scripts/bench_indexer_peer.py [--json PATH] [--contexts 4096,3276
 """
 import argparse
 import datetime
+import functools
 import json
 import math
 
 import torch
 
+import bench_peer_util
+
 HEADS, DIM, RATE, TOP_K = 64, 128, 4, 512
 
 
-def median_ms(fn, iters, flush, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(iters):
-        flush.zero_()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+median_ms = functools.partial(bench_peer_util.median_ms, warmup=2)  # this peer's warm-up runs
 
 
 def indexer(q, weights, keys, visible, slice_tokens):

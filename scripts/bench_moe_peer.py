@@ -10,27 +10,17 @@ Usage: python3 scripts/bench_moe_peer.py [--json PATH] [--tokens 1,8,64,4096,163
 """
 import argparse
 import datetime
+import functools
 import json
 
 import torch
 
+import bench_peer_util
+
 HIDDEN, INTER, EXPERTS, TOP_K = 4096, 2048, 256, 6
 
 
-def median_ms(fn, iters, flush, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(iters):
-        flush.zero_()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+median_ms = functools.partial(bench_peer_util.median_ms, warmup=3)  # this peer's warm-up runs
 
 
 def main():

@@ -12,9 +12,12 @@ Usage: python3 scripts/bench_ops_peer.py [--json PATH] [--tokens 1,8,64,8192]
 """
 import argparse
 import datetime
+import functools
 import json
 
 import torch
+
+import bench_peer_util
 
 HIDDEN, N, ITERS_SINKHORN = 4096, 4, 20
 MIX, FLAT = (2 + N) * N, N * HIDDEN
@@ -22,20 +25,7 @@ HEADS, HEAD_DIM, Q_RANK, GROUPS, O_RANK, VOCAB = 64, 512, 1024, 8, 1024, 129280
 EPS = 1e-6
 
 
-def median_ms(fn, iters, flush, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    for _ in range(iters):
-        flush.zero_()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop))
-    times.sort()
-    return times[len(times) // 2]
+median_ms = functools.partial(bench_peer_util.median_ms, warmup=3)  # this peer's warm-up runs
 
 
 def collapse_norm(streams, fn, base, scale, norm_w):
