@@ -22,6 +22,7 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/key_list.cuh"
 #include "cuda/attention/kv_fp8.h"
 
 namespace dsv4::cuda::attention {
@@ -46,10 +47,6 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // Element offset of key k's row in window_kv or entries (is_entry says which), or -1
 // when the key is skipped (a -1 or out-of-range selection).
-struct KeyList {
-  int slot = 0, first_window = 0, n_window = 0, n_total = 0, visible = 0;
-};
-
 __device__ __forceinline__ int64_t key_row_offset(const SparseAttentionParams& p, const KeyList& keys, int token,
                                                   int k, bool* is_entry) {
   *is_entry = k >= keys.n_window;
@@ -89,18 +86,7 @@ __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(const Sparse
   const int head = blockIdx.y * kHeadsPerCta + warp;
   const bool active_head = head < p.heads;
 
-  KeyList keys;
-  const int position = p.batch.positions[token];
-  keys.slot = p.batch.slots[token];
-  if (position >= 0 && keys.slot >= 0) {
-    keys.first_window = max(0, position - p.window + 1);
-    keys.n_window = position - keys.first_window + 1;
-    keys.visible = p.compressed == CompressedKeys::kNone ? 0 : min((position + 1) / p.rate, p.max_entries);
-    const int n_compressed = p.compressed == CompressedKeys::kAllVisible ? keys.visible
-                             : p.compressed == CompressedKeys::kSelected ? p.top_k
-                                                                         : 0;
-    keys.n_total = keys.n_window + n_compressed;
-  }
+  const KeyList keys = key_list(p, token);
 
   float q[kPerLane], acc[kPerLane];
 #pragma unroll

@@ -1,13 +1,14 @@
 // Device helpers shared by the wgmma sparse-attention kernels (sparse_attention_wgmma.cu,
 // sparse_attention_pipelined.cu): the m64n256k16 P V wgmma, shared-memory descriptors and
 // fences, the 128-byte-swizzled panel addressing of a [rows x 512] BF16 tile (8 column
-// blocks of 64 channels, 128 bytes a row), BF16 packing, and a query token's key list.
+// blocks of 64 channels, 128 bytes a row), BF16 packing (a query token's key list: key_list.cuh).
 #pragma once
 #include <cuda_bf16.h>
 
 #include <cstdint>
 
 #include "cuda/attention/attention.h"
+#include "cuda/attention/key_list.cuh"
 
 namespace dsv4::cuda::attention::sparse_wgmma {
 
@@ -67,26 +68,6 @@ __device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
   return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-struct KeyList {
-  int slot = 0, first_window = 0, n_window = 0, n_total = 0, visible = 0;
-};
-
-__device__ __forceinline__ KeyList key_list(const SparseAttentionParams& p, int token) {
-  KeyList keys;
-  const int position = p.batch.positions[token];
-  keys.slot = p.batch.slots[token];
-  if (position >= 0 && keys.slot >= 0) {
-    keys.first_window = max(0, position - p.window + 1);
-    keys.n_window = position - keys.first_window + 1;
-    keys.visible = p.compressed == CompressedKeys::kNone ? 0 : min((position + 1) / p.rate, p.max_entries);
-    const int n_compressed = p.compressed == CompressedKeys::kAllVisible ? keys.visible
-                             : p.compressed == CompressedKeys::kSelected ? p.top_k
-                                                                         : 0;
-    keys.n_total = keys.n_window + n_compressed;
-  }
-  return keys;
 }
 
 }  // namespace dsv4::cuda::attention::sparse_wgmma
