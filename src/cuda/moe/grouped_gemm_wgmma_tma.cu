@@ -17,8 +17,8 @@
 //     the producer prefetches the next item during the epilogue.
 // TMA needs the activation rows in slot order: L2's h already is; for L1 launch_moe_l1
 // first gathers x into GroupedGemmParams::act_perm [act_rows, k] (moe_gather_rows below).
-// No setmaxnreg: with a whole producer warpgroup (640 threads) the consumers could get at
-// most 104 registers; one producer warp (544 threads) leaves 120 to every thread.
+// Registers: 96 per thread (TmaTile::kMaxRegs says why); a whole producer warpgroup
+// (640 threads) with setmaxnreg could give the consumers 104.
 #include <cuda.h>
 #include <cuda_bf16.h>
 
@@ -39,11 +39,14 @@ struct TmaTile {
   static constexpr int kConsumerThreads = 128 * kConsumerWarpgroups;
   static constexpr int kConsumerWarps = kConsumerThreads / 32;
   static constexpr int kThreads = kConsumerThreads + 32;  // + the producer warp
-  // 17 warps x 120 registers x 32 = 65280 <= 65536 (allocation per warp in 256-register units:
-  // 3840 = 15 x 256). __launch_bounds__(544, 1) makes ptxas cap at 96 (it rounds to 640 threads);
-  // the kernel uses __maxnreg__ instead (the two cannot be combined).
-  static constexpr int kMaxRegs = 120;
-  static_assert((kThreads / 32) * ((kMaxRegs * 32 + 255) / 256 * 256) <= 65536, "register file");
+  // The SM allocates warps in groups of 4, so the 17 warps take 20 warps' registers: at most
+  // 65536 / (20 x 32) = 102 -> 96 per thread (allocation unit 8). 120 failed on the H200 with
+  // "too many resources requested for launch" (2026-12-01). At 96 ptxas spills 64-100 bytes
+  // per thread (L1-resident). __launch_bounds__(544, 1) would also cap at 96; __maxnreg__
+  // states it directly.
+  static constexpr int kMaxRegs = 96;
+  static constexpr int kWarpAllocation = (kThreads / 32 + 3) / 4 * 4;
+  static_assert(kWarpAllocation * ((kMaxRegs * 32 + 255) / 256 * 256) <= 65536, "register file");
   static constexpr int kM16 = BW / kFragRows;
   static_assert(kM16 == kConsumerWarps, "one m16 tile per consumer warp");
   static_assert(kM16 <= 16, "producer lanes 0..15 copy weights, 16..31 scales");

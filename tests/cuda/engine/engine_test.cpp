@@ -319,9 +319,13 @@ TEST(CudaEngine, SyntheticFlashWidthModelRuns) {
 }
 
 // The FP8 KV cache (EngineOptions::kv_cache = kFP8, DeepSeek's 584-byte rows) on a V4-width
-// random model: the logits stay close to the BF16 cache's (E4M3 with a scale per 64 channels
-// keeps each K=V channel to ~1/16 relative; the bound is a sanity bound for random
-// weights, not yet calibrated on a GPU); and a model whose head_dim is not 512 is refused.
+// random model: the logits stay close to the BF16 cache's; and a model whose head_dim is not
+// 512 is refused. E4M3 with a scale per 64 channels keeps each K=V channel to ~1/16
+// relative, and the random model amplifies that over its 4 layers and the decode steps:
+// on the H200 (2026-12-01) the prompt's last row gave >= 0.99, the decode steps down to
+// 0.950 (step 2). So these are plumbing bounds (a cache read as garbage gives ~0); the
+// exact checks of the FP8 writers and readers against the CPU codec are KvFp8.*.
+constexpr double kFp8PromptCosine = 0.99, kFp8DecodeCosine = 0.9;
 TEST(CudaEngine, Fp8KvCacheTracksBf16Cache) {
   ModelConfig config = v4_flash_config(4);
   SyntheticOptions synthetic;
@@ -342,7 +346,7 @@ TEST(CudaEngine, Fp8KvCacheTracksBf16Cache) {
     for (float v : got) ASSERT_TRUE(std::isfinite(v)) << "step " << k;
     const Comparison c = compare(got.data(), ref.data(), config.vocab_size);
     worst = std::min(worst, c.cosine);
-    EXPECT_GE(c.cosine, 0.99) << "step " << k << ": " << c.describe();
+    EXPECT_GE(c.cosine, k == 0 ? kFp8PromptCosine : kFp8DecodeCosine) << "step " << k << ": " << c.describe();
     if (k == 4) break;
     const SequenceId one_a[] = {a}, one_b[] = {b};
     const int32_t tok[] = {argmax(ref.data(), config.vocab_size)};  // the BF16 cache's greedy token for both
