@@ -206,6 +206,30 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
   }
 
+  // Weight / scale chunks this thread copies per stage: chunk c = tid + i * kThreads of the
+  // stage's [fb][lane][16 B] weights and [fb][SB] scales, as byte offsets from g_weights /
+  // g_scales at k-tile 0 (-1: no chunk). Fixed trip counts and per-thread offsets computed
+  // once: the loops over c = tid; c < N; c += kThreads had runtime trip counts and cost ~300
+  // SASS instructions per stage (41% of the decode tile's loop; cuobjdump, 2026-12-01).
+  constexpr int kWeightChunks = Smem::kWeightBytes / 16, kScaleChunks = Smem::kScaleBytes / 16;
+  constexpr int kWeightIters = (kWeightChunks + kThreads - 1) / kThreads;
+  constexpr int kScaleIters = (kScaleChunks + kThreads - 1) / kThreads;
+  int64_t weight_offset[kWeightIters], scale_offset[kScaleIters];
+#pragma unroll
+  for (int i = 0; i < kWeightIters; ++i) {
+    const int c = tid + i * kThreads;
+    const int fb = c / 32, chunk_lane = c % 32;
+    const int64_t gfb = static_cast<int64_t>(n0 / kFragRows + fb / Smem::kFbK) * kb_count + fb % Smem::kFbK;
+    weight_offset[i] = c < kWeightChunks ? gfb * kFragBytes + chunk_lane * 16 : -1;
+  }
+#pragma unroll
+  for (int i = 0; i < kScaleIters; ++i) {
+    const int c = tid + i * kThreads;
+    const int fb = c / (SB / 16), part = c % (SB / 16);
+    const int64_t gfb = static_cast<int64_t>(n0 / kFragRows + fb / Smem::kFbK) * kb_count + fb % Smem::kFbK;
+    scale_offset[i] = c < kScaleChunks ? gfb * SB + part * 16 : -1;
+  }
+
   auto load_stage_act = [&](int stage, int kt) {  // the stage's activation rows only
     uint8_t* s_act = smem + stage * Smem::kStageBytes + Smem::kWeightBytes + Smem::kScaleBytes;
 #pragma unroll
@@ -250,8 +274,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
         (void)state;
       }
     } else {
+      constexpr int kChunks = kChunkBytes / 16;
 #pragma unroll
-      for (int c = tid; c < kChunkBytes / 16; c += kThreads) cp_async16(s_weights + c * 16, src + c * 16, true);
+      for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
+        const int c = tid + i * kThreads;
+        if (kChunks % kThreads == 0 || c < kChunks) cp_async16(s_weights + c * 16, src + c * 16, true);
+      }
     }
   };
   auto load_stage = [&](int stage, int kt) {
@@ -260,17 +288,18 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if constexpr (kStream) {
       load_stage_stream(stage, kt);
     } else {
+      const int64_t k_step = static_cast<int64_t>(kt) * Smem::kFbK;  // fragment blocks to k-tile kt
 #pragma unroll
-      for (int c = tid; c < Smem::kWeightBytes / 16; c += kThreads) {
-        const int fb = c / 32, chunk_lane = c % 32;
-        const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
-        cp_async16(s_weights + c * 16, g_weights + static_cast<int64_t>(gfb) * kFragBytes + chunk_lane * 16, true);
+      for (int i = 0; i < kWeightIters; ++i) {
+        const int c = tid + i * kThreads;
+        if (kWeightChunks % kThreads == 0 || weight_offset[i] >= 0)
+          cp_async16(s_weights + c * 16, g_weights + weight_offset[i] + k_step * kFragBytes, true);
       }
 #pragma unroll
-      for (int c = tid; c < Smem::kScaleBytes / 16; c += kThreads) {
-        const int fb = c / (SB / 16), part = c % (SB / 16);
-        const int gfb = (n0 / kFragRows + fb / Smem::kFbK) * kb_count + kt * Smem::kFbK + fb % Smem::kFbK;
-        cp_async16(s_scales + c * 16, g_scales + static_cast<int64_t>(gfb) * SB + part * 16, true);
+      for (int i = 0; i < kScaleIters; ++i) {
+        const int c = tid + i * kThreads;
+        if (kScaleChunks % kThreads == 0 || scale_offset[i] >= 0)
+          cp_async16(s_scales + c * 16, g_scales + scale_offset[i] + k_step * SB, true);
       }
     }
     load_stage_act(stage, kt);
