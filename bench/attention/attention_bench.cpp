@@ -17,7 +17,9 @@
 //     fraction of the HBM copy bandwidth, and the useful TFLOP/s (as prefill; at batch >=
 //     16 decode is near the ridge: 128 FLOP per KV byte) with its fraction of the GEMM
 //     peak; kWgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
-//     kWgmmaPipelined with split-KV auto ("pipe") and the FP32 kernel ("simple").
+//     kWgmmaPipelined with split-KV auto ("pipe"), the same over the FP8 KV cache
+//     ("pipe_fp8": SparseAttentionParams::kv_fp8, 584-byte rows, so bytes = attended x 584
+//     + q and out) and the FP32 kernel ("simple"). Prefill has a "pipe_fp8" row too.
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cuda_runtime.h>
 
@@ -30,6 +32,7 @@
 
 #include "common/bench_util.h"
 #include "cuda/attention/attention.h"
+#include "cuda/attention/kv_fp8.h"
 #include "cuda/common/cuda_check.h"
 
 namespace dsv4::attention_bench {
@@ -57,6 +60,17 @@ T* device_copy(const std::vector<T>& host) {
 struct Problem {
   SparseAttentionParams p;
   int64_t attended = 0;
+  // The same caches in the FP8 layout (kv_fp8.h): bytes 0x3c everywhere, i.e. E4M3 1.5 with
+  // block scale 2^(60 - 127) and BF16 RoPE channels 0.0115 (finite; timing does not depend
+  // on the values).
+  const uint16_t* window_fp8 = nullptr;
+  const uint16_t* entries_fp8 = nullptr;
+  // Point p at the FP8 (true) or BF16 (false) caches.
+  void use_fp8(bool on, const uint16_t* window_bf16, const uint16_t* entries_bf16) {
+    p.kv_fp8 = on;
+    p.window_kv = on ? window_fp8 : window_bf16;
+    p.entries = on ? entries_fp8 : entries_bf16;
+  }
   std::vector<void*> owned;
   ~Problem() {
     for (void* ptr : owned) cudaFree(ptr);
@@ -90,6 +104,11 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
   p.out = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
   p.window_kv = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * ring_rows * kDim));
   p.entries = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * max_entries * kDim));
+  constexpr size_t kFp8Row = cuda::attention::kKvFp8RowBytes;
+  pr.window_fp8 = reinterpret_cast<const uint16_t*>(
+      keep(device_alloc<uint8_t>(static_cast<size_t>(n_slots) * ring_rows * kFp8Row)));
+  pr.entries_fp8 = reinterpret_cast<const uint16_t*>(
+      keep(device_alloc<uint8_t>(static_cast<size_t>(n_slots) * max_entries * kFp8Row)));
   p.sinks = keep(device_alloc<float>(kHeads));
   std::vector<int32_t> selected;
   pr.attended = 0;
@@ -156,7 +175,7 @@ int run(int argc, char** argv) {
   float* workspace = device_alloc<float>(static_cast<size_t>(max_workspace), 0);
 
   // ---- prefill ----
-  std::printf("%-7s %-4s %-6s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
+  std::printf("%-7s %-4s %-8s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
               "attended", "TFLOP/s", "of_peak");
   for (int tokens : {8192, 32768}) {
     if (quick && tokens > 8192) continue;
@@ -165,9 +184,11 @@ int run(int argc, char** argv) {
       for (int t = 0; t < tokens; ++t) positions[t] = t;
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
-      for (const char* kernel : {"wgmma", "sharep", "pipe", "simple"}) {
+      const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
+      for (const char* kernel : {"wgmma", "sharep", "pipe", "pipe_fp8", "simple"}) {
         const bool simple = std::string(kernel) == "simple", share_p = std::string(kernel) == "sharep";
-        const bool pipe = std::string(kernel) == "pipe";
+        const bool fp8 = std::string(kernel) == "pipe_fp8", pipe = fp8 || std::string(kernel) == "pipe";
+        pr.use_fp8(fp8, window_bf16, entries_bf16);
         if (simple && tokens > 8192) continue;
         pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
                       : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
@@ -178,23 +199,23 @@ int run(int argc, char** argv) {
                                           simple ? 1 : 2);
         DSV4_CUDA_CHECK(cudaGetLastError());
         const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-        std::printf("%-7s %-4s %-6s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
+        std::printf("%-7s %-4s %-8s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
                     iters, ms, static_cast<long long>(pr.attended), tflops, tflops / peak_tflops);
         if (json)
           std::fprintf(json,
                        "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"prefill\",\"layer\":\"%s\","
                        "\"kernel\":\"%s\",\"tokens\":%d,\"heads\":%d,\"head_dim\":%d,\"window\":%d,\"top_k\":%d,"
                        "\"rate\":%d,\"iters\":%d,\"ms\":%.4f,\"attended_keys\":%lld,\"tflops\":%.2f,"
-                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f}\n",
+                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f,\"kv_cache\":\"%s\"}\n",
                        prop.name, date.c_str(), csa ? "csa" : "hca", kernel, tokens, kHeads, kDim, kWindow, kTopK,
                        csa ? kCsaRate : kHcaRate, iters, ms, static_cast<long long>(pr.attended), tflops, peak_tflops,
-                       tflops / peak_tflops);
+                       tflops / peak_tflops, fp8 ? "fp8" : "bf16");
       }
     }
   }
 
   // ---- decode ----
-  std::printf("%-7s %-4s %-6s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
+  std::printf("%-7s %-4s %-8s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
               "iters", "ms", "bytes", "GB/s", "of_HBM", "TFLOP/s", "of_peak");
   for (int context : {4096, 32768, 131072}) {
     if (quick && context > 32768) continue;
@@ -204,12 +225,15 @@ int run(int argc, char** argv) {
         for (int b = 0; b < batch; ++b) slots[b] = b;
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
-        for (const char* splits : {"auto", "off", "sharep", "pipe", "simple"}) {
+        const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
+        for (const char* splits : {"auto", "off", "sharep", "pipe", "pipe_fp8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "auto" / "off": Kernel::kWgmma.
           const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
-          const bool share_p = std::string(splits) == "sharep", pipe = std::string(splits) == "pipe";
+          const bool share_p = std::string(splits) == "sharep", fp8 = std::string(splits) == "pipe_fp8";
+          const bool pipe = fp8 || std::string(splits) == "pipe";
+          pr.use_fp8(fp8, window_bf16, entries_bf16);
           pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
                         : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
                         : pipe    ? SparseAttentionParams::Kernel::kWgmmaPipelined
@@ -220,11 +244,11 @@ int run(int argc, char** argv) {
           const int iters = context >= 131072 ? 10 : 20;
           const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters);
           DSV4_CUDA_CHECK(cudaGetLastError());
-          const double kv_bytes = static_cast<double>(pr.attended) * kDim * 2;
+          const double kv_bytes = static_cast<double>(pr.attended) * (fp8 ? cuda::attention::kKvFp8RowBytes : kDim * 2);
           const double bytes = kv_bytes + 2.0 * batch * kHeads * kDim * 4;  // + q and out (FP32)
           const double gbps = bytes / (ms * 1e-3) / 1e9;
           const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-          std::printf("%-7s %-4s %-6s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
+          std::printf("%-7s %-4s %-8s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
                       splits, batch, context, iters, ms, bytes, gbps, gbps / copy_gbps, tflops, tflops / peak_tflops);
           if (json)
             std::fprintf(json,
@@ -232,11 +256,11 @@ int run(int argc, char** argv) {
                          "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
-                         "\"of_peak\":%.4f}\n",
+                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : "wgmma",
                          simple ? "off" : share_p || pipe ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
-                         peak_tflops, tflops / peak_tflops);
+                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16");
         }
       }
     }

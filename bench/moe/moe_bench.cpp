@@ -72,12 +72,12 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   using cuda::moe::TileConfig;
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
-  if (tokens <= 512 && all.front() != TileConfig::kDecode) all.push_back(TileConfig::kDecode);  // the older decode tile
+  if (tokens <= 512 && all.front() != TileConfig::kDecode) all.push_back(TileConfig::kDecode);
   // <= 64 tokens: the three decode paths side by side (split-K across CTAs, in-CTA split-K, plain)
   if (tokens <= 64 && all.front() != TileConfig::kDecodeKSplit) all.push_back(TileConfig::kDecodeKSplit);
   if (tokens <= 64 && all.front() != TileConfig::kDecodeSplitK) all.push_back(TileConfig::kDecodeSplitK);
   // <= 64 tokens, --stream 1: the opt-in stream-layout decode (kDecode's kernel, weights
-  // re-packed per CTA; not yet run on a GPU: a trap there would take the later rows with it)
+  // re-packed per CTA; the engine does not use it: a second copy of the experts)
   if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
   if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk)
     all.push_back(TileConfig::kDecodeStreamBulk);
@@ -125,8 +125,8 @@ int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
-  bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel, not yet run on a GPU)
-  bool stream_rows = false;  // --stream 1: decode_stream* rows (opt-in kernels, not yet run on a GPU)
+  bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel: slower than the pipelined one on the H200)
+  bool stream_rows = false;  // --stream 1: decode_stream* rows (opt-in kernels)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;

@@ -278,8 +278,8 @@ struct MoeWorkspace {
 // null to only compute the size. decode_split: MoeForwardParams::decode_split (0: auto).
 MoeWorkspace moe_workspace(const MoeLayerWeights& weights, int tokens, TileConfig config, void* base,
                            int decode_split = 0);
-// <= 8 tokens: kDecodeKSplit; 9..512: kDecode; more: kPrefillWgmmaPipe. Environment
-// DSV4_MOE_DECODE_TILE=decode (read once): kDecode at <= 8 tokens too.
+// <= 512 tokens: kDecode; more: kPrefillWgmmaPipe. Environment DSV4_MOE_DECODE_TILE=ksplit
+// (read once): kDecodeKSplit at <= 8 tokens (the default before 2026-12-01 23:50 UTC).
 TileConfig moe_default_tile_config(int tokens);
 
 struct MoeForwardParams {

@@ -72,23 +72,21 @@ cudaError_t launch_moe_l2(const GroupedGemmParams& p) { return launch_gemm(p, fa
 
 TileConfig moe_default_tile_config(int tokens) {
   // H200, 2026-12-01: the pipelined wgmma kernel 420-503 TFLOP/s at 4096-16384 tokens vs
-  // 334-460 for the first wgmma kernel; the K-split decode tile ahead only at <= 8 tokens
-  // (DSV4_MOE_DECODE_TILE=ksplit now names the default).
+  // 334-460 for the first wgmma kernel.
   if (tokens > 512) return TileConfig::kPrefillWgmmaPipe;
-  // Switch (read once): DSV4_MOE_DECODE_TILE=decode: the older 4-warp decode tile;
-  // =ksplit: the choice before kDecodeSplitK (kDecodeKSplit <= 8 tokens, kDecode above).
+  // Switch (read once): DSV4_MOE_DECODE_TILE=ksplit: kDecodeKSplit at <= 8 tokens (the
+  // default until the fixed-trip-count copies; =decode is accepted and names the default).
   static const int decode_env = [] {
     const char* v = std::getenv("DSV4_MOE_DECODE_TILE");
-    if (v != nullptr && std::strcmp(v, "decode") == 0) return 1;
     if (v != nullptr && std::strcmp(v, "ksplit") == 0) return 2;
     return 0;
   }();
-  if (decode_env == 1) return TileConfig::kDecode;
-  // kDecodeSplitK (split-K across CTAs) is opt-in: on the H200 (2026-12-01 21:08 UTC) it was
-  // slower than the one-CTA-per-row-block tiles at 1 and 8 tokens (0.067 vs 0.059 ms of
-  // gemms at 1 token, NVFP4) and equal at 64.
-  if (tokens > 8) return TileConfig::kDecode;
-  return TileConfig::kDecodeKSplit;
+  if (decode_env == 2 && tokens <= 8) return TileConfig::kDecodeKSplit;
+  // The 4-warp decode tile at every decode size: with its copies at fixed trip counts it
+  // went ahead of the K-split tile at 1 and 8 tokens too (H200, 2026-12-01 23:50 UTC, layer
+  // ms NVFP4 0.0707 vs 0.0732 at 1 token, 0.240 vs 0.258 at 8; MXFP4 likewise).
+  // kDecodeSplitK (split-K across CTAs) stays opt-in: slower at 1 and 8 tokens, equal at 64.
+  return TileConfig::kDecode;
 }
 
 namespace {

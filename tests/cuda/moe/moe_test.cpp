@@ -10,9 +10,9 @@
 //                 bit-identical, hash routing; rows checked on the CPU: all up to 64 tokens
 //                 and for six experts, every 3rd row at 333, every 16th at 1000, every
 //                 64th at 4096.
-//                 Decode: kDecodeKSplit (in-CTA split-K, default <= 512 tokens) with every
-//                 token on one expert at 1, 2, 7, 64, reruns bit-identical; the older
-//                 kDecode tile at 1 and 64; the fused top-k + dispatch kernel (default
+//                 Decode: kDecode (default <= 512 tokens) and kDecodeKSplit (in-CTA
+//                 split-K, opt-in) with every token on one expert at 1, 2, 7, 64, reruns
+//                 bit-identical, both on uniform routing; the fused top-k + dispatch kernel (default
 //                 <= 64 tokens) and the combine fused into L2 bit-identical to the
 //                 separate kernels (all three decode tiles, uniform and skewed).
 //                 MoeSmall also runs kDecodeSplitK with S = 2 forced (L1 split, L2 not).
@@ -638,20 +638,21 @@ void run_flash(ExpertFormat format) {
     for (int t = 0; t < c.tokens; ++t) c.token_ids.push_back(static_cast<int32_t>(rng() % kVocab));
     check_case(set, dev, router, kTopK, c);
   }
-  // Decode tiles: kDecodeKSplit (in-CTA split-K, the default <= 512 tokens, also run above)
-  // with every token on expert 42 at 1, 2, 7, 64 tokens (64: 8 tiles of one expert), each
-  // rerun bit-identical; the older kDecode tile on uniform routing at 1 and 64 tokens.
+  // Decode tiles: kDecode (the default <= 512 tokens, also run above) and kDecodeKSplit
+  // (in-CTA split-K, opt-in) with every token on expert 42 at 1, 2, 7, 64 tokens (64: 8
+  // tiles of one expert), each rerun bit-identical; both on uniform routing at 1, 7, 64.
   {
     std::vector<float> bias42 = router.bias;
     bias42[42] += 100.0f;
     float* d_bias42 = device_copy(bias42);
     cuda::moe::MoeLayerWeights weights42 = dev.weights;
     weights42.router_bias = d_bias42;
+    for (TileConfig config : {TileConfig::kDecode, TileConfig::kDecodeKSplit})
     for (int tokens : {1, 2, 7, 64}) {
       Case c;
       c.label = "decode_one_expert";
       c.tokens = tokens;
-      c.config = TileConfig::kDecodeKSplit;
+      c.config = config;
       c.bias_override = d_bias42;
       c.host_bias = &bias42;
       c.seed = 5000 + tokens;
@@ -660,14 +661,14 @@ void run_flash(ExpertFormat format) {
           run_forward(weights42, make_activations(tokens, kHidden, c.seed), c, nullptr, nullptr).out;
       ASSERT_EQ(first.size(), second.size());
       EXPECT_EQ(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)), 0)
-          << "decode_ksplit rerun differs, tokens " << tokens;
+          << config_name(config) << " rerun differs, tokens " << tokens;
     }
     cudaFree(d_bias42);
-    {  // uniform rerun at 7 tokens
+    for (TileConfig config : {TileConfig::kDecode, TileConfig::kDecodeKSplit}) {  // uniform rerun at 7 tokens
       Case c;
       c.label = "decode_uniform_rerun";
       c.tokens = 7;
-      c.config = TileConfig::kDecodeKSplit;
+      c.config = config;
       c.seed = 5107;
       const std::vector<float> first = check_case(set, dev, router, kTopK, c);
       const std::vector<float> second = run_forward(dev.weights, make_activations(7, kHidden, 5107), c, nullptr, nullptr).out;
@@ -677,7 +678,7 @@ void run_flash(ExpertFormat format) {
       Case c;
       c.label = "uniform";
       c.tokens = tokens;
-      c.config = TileConfig::kDecode;
+      c.config = TileConfig::kDecodeKSplit;
       c.seed = 1000 + tokens;
       check_case(set, dev, router, kTopK, c);
     }
