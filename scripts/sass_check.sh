@@ -4,16 +4,20 @@
 # regex; default: every kernel), one JSON line with the counts of HGMMA (BF16 wgmma),
 # QGMMA (FP8 wgmma), HMMA (mma.sync) and local-memory instructions (STL/LDL: spills or local arrays).
 #   bash scripts/sass_check.sh [regex] [library] >> $SUMMARY
-# Needs cuobjdump (CUDA toolkit on the GPU machine: /usr/local/cuda/bin).
+# Needs cuobjdump: the CUDA toolkit's (/usr/local/cuda/bin on the GPU machine) or the one
+# scripts/setup.sh puts in .deps/cuobjdump/bin (PyPI nvidia-cuda-cuobjdump).
 set -euo pipefail
 pattern=${1:-.}
 lib=${2:-build-device/src/cuda/libdsv4_cuda.a}
 [[ -x /usr/local/cuda/bin/cuobjdump ]] && PATH=/usr/local/cuda/bin:$PATH
+repo=$(cd "$(dirname "$0")/.." && pwd)
+command -v cuobjdump >/dev/null || { [[ -x $repo/.deps/cuobjdump/bin/cuobjdump ]] && PATH=$repo/.deps/cuobjdump/bin:$PATH; }
 command -v cuobjdump >/dev/null || { echo "sass_check: cuobjdump not found" >&2; exit 2; }
 [[ -f $lib ]] || { echo "sass_check: $lib not found (build first)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && ar x "$OLDPWD/$lib")
+lib=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
+(cd "$work" && ar x "$lib")
 for obj in "$work"/*.o; do
   { cuobjdump -sass "$obj" 2>/dev/null || true; } | awk -v pattern="$pattern" -v object="$(basename "$obj")" '
     function flush() {

@@ -34,4 +34,21 @@ if command -v nvcc >/dev/null 2>&1 && [[ ! -d .deps/cutlass/include/cute ]]; the
   cp -r "$src/tools/util/include/cutlass/util" .deps/cutlass/include/cutlass/ 2>/dev/null || true
   rm -rf .deps/cutlass_unpacked
 fi
+# cuobjdump + nvdisasm (PyPI nvidia-cuda-cuobjdump / -nvdisasm; the toolkit here has nvcc and
+# ptxas but not them): the SASS check (scripts/sass_assert.sh, ctest sass_tensor_cores)
+# reads the built kernels.
+if command -v nvcc >/dev/null 2>&1 && [[ ! -x .deps/cuobjdump/bin/nvdisasm ]]; then
+  echo "setup: fetching cuobjdump and nvdisasm (PyPI nvidia-cuda-cuobjdump, nvidia-cuda-nvdisasm)"
+  mkdir -p .deps/wheels
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .deps/wheels "nvidia-cuda-cuobjdump==13.5.37" \
+    "nvidia-cuda-nvdisasm==13.5.37"
+  rm -rf .deps/cuobjdump_unpacked && mkdir -p .deps/cuobjdump_unpacked
+  for wheel in .deps/wheels/nvidia_cuda_cuobjdump-*.whl .deps/wheels/nvidia_cuda_nvdisasm-*.whl; do
+    python3 -m zipfile -e "$wheel" .deps/cuobjdump_unpacked
+  done
+  rm -rf .deps/cuobjdump && mkdir -p .deps/cuobjdump
+  cp -r .deps/cuobjdump_unpacked/nvidia/cu13/bin .deps/cuobjdump/
+  chmod +x .deps/cuobjdump/bin/*
+  rm -rf .deps/cuobjdump_unpacked
+fi
 echo "setup: done"
