@@ -34,10 +34,14 @@
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
 //   slot order (one extra kernel inside launch_moe_l1), as moe_forward runs it.
+// prefill_wgmma_wide rows (TileConfig::kPrefillWgmmaWide, opt-in, not yet GPU-run; > 512 tokens,
+//   printed by default after the prefill_wgmma_pipe row and its W4A8 rows): wgmma N = 256, 128
+//   weight rows x 256 slots per CTA, the dispatch builds 256-slot tiles for it; same columns.
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
 //                   decode_stream_pdl|decode_stream_bulk|prefill_mma|
-//                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma] (forces one path) [--tma 1]
+//                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma|prefill_wgmma_wide] (forces one path)
+//                  [--tma 1]
 //                  [--stream 1] [--w4a8 0]
 #include <cuda_runtime.h>
 
@@ -58,6 +62,7 @@ const char* config_name(cuda::moe::TileConfig config) {
   using cuda::moe::TileConfig;
   if (config == TileConfig::kPrefillWgmmaPipe) return "prefill_wgmma_pipe";
   if (config == TileConfig::kPrefillWgmmaTma) return "prefill_wgmma_tma";
+  if (config == TileConfig::kPrefillWgmmaWide) return "prefill_wgmma_wide";
   if (config == TileConfig::kDecodeKSplit) return "decode_ksplit";
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
@@ -82,16 +87,21 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk)
     all.push_back(TileConfig::kDecodeStreamBulk);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
+  // opt-in kPrefillWgmmaWide (wgmma N = 256, 256-slot tiles): right after prefill_wgmma_pipe's rows
+  if (tokens > 512) {
+    auto pipe = std::find(all.begin(), all.end(), TileConfig::kPrefillWgmmaPipe);
+    all.insert(pipe == all.end() ? all.end() : pipe + 1, TileConfig::kPrefillWgmmaWide);
+  }
   if (tokens > 512 && tma_rows) all.push_back(TileConfig::kPrefillWgmmaTma);  // opt-in (--tma 1), last
   if (filter.empty()) return all;
   for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK,
                        TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
-                       TileConfig::kPrefillWgmmaPipe, TileConfig::kPrefillWgmmaTma})
+                       TileConfig::kPrefillWgmmaPipe, TileConfig::kPrefillWgmmaTma, TileConfig::kPrefillWgmmaWide})
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
              "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, decode_stream_kmajor, "
-             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma, prefill_wgmma_pipe or "
-             "prefill_wgmma_tma",
+             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma, prefill_wgmma_pipe, "
+             "prefill_wgmma_tma or prefill_wgmma_wide",
              filter);
   return {};
 }

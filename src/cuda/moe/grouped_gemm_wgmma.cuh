@@ -75,6 +75,14 @@ template <int N>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+// 16-byte cp.async to a shared-window address (no generic -> shared conversion per copy);
+// src_size 0 zero-fills the destination and reads nothing.
+__device__ __forceinline__ void cp_async16_shared(uint32_t smem_addr, const void* gmem, int src_size) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_size));
+}
+__device__ __forceinline__ void cp_async16_shared(uint32_t smem_addr, const void* gmem) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr), "l"(gmem));
+}
 // cp.async (generic proxy) writes -> visible to wgmma (async proxy) after a barrier.
 __device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 // Keeps the compiler from moving accumulator reads/writes across wgmma waits.
@@ -245,51 +253,60 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
   const int kb_count = K / kFragCols;
   const int k_tiles = K / BK;
 
-  const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;  // [n/16][k/64][512]
-  const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
-
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;  // warp = m16 tile of the CTA (warpgroup warp / 4)
   const int g = lane >> 2, t = lane & 3;
 
-  // Activation chunks this thread copies: c = tid + i * kThreads of [SUBS][BT][SUBK / 8].
-  constexpr int kChunksPerRow = SUBK / 8;  // 8 x 16 bytes = one 128-byte swizzle row
-  constexpr int kActIters = SUBS * BT * kChunksPerRow / kThreads;
-  static_assert(SUBS * BT * kChunksPerRow % kThreads == 0, "whole activation chunks per thread");
-  int64_t act_offset[kActIters];  // element offset of the chunk in act (k tile 0), -1: zero-fill
-  uint32_t act_dst[kActIters];    // byte offset inside a stage (swizzled)
+  // Copy plan of this thread, fixed for the whole k loop (a stage's copy is then a 64-bit
+  // add and the cp.async). Activations: chunk cc = tid % 8 of slot rows r0 = tid / 8 + 64
+  // pass (pass < 2), in both sub-blocks (the same rows 64 K = 128 bytes further on). The
+  // swizzle phase r % 8 is the same for every pass, so the destinations are
+  // dst0 + sub x 16 KB + pass x 8 KB. Rows >= rows are zero-filled (src_size 0).
+  constexpr int kChunksPerRow = SUBK / 8;                  // 8 x 16 bytes = one 128-byte swizzle row
+  constexpr int kRowsPerPass = kThreads / kChunksPerRow;   // 64
+  constexpr int kPasses = BT / kRowsPerPass;               // 2
+  static_assert(BT % kRowsPerPass == 0 && kRowsPerPass % 8 == 0, "whole passes, swizzle phase constant over passes");
+  const int cc = tid % kChunksPerRow, r0 = tid / kChunksPerRow;
+  const char* act_src[kPasses];  // bytes of the chunk at k 0
+  int act_size[kPasses];         // 16, or 0: zero-fill
 #pragma unroll
-  for (int i = 0; i < kActIters; ++i) {
-    const int c = tid + i * kThreads;
-    const int sub = c / (BT * kChunksPerRow), rc = c % (BT * kChunksPerRow);
-    const int r = rc / kChunksPerRow, cc = rc % kChunksPerRow;
-    act_offset[i] = -1;
-    if (r < rows)
-      act_offset[i] = static_cast<int64_t>(kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + sub * SUBK + cc * 8;
-    act_dst[i] = static_cast<uint32_t>(sub * Smem::kSubActBytes) + wgmma_act_offset(r, cc);
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int r = r0 + pass * kRowsPerPass;
+    const bool valid = r < rows;
+    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
+    act_src[pass] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
+    act_size[pass] = valid ? 16 : 0;
   }
+  const uint32_t smem_act = smem_addr + wgmma_act_offset(r0, cc);
   // Weights: thread tid copies lane (tid % 32) of m16 tile tid / 32 = exactly what it reads.
-  const uint8_t* g_weight_row = g_weights + static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
+  // [experts][n/16][k/64][512]: fragment block (n0 / 16 + warp, kb).
+  const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
+                      static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
+  const uint32_t smem_w = smem_addr + Smem::kWeightOffset + tid * 16;
+  // Scales: 16-byte chunk tid of a sub-block's [m16][SB] (threads < kScaleChunksPerSub).
   constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;
+  static_assert(kScaleChunksPerSub <= kThreads, "one scale chunk per thread at most");
+  const bool copies_scales = tid < kScaleChunksPerSub;
+  const int scale_chunk = tid % kScaleChunksPerSub;
+  const char* s_src = reinterpret_cast<const char*>(p.scales) +
+                      (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + scale_chunk / (SB / 16)) *
+                          kb_count * SB +
+                      (scale_chunk % (SB / 16)) * 16;
+  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + scale_chunk * 16;
 
   auto load_stage = [&](int slot, int kt) {
-    uint8_t* s_act = smem + slot * Smem::kActBytes;
+    const int64_t act_k = static_cast<int64_t>(kt) * (BK * 2);  // bytes
 #pragma unroll
-    for (int i = 0; i < kActIters; ++i) {
-      const bool valid = act_offset[i] >= 0;
-      cp_async16(s_act + act_dst[i], p.act + (valid ? act_offset[i] + static_cast<int64_t>(kt) * BK : 0), valid);
-    }
+    for (int sub = 0; sub < SUBS; ++sub)
+#pragma unroll
+      for (int pass = 0; pass < kPasses; ++pass)
+        cp_async16_shared(smem_act + slot * Smem::kActBytes + sub * Smem::kSubActBytes + pass * (kRowsPerPass * 128),
+                          act_src[pass] + act_k + sub * (SUBK * 2), act_size[pass]);
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
-      const int kb = kt * SUBS + sub;  // fragment block column
-      cp_async16(smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes + tid * 16,
-                 g_weight_row + static_cast<int64_t>(kb) * kFragBytes, true);
-      if (tid < kScaleChunksPerSub) {
-        const int m16 = tid / (SB / 16), part = tid % (SB / 16);
-        const int64_t gfb = static_cast<int64_t>(n0 / kFragRows + m16) * kb_count + kb;
-        cp_async16(smem + Smem::kScaleOffset + slot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes + tid * 16,
-                   g_scales + gfb * SB + part * 16, true);
-      }
+      const int64_t kb = static_cast<int64_t>(kt) * SUBS + sub;  // fragment block column
+      cp_async16_shared(smem_w + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes, w_src + kb * kFragBytes);
+      if (copies_scales) cp_async16_shared(smem_s + slot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes, s_src + kb * SB);
     }
   };
 

@@ -101,7 +101,11 @@ enum class TileConfig : int {
   kPrefillWgmmaTma = 12,  // opt-in: kPrefillWgmmaPipe's math (bitwise equal) fed by a TMA producer warp (full /
                           // empty mbarriers, 3 stages), persistent CTAs; needs act_rows (and act_perm for L1:
                           // x gathered into slot order first). grouped_gemm_wgmma_tma.cu, docs/kernels/moe.md
+  kPrefillWgmmaWide = 13,  // opt-in (not yet GPU-run): kPrefillWgmmaPipe's math with wgmma N = 256: 128 weight
+                           // rows x 256 slots per CTA (2 warpgroups), tiles of 256 slots (tile_config_rows);
+                           // expected bitwise equal to kPrefillWgmmaPipe. grouped_gemm_wgmma_wide.cu
 };
+// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide, else 128.
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk).
 bool is_decode_tile_config(TileConfig config);

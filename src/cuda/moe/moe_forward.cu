@@ -14,6 +14,7 @@ cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_wgmma_wide(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
 
 namespace {
@@ -27,6 +28,7 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
       p.config == TileConfig::kPrefillW4A8Lut)
     return detail::launch_w4a8(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmmaTma) return detail::launch_wgmma_tma(p, l1);  // opt-in
+  if (p.config == TileConfig::kPrefillWgmmaWide) return detail::launch_wgmma_wide(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
     return detail::launch_wgmma(p, l1);
   return p.format == ExpertFormat::kNVFP4 ? detail::launch_nvfp4(p, l1) : detail::launch_mxfp4(p, l1);
@@ -52,7 +54,10 @@ bool is_decode_tile_config(TileConfig config) {
          config == TileConfig::kDecodeStream || config == TileConfig::kDecodeStreamBulk;
 }
 
-int tile_config_rows(TileConfig config) { return is_decode_tile_config(config) ? 8 : 128; }
+int tile_config_rows(TileConfig config) {
+  if (is_decode_tile_config(config)) return 8;
+  return config == TileConfig::kPrefillWgmmaWide ? 256 : 128;  // wgmma N = 256: one tile = one CTA's slots
+}
 
 int moe_decode_split_k(int max_tiles, int n, int k, int forced) {
   constexpr int kBK = 128, kMaxForced = 16, kMaxAuto = 8;

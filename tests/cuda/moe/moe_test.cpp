@@ -7,7 +7,9 @@
 //                 shared expert): tokens 1, 2, 7, 64, 333, 4096 with the default config and
 //                 with prefill_wgmma forced (ragged tiles), skewed routings (six experts
 //                 take everything; every token on one expert) on each config, reruns
-//                 bit-identical, hash routing; rows checked on the CPU: all up to 64 tokens
+//                 bit-identical, hash routing; kPrefillWgmmaWide (256-slot tiles, wgmma N 256)
+//                 forced at 333 tokens (uniform + rerun, six experts) and 1000 (one expert:
+//                 3 full 256-slot tiles + 232); rows checked on the CPU: all up to 64 tokens
 //                 and for six experts, every 3rd row at 333, every 16th at 1000, every
 //                 64th at 4096.
 //                 Decode: kDecode (default <= 512 tokens) and kDecodeKSplit (in-CTA
@@ -217,6 +219,7 @@ const char* config_name(TileConfig config) {
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
   if (config == TileConfig::kDecodeStreamBulk) return "decode_stream_bulk";
+  if (config == TileConfig::kPrefillWgmmaWide) return "prefill_wgmma_wide";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
@@ -577,7 +580,7 @@ void run_flash(ExpertFormat format) {
     c.seed = 4064;
     check_case(set, dev, router, kTopK, c);
   }
-  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
+  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaWide}) {
     // the prefill configs on the mid size, and bit-identical reruns
     Case c;
     c.label = "uniform_rerun";
@@ -593,7 +596,8 @@ void run_flash(ExpertFormat format) {
   std::vector<float> skew_bias = router.bias;
   for (int e : {3, 77, 128, 200, 254, 255}) skew_bias[e] += 100.0f;
   float* d_skew_bias = device_copy(skew_bias);
-  for (TileConfig config : {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
+  for (TileConfig config :
+       {TileConfig::kDecode, TileConfig::kPrefill, TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaWide}) {
     Case c;
     c.label = "six_experts";
     c.tokens = 333;
@@ -608,7 +612,7 @@ void run_flash(ExpertFormat format) {
   std::vector<float> one_bias = router.bias;
   one_bias[42] += 100.0f;
   float* d_one_bias = device_copy(one_bias);
-  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma}) {
+  for (TileConfig config : {TileConfig::kPrefill, TileConfig::kPrefillWgmma, TileConfig::kPrefillWgmmaWide}) {
     Case c;
     c.label = "one_expert";
     c.tokens = 1000;
