@@ -11,7 +11,9 @@
 //     (Kernel::kWgmma; kAuto until the 2026-12-01 run), "sharep" (Kernel::kWgmmaShareP,
 //     kAuto now: S computed once, P through shared memory), "pipe"
 //     (Kernel::kWgmmaPipelined: share-P with a producer warpgroup and a 3-stage ring of
-//     48-key tiles) and at 8k the FP32 kernel ("simple") for comparison.
+//     48-key tiles), "pingpong" (Kernel::kWgmmaPingPong: the pipelined kernel's ring with
+//     the two consumer warpgroups scoring alternate tiles; opt-in) and at 8k the FP32
+//     kernel ("simple") for comparison.
 //   decode (batch sequences of `context` tokens each, one token each, CSA or HCA):
 //     ms, bytes = KV rows read (attended x 1 KiB) + q and out (FP32), GB/s and the
 //     fraction of the HBM copy bandwidth, and the useful TFLOP/s (as prefill; at batch >=
@@ -19,7 +21,8 @@
 //     peak; kWgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
 //     kWgmmaPipelined with split-KV auto ("pipe"), the same over the FP8 KV cache
 //     ("pipe_fp8": SparseAttentionParams::kv_fp8, 584-byte rows, so bytes = attended x 584
-//     + q and out) and the FP32 kernel ("simple"). Prefill has a "pipe_fp8" row too.
+//     + q and out), kWgmmaPingPong with split-KV auto ("pingpong") and the FP32 kernel
+//     ("simple"). Prefill has a "pipe_fp8" row too.
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cuda_runtime.h>
 
@@ -185,15 +188,17 @@ int run(int argc, char** argv) {
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-      for (const char* kernel : {"wgmma", "sharep", "pipe", "pipe_fp8", "simple"}) {
+      for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "simple"}) {
         const bool simple = std::string(kernel) == "simple", share_p = std::string(kernel) == "sharep";
         const bool fp8 = std::string(kernel) == "pipe_fp8", pipe = fp8 || std::string(kernel) == "pipe";
+        const bool pingpong = std::string(kernel) == "pingpong";
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         if (simple && tokens > 8192) continue;
-        pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
-                      : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
-                      : pipe    ? SparseAttentionParams::Kernel::kWgmmaPipelined
-                                : SparseAttentionParams::Kernel::kWgmma;
+        pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
+                      : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
+                      : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
+                      : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                                 : SparseAttentionParams::Kernel::kWgmma;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
                                           simple ? 1 : 2);
@@ -226,18 +231,20 @@ int run(int argc, char** argv) {
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-        for (const char* splits : {"auto", "off", "sharep", "pipe", "pipe_fp8", "simple"}) {
+        for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
-          // split-KV auto; "auto" / "off": Kernel::kWgmma.
+          // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
+          // "off": Kernel::kWgmma.
           const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
           const bool share_p = std::string(splits) == "sharep", fp8 = std::string(splits) == "pipe_fp8";
-          const bool pipe = fp8 || std::string(splits) == "pipe";
+          const bool pipe = fp8 || std::string(splits) == "pipe", pingpong = std::string(splits) == "pingpong";
           pr.use_fp8(fp8, window_bf16, entries_bf16);
-          pr.p.kernel = simple    ? SparseAttentionParams::Kernel::kSimple
-                        : share_p ? SparseAttentionParams::Kernel::kWgmmaShareP
-                        : pipe    ? SparseAttentionParams::Kernel::kWgmmaPipelined
-                                  : SparseAttentionParams::Kernel::kWgmma;
+          pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
+                        : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
+                        : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
+                        : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                                   : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : 0;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
@@ -257,8 +264,9 @@ int run(int argc, char** argv) {
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
                          "\"of_peak\":%.4f,\"kv_cache\":\"%s\"}\n",
-                         prop.name, date.c_str(), csa ? "csa" : "hca", simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : "wgmma",
-                         simple ? "off" : share_p || pipe ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         prop.name, date.c_str(), csa ? "csa" : "hca",
+                         simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong" : "wgmma",
+                         simple ? "off" : share_p || pipe || pingpong ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16");
         }

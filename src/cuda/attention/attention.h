@@ -126,8 +126,18 @@ struct SparseAttentionParams {
   // kWgmmaPipelined (the kAuto choice: 225 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math with a
   // producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
   // conditions and roundings (kv_splits and its workspace work the same way).
-  enum class Kernel : int { kAuto = 0, kSimple = 1, kWgmma = 2, kWgmmaShareP = 3, kWgmmaPipelined = 4 } kernel =
-      Kernel::kAuto;
+  // kWgmmaPingPong (opt-in, sparse_attention_pingpong.cu): kWgmmaPipelined's producer, ring and
+  // math, but the two consumer warpgroups score alternate tiles (S for all 48 keys, the
+  // softmax, P through shared memory) while both run P V for every tile; same conditions,
+  // kv_fp8 and split-KV; outputs expected bitwise equal to kWgmmaPipelined.
+  enum class Kernel : int {
+    kAuto = 0,
+    kSimple = 1,
+    kWgmma = 2,
+    kWgmmaShareP = 3,
+    kWgmmaPipelined = 4,
+    kWgmmaPingPong = 5
+  } kernel = Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
   // of sparse_attention_workspace_floats(tokens, heads, kv_splits) FP32 values; without
@@ -140,8 +150,8 @@ struct SparseAttentionParams {
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
   // head_dim 512 only. Read by the FP32 kernel (kAuto and kSimple take it) and by
-  // kWgmmaPipelined (its producer decodes the rows into the BF16 tile; same split-KV);
-  // kWgmma / kWgmmaShareP with kv_fp8 are an error.
+  // kWgmmaPipelined and kWgmmaPingPong (their producer decodes the rows into the BF16 tile;
+  // same split-KV); kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;
 };
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);

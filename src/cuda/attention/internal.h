@@ -46,5 +46,7 @@ cudaError_t launch_sparse_attention_merge(const SparseAttentionParams& params, i
 // sparse_attention_pipelined.cu: Kernel::kWgmmaPipelined (same conditions, same split
 // workspace layout as launch_sparse_attention_wgmma).
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
+// sparse_attention_pingpong.cu: Kernel::kWgmmaPingPong (same conditions and split workspace).
+cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

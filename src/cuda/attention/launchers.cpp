@@ -111,11 +111,12 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   if (p.kv_fp8) {
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
-    DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined,
-               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple) and kWgmmaPipelined only, "
-               "not kernel {}",
+    DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined ||
+                   p.kernel == Kernel::kWgmmaPingPong,
+               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined and "
+               "kWgmmaPingPong only, not kernel {}",
                static_cast<int>(p.kernel));
-    if (p.kernel != Kernel::kWgmmaPipelined) {  // kAuto: the FP32 kernel until the pipelined FP8 reader is measured
+    if (p.kernel != Kernel::kWgmmaPipelined && p.kernel != Kernel::kWgmmaPingPong) {  // kAuto: the FP32 kernel until the pipelined FP8 reader is measured
       if (p.batch.tokens <= 0) return;
       DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
                  "sparse_attention: q, window_kv, out and the batch arrays are required");
@@ -124,10 +125,11 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     }
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPipelined, "sparse_attention: unknown kernel {}",
-             static_cast<int>(p.kernel));
-  const bool wgmma_forced =
-      p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP || p.kernel == Kernel::kWgmmaPipelined;
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPong,
+             "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
+             static_cast<int>(Kernel::kWgmmaPingPong));
+  const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
+                            p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong;
   DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
@@ -176,6 +178,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // kAuto takes the pipelined kernel: on the H200 (2026-12-01 21:08 UTC) it passed every
   // SparseAttentionWgmma case and ran CSA / HCA 8 k prefill at 225 / 119 TFLOP/s (share-P
   // 191 / 102), decode equal or better.
+  if (p.kernel == Kernel::kWgmmaPingPong) {
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
+    return;
+  }
   if (p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kAuto) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pipelined(p, std::max(1, splits), stream));
     return;

@@ -36,6 +36,7 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/attention/sparse_attention_ring.cuh"
 #include "cuda/attention/sparse_attention_wgmma_common.cuh"
 #include "cuda/attention/kv_fp8.h"
 
@@ -44,23 +45,12 @@ namespace dsv4::cuda::attention {
 namespace {
 
 using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
+using namespace sparse_ring;   // CTA shape, mbarrier helpers, tile addressing, the producer warpgroup
 
-constexpr int kHeads = 64;          // heads per CTA = wgmma M
-constexpr int kDim = 512;           // head_dim of the fast path
-constexpr int kTileKeys = 48;       // keys per tile
 constexpr int kHalfKeys = kTileKeys / 2;  // S's N per consumer warpgroup
-constexpr int kStages = 3;
-constexpr int kConsumerThreads = 256;
-constexpr int kThreads = kConsumerThreads + 128;  // + the producer warpgroup
-constexpr int kPanelBytes = kDim / 64 * kBlockBytes;    // Q: 64 rows x 512 BF16 = 64 KiB
-constexpr int kTileBlockBytes = kTileKeys * 128;        // tile: one 64-channel column block of 48 rows
-constexpr int kTileBytes = kDim / 64 * kTileBlockBytes; // 48 KiB
-constexpr int kPBytes = kHeads * 64 * 2;                // P [64 heads x 64 key slots] BF16 (48 used)
+constexpr int kPBytes = kHeads * 64 * 2;  // P [64 heads x 64 key slots] BF16 (48 used)
 constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + kPBytes + 1024;  // + 1024-byte alignment slack
-constexpr int kProducerRegs = 56, kConsumerRegs = 224;
-constexpr float kLog2e = 1.4426950408889634f;
-static_assert(kTileBlockBytes % 1024 == 0 && (kHalfKeys % 8) == 0, "tile blocks must be whole swizzle atoms");
-static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
+static_assert((kHalfKeys % 8) == 0, "S's B operand must start at whole swizzle atoms");
 
 // D[64 x 24] (+)= A[64 x 16] B[16 x 24], both from shared memory, K-major.
 __device__ __forceinline__ void wgmma_m64n24k16_ss(float (&d)[12], uint64_t desc_a, uint64_t desc_b, int accumulate) {
@@ -69,117 +59,6 @@ __device__ __forceinline__ void wgmma_m64n24k16_ss(float (&d)[12], uint64_t desc
       "wgmma.mma_async.sync.aligned.m64n24k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11}, %12, %13, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11])
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
-}
-
-// Byte offset of (row, 16-byte chunk c of 64 per row) in a swizzled 48-row tile.
-__device__ __forceinline__ uint32_t tile_offset(int row, int c) {
-  return (c >> 3) * kTileBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
-}
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-// Arrives on `bar` once all of this thread's earlier cp.asyncs have completed (counts
-// against the init count: .noinc).
-__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-// Waits until the phase of parity `parity` of `bar` has completed; traps after 2^32
-// SM clocks (~2 s: a deadlock becomes a launch error, not a hung run).
-__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long start = clock64();
-  while (!mbar_try_wait(bar, parity))
-    if (clock64() - start > (1ll << 32)) __trap();
-}
-// Named barrier 1 over the 256 consumer threads (the producer never joins).
-__device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-
-// The producer thread pt gathers rows 3 (pt / 8) + i (i < 3) of a tile, 16-byte chunks
-// pt % 8 + 8 c (c < 8) of each: 3 row addresses (kSelected: 3 index loads) per tile.
-constexpr int kProducerRows = 3;
-static_assert(kProducerRows * 128 / 8 == kTileKeys, "producer row mapping");
-
-// The compressed-list entries of this producer thread's rows of key tile `tile`
-// (kSelected: loaded from selected[]; window rows and rows past the list get a value
-// key_row ignores). Called one tile ahead, so the loads are in flight while the
-// producer waits for the stage.
-__device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
-                                            int pt, int (&picks)[kProducerRows]) {
-#pragma unroll
-  for (int i = 0; i < kProducerRows; ++i) {
-    const int k = tile * kTileKeys + kProducerRows * (pt >> 3) + i;
-    const int j = k - keys.n_window;
-    picks[i] = p.compressed == CompressedKeys::kSelected && j >= 0 && k < keys.n_total
-                   ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
-                   : j;
-  }
-}
-
-// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
-// or nullptr when skipped (past the list, a -1 / out-of-range pick).
-__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
-  if (k >= keys.n_total) return nullptr;
-  if (k < keys.n_window) {
-    const int row = (keys.first_window + k) % p.ring_rows;
-    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
-  }
-  if (w < 0 || w >= keys.visible) return nullptr;
-  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
-}
-
-// kv_fp8: key k's row from key_row (computed with BF16 row strides, never dereferenced)
-// as the 584-byte FP8 row (kv_fp8.h) of the same index; nullptr when skipped.
-__device__ __forceinline__ const uint8_t* key_row_fp8(const SparseAttentionParams& p, const KeyList& keys, int k,
-                                                      const uint16_t* row) {
-  if (row == nullptr) return nullptr;
-  const bool is_entry = k >= keys.n_window;
-  const uint16_t* base = is_entry ? p.entries : p.window_kv;
-  const int64_t index = (row - base) / kDim;
-  return reinterpret_cast<const uint8_t*>(base) + index * kKvFp8RowBytes;
-}
-
-// kv_fp8 producer: this thread's 8 chunks (chunk0 + 8 c) of tile row `row` from the FP8
-// row (nullptr: zeros), decoded to BF16 (exact) and stored with st.shared into the
-// swizzled tile. Chunk chunk0 + 8 c (c < 7) is in scale block c; c = 7 is the BF16 tail.
-__device__ __forceinline__ void st_shared_v4(uint32_t address, uint4 v) {
-  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
-               : "memory");
-}
-__device__ __forceinline__ void produce_fp8_row(uint32_t dst, int row, int chunk0, const uint8_t* source) {
-  static_assert(kKvFp8NopeDim == 7 * 64 && kKvFp8ScaleOffset % 8 == 0, "one scale block per chunk step");
-  if (source == nullptr) {
-#pragma unroll
-    for (int c = 0; c < 8; ++c) st_shared_v4(dst + tile_offset(row, chunk0 + 8 * c), make_uint4(0u, 0u, 0u, 0u));
-    return;
-  }
-  // All loads first (20 registers), then decode and store chunk by chunk.
-  uint2 raw[7];
-#pragma unroll
-  for (int c = 0; c < 7; ++c) raw[c] = reinterpret_cast<const uint2*>(source)[chunk0 + 8 * c];
-  const uint2 scales = *reinterpret_cast<const uint2*>(source + kKvFp8ScaleOffset);  // 7 scales + pad
-  const uint2* tail = reinterpret_cast<const uint2*>(source + kKvFp8RopeOffset) + 2 * chunk0;
-  const uint2 lo = tail[0], hi = tail[1];
-#pragma unroll
-  for (int c = 0; c < 7; ++c) {
-    const uint32_t scale_byte = ((c < 4 ? scales.x : scales.y) >> (8 * (c & 3))) & 0xff;
-    st_shared_v4(dst + tile_offset(row, chunk0 + 8 * c),
-                 kv_fp8_decode8_bf16(raw[c], static_cast<int>(scale_byte) - 127));
-  }
-  st_shared_v4(dst + tile_offset(row, chunk0 + 56), make_uint4(lo.x, lo.y, hi.x, hi.y));
 }
 
 // grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes. kFp8:
@@ -216,46 +95,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup ----
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-    const int pt = threadIdx.x - kConsumerThreads, chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
-    int picks[kProducerRows];
-    if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);
-    for (int tile = tile_begin; tile < tile_end; ++tile) {
-      const int it = tile - tile_begin, stage = it % kStages;
-      const uint16_t* rows[kProducerRows];
-#pragma unroll
-      for (int i = 0; i < kProducerRows; ++i) rows[i] = key_row(p, keys, tile * kTileKeys + row0 + i, picks[i]);
-      if (tile + 1 < tile_end) fetch_picks(p, keys, token, tile + 1, pt, picks);  // in flight across the wait
-      mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
-      const uint32_t dst = s_tiles + stage * kTileBytes;
-      if constexpr (kFp8) {
-        // One row at a time (the producer has 56 registers); rows[] picked by selects so
-        // it stays in registers.
-        static_assert(kProducerRows == 3, "row selection below");
-#pragma unroll 1
-        for (int i = 0; i < kProducerRows; ++i) {
-          const uint16_t* row = i == 0 ? rows[0] : i == 1 ? rows[1] : rows[2];
-          if (chunk0 == 0) s_valid[stage][row0 + i] = row != nullptr;
-          produce_fp8_row(dst, row0 + i, chunk0, key_row_fp8(p, keys, tile * kTileKeys + row0 + i, row));
-        }
-        fence_proxy_async();  // this thread's st.shared of the tile -> the consumers' wgmma reads
-        mbar_arrive(bar_full + 8 * stage);  // both of this thread's arrivals: no cp.async here
-        mbar_arrive(bar_full + 8 * stage);
-      } else {
-#pragma unroll
-      for (int i = 0; i < kProducerRows; ++i) {
-        if (chunk0 == 0) s_valid[stage][row0 + i] = rows[i] != nullptr;
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-          const int chunk = chunk0 + 8 * c;
-          cp_async_16(dst + tile_offset(row0 + i, chunk), rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
-                      rows[i] != nullptr ? 16 : 0);
-        }
-      }
-      cp_async_mbar_arrive(bar_full + 8 * stage);
-      mbar_arrive(bar_full + 8 * stage);  // releases the s_valid stores
-      }  // kFp8
-    }
-    cp_async_wait_all();
+    produce_tiles<kFp8>(p, keys, token, tile_begin, tile_end, s_tiles, bar_full, bar_empty, s_valid);
     return;
   }
 
@@ -263,18 +103,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
-  {
-    const float* q = p.q + (static_cast<int64_t>(token) * p.heads + head0) * kDim;
-    const int chunk = threadIdx.x & 63;
-#pragma unroll
-    for (int i = 0; i < kHeads / 4; ++i) {
-      const int r = (threadIdx.x >> 6) + 4 * i;
-      const float4 a = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8);
-      const float4 b = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8 + 4);
-      const uint4 v = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
-      *reinterpret_cast<uint4*>(smem + panel_offset(r, chunk)) = v;
-    }
-  }
+  stage_q(p, token, head0, smem);
   fence_proxy_async();
   consumer_sync();  // all of Q written
 
@@ -392,40 +221,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   consumer_sync();
 #pragma unroll
   for (int h = 0; h < 2; ++h) l[h] += s_xchg[wg ^ 1][row0 + 8 * h];
-  const int col0 = wg * 256 + 2 * (lane & 3);
-  if (part_o == nullptr) {
-    // Final: the sink joins the denominator only.
-    float factor[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int head = head0 + row0 + 8 * h;
-      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
-      const float m_final = fmaxf(m[h], sink);
-      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
-      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
-      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
-    }
-  } else {
-    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
-      float* out = part_o + row * kDim + col0;
-      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
-      }
-      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
-    }
-  }
+  store_output(p, token, head0, split, part_o, part_ml, o, m, l);
 }
 
 }  // namespace

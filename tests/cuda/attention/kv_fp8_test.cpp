@@ -14,7 +14,9 @@
 //     bitwise equal to the BF16 path fed the decoded rows (same BF16 tile); unused rows
 //     are 0xff (NaN BF16 tail); none / all-visible / selected with junk picks.
 //     Where heads % 64 == 0 also kWgmmaPipelined (split-KV off and 3): within 2e-2 of the
-//     FP64 loop and bitwise equal to its run on the BF16 decoded rows.
+//     FP64 loop and bitwise equal to its run on the BF16 decoded rows; and kWgmmaPingPong
+//     (same producer): the same bounds, bitwise equal to its BF16-row run and to
+//     kWgmmaPipelined's FP8 run.
 //   Fp8RefusedByWgmma: kv_fp8 with kWgmma / kWgmmaShareP or head_dim != 512 is an error.
 #include "cuda/attention/kv_fp8.h"
 
@@ -402,6 +404,17 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
       if (std::memcmp(&pipe_fp8[i], &pipe_bf16[i], sizeof(float)) != 0 && differing++ == 0) first = i;
     EXPECT_EQ(differing, 0u) << "pipelined FP8 vs BF16 rows differ first at " << where(first) << ": "
                              << pipe_fp8[first] << " vs " << pipe_bf16[first];
+    SCOPED_TRACE("kWgmmaPingPong");
+    const std::vector<float> pingpong_fp8 = run(true, Kernel::kWgmmaPingPong, splits);
+    const std::vector<float> pingpong_bf16 = run(false, Kernel::kWgmmaPingPong, splits);
+    expect_close("ping-pong FP8 attention output", pingpong_fp8.data(), want.data(), want.size(), 2e-2, 2e-2, where);
+    size_t vs_bf16 = 0, vs_pipe = 0;
+    for (size_t i = 0; i < pingpong_fp8.size(); ++i) {
+      vs_bf16 += std::memcmp(&pingpong_fp8[i], &pingpong_bf16[i], sizeof(float)) != 0;
+      vs_pipe += std::memcmp(&pingpong_fp8[i], &pipe_fp8[i], sizeof(float)) != 0;
+    }
+    EXPECT_EQ(vs_bf16, 0u) << "ping-pong FP8 vs BF16 rows: " << vs_bf16 << " elements differ";
+    EXPECT_EQ(vs_pipe, 0u) << "ping-pong vs pipelined FP8 runs: " << vs_pipe << " elements differ";
   }
 }
 

@@ -10,14 +10,18 @@
 // and decode tokens of mixed lengths in one batch, 128 heads (2 head groups), later
 // keys with much larger logits (O rescaled across tiles), split-KV off / 2 / 3 / 7 /
 // auto. Rows no token may read are NaN (a read of one shows up as NaN).
-// Every case runs the three wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
+// Every case runs the four wgmma variants: Kernel::kWgmma (S in both warpgroups, P in
 // registers), kWgmmaShareP (each warpgroup half of a tile's keys, row maxima and P
-// exchanged through shared memory) and kWgmmaPipelined (share-P math, producer
-// warpgroup, 48-key tiles in a 3-stage mbarrier ring), each with every kv_splits of the
-// case. LayoutSingleCta48KeyTiles / KeyTiles48: key counts around multiples of 48.
+// exchanged through shared memory), kWgmmaPipelined (share-P math, producer
+// warpgroup, 48-key tiles in a 3-stage mbarrier ring) and kWgmmaPingPong (the same ring,
+// the consumer warpgroups scoring alternate tiles), each with every kv_splits of the
+// case; kWgmmaPingPong must also equal kWgmmaPipelined bit for bit (output, and the
+// split workspace: partial O and (m, l)). Odd and even tile counts per CTA (which
+// warpgroup scores the last tile) come from the tile sweeps and the splits.
+// LayoutSingleCta48KeyTiles / KeyTiles48: key counts around multiples of 48.
 // SelectedFlashTopKAcrossSplits: 10-tile CSA lists (top_k 512) with 1..4 splits / auto.
-// BadParamsNameTheProblem: kWgmma / kWgmmaShareP on 8 heads, kv_splits without (enough)
-// workspace, an unknown kernel value.
+// BadParamsNameTheProblem: kWgmma / kWgmmaShareP / kWgmmaPipelined / kWgmmaPingPong on 8
+// heads, kv_splits without (enough) workspace, an unknown kernel value.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -27,6 +31,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -55,6 +60,19 @@ struct WgmmaCase {
   bool structured = false;       // small-integer patterns (LayoutSingleCta)
   std::vector<int> kv_splits = {1};  // each run separately; 0 = auto (workspace given)
 };
+
+// Elements of a and b with the same bit pattern (sizes must match: else 0).
+size_t count_identical_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    uint32_t x = 0, y = 0;
+    std::memcpy(&x, &a[i], 4);
+    std::memcpy(&y, &b[i], 4);
+    same += x == y;
+  }
+  return same;
+}
 
 int keys_of(const WgmmaCase& c, int position) {
   if (position < 0) return 0;
@@ -246,17 +264,28 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
-  // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined out (a trap of its bounded mbarrier
-  // waits is sticky for the process: this isolates the other two variants).
-  const char* skip_env = std::getenv("DSV4_TEST_SKIP_PIPELINED");
-  const bool skip_pipelined = skip_env != nullptr && std::string(skip_env) == "1";
-  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined}) {
+  // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined and kWgmmaPingPong out, and
+  // DSV4_TEST_SKIP_PINGPONG=1 kWgmmaPingPong alone (a trap of their producer's bounded
+  // mbarrier waits is sticky for the process: this isolates the other variants).
+  auto env_is_1 = [](const char* name) {
+    const char* value = std::getenv(name);
+    return value != nullptr && std::string(value) == "1";
+  };
+  const bool skip_pipelined = env_is_1("DSV4_TEST_SKIP_PIPELINED");
+  const bool skip_pingpong = skip_pipelined || env_is_1("DSV4_TEST_SKIP_PINGPONG");
+  // kWgmmaPipelined's output and split workspace (partial O, then (m, l) per row) per
+  // kv_splits value: kWgmmaPingPong is expected to match both bit for bit.
+  std::vector<std::vector<float>> pipelined_out(c.kv_splits.size()), pipelined_workspace(c.kv_splits.size());
+  for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined, Kernel::kWgmmaPingPong}) {
     if (kernel == Kernel::kWgmmaPipelined && skip_pipelined) continue;
+    if (kernel == Kernel::kWgmmaPingPong && skip_pingpong) continue;
     p.kernel = kernel;
-    for (int splits : c.kv_splits) {
-      SCOPED_TRACE(std::string(kernel == Kernel::kWgmma         ? "kWgmma"
-                               : kernel == Kernel::kWgmmaShareP ? "kWgmmaShareP"
-                                                                : "kWgmmaPipelined") +
+    for (size_t split_case = 0; split_case < c.kv_splits.size(); ++split_case) {
+      const int splits = c.kv_splits[split_case];
+      SCOPED_TRACE(std::string(kernel == Kernel::kWgmma             ? "kWgmma"
+                               : kernel == Kernel::kWgmmaShareP     ? "kWgmmaShareP"
+                               : kernel == Kernel::kWgmmaPipelined  ? "kWgmmaPipelined"
+                                                                    : "kWgmmaPingPong") +
                    ", kv_splits " + std::to_string(splits));
       const int64_t floats =
           cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
@@ -268,7 +297,26 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
       d_out.fill(kNaN);
       cuda::attention::sparse_attention(p, nullptr);
       DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-      check("wgmma kernel", d_out.download(), c.structured);
+      const std::vector<float> got = d_out.download();
+      check("wgmma kernel", got, c.structured);
+      if (kernel == Kernel::kWgmmaPipelined) {
+        pipelined_out[split_case] = got;
+        if (splits != 1) pipelined_workspace[split_case] = workspace.download();
+      }
+      if (kernel == Kernel::kWgmmaPingPong && !pipelined_out[split_case].empty()) {
+        // Same S (48-key wgmma, the same k order per element), m, row sums (both 24-key
+        // halves kept), P and O updates: identical bits (NaN-filled unwritten workspace
+        // rows included).
+        const size_t same_out = count_identical_bits(got, pipelined_out[split_case]);
+        EXPECT_EQ(same_out, got.size()) << "kWgmmaPingPong output vs kWgmmaPipelined: " << same_out << " of "
+                                        << got.size() << " elements bitwise identical";
+        if (splits != 1) {
+          const std::vector<float> ws = workspace.download();
+          const size_t same_ws = count_identical_bits(ws, pipelined_workspace[split_case]);
+          EXPECT_EQ(same_ws, ws.size()) << "kWgmmaPingPong split workspace (partial O, m, l) vs kWgmmaPipelined: "
+                                        << same_ws << " of " << ws.size() << " floats bitwise identical";
+        }
+      }
       if (::testing::Test::HasFailure() && c.structured) return;  // the first layout failure is the informative one
     }
   }
@@ -436,6 +484,8 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.kernel = Kernel::kWgmmaShareP;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kernel = Kernel::kWgmmaPipelined;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmmaPingPong;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.heads = 64;
   p.kernel = static_cast<Kernel>(7);

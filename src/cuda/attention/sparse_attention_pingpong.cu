@@ -1,0 +1,392 @@
+// Sparse MQA attention with sinks on Hopper wgmma, S computed by the two consumer
+// warpgroups in turn (SparseAttentionParams::Kernel::kWgmmaPingPong, opt-in). Same
+// contract, key list, producer warpgroup, 48-key tile ring (full / empty mbarriers,
+// kStages = 3; sparse_attention_ring.cuh), math and roundings as kWgmmaPipelined
+// (sparse_attention_pipelined.cu: read its header first); what differs is how the two
+// consumer warpgroups share a tile:
+//   Scorer: warpgroup w scores the tiles i with i % 2 == w (i counted from the CTA's
+//   first tile): S for all 48 keys (HGMMA 64x48x16 SS, 32 k16 steps), the online softmax
+//   for every row (no row-max exchange), P (BF16) into P[i % 2] and the tile's row
+//   stats. O stays split by columns (warpgroup g owns O columns [256 g, 256 g + 256)), so
+//   both warpgroups run P V (3 x HGMMA 64x256x16) for every tile.
+//   Overlap: warpgroup w issues S(j) of its next tile, then (while it runs) takes the
+//   other warpgroup's tile j - 1: waits for its P, rescales O, issues P V(j - 1); only
+//   then waits for both. The tensor core has S(j) and P V(j - 1) queued while the other
+//   warpgroup does its softmax, and the other warpgroup's S(j + 1) while this one does.
+// Shared memory: Q 64 KiB + 3 stages x 48 KiB + P[2] (8 KiB each, 64 heads x 64 key slots,
+//   48 used, the layout of the pipelined kernel's P) = 224 KiB + 1 KiB alignment slack
+//   (dynamic); static: valid flags, s_m[2][64] (the row maxima m_i of the last tile of
+//   each parity) and the mbarriers. The per-thread partial row sums of a tile (two rows x
+//   two 24-key halves, see below) live in the 32 bytes of each P row past key 48 (chunks
+//   6 and 7, which no wgmma reads): row r's 4 quad lanes store a float2 each.
+// Row stats and exact equality with kWgmmaPipelined: the pipelined kernel's thread of
+//   warpgroup g keeps a partial row sum l_g of its 24 keys of every tile
+//   (l_g = l_g alpha + rowsum_g), the quad-sum then l_0 + l_1 at the end. Here every
+//   consumer thread keeps both l_0 and l_1 of its two rows (the scorer publishes its
+//   rowsum_0 / rowsum_1; the other warpgroup's thread with the same (warp, lane) holds
+//   the same rows and key columns), and alpha_i = exp2(m_{i-1} - m_i) is recomputed from
+//   the published m_i by the same instructions, so m, l, P and O are the pipelined
+//   kernel's values bit for bit (S for 48 keys in one wgmma has the same k order per
+//   element as the two 24-key halves).
+// Named barriers (256 threads = both consumer warpgroups; 1 is the Q / consumer sync):
+//   READY[par] = 2 + par: the scorer bar.arrives after P_i, its row sums, m_i and
+//     fence.proxy.async; the other warpgroup bar.syncs before reading them.
+//   FREE[par] = 4 + par: the non-scorer of tile i bar.arrives after its P V(i) completed
+//     and it read the stats of i (only when a tile i + 2 exists); the scorer of i + 2
+//     bar.syncs before overwriting P / stats of that parity.
+//   Every consumer thread arrives on empty[stage] after its own P V of the stage
+//   completed (256 arrivals, as in the pipelined kernel). The non-scorer also waits on
+//   full[stage] (already complete: the stage cannot refill before its own arrival)
+//   and fences for its own wgmma reads of the tile.
+// Loop of warpgroup w over j = w, w + 2, ... < n (tile 0 of warpgroup 0 peeled: nothing
+//   to take), then the other warpgroup's last tile if it has one.
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
+#include "cuda/attention/sparse_attention_ring.cuh"
+#include "cuda/attention/sparse_attention_wgmma_common.cuh"
+
+namespace dsv4::cuda::attention {
+
+namespace {
+
+using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
+using namespace sparse_ring;   // CTA shape, mbarrier helpers, tile addressing, the producer warpgroup
+
+constexpr int kPBytes = kHeads * 64 * 2;  // one P [64 heads x 64 key slots] BF16 (48 used)
+constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + 2 * kPBytes + 1024;  // + 1024-byte alignment slack
+constexpr int kStaticSmemBytes = kStages * kTileKeys + 2 * kHeads * 4 + 2 * kStages * 8;  // s_valid, s_m, s_bars
+static_assert(kSmemBytes + kStaticSmemBytes <= 232448, "shared memory: 227 KiB per CTA on sm_90");
+static_assert(kTileKeys == 48 && kTileKeys / 8 == 6, "S fragment: 6 column groups of 8 keys, 2 halves of 3");
+constexpr int kBarReady = 2, kBarFree = 4;  // + parity
+
+// D[64 x 48] (+)= A[64 x 16] B[16 x 48], both from shared memory, K-major.
+__device__ __forceinline__ void wgmma_m64n48k16_ss(float (&d)[24], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %26, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// Consumer wait on a full barrier, bounded like mbar_wait but without its trap: a trap
+// path anywhere in the consumer code makes ptxas allocate it as if setmaxnreg had not
+// raised the budget (168 registers: O spilled, every wgmma serialised, C7512). After
+// 2^32 clocks it gives up and goes on (wrong values, never a hang; a stuck ring also
+// leaves the producer in its trapping wait on an empty barrier).
+__device__ __forceinline__ void full_wait(uint32_t bar, uint32_t parity) {
+  if (mbar_try_wait(bar, parity)) return;
+  const long long start = clock64();
+  while (!mbar_try_wait(bar, parity) && clock64() - start <= (1ll << 32)) {
+  }
+}
+
+// Named barriers over the 256 consumer threads (id warp-uniform).
+__device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
+
+__device__ __forceinline__ void st_shared_v2(uint32_t address, float x, float y) {
+  asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(address), "f"(x), "f"(y) : "memory");
+}
+__device__ __forceinline__ float2 ld_shared_v2(uint32_t address) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(address) : "memory");
+  return v;
+}
+
+// Byte offset in a P buffer of the float2 (rowsum_0, rowsum_1) of quad lane q of row
+// `row`: logical chunk 6 + q / 2 (keys 48.., never read by the P V wgmma), 8 bytes per q % 2.
+__device__ __forceinline__ uint32_t rowsum_offset(int row, int q) {
+  return row * 128 + (((6 + (q >> 1)) ^ (row & 7)) << 4) + 8 * (q & 1);
+}
+
+// S(tile) for all 48 keys of the tile at s_k (the k order of the pipelined kernel's
+// halves); committed, not waited for.
+__device__ __forceinline__ void issue_s(float (&s)[24], uint32_t s_q, uint32_t s_k) {
+#pragma unroll
+  for (int i = 0; i < 24; ++i) s[i] = 0.0f;
+  fence_regs(s);
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kDim / 16; ++kk)
+    wgmma_m64n48k16_ss(s, make_desc(s_q + (kk >> 2) * kBlockBytes + (kk & 3) * 32, 16, 1024),
+                       make_desc(s_k + (kk >> 2) * kTileBlockBytes + (kk & 3) * 32, 16, 1024), kk);
+  wgmma_commit();
+}
+
+// O (+)= P V for this warpgroup's 256 columns of the tile at s_k; committed, not waited for.
+__device__ __forceinline__ void issue_pv(float (&o)[128], uint32_t s_pp, uint32_t s_k, int wg) {
+  fence_regs(o);
+  wgmma_fence();
+#pragma unroll
+  for (int kc = 0; kc < kTileKeys / 16; ++kc)
+    wgmma_m64n256k16_ss_tb(o, make_desc(s_pp + kc * 32, 16, 1024),
+                           make_desc(s_k + wg * 4 * kTileBlockBytes + kc * 2048, kTileBlockBytes, 1024));
+  wgmma_commit();
+}
+
+// O *= alpha per row (o[4 j + 0/1]: row0, o[4 j + 2/3]: row0 + 8).
+__device__ __forceinline__ void rescale_o(float (&o)[128], const float (&alpha)[2]) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    o[4 * j + 0] *= alpha[0];
+    o[4 * j + 1] *= alpha[0];
+    o[4 * j + 2] *= alpha[1];
+    o[4 * j + 3] *= alpha[1];
+  }
+}
+
+// Thread state of a consumer (both warpgroups hold the same m and l values).
+struct RowState {
+  float m[2];     // running max of rows row0, row0 + 8 (log2 domain; -inf before any key)
+  float l[2][2];  // [row][half]: this thread's partial row sum of keys 24 half + 8 j + 2 (lane % 4) + 0/1
+};
+
+// The other warpgroup's tile `tile` (local index, stage tile % kStages; the caller waited
+// on its full barrier and fenced): wait for its P and stats, fold them into m / l / O and
+// issue P V from P[tile % 2]. Not waited for.
+__device__ __forceinline__ void take_tile(int tile, uint32_t s_tiles, uint32_t s_p,
+                                          const float (*s_m)[kHeads], RowState& st, float (&o)[128], int wg,
+                                          int row0, int q) {
+  const int stage = tile % kStages, par = tile & 1;
+  named_sync(kBarReady + par);
+  const uint32_t s_pp = s_p + par * kPBytes;
+  float alpha[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + 8 * h;
+    const float m_new = s_m[par][row];
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[h] = exp2f(st.m[h] - m_use);
+    st.m[h] = m_new;
+    const float2 row_sum = ld_shared_v2(s_pp + rowsum_offset(row, q));
+    st.l[h][0] = st.l[h][0] * alpha[h] + row_sum.x;
+    st.l[h][1] = st.l[h][1] * alpha[h] + row_sum.y;
+  }
+  rescale_o(o, alpha);
+  issue_pv(o, s_pp, s_tiles + stage * kTileBytes, wg);
+}
+
+// This warpgroup's tile `tile` after its S completed: softmax for all 48 keys, P and
+// stats into parity tile % 2 (after FREE when the parity was used before), READY, then
+// P V, waited for, and the stage released.
+__device__ __forceinline__ void score_tile(int tile, float (&s)[24], uint32_t bar_empty, uint32_t s_tiles,
+                                           uint32_t s_p, const bool (*s_valid)[kTileKeys], float (*s_m)[kHeads],
+                                           float scale_log2, RowState& st, float (&o)[128], int wg, int row0,
+                                           int q) {
+  const int stage = tile % kStages, par = tile & 1;
+  // This thread: rows row0, row0 + 8 x keys 8 j + 2 q + 0/1, j < 6 (half j / 3).
+  float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < 6; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const bool valid = s_valid[stage][8 * j + 2 * q + e];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float& x = s[4 * j + 2 * h + e];
+        x = valid ? x * scale_log2 : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], x);
+      }
+    }
+  float alpha[2], m_use[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+    tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+    const float m_new = fmaxf(st.m[h], tile_max[h]);
+    m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[h] = exp2f(st.m[h] - m_use[h]);
+    st.m[h] = m_new;
+  }
+  uint32_t packed[6][2];
+  float row_sum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+#pragma unroll
+  for (int j = 0; j < 6; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
+      packed[j][h] = pack_bf16(p0, p1);
+      const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed[j][h]);
+      row_sum[h][j / 3] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
+    }
+  if (tile >= 2) named_sync(kBarFree + par);  // the other warpgroup is done with P / stats of tile - 2
+  const uint32_t s_pp = s_p + par * kPBytes;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = row0 + 8 * h;
+#pragma unroll
+    for (int j = 0; j < 6; ++j)  // P[row][key]: 16-byte chunk j of the row (swizzled), 4 bytes per quad lane
+      st_shared_u32(s_pp + row * 128 + ((j ^ (row & 7)) << 4) + 4 * q, packed[j][h]);
+    st_shared_v2(s_pp + rowsum_offset(row, q), row_sum[h][0], row_sum[h][1]);
+    if (q == 0) s_m[par][row] = st.m[h];
+  }
+  fence_proxy_async();  // P (st.shared) -> both warpgroups' wgmma reads
+  named_arrive(kBarReady + par);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    st.l[h][0] = st.l[h][0] * alpha[h] + row_sum[h][0];
+    st.l[h][1] = st.l[h][1] * alpha[h] + row_sum[h][1];
+  }
+  rescale_o(o, alpha);
+  issue_pv(o, s_pp, s_tiles + stage * kTileBytes, wg);
+  wgmma_wait_all();
+  fence_regs(o);
+  mbar_arrive(bar_empty + 8 * stage);  // this thread is done with the stage
+}
+
+// grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes. kFp8:
+// SparseAttentionParams::kv_fp8 (the producer decodes FP8 rows instead of cp.async).
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(const SparseAttentionParams p,
+                                                                                int splits, float* part_o,
+                                                                                float* part_ml) {
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ bool s_valid[kStages][kTileKeys];
+  __shared__ float s_m[2][kHeads];          // per parity: row maxima m_i after the last tile i of that parity
+  __shared__ uint64_t s_bars[2 * kStages];  // full[0..2], empty[0..2]
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t s_q = smem_u32(smem);
+  const uint32_t s_tiles = s_q + kPanelBytes;
+  const uint32_t s_p = s_tiles + kStages * kTileBytes;  // P[0], P[1] at + kPBytes: 1024-aligned
+  const uint32_t bar_full = smem_u32(&s_bars[0]), bar_empty = smem_u32(&s_bars[kStages]);
+
+  const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
+  const KeyList keys = key_list(p, token);
+  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
+  const int per_split = (n_tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(bar_full + 8 * s, 256);  // 128 cp.async arrivals + 128 ordinary ones
+      mbar_init(bar_empty + 8 * s, kConsumerThreads);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the only CTA-wide barrier
+
+  if (threadIdx.x >= kConsumerThreads) {
+    // ---- producer warpgroup (the pipelined kernel's) ----
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+    produce_tiles<kFp8>(p, keys, token, tile_begin, tile_end, s_tiles, bar_full, bar_empty, s_valid);
+    return;
+  }
+
+  // ---- consumer warpgroups ----
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, q = lane & 3;
+  const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
+  stage_q(p, token, head0, smem);
+  fence_proxy_async();
+  consumer_sync();  // all of Q written
+
+  float o[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+  RowState st = {{-INFINITY, -INFINITY}, {{0.0f, 0.0f}, {0.0f, 0.0f}}};
+  const float scale_log2 = p.scale * kLog2e;
+  const int n = tile_end - tile_begin;  // tiles of this CTA, local index j: stage j % 3, parity j % 2
+  float s[24];
+
+  int j = wg;
+  if (wg == 0 && n > 0) {
+    // Tile 0: nothing of the other warpgroup's to take yet.
+    full_wait(bar_full, 0);
+    __syncwarp();         // the warp converged again before the .aligned wgmma instructions
+    fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
+    issue_s(s, s_q, s_tiles);
+    wgmma_wait_all();
+    fence_regs(s);
+    score_tile(0, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
+    j = 2;
+  }
+  for (; j < n; j += 2) {
+    const int stage = j % kStages;
+    // Both tiles' full barriers before any wgmma is in flight (a bounded wait's trap path
+    // between a wgmma and its wait costs registers: ptxas C7512 / C7518). Tile j - 1's is
+    // complete or about to be: it cannot refill before this warpgroup's P V(j - 1).
+    full_wait(bar_full + 8 * ((j - 1) % kStages), ((j - 1) / kStages) & 1);
+    full_wait(bar_full + 8 * stage, (j / kStages) & 1);
+    __syncwarp();
+    fence_proxy_async();  // the tiles' cp.async writes -> this thread's wgmma reads
+    issue_s(s, s_q, s_tiles + stage * kTileBytes);             // S(j) in flight ...
+    take_tile(j - 1, s_tiles, s_p, s_m, st, o, wg, row0, q);  // ... while P V(j - 1) is issued
+    wgmma_wait_all();
+    fence_regs(s);
+    fence_regs(o);
+    mbar_arrive(bar_empty + 8 * ((j - 1) % kStages));
+    if (j + 1 < n) named_arrive(kBarFree + ((j - 1) & 1));  // the scorer of tile j + 1 may overwrite P / stats
+    score_tile(j, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
+  }
+  if (n > 0 && ((n - 1) & 1) != wg) {
+    // The other warpgroup's last tile (no tile n + 1: no FREE arrival).
+    full_wait(bar_full + 8 * ((n - 1) % kStages), ((n - 1) / kStages) & 1);
+    __syncwarp();
+    fence_proxy_async();
+    take_tile(n - 1, s_tiles, s_p, s_m, st, o, wg, row0, q);
+    wgmma_wait_all();
+    fence_regs(o);
+    mbar_arrive(bar_empty + 8 * ((n - 1) % kStages));
+  }
+
+  // Both halves' partial sums over the quad, then the row sums (l_0 + l_1: the pipelined
+  // kernel's warpgroup 0 order; its warpgroup 1 adds l_1 + l_0, the same value).
+  float l[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      st.l[h][half] += __shfl_xor_sync(0xffffffffu, st.l[h][half], 1);
+      st.l[h][half] += __shfl_xor_sync(0xffffffffu, st.l[h][half], 2);
+    }
+    l[h] = st.l[h][0] + st.l[h][1];
+  }
+  store_output(p, token, head0, split, part_o, part_ml, o, st.m, l);
+}
+
+}  // namespace
+
+namespace detail {
+
+cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
+  // Once per device and instance (no attribute call inside a later stream capture).
+  static bool attribute_set[2][64] = {};
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  const int instance = p.kv_fp8 ? 1 : 0;
+  if (device >= 64 || !attribute_set[instance][device]) {
+    error = cudaFuncSetAttribute(p.kv_fp8 ? sparse_attention_pingpong_kernel<true>
+                                          : sparse_attention_pingpong_kernel<false>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    if (error != cudaSuccess) return error;
+    if (device < 64) attribute_set[instance][device] = true;
+  }
+  splits = max(1, splits);
+  float* part_o = nullptr;
+  float* part_ml = nullptr;
+  if (splits > 1) {
+    part_o = p.split_workspace;
+    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
+  }
+  const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
+  if (p.kv_fp8)
+    sparse_attention_pingpong_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  else
+    sparse_attention_pingpong_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+  if (splits > 1) {
+    error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+    return launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace detail
+
+}  // namespace dsv4::cuda::attention
