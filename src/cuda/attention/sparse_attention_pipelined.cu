@@ -22,13 +22,17 @@
 //   (cp.async writes are generic-proxy, wgmma reads are async-proxy).
 //   Every mbarrier wait is bounded: after 2^32 clocks (~2 s) the kernel traps (a pipeline
 //   bug becomes a launch error, not a hang).
+//   The producer, the ring constants and helpers, the Q staging and the epilogue live in
+//   sparse_attention_ring.cuh (shared with kWgmmaPingPong, sparse_attention_pingpong.cu).
 // Tile layout: like a Q panel but 48 rows per 64-channel column block (block b at
 // b * 6144 bytes, row r at r * 128, chunk c at c ^ (r % 8)); S's B descriptor starts at
 // row 24 g (a multiple of 8 rows: whole swizzle atoms); P V's MN-major V has LBO 6144.
 // Not done here (see docs/kernels/attention.md): issuing S of tile i + 1 before the
 // softmax of tile i (tried: ptxas C7512, every wgmma serialized for lack of registers,
-// at 224 / 232 / 240 consumer registers), and HCA CTAs of 2 tokens sharing the
-// compressed tiles.
+// at 224 / 232 / 240 consumer registers; sparse_attention_pingpong.cu found that a
+// __trap() path in the consumer code, as in these waits, keeps ptxas at the launch's 168
+// registers whatever setmaxnreg says), and HCA CTAs of 2 tokens sharing the compressed
+// tiles.
 #include <cuda_bf16.h>
 
 #include <cmath>
