@@ -149,9 +149,10 @@ struct SparseAttentionParams {
   // kKvFp8RowBytes (584) bytes in the FP8 layout instead of BF16 rows (pass the byte
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
-  // head_dim 512 only. Read by the FP32 kernel (kAuto and kSimple take it) and by
-  // kWgmmaPipelined and kWgmmaPingPong (their producer decodes the rows into the BF16 tile;
-  // same split-KV); kWgmma / kWgmmaShareP with kv_fp8 are an error.
+  // head_dim 512 only. Read by kWgmmaPipelined (kAuto's choice where it fits) and
+  // kWgmmaPingPong (their producer decodes the rows into the BF16 tile; same split-KV),
+  // and by the FP32 kernel (kSimple; kAuto where the wgmma kernels do not fit);
+  // kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;
 };
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream);
