@@ -116,20 +116,22 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Kernel choice (issue 6): kAuto takes kWgmmaPipelined (below) where a wgmma kernel (sparse_attention_wgmma.cu:
+  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; kWgmmaPipelined with kv_fp8) where a wgmma kernel (sparse_attention_wgmma.cu:
   // heads % 64 == 0, head_dim 512; BF16 q and weights, FP32 accumulation) where it
   // applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
   // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
   // the same kernel computing S = Q K^T once instead of in both warpgroups (each takes
   // half of a tile's keys, P goes through shared memory); same conditions and roundings;
   // 190 vs 173 TFLOP/s (CSA 8 k prefill, H200).
-  // kWgmmaPipelined (the kAuto choice: 225 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math with a
+  // kWgmmaPipelined (kAuto's choice with kv_fp8; 226 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math with a
   // producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
   // conditions and roundings (kv_splits and its workspace work the same way).
-  // kWgmmaPingPong (opt-in, sparse_attention_pingpong.cu): kWgmmaPipelined's producer, ring and
-  // math, but the two consumer warpgroups score alternate tiles (S for all 48 keys, the
-  // softmax, P through shared memory) while both run P V for every tile; same conditions,
-  // kv_fp8 and split-KV; outputs expected bitwise equal to kWgmmaPipelined.
+  // kWgmmaPingPong (the kAuto choice without kv_fp8: 272 / 131 TFLOP/s at CSA / HCA 8 k prefill
+  // vs 226 / 119 for kWgmmaPipelined, H200 2026-12-01 23:25 UTC; sparse_attention_pingpong.cu):
+  // kWgmmaPipelined's producer, ring and math, but the two consumer warpgroups score
+  // alternate tiles (S for all 48 keys, the softmax, P through shared memory) while both
+  // run P V for every tile; same conditions, kv_fp8 and split-KV; outputs bitwise equal
+  // to kWgmmaPipelined (asserted in every SparseAttentionWgmma case, passed on the H200).
   enum class Kernel : int {
     kAuto = 0,
     kSimple = 1,

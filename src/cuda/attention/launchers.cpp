@@ -181,14 +181,15 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
       if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
     }
   }
-  // kAuto takes the pipelined kernel: on the H200 (2026-12-01 21:08 UTC) it passed every
-  // SparseAttentionWgmma case and ran CSA / HCA 8 k prefill at 225 / 119 TFLOP/s (share-P
-  // 191 / 102), decode equal or better.
-  if (p.kernel == Kernel::kWgmmaPingPong) {
+  // kAuto takes the ping-pong kernel: on the H200 (2026-12-01 23:25 UTC) it gave the
+  // pipelined kernel's outputs bit for bit in every SparseAttentionWgmma case and ran CSA /
+  // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
+  // faster. With kv_fp8 kAuto stays on the pipelined kernel (the FP8 rows measured there).
+  if (p.kernel == Kernel::kWgmmaPingPong || (p.kernel == Kernel::kAuto && !p.kv_fp8)) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
     return;
   }
-  if (p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kAuto) {
+  if (p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kAuto) {  // kAuto here: kv_fp8
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pipelined(p, std::max(1, splits), stream));
     return;
   }
