@@ -157,9 +157,13 @@ gpu="no nvidia-smi"
 command -v nvidia-smi >/dev/null && gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)
 nvcc_version=$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo "no nvcc")
 sanitizer=$(command -v compute-sanitizer || echo "")
-printf '{"step":"env","mode":%s,"date":"%s","gpu":%s,"nvcc":%s,"cores":%d,"ccache":%s,"commit":%s}\n' \
+# The working tree's sources by content (the GPU machine's copy of .git may lag behind the
+# tree it was given): compare with `bash scripts/tree_hash.sh` here.
+tree_hash=$(bash scripts/tree_hash.sh 2>/dev/null || echo unknown)
+printf '{"step":"env","mode":%s,"date":"%s","gpu":%s,"nvcc":%s,"cores":%d,"ccache":%s,"commit":%s,"tree":"%s"}\n' \
   "$(json_str "$mode")" "$(date -u +%FT%TZ)" "$(json_str "$gpu")" "$(json_str "$nvcc_version")" "$jobs" \
-  "$(json_str "$ccache_note")" "$(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")" >> "$SUMMARY"
+  "$(json_str "$ccache_note")" "$(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")" "$tree_hash" \
+  >> "$SUMMARY"
 echo "device_check: gpu: $gpu; $nvcc_version; $jobs cores; $ccache_note; mode: $mode; $(date -u +%FT%TZ)"
 
 # ---- configure + build ----------------------------------------------------------------
