@@ -233,37 +233,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
 namespace detail {
 
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
-  // Once per device and instance (no attribute call inside a later stream capture).
-  static bool attribute_set[2][64] = {};
-  int device = 0;
-  cudaError_t error = cudaGetDevice(&device);
-  if (error != cudaSuccess) return error;
-  const int instance = p.kv_fp8 ? 1 : 0;
-  if (device >= 64 || !attribute_set[instance][device]) {
-    error = cudaFuncSetAttribute(p.kv_fp8 ? sparse_attention_pipelined_kernel<true>
-                                          : sparse_attention_pipelined_kernel<false>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    if (error != cudaSuccess) return error;
-    if (device < 64) attribute_set[instance][device] = true;
-  }
-  splits = max(1, splits);
-  float* part_o = nullptr;
-  float* part_ml = nullptr;
-  if (splits > 1) {
-    part_o = p.split_workspace;
-    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
-  }
-  const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
-  if (p.kv_fp8)
-    sparse_attention_pipelined_kernel<true><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
-  else
-    sparse_attention_pipelined_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
-  if (splits > 1) {
-    error = cudaGetLastError();
-    if (error != cudaSuccess) return error;
-    return launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
-  }
-  return cudaGetLastError();
+  static bool attribute_set[2][64] = {};  // this kernel's own (per device and instance)
+  static constexpr RingKernel kernels[2] = {sparse_attention_pipelined_kernel<false>,  // BF16 KV
+                                            sparse_attention_pipelined_kernel<true>};  // kv_fp8
+  return launch_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
 }
 
 }  // namespace detail

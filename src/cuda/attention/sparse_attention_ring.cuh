@@ -3,9 +3,10 @@
 // Kernel::kWgmmaPingPong): the CTA shape and shared-memory constants both use, the
 // mbarrier helpers, the swizzled 48-row tile addressing and the producer warpgroup
 // (index fetch one tile ahead, cp.async gather or the FP8 decode into a ring of kStages
-// stages with full / empty mbarriers), the Q staging and the output epilogue. Moved here
-// unchanged from sparse_attention_pipelined.cu (its kernel PTX is identical modulo
-// register names, checked); the ring protocol is described in that file's header comment.
+// stages with full / empty mbarriers), the Q staging, the output epilogue and the host
+// launch (launch_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu
+// (its kernel PTX is identical modulo register names, checked); the ring protocol is
+// described in that file's header comment.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -13,6 +14,7 @@
 #include <cstdint>
 
 #include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
 #include "cuda/attention/kv_fp8.h"
 #include "cuda/attention/sparse_attention_wgmma_common.cuh"
 
@@ -254,6 +256,43 @@ __device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, co
     }
   }
   cp_async_wait_all();
+}
+
+// Host side. A ring kernel: grid (tokens, heads / 64, splits), block kThreads,
+// (p, splits, part_o, part_ml) as both kernels take them.
+using RingKernel = void (*)(SparseAttentionParams, int, float*, float*);
+
+// The launch both ring kernels share: kernels[p.kv_fp8 ? 1 : 0] with smem_bytes of dynamic
+// shared memory; splits > 1 writes the partials into p.split_workspace, then the merge.
+// attribute_set: the calling kernel family's own once-per-device-and-instance flags (no
+// attribute call inside a later stream capture).
+inline cudaError_t launch_ring_kernel(const SparseAttentionParams& p, int splits, cudaStream_t stream,
+                                      const RingKernel (&kernels)[2], int smem_bytes,
+                                      bool (&attribute_set)[2][64]) {
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  const int instance = p.kv_fp8 ? 1 : 0;
+  if (device >= 64 || !attribute_set[instance][device]) {
+    error = cudaFuncSetAttribute(kernels[instance], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    if (error != cudaSuccess) return error;
+    if (device < 64) attribute_set[instance][device] = true;
+  }
+  splits = max(1, splits);
+  float* part_o = nullptr;
+  float* part_ml = nullptr;
+  if (splits > 1) {
+    part_o = p.split_workspace;
+    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
+  }
+  const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
+  kernels[instance]<<<grid, kThreads, smem_bytes, stream>>>(p, splits, part_o, part_ml);
+  if (splits > 1) {
+    error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+    return detail::launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
+  }
+  return cudaGetLastError();
 }
 
 }  // namespace dsv4::cuda::attention::sparse_ring
