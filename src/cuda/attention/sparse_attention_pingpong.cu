@@ -54,8 +54,8 @@ namespace dsv4::cuda::attention {
 
 namespace {
 
-using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
-using namespace sparse_ring;   // CTA shape, mbarrier helpers, tile addressing, the producer warpgroup
+using namespace sparse_wgmma;  // kHeads, kDim, kBlockBytes, wgmma / smem helpers, key_row, store_output
+using namespace sparse_ring;   // ring shape, mbarrier helpers, tile addressing, the producer warpgroup
 
 constexpr int kPBytes = kHeads * 64 * 2;  // one P [64 heads x 64 key slots] BF16 (48 used)
 constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + 2 * kPBytes + 1024;  // + 1024-byte alignment slack

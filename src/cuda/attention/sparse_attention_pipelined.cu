@@ -48,8 +48,8 @@ namespace dsv4::cuda::attention {
 
 namespace {
 
-using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
-using namespace sparse_ring;   // CTA shape, mbarrier helpers, tile addressing, the producer warpgroup
+using namespace sparse_wgmma;  // kHeads, kDim, kBlockBytes, wgmma / smem helpers, key_row, store_output
+using namespace sparse_ring;   // ring shape, mbarrier helpers, tile addressing, the producer warpgroup
 
 constexpr int kHalfKeys = kTileKeys / 2;  // S's N per consumer warpgroup
 constexpr int kPBytes = kHeads * 64 * 2;  // P [64 heads x 64 key slots] BF16 (48 used)

@@ -3,10 +3,12 @@
 // Kernel::kWgmmaPingPong): the CTA shape and shared-memory constants both use, the
 // mbarrier helpers, the swizzled 48-row tile addressing and the producer warpgroup
 // (index fetch one tile ahead, cp.async gather or the FP8 decode into a ring of kStages
-// stages with full / empty mbarriers), the Q staging, the output epilogue and the host
-// launch (launch_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu
-// (its kernel PTX is identical modulo register names, checked); the ring protocol is
-// described in that file's header comment.
+// stages with full / empty mbarriers), the Q staging and the host launch
+// (launch_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu (its
+// kernel PTX is identical modulo register names, checked); the ring protocol is
+// described in that file's header comment. key_row and the output epilogue
+// (store_output), the same in sparse_attention_wgmma.cu, are in
+// sparse_attention_wgmma_common.cuh.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -20,10 +22,8 @@
 
 namespace dsv4::cuda::attention::sparse_ring {
 
-using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
+using namespace sparse_wgmma;  // kHeads, kDim, kBlockBytes, wgmma / smem helpers, key_row, store_output
 
-inline constexpr int kHeads = 64;          // heads per CTA = wgmma M
-inline constexpr int kDim = 512;           // head_dim of the fast path
 inline constexpr int kTileKeys = 48;       // keys per tile
 inline constexpr int kStages = 3;
 inline constexpr int kConsumerThreads = 256;
@@ -32,7 +32,6 @@ inline constexpr int kPanelBytes = kDim / 64 * kBlockBytes;    // Q: 64 rows x 5
 inline constexpr int kTileBlockBytes = kTileKeys * 128;        // tile: one 64-channel column block of 48 rows
 inline constexpr int kTileBytes = kDim / 64 * kTileBlockBytes; // 48 KiB
 inline constexpr int kProducerRegs = 56, kConsumerRegs = 224;
-inline constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kTileBlockBytes % 1024 == 0, "tile blocks must be whole swizzle atoms");
 static_assert(128 * kProducerRegs + kConsumerThreads * kConsumerRegs <= 65536, "register file");
 
@@ -94,18 +93,6 @@ __device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, cons
   }
 }
 
-// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
-// or nullptr when skipped (past the list, a -1 / out-of-range pick).
-__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
-  if (k >= keys.n_total) return nullptr;
-  if (k < keys.n_window) {
-    const int row = (keys.first_window + k) % p.ring_rows;
-    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
-  }
-  if (w < 0 || w >= keys.visible) return nullptr;
-  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
-}
-
 // kv_fp8: key k's row from key_row (computed with BF16 row strides, never dereferenced)
 // as the 584-byte FP8 row (kv_fp8.h) of the same index; nullptr when skipped.
 __device__ __forceinline__ const uint8_t* key_row_fp8(const SparseAttentionParams& p, const KeyList& keys, int k,
@@ -159,52 +146,6 @@ __device__ __forceinline__ void stage_q(const SparseAttentionParams& p, int toke
     const float4 b = *reinterpret_cast<const float4*>(q + r * kDim + chunk * 8 + 4);
     const uint4 v = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
     *reinterpret_cast<uint4*>(smem + panel_offset(r, chunk)) = v;
-  }
-}
-
-// Consumer epilogue: this thread's O fragment (columns [256 wg, 256 wg + 256) of rows
-// row0, row0 + 8: o[4 j + 2 h + 0/1] at column 8 j + 2 (lane % 4) + 0/1), its rows'
-// running max m (log2 domain) and full row sums l (every key of the range). part_o
-// nullptr: out = O / l with the sink in the denominator; else the split's unnormalised O
-// and (m, l) for the merge (rows of a split without keys write no O).
-__device__ __forceinline__ void store_output(const SparseAttentionParams& p, int token, int head0, int split,
-                                             float* part_o, float* part_ml, const float (&o)[128],
-                                             const float (&m)[2], const float (&l)[2]) {
-  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
-  const int row0 = warp * 16 + (lane >> 2);
-  const int col0 = wg * 256 + 2 * (lane & 3);
-  if (part_o == nullptr) {
-    // Final: the sink joins the denominator only.
-    float factor[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int head = head0 + row0 + 8 * h;
-      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
-      const float m_final = fmaxf(m[h], sink);
-      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
-      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
-      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
-    }
-  } else {
-    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
-      float* out = part_o + row * kDim + col0;
-      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
-      }
-      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
-    }
   }
 }
 

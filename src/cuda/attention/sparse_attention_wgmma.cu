@@ -42,10 +42,8 @@ namespace dsv4::cuda::attention {
 
 namespace {
 
-using namespace sparse_wgmma;  // kBlockBytes, the wgmma / smem helpers, KeyList
+using namespace sparse_wgmma;  // kHeads, kDim, kBlockBytes, wgmma / smem helpers, key_row, store_output
 
-constexpr int kHeads = 64;        // heads per CTA = wgmma M
-constexpr int kDim = 512;         // head_dim of the fast path
 constexpr int kTileKeys = 64;     // keys per tile = S's N = P V's K
 constexpr int kStages = 2;
 constexpr int kThreads = 256;     // 2 warpgroups
@@ -53,7 +51,6 @@ constexpr int kPanelBytes = kDim / 64 * kBlockBytes; // 64 rows x 512 BF16 = 64 
 constexpr int kPBytes = kHeads * kTileKeys * 2;                     // P [64 heads x 64 keys] BF16 (kShareP)
 constexpr int kSmemBytes = (1 + kStages) * kPanelBytes + 1024;      // + slack for 1024-byte alignment
 constexpr int kSmemBytesShareP = kSmemBytes + kPBytes;
-constexpr float kLog2e = 1.4426950408889634f;
 
 // D[64 x 64] (+)= A[64 x 16] B[16 x 64], A and B from shared memory (descriptors), both K-major.
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int accumulate) {
@@ -103,18 +100,6 @@ __device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, cons
                    ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
                    : j;
   }
-}
-
-// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
-// or nullptr when skipped (past the list, a -1 / out-of-range pick).
-__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
-  if (k >= keys.n_total) return nullptr;
-  if (k < keys.n_window) {
-    const int row = (keys.first_window + k) % p.ring_rows;
-    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
-  }
-  if (w < 0 || w >= keys.visible) return nullptr;
-  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
 }
 
 // Gathers key tile `tile` into the panel at `dst` (all 256 threads: thread t copies
@@ -376,40 +361,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
 #pragma unroll
     for (int h = 0; h < 2; ++h) l[h] += s_xchg[wg ^ 1][row0 + 8 * h];
   }
-  const int col0 = wg * 256 + 2 * (lane & 3);
-  if (part_o == nullptr) {
-    // Final: the sink joins the denominator only.
-    float factor[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int head = head0 + row0 + 8 * h;
-      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
-      const float m_final = fmaxf(m[h], sink);
-      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
-      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
-      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
-#pragma unroll
-      for (int j = 0; j < 32; ++j)
-        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
-    }
-  } else {
-    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
-      float* out = part_o + row * kDim + col0;
-      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
-#pragma unroll
-        for (int j = 0; j < 32; ++j)
-          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
-      }
-      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
-    }
-  }
+  store_output_rows(p, token, head0, split, part_o, part_ml, o, m, l, wg, lane, row0);
 }
 
 // grid (tokens, heads), block 128: out = sum_z 2^(m_z - M) O_z / (sum_z 2^(m_z - M) l_z + 2^(sink - M)).

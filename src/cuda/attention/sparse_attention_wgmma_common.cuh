@@ -1,10 +1,14 @@
 // Device helpers shared by the wgmma sparse-attention kernels (sparse_attention_wgmma.cu,
-// sparse_attention_pipelined.cu): the m64n256k16 P V wgmma, shared-memory descriptors and
-// fences, the 128-byte-swizzled panel addressing of a [rows x 512] BF16 tile (8 column
-// blocks of 64 channels, 128 bytes a row), BF16 packing (a query token's key list: key_list.cuh).
+// and through sparse_attention_ring.cuh sparse_attention_pipelined.cu and
+// sparse_attention_pingpong.cu): the CTA's 64 heads x head_dim 512, the m64n256k16 P V
+// wgmma, shared-memory descriptors and fences, the 128-byte-swizzled panel addressing of
+// a [rows x 512] BF16 tile (8 column blocks of 64 channels, 128 bytes a row), BF16
+// packing, the key row lookup (a query token's key list: key_list.cuh) and the output
+// epilogue (final O / l with the sink, or a split's partials for the merge).
 #pragma once
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/attention/attention.h"
@@ -13,6 +17,9 @@
 namespace dsv4::cuda::attention::sparse_wgmma {
 
 inline constexpr int kBlockBytes = 64 * 128;  // one 64-channel column block of 64 rows
+inline constexpr int kHeads = 64;              // heads per CTA = wgmma M
+inline constexpr int kDim = 512;               // head_dim of the fast path
+inline constexpr float kLog2e = 1.4426950408889634f;
 
 // D[64 x 256] += A[64 x 16] B[16 x 256], A from shared memory (K-major), B MN-major.
 __device__ __forceinline__ void wgmma_m64n256k16_ss_tb(float (&d)[128], uint64_t desc_a, uint64_t desc_b) {
@@ -68,6 +75,74 @@ __device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
+// or nullptr when skipped (past the list, a -1 / out-of-range pick).
+__device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
+  if (k >= keys.n_total) return nullptr;
+  if (k < keys.n_window) {
+    const int row = (keys.first_window + k) % p.ring_rows;
+    return p.window_kv + (static_cast<int64_t>(keys.slot) * p.ring_rows + row) * kDim;
+  }
+  if (w < 0 || w >= keys.visible) return nullptr;
+  return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
+}
+
+// Consumer epilogue: this thread's O fragment (columns [256 wg, 256 wg + 256) of rows
+// row0, row0 + 8: o[4 j + 2 h + 0/1] at column 8 j + 2 (lane % 4) + 0/1), its rows'
+// running max m (log2 domain) and full row sums l (every key of the range). part_o
+// nullptr: out = O / l with the sink in the denominator; else the split's unnormalised O
+// and (m, l) for the merge (rows of a split without keys write no O). wg, lane, row0:
+// the thread's warpgroup, lane and first row as the caller already holds them
+// (sparse_attention_wgmma.cu); store_output below recomputes them (the ring kernels).
+__device__ __forceinline__ void store_output_rows(const SparseAttentionParams& p, int token, int head0, int split,
+                                                  float* part_o, float* part_ml, const float (&o)[128],
+                                                  const float (&m)[2], const float (&l)[2], int wg, int lane,
+                                                  int row0) {
+  const int col0 = wg * 256 + 2 * (lane & 3);
+  if (part_o == nullptr) {
+    // Final: the sink joins the denominator only.
+    float factor[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int head = head0 + row0 + 8 * h;
+      const float sink = p.sinks != nullptr ? p.sinks[head] * kLog2e : -INFINITY;
+      const float m_final = fmaxf(m[h], sink);
+      const float rescale = m[h] == -INFINITY ? 0.0f : exp2f(m[h] - m_final);
+      const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
+      factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+    }
+  } else {
+    // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = (static_cast<int64_t>(split) * p.batch.tokens + token) * p.heads + head0 + row0 + 8 * h;
+      float* out = part_o + row * kDim + col0;
+      if (m[h] != -INFINITY) {  // the merge skips a split without keys for this row (no O read)
+#pragma unroll
+        for (int j = 0; j < 32; ++j)
+          *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
+      }
+      if (wg == 0 && (lane & 3) == 0) *reinterpret_cast<float2*>(part_ml + row * 2) = make_float2(m[h], l[h]);
+    }
+  }
+}
+
+// store_output_rows for the thread's own (wg, lane, row0), from threadIdx (the ring kernels).
+__device__ __forceinline__ void store_output(const SparseAttentionParams& p, int token, int head0, int split,
+                                             float* part_o, float* part_ml, const float (&o)[128],
+                                             const float (&m)[2], const float (&l)[2]) {
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int row0 = warp * 16 + (lane >> 2);
+  store_output_rows(p, token, head0, split, part_o, part_ml, o, m, l, wg, lane, row0);
 }
 
 }  // namespace dsv4::cuda::attention::sparse_wgmma
