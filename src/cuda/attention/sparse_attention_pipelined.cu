@@ -83,33 +83,19 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
 
   const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
   const KeyList keys = key_list(p, token);
-  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
-  const int per_split = (n_tiles + splits - 1) / splits;
-  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
-
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(bar_full + 8 * s, 256);   // 128 cp.async arrivals + 128 ordinary ones
-      mbar_init(bar_empty + 8 * s, kConsumerThreads);
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();  // the only CTA-wide barrier
+  const auto [tile_begin, tile_end] = split_tiles(keys, splits, split);
+  init_ring_barriers(bar_full, bar_empty);
 
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup ----
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
     produce_tiles<kFp8>(p, keys, token, tile_begin, tile_end, s_tiles, bar_full, bar_empty, s_valid);
     return;
   }
 
   // ---- consumer warpgroups ----
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  start_consumers(p, token, head0, smem);
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
-  stage_q(p, token, head0, smem);
-  fence_proxy_async();
-  consumer_sync();  // all of Q written
 
   float o[128];
 #pragma unroll

@@ -149,14 +149,53 @@ __device__ __forceinline__ void stage_q(const SparseAttentionParams& p, int toke
   }
 }
 
-// The producer warpgroup's whole job (thread pt = threadIdx.x - kConsumerThreads, after
-// its setmaxnreg.dec): tiles [tile_begin, tile_end) of the token's key list into stage
-// (tile - tile_begin) % kStages at s_tiles, s_valid[stage][row] = whether key row of the
-// tile is attended; full / empty: the kStages mbarriers of each kind (8 bytes apart).
+// The kernel start both ring kernels share: split_tiles, init_ring_barriers, then
+// start_consumers on the consumer side and produce_tiles on the producer side.
+
+// The CTA's tiles [begin, end) of the token's key list: range `split` of `splits` equal
+// ranges of kTileKeys-key tiles (empty past the list).
+struct TileRange {
+  int begin, end;
+};
+__device__ __forceinline__ TileRange split_tiles(const KeyList& keys, int splits, int split) {
+  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
+  const int per_split = (n_tiles + splits - 1) / splits;
+  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+  return {tile_begin, tile_end};
+}
+
+// Thread 0 initialises the ring's mbarriers, then the CTA's only __syncthreads.
+__device__ __forceinline__ void init_ring_barriers(uint32_t bar_full, uint32_t bar_empty) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(bar_full + 8 * s, 256);  // 128 cp.async arrivals + 128 ordinary ones
+      mbar_init(bar_empty + 8 * s, kConsumerThreads);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();  // the only CTA-wide barrier
+}
+
+// Consumer threads: raise the register budget, stage Q (stage_q) and wait until all of
+// it is written and visible to wgmma.
+__device__ __forceinline__ void start_consumers(const SparseAttentionParams& p, int token, int head0,
+                                                uint8_t* smem) {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  stage_q(p, token, head0, smem);
+  fence_proxy_async();
+  consumer_sync();  // all of Q written
+}
+
+// The producer warpgroup's whole job (thread pt = threadIdx.x - kConsumerThreads; it
+// first lowers its register budget): tiles [tile_begin, tile_end) of the token's key list
+// into stage (tile - tile_begin) % kStages at s_tiles, s_valid[stage][row] = whether key
+// row of the tile is attended; full / empty: the kStages mbarriers of each kind (8 bytes
+// apart).
 template <bool kFp8>
 __device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, const KeyList& keys, int token,
                                               int tile_begin, int tile_end, uint32_t s_tiles, uint32_t bar_full,
                                               uint32_t bar_empty, bool (&s_valid)[kStages][kTileKeys]) {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
   const int pt = threadIdx.x - kConsumerThreads, chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
   int picks[kProducerRows];
   if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);
