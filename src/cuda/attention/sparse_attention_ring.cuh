@@ -259,18 +259,13 @@ inline cudaError_t launch_ring_kernel(const SparseAttentionParams& p, int splits
     if (device < 64) attribute_set[instance][device] = true;
   }
   splits = max(1, splits);
-  float* part_o = nullptr;
-  float* part_ml = nullptr;
-  if (splits > 1) {
-    part_o = p.split_workspace;
-    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
-  }
+  const SplitPartials parts = split_partials(p, splits);
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
-  kernels[instance]<<<grid, kThreads, smem_bytes, stream>>>(p, splits, part_o, part_ml);
+  kernels[instance]<<<grid, kThreads, smem_bytes, stream>>>(p, splits, parts.o, parts.ml);
   if (splits > 1) {
     error = cudaGetLastError();
     if (error != cudaSuccess) return error;
-    return detail::launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
+    return detail::launch_sparse_attention_merge(p, splits, parts.o, parts.ml, stream);
   }
   return cudaGetLastError();
 }

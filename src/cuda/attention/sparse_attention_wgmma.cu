@@ -420,21 +420,16 @@ cudaError_t launch_sparse_attention_wgmma(const SparseAttentionParams& p, int sp
     if (device < 64) attribute_set[device] = true;
   }
   splits = max(1, splits);
-  float* part_o = nullptr;
-  float* part_ml = nullptr;
-  if (splits > 1) {
-    part_o = p.split_workspace;
-    part_ml = part_o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
-  }
+  const SplitPartials parts = split_partials(p, splits);
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
   if (share_p)
-    sparse_attention_wgmma_kernel<true><<<grid, kThreads, kSmemBytesShareP, stream>>>(p, splits, part_o, part_ml);
+    sparse_attention_wgmma_kernel<true><<<grid, kThreads, kSmemBytesShareP, stream>>>(p, splits, parts.o, parts.ml);
   else
-    sparse_attention_wgmma_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, part_o, part_ml);
+    sparse_attention_wgmma_kernel<false><<<grid, kThreads, kSmemBytes, stream>>>(p, splits, parts.o, parts.ml);
   if (splits > 1) {
     const cudaError_t error = cudaGetLastError();
     if (error != cudaSuccess) return error;
-    return launch_sparse_attention_merge(p, splits, part_o, part_ml, stream);
+    return launch_sparse_attention_merge(p, splits, parts.o, parts.ml, stream);
   }
   return cudaGetLastError();
 }

@@ -4,7 +4,8 @@
 // wgmma, shared-memory descriptors and fences, the 128-byte-swizzled panel addressing of
 // a [rows x 512] BF16 tile (8 column blocks of 64 channels, 128 bytes a row), BF16
 // packing, the key row lookup (a query token's key list: key_list.cuh) and the output
-// epilogue (final O / l with the sink, or a split's partials for the merge).
+// epilogue (final O / l with the sink, or a split's partials for the merge); host side,
+// where a launch puts the split partials (split_partials).
 #pragma once
 #include <cuda_bf16.h>
 
@@ -143,6 +144,22 @@ __device__ __forceinline__ void store_output(const SparseAttentionParams& p, int
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int row0 = warp * 16 + (lane >> 2);
   store_output_rows(p, token, head0, split, part_o, part_ml, o, m, l, wg, lane, row0);
+}
+
+// Host side, every wgmma launch: the split-KV partials of `splits` key ranges in
+// p.split_workspace, [splits, tokens, heads, 512] unnormalised O then [splits, tokens,
+// heads, 2] (m, l); both nullptr for one range (the kernel writes p.out itself).
+struct SplitPartials {
+  float* o = nullptr;
+  float* ml = nullptr;
+};
+inline SplitPartials split_partials(const SparseAttentionParams& p, int splits) {
+  SplitPartials parts;
+  if (splits > 1) {
+    parts.o = p.split_workspace;
+    parts.ml = parts.o + static_cast<int64_t>(splits) * p.batch.tokens * p.heads * kDim;
+  }
+  return parts;
 }
 
 }  // namespace dsv4::cuda::attention::sparse_wgmma
