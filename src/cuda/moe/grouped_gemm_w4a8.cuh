@@ -185,9 +185,8 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, STAGES = Tile::STAGES, kThreads = Tile::kThreads;
   constexpr int SB = Smem::SB;
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
-  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  uint32_t smem_addr;
+  uint8_t* smem = align_dynamic_smem<Smem::kAlign>(smem_raw, smem_addr);
 
   const int tile = blockIdx.y;
   if (tile >= *p.tile_count) return;
@@ -255,11 +254,7 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
 #pragma unroll
   for (int i = 0; i < 64; ++i) blk[i] = 0.0f;
 
-#pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit();
-  }
+  cp_async_pipeline_prologue<STAGES - 1>(k_tiles, load_stage);
   // The A registers (E4M3) and row factors of the stage in smem slot `slot`.
   auto convert = [&](int slot, uint32_t (&a)[4][4], float (&wfac)[2]) {
     const uint8_t* s_w = smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + warp * kFragBytes + lane * 16;
@@ -343,14 +338,8 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
     // kPrefillW4A8Serial: per stage convert -> wgmma -> wait -> promote.
     for (int kt = 0; kt < k_tiles; ++kt) {
       const int slot = kt % STAGES;
-      cp_async_wait<STAGES - 2>();
-      fence_proxy_async_smem();
-      __syncthreads();  // stage kt landed everywhere; every wgmma of kt - 1 done (waited below)
-      {
-        const int next = kt + STAGES - 1;
-        if (next < k_tiles) load_stage(next % STAGES, next);
-        cp_async_commit();
-      }
+      // Stage kt landed everywhere; every wgmma of kt - 1 done (waited below): refill its slot.
+      cp_async_pipeline_advance<STAGES, STAGES - 1>(kt, k_tiles, load_stage);
       uint32_t a[4][4];
       float wfac[2];
       convert(slot, a, wfac);

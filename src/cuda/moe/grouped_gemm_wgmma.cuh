@@ -92,12 +92,49 @@ __device__ __forceinline__ void fence_acc(float (&d)[R]) {
   for (int i = 0; i < R; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// The dynamic shared memory rounded up to kAlign bytes (the 128-byte swizzle is address
+// based: its 1024-byte atoms must start on 1024-byte shared-window addresses; the kernels
+// ask for kAlign bytes more). Returns the generic pointer, smem_addr its shared address.
+template <int kAlign>
+__device__ __forceinline__ uint8_t* align_dynamic_smem(uint8_t* smem_raw, uint32_t& smem_addr) {
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  uint8_t* smem = smem_raw + ((kAlign - (raw_addr & (kAlign - 1))) & (kAlign - 1));
+  smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  return smem;
+}
+
+// The cp.async stage pipeline of the wgmma kernels fed by all threads: load_stage(slot, kt)
+// issues this thread's copies of k stage kt into smem slot `slot`; one commit group per
+// stage, empty past k_tiles, so that the wait counts below hold to the end.
+// Prologue: stages 0 .. kPrefetch - 1 into slots 0 .. kPrefetch - 1.
+template <int kPrefetch, class LoadStage>
+__device__ __forceinline__ void cp_async_pipeline_prologue(int k_tiles, LoadStage& load_stage) {
+#pragma unroll
+  for (int s = 0; s < kPrefetch; ++s) {
+    if (s < k_tiles) load_stage(s, s);
+    cp_async_commit();
+  }
+}
+// Top of k stage kt: waits for this thread's copies of stage kt, makes them visible to the
+// async proxy (wgmma), then the barrier (everyone's copies landed; the caller's wgmma
+// discipline says which older stages are done reading), then refills the slot of stage
+// kt + kPrefetch - kStages (the one the caller guarantees free) with stage kt + kPrefetch.
+template <int kStages, int kPrefetch, class LoadStage>
+__device__ __forceinline__ void cp_async_pipeline_advance(int kt, int k_tiles, LoadStage& load_stage) {
+  cp_async_wait<kPrefetch - 1>();
+  fence_proxy_async_smem();
+  __syncthreads();
+  const int next = kt + kPrefetch;
+  if (next < k_tiles) load_stage(next % kStages, next);
+  cp_async_commit();
+}
+
 // D[64 x N] += A[64 x 16] (registers, BF16) * B[16 x N] (shared memory descriptor,
-// K-major), N = 64, 96 or 128 (the first N slot rows of the B tile). scale-d is 1: the
-// accumulator is zeroed before the first k step.
+// K-major), N = 64, 96, 128 or 256 (the first N slot rows of the B tile; 256: the wide
+// kernel). scale-d is 1: the accumulator is zeroed before the first k step.
 template <int N>
 __device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b) {
-  static_assert(N == 64 || N == 96 || N == 128, "instantiated wgmma widths");
+  static_assert(N == 64 || N == 96 || N == 128 || N == 256, "instantiated wgmma widths");
   if constexpr (N == 64) {
     asm volatile(
         "{\n"
@@ -134,6 +171,39 @@ __device__ __forceinline__ void wgmma_m64nNk16_rs(float (&d)[N / 2], const uint3
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
   }
+  if constexpr (N == 256) {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %133, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 "
+        "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,"
+        "%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,"
+        "%54,%55,%56,%57,%58,%59,%60,%61,%62,%63,%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79,"
+        "%80,%81,%82,%83,%84,%85,%86,%87,%88,%89,%90,%91,%92,%93,%94,%95,%96,%97,%98,%99,%100,%101,%102,%103,%104,"
+        "%105,%106,%107,%108,%109,%110,%111,%112,%113,%114,%115,%116,%117,%118,%119,%120,%121,%122,%123,%124,%125,"
+        "%126,%127}, "
+        "{%128, %129, %130, %131}, %132, p, 1, 1, 0;\n"
+        "}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
+          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
+          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]),
+          "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]),
+          "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]),
+          "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+  }
 }
 
 // A lane's scale words of one 64-K fragment block (group g = lane / 4) from the stage's
@@ -167,6 +237,30 @@ __device__ __forceinline__ void dequant_frag_step(const uint32_t (&words)[4], co
   a[1] = bf16x2_mul(frag_decode_bits(words[s], 1), scale_hi);
   a[2] = bf16x2_mul(frag_decode_bits(words[s], 2), scale_lo);
   a[3] = bf16x2_mul(frag_decode_bits(words[s], 3), scale_hi);
+}
+
+// The four k16 steps of one 64-K fragment block with dequant / wgmma overlap (the
+// pipelined and the wide kernels): two wgmma groups of 2 steps with their own A
+// registers a_pipe[half], each one: wait_group 1 (the group that last read a_pipe[half],
+// the second most recent, is done) -> dequant -> fence -> 2 wgmma -> commit. desc: the
+// block's B tile; k16 step s is + 32 s bytes (+ 2 s in the descriptor).
+template <ExpertFormat F, int kN>
+__device__ __forceinline__ void wgmma_frag_block_overlapped(float (&acc)[kN / 2], uint32_t (&a_pipe)[2][2][4],
+                                                            const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
+                                                            uint64_t desc) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    uint32_t(&a)[2][4] = a_pipe[half];
+    wgmma_wait<1>();
+    dequant_frag_step<F>(words, scale_words, 2 * half, a[0]);
+    dequant_frag_step<F>(words, scale_words, 2 * half + 1, a[1]);
+    fence_acc(acc);
+    wgmma_fence();
+    wgmma_m64nNk16_rs<kN>(acc, a[0], desc + 4 * half);      // k16 step 2 half: + 64 half bytes
+    wgmma_m64nNk16_rs<kN>(acc, a[1], desc + 4 * half + 2);  // step 2 half + 1
+    wgmma_commit();
+    fence_acc(acc);
+  }
 }
 
 // The epilogue shared by the wgmma grouped GEMMs (wgmma, pipelined, TMA-fed, W4A8).
@@ -316,25 +410,13 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
   for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
   uint32_t a_pipe[2][2][4];  // kPipe: A registers of the two in-flight groups [half][k16 step][4]
 
-#pragma unroll
-  for (int s = 0; s < kPrefetch; ++s) {
-    if (s < k_tiles) load_stage(s, s);
-    cp_async_commit();
-  }
+  cp_async_pipeline_prologue<kPrefetch>(k_tiles, load_stage);
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int slot = kt % STAGES;
-    cp_async_wait<kPrefetch - 1>();        // this thread's copies of stage kt landed
-    fence_proxy_async_smem();              // ... and are visible to the async proxy (wgmma)
-    // Everyone's copies of stage kt landed; every warpgroup's wgmma of kt - 1 (kPipe:
-    // kt - 2) done.
-    __syncthreads();
-    {
-      // Refill the slot read by the wgmma of kt - 1 (kPipe: kt - 2).
-      const int next = kt + kPrefetch;
-      if (next < k_tiles) load_stage(next % STAGES, next);
-      cp_async_commit();
-    }
+    // Stage kt landed everywhere; at the barrier every warpgroup's wgmma of kt - 1 (kPipe:
+    // kt - 2) is done, so the refill goes to that slot.
+    cp_async_pipeline_advance<STAGES, kPrefetch>(kt, k_tiles, load_stage);
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
       const uint8_t* s_w = smem + Smem::kWeightOffset + slot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes +
@@ -363,20 +445,7 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
         wgmma_wait<0>();
         fence_acc(acc);  // ... and accumulator reads after the wait
       } else {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          uint32_t(&a)[2][4] = a_pipe[half];
-          // The group that last read a_pipe[half] is the second most recent one.
-          wgmma_wait<1>();
-          dequant_step(2 * half, a[0]);
-          dequant_step(2 * half + 1, a[1]);
-          fence_acc(acc);
-          wgmma_fence();
-          wgmma_m64nNk16_rs<kN>(acc, a[0], desc + 4 * half);  // k16 step 2 half: + 64 half bytes
-          wgmma_m64nNk16_rs<kN>(acc, a[1], desc + 4 * half + 2);  // step 2 half + 1
-          wgmma_commit();
-          fence_acc(acc);
-        }
+        wgmma_frag_block_overlapped<F, kN>(acc, a_pipe, words, scale_words, desc);
       }
     }
   }
@@ -401,10 +470,8 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
   using Smem = WgmmaSmem<F>;
   constexpr int BW = WgmmaTile::BW;
   extern __shared__ uint8_t smem_raw[];
-  // 1024-aligned base in the shared window (the swizzle pattern is address based).
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
-  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  uint32_t smem_addr;
+  uint8_t* smem = align_dynamic_smem<Smem::kAlign>(smem_raw, smem_addr);
 
   // Weight-row blocks fastest: the n / 256 CTAs of one tile run together, so its
   // activation tile comes from HBM once and is re-read from L2 (the tile-fastest order of

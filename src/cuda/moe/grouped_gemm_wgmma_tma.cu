@@ -199,9 +199,8 @@ __global__ void __maxnreg__(TmaTile::kMaxRegs)
   using Smem = TmaSmem<F>;
   constexpr int STAGES = Tile::STAGES;
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  uint8_t* smem = smem_raw + ((Smem::kAlign - (raw_addr & (Smem::kAlign - 1))) & (Smem::kAlign - 1));
-  const uint32_t smem_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  uint32_t smem_addr;
+  uint8_t* smem = align_dynamic_smem<Smem::kAlign>(smem_raw, smem_addr);
   const uint32_t full0 = smem_addr + Smem::kBarOffset, empty0 = full0 + STAGES * 8;
 
   const int tid = threadIdx.x;
