@@ -129,17 +129,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[128], uint32_t s_pp, uint32_
   wgmma_commit();
 }
 
-// O *= alpha per row (o[4 j + 0/1]: row0, o[4 j + 2/3]: row0 + 8).
-__device__ __forceinline__ void rescale_o(float (&o)[128], const float (&alpha)[2]) {
-#pragma unroll
-  for (int j = 0; j < 32; ++j) {
-    o[4 * j + 0] *= alpha[0];
-    o[4 * j + 1] *= alpha[0];
-    o[4 * j + 2] *= alpha[1];
-    o[4 * j + 3] *= alpha[1];
-  }
-}
-
 // Thread state of a consumer (both warpgroups hold the same m and l values).
 struct RowState {
   float m[2];     // running max of rows row0, row0 + 8 (log2 domain; -inf before any key)
@@ -196,8 +185,7 @@ __device__ __forceinline__ void score_tile(int tile, float (&s)[24], uint32_t ba
   float alpha[2], m_use[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-    tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+    tile_max[h] = quad_max(tile_max[h]);
     const float m_new = fmaxf(st.m[h], tile_max[h]);
     m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
     alpha[h] = exp2f(st.m[h] - m_use[h]);
@@ -326,10 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      st.l[h][half] += __shfl_xor_sync(0xffffffffu, st.l[h][half], 1);
-      st.l[h][half] += __shfl_xor_sync(0xffffffffu, st.l[h][half], 2);
-    }
+    for (int half = 0; half < 2; ++half) st.l[h][half] = quad_sum(st.l[h][half]);
     l[h] = st.l[h][0] + st.l[h][1];
   }
   store_output(p, token, head0, split, part_o, part_ml, o, st.m, l);

@@ -144,8 +144,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
       }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-      tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+      tile_max[h] = quad_max(tile_max[h]);
       if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = tile_max[h];
     }
     // Both halves' maxima. Also orders this tile's P writes after the other warpgroup's
@@ -176,13 +175,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
       }
 #pragma unroll
     for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
-#pragma unroll
-    for (int j = 0; j < 32; ++j) {
-      o[4 * j + 0] *= alpha[0];
-      o[4 * j + 1] *= alpha[0];
-      o[4 * j + 2] *= alpha[1];
-      o[4 * j + 3] *= alpha[1];
-    }
+    rescale_o(o, alpha);
     fence_proxy_async();  // P (st.shared) -> the wgmma's async-proxy reads
     consumer_sync();      // both halves of P written
 
@@ -199,10 +192,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   }
 
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
   // Each warpgroup summed its own keys: add the other's (the other warpgroup read the
   // last maxima before the last P barrier, which this one passed).
 #pragma unroll

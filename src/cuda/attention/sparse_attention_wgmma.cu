@@ -224,8 +224,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
         }
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        tile_max[h] = quad_max(tile_max[h]);
         if ((lane & 3) == 0) s_xchg[wg][row0 + 8 * h] = tile_max[h];
       }
       __syncthreads();  // both halves' maxima
@@ -252,13 +251,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
         }
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        o[4 * j + 0] *= alpha[0];
-        o[4 * j + 1] *= alpha[0];
-        o[4 * j + 2] *= alpha[1];
-        o[4 * j + 3] *= alpha[1];
-      }
+      rescale_o(o, alpha);
       fence_proxy_async();  // P (st.shared) -> the wgmma's async-proxy reads
       __syncthreads();      // both halves of P written
 
@@ -300,8 +293,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       float alpha[2], m_use[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+        tile_max[h] = quad_max(tile_max[h]);
         const float m_new = fmaxf(m[h], tile_max[h]);
         // No key yet (m_new = -inf): nothing to rescale, every weight 0.
         m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
@@ -323,13 +315,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
         }
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        o[4 * j + 0] *= alpha[0];
-        o[4 * j + 1] *= alpha[0];
-        o[4 * j + 2] *= alpha[1];
-        o[4 * j + 3] *= alpha[1];
-      }
+      rescale_o(o, alpha);
 
       fence_regs(o);
       fence_regs(pa);
@@ -347,10 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
   }
 
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-  }
+  for (int h = 0; h < 2; ++h) l[h] = quad_sum(l[h]);
   if constexpr (kShareP) {
     // Each warpgroup summed its own keys: add the other's (the last __syncthreads of
     // the loop ordered every read of s_xchg's maxima before these writes).

@@ -78,6 +78,29 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+// Accumulator rows (m64nNk16): the 4 lanes of a quad hold one row's columns. Max / sum
+// over the quad, same order in every kernel.
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// O *= alpha per row of this thread's 128-column O fragment (o[4 j + 0/1]: row0,
+// o[4 j + 2/3]: row0 + 8).
+__device__ __forceinline__ void rescale_o(float (&o)[128], const float (&alpha)[2]) {
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    o[4 * j + 0] *= alpha[0];
+    o[4 * j + 1] *= alpha[0];
+    o[4 * j + 2] *= alpha[1];
+    o[4 * j + 3] *= alpha[1];
+  }
+}
+
 // Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
 // or nullptr when skipped (past the list, a -1 / out-of-range pick).
 __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
