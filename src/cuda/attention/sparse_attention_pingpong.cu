@@ -148,10 +148,8 @@ __device__ __forceinline__ void take_tile(int tile, uint32_t s_tiles, uint32_t s
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = row0 + 8 * h;
-    const float m_new = s_m[par][row];
-    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-    alpha[h] = exp2f(st.m[h] - m_use);
-    st.m[h] = m_new;
+    float m_use;
+    alpha[h] = advance_max(st.m[h], s_m[par][row], m_use);
     const float2 row_sum = ld_shared_v2(s_pp + rowsum_offset(row, q));
     st.l[h][0] = st.l[h][0] * alpha[h] + row_sum.x;
     st.l[h][1] = st.l[h][1] * alpha[h] + row_sum.y;
@@ -169,39 +167,18 @@ __device__ __forceinline__ void score_tile(int tile, float (&s)[24], uint32_t ba
                                            int q) {
   const int stage = tile % kStages, par = tile & 1;
   // This thread: rows row0, row0 + 8 x keys 8 j + 2 q + 0/1, j < 6 (half j / 3).
-  float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int j = 0; j < 6; ++j)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const bool valid = s_valid[stage][8 * j + 2 * q + e];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float& x = s[4 * j + 2 * h + e];
-        x = valid ? x * scale_log2 : -INFINITY;
-        tile_max[h] = fmaxf(tile_max[h], x);
-      }
-    }
+  float tile_max[2];
+  scale_mask_max(s, s_valid[stage], q, scale_log2, tile_max);
   float alpha[2], m_use[2];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    tile_max[h] = quad_max(tile_max[h]);
-    const float m_new = fmaxf(st.m[h], tile_max[h]);
-    m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-    alpha[h] = exp2f(st.m[h] - m_use[h]);
-    st.m[h] = m_new;
-  }
+  for (int h = 0; h < 2; ++h) alpha[h] = advance_max(st.m[h], fmaxf(st.m[h], quad_max(tile_max[h])), m_use[h]);
   uint32_t packed[6][2];
   float row_sum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 #pragma unroll
   for (int j = 0; j < 6; ++j)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
-      packed[j][h] = pack_bf16(p0, p1);
-      const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed[j][h]);
-      row_sum[h][j / 3] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
-    }
+    for (int h = 0; h < 2; ++h)
+      packed[j][h] = softmax_pair(s[4 * j + 2 * h], s[4 * j + 2 * h + 1], m_use[h], row_sum[h][j / 3]);
   if (tile >= 2) named_sync(kBarFree + par);  // the other warpgroup is done with P / stats of tile - 2
   const uint32_t s_pp = s_p + par * kPBytes;
 #pragma unroll

@@ -129,19 +129,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
     fence_regs(s);
 
     // This thread: rows row0, row0 + 8 x keys 24 wg + 8 j + 2 (lane % 4) + 0/1, j < 3.
-    float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < 3; ++j)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const bool valid = s_valid[stage][kHalfKeys * wg + 8 * j + 2 * (lane & 3) + e];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float& x = s[4 * j + 2 * h + e];
-          x = valid ? x * scale_log2 : -INFINITY;
-          tile_max[h] = fmaxf(tile_max[h], x);
-        }
-      }
+    float tile_max[2];
+    scale_mask_max(s, &s_valid[stage][kHalfKeys * wg], lane & 3, scale_log2, tile_max);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       tile_max[h] = quad_max(tile_max[h]);
@@ -155,20 +144,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
     float alpha[2], m_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float m_new = fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h]));
-      m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-      alpha[h] = exp2f(m[h] - m_use[h]);
-      m[h] = m_new;
+      alpha[h] = advance_max(m[h], fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h])), m_use[h]);
     }
     float row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int j = 0; j < 3; ++j)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
-        const uint32_t packed = pack_bf16(p0, p1);
-        const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
-        row_sum[h] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
+        const uint32_t packed = softmax_pair(s[4 * j + 2 * h], s[4 * j + 2 * h + 1], m_use[h], row_sum[h]);
         // P[row][key]: 16-byte chunk 3 wg + j of the row (swizzled), 4 bytes per lane % 4.
         const int row = row0 + 8 * h;
         st_shared_u32(s_p + row * 128 + (((3 * wg + j) ^ (row & 7)) << 4) + 4 * (lane & 3), packed);

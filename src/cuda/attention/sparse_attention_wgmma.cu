@@ -209,19 +209,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       fence_regs(s);
 
       // This thread: rows row0, row0 + 8 x keys 32 wg + 8 j + 2 (lane % 4) + 0/1, j < 4.
-      float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const bool valid = s_valid[stage][32 * wg + 8 * j + 2 * (lane & 3) + e];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float& x = s[4 * j + 2 * h + e];
-            x = valid ? x * scale_log2 : -INFINITY;
-            tile_max[h] = fmaxf(tile_max[h], x);
-          }
-        }
+      float tile_max[2];
+      scale_mask_max(s, &s_valid[stage][32 * wg], lane & 3, scale_log2, tile_max);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         tile_max[h] = quad_max(tile_max[h]);
@@ -231,20 +220,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       float alpha[2], m_use[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float m_new = fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h]));
-        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[h] = exp2f(m[h] - m_use[h]);
-        m[h] = m_new;
+        alpha[h] = advance_max(m[h], fmaxf(m[h], fmaxf(tile_max[h], s_xchg[wg ^ 1][row0 + 8 * h])), m_use[h]);
       }
       float row_sum[2] = {0.0f, 0.0f};
 #pragma unroll
       for (int j = 0; j < 4; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
-          const uint32_t packed = pack_bf16(p0, p1);
-          const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
-          row_sum[h] += __low2float(r) + __high2float(r);  // the rounded weights, as the numerator
+          const uint32_t packed = softmax_pair(s[4 * j + 2 * h], s[4 * j + 2 * h + 1], m_use[h], row_sum[h]);
           // P[row][key]: 16-byte chunk 4 wg + j of the row (swizzled), 4 bytes per lane % 4.
           const int row = row0 + 8 * h;
           st_shared_u32(s_p + row * 128 + ((((4 * wg + j) ^ (row & 7))) << 4) + 4 * (lane & 3), packed);
@@ -277,28 +260,12 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       fence_regs(s);
 
       // Online softmax on this thread's 2 rows x 16 columns.
-      float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int j = 0; j < 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const bool valid = s_valid[stage][8 * j + 2 * (lane & 3) + e];
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            float& x = s[4 * j + 2 * h + e];
-            x = valid ? x * scale_log2 : -INFINITY;
-            tile_max[h] = fmaxf(tile_max[h], x);
-          }
-        }
+      float tile_max[2];
+      scale_mask_max(s, s_valid[stage], lane & 3, scale_log2, tile_max);
       float alpha[2], m_use[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        tile_max[h] = quad_max(tile_max[h]);
-        const float m_new = fmaxf(m[h], tile_max[h]);
-        // No key yet (m_new = -inf): nothing to rescale, every weight 0.
-        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[h] = exp2f(m[h] - m_use[h]);  // m = -inf -> 0 (O and l are 0 anyway)
-        m[h] = m_new;
+        alpha[h] = advance_max(m[h], fmaxf(m[h], quad_max(tile_max[h])), m_use[h]);  // no key yet: 0, O and l are 0
       }
       uint32_t pa[16];  // P in BF16, A fragments of the 4 k-steps
       float row_sum[2] = {0.0f, 0.0f};
@@ -306,12 +273,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_wgmma_kernel(con
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float p0 = exp2f(s[4 * j + 2 * h] - m_use[h]), p1 = exp2f(s[4 * j + 2 * h + 1] - m_use[h]);
-          const uint32_t packed = pack_bf16(p0, p1);
-          pa[2 * j + h] = packed;  // j = 2 kc + half: a[kc][2 half + h]
-          // The denominator sums the rounded weights the numerator uses.
-          const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
-          row_sum[h] += __low2float(r) + __high2float(r);
+          // j = 2 kc + half: a[kc][2 half + h]
+          pa[2 * j + h] = softmax_pair(s[4 * j + 2 * h], s[4 * j + 2 * h + 1], m_use[h], row_sum[h]);
         }
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + row_sum[h];

@@ -101,6 +101,48 @@ __device__ __forceinline__ void rescale_o(float (&o)[128], const float (&alpha)[
   }
 }
 
+// Online softmax on a thread's S fragment, in the exp2 domain (S scaled by
+// scale * log2(e)); s[4 j + 2 h + e]: row row0 + 8 h, key 8 j + 2 q + e (q = lane % 4) of
+// the keys whose flags start at valid.
+// Scales s, masks keys with a false flag to -inf and returns in tile_max each row's
+// maximum over this thread's keys (quad_max completes it).
+template <int N>
+__device__ __forceinline__ void scale_mask_max(float (&s)[N], const bool* valid, int q, float scale_log2,
+                                               float (&tile_max)[2]) {
+  tile_max[0] = -INFINITY;
+  tile_max[1] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const bool key_valid = valid[8 * j + 2 * q + e];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        float& x = s[4 * j + 2 * h + e];
+        x = key_valid ? x * scale_log2 : -INFINITY;
+        tile_max[h] = fmaxf(tile_max[h], x);
+      }
+    }
+}
+// A row's running max m becomes m_new. Returns alpha = exp2(m - m_use), the factor of O
+// and l; m_use, what the weights subtract: m_new, or 0 while the row has no key
+// (m_new = -inf: every weight and alpha are 0).
+__device__ __forceinline__ float advance_max(float& m, float m_new, float& m_use) {
+  m_use = m_new == -INFINITY ? 0.0f : m_new;
+  const float alpha = exp2f(m - m_use);
+  m = m_new;
+  return alpha;
+}
+// The weights of two adjacent keys of a row rounded to BF16 (packed, low half = s0's),
+// their sum added to row_sum: the denominator sums the rounded weights the numerator uses.
+__device__ __forceinline__ uint32_t softmax_pair(float s0, float s1, float m_use, float& row_sum) {
+  const float p0 = exp2f(s0 - m_use), p1 = exp2f(s1 - m_use);
+  const uint32_t packed = pack_bf16(p0, p1);
+  const __nv_bfloat162 r = *reinterpret_cast<const __nv_bfloat162*>(&packed);
+  row_sum += __low2float(r) + __high2float(r);
+  return packed;
+}
+
 // Row of key k in window_kv or entries (w: its compressed-list entry from fetch_picks),
 // or nullptr when skipped (past the list, a -1 / out-of-range pick).
 __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& p, const KeyList& keys, int k, int w) {
