@@ -172,6 +172,114 @@ T* device_copy(const std::vector<T>& host) {
   return ptr;
 }
 
+// ---- grouped GEMM tests (kernel against kernel on random packed weights) --------------
+
+// Kernel scale codes (fragment.h), one splitmix draw per byte, giving weights of magnitude
+// ~2^-9 .. 6: MXFP4 k in [244, 254] (code * 2^(k - 253)); NVFP4 k in [112, 151]
+// (code * 2^(k / 8 - 17)).
+inline std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
+  std::vector<uint8_t> v(n);
+  uint64_t state = seed;
+  for (auto& b : v) {
+    const uint64_t r = splitmix(state);
+    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
+  }
+  return v;
+}
+
+// A tile list in dispatch.cu's layout (per tile: expert, first slot, slot count) on the
+// device, followed by `spare` entries of -1: max_tiles = count + spare, as moe_forward
+// sizes it, so CTAs past *tile_count must stop without reading the padding (a kernel that
+// read it would fault or differ).
+struct DeviceTileList {
+  int32_t* expert = nullptr;  // [max_tiles]
+  int32_t* begin = nullptr;   // [max_tiles]
+  int32_t* rows = nullptr;    // [max_tiles]
+  int32_t* count = nullptr;   // [1]: the tile count
+  int max_tiles = 0;
+
+  DeviceTileList(const std::vector<int32_t>& tile_expert, const std::vector<int32_t>& tile_begin,
+                 const std::vector<int32_t>& tile_rows, int spare) {
+    auto padded = [spare](std::vector<int32_t> v) {
+      v.resize(v.size() + spare, -1);
+      return v;
+    };
+    expert = device_copy(padded(tile_expert));
+    begin = device_copy(padded(tile_begin));
+    rows = device_copy(padded(tile_rows));
+    const std::vector<int32_t> tile_count{static_cast<int32_t>(tile_expert.size())};
+    count = device_copy(tile_count);
+    max_tiles = tile_count[0] + spare;
+  }
+  ~DeviceTileList() {
+    for (int32_t* ptr : {expert, begin, rows, count}) cudaFree(ptr);
+  }
+  DeviceTileList(const DeviceTileList&) = delete;
+  DeviceTileList& operator=(const DeviceTileList&) = delete;
+};
+
+// The GroupedGemmParams fields every prefill GEMM test sets (device pointers); the
+// config-specific ones (act8 / act_scale, act_rows / act_perm) are the caller's.
+inline cuda::moe::GroupedGemmParams gemm_test_params(ExpertFormat format, cuda::moe::TileConfig config, int n, int k,
+                                                     const uint8_t* weights, const uint8_t* scales,
+                                                     const float* factor_a, const float* factor_b, const uint16_t* act,
+                                                     const int32_t* slot_token, const float* slot_weight,
+                                                     const DeviceTileList& tiles, float swiglu_limit, uint16_t* out) {
+  cuda::moe::GroupedGemmParams p;
+  p.format = format;
+  p.config = config;
+  p.weights = weights;
+  p.scales = scales;
+  p.factor_a = factor_a;
+  p.factor_b = factor_b;
+  p.act = act;
+  p.slot_token = slot_token;
+  p.slot_weight = slot_weight;
+  p.tile_expert = tiles.expert;
+  p.tile_slot_begin = tiles.begin;
+  p.tile_row_count = tiles.rows;
+  p.tile_count = tiles.count;
+  p.max_tiles = tiles.max_tiles;
+  p.n = n;
+  p.k = k;
+  p.swiglu_limit = swiglu_limit;
+  p.out = out;
+  return p;
+}
+
+// got vs want [slots, cols] BF16, per element: both finite and |got - want| <= 1e-2 x
+// max |want row| (the MoeGemm bound); `identical` counts the elements bitwise equal to
+// `same` (want itself, or a third kernel's output). first: the first failure, got named
+// got_name and want "wgmma" (kPrefillWgmma, the oracle of these tests).
+struct GemmCompare {
+  int64_t bad = 0, identical = 0, total = 0;
+  double max_row = 0;
+  std::string first;
+};
+inline GemmCompare compare_gemm_outputs(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want,
+                                        const std::vector<uint16_t>& same, int slots, int cols, const char* got_name) {
+  GemmCompare c;
+  for (int s = 0; s < slots; ++s) {
+    double row_max = 0;
+    for (int j = 0; j < cols; ++j) row_max = std::max(row_max, std::abs(double{bf16_to_float(want[size_t(s) * cols + j])}));
+    c.max_row = std::max(c.max_row, row_max);
+    for (int j = 0; j < cols; ++j) {
+      const size_t i = size_t(s) * cols + j;
+      const double g = bf16_to_float(got[i]), w = bf16_to_float(want[i]);
+      ++c.total;
+      if (got[i] == same[i]) ++c.identical;
+      const bool ok = std::isfinite(g) && std::isfinite(w) && std::abs(g - w) <= 1e-2 * row_max + 1e-30;
+      if (!ok) {
+        if (c.bad == 0)
+          c.first = "slot " + std::to_string(s) + " col " + std::to_string(j) + ": " + got_name + " " +
+                    std::to_string(g) + ", wgmma " + std::to_string(w) + " (row max " + std::to_string(row_max) + ")";
+        ++c.bad;
+      }
+    }
+  }
+  return c;
+}
+
 // The layer's weights on the device in the kernels' layout.
 struct DeviceMoe {
   cuda::moe::MoeLayerWeights weights;

@@ -54,47 +54,6 @@ Problem make_problem() {
   return p;
 }
 
-// Kernel scale codes (fragment.h) giving weights of magnitude ~2^-9 .. 6:
-// MXFP4 k in [244, 254] (code * 2^(k - 253)); NVFP4 k in [112, 151] (code * 2^(k / 8 - 17)).
-std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (auto& b : v) {
-    const uint64_t r = splitmix(state);
-    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
-  }
-  return v;
-}
-
-struct Compare {
-  int64_t bad = 0, identical = 0, total = 0;
-  double max_row = 0;
-  std::string first;
-};
-
-Compare compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, int slots, int cols) {
-  Compare c;
-  for (int s = 0; s < slots; ++s) {
-    double row_max = 0;
-    for (int j = 0; j < cols; ++j) row_max = std::max(row_max, std::abs(double{bf16_to_float(want[size_t(s) * cols + j])}));
-    c.max_row = std::max(c.max_row, row_max);
-    for (int j = 0; j < cols; ++j) {
-      const uint16_t gb = got[size_t(s) * cols + j], wb = want[size_t(s) * cols + j];
-      const double g = bf16_to_float(gb), w = bf16_to_float(wb);
-      ++c.total;
-      if (gb == wb) ++c.identical;
-      const bool ok = std::isfinite(g) && std::isfinite(w) && std::abs(g - w) <= 1e-2 * row_max + 1e-30;
-      if (!ok) {
-        if (c.bad == 0)
-          c.first = "slot " + std::to_string(s) + " col " + std::to_string(j) + ": pipe " + std::to_string(g) +
-                    ", wgmma " + std::to_string(w);
-        ++c.bad;
-      }
-    }
-  }
-  return c;
-}
-
 void run(ExpertFormat format) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
@@ -119,44 +78,20 @@ void run(ExpertFormat format) {
     int32_t* d_st = device_copy(prob.slot_token);
     float* d_sw = device_copy(prob.slot_weight);
     // max_tiles > *tile_count, as moe_forward sizes it: the CTAs (kPrefillWgmmaTma: the
-    // persistent loop's items) past the tile count must stop without reading the tile list;
-    // its padding entries are -1, so a kernel that read them would fault or differ.
+    // persistent loop's items) past the tile count must stop without reading the tile list
+    // (padding entries -1).
     constexpr int kSpareTiles = 5;
-    auto padded = [](std::vector<int32_t> v) {
-      v.resize(v.size() + kSpareTiles, -1);
-      return v;
-    };
-    int32_t* d_te = device_copy(padded(prob.tile_expert));
-    int32_t* d_tb = device_copy(padded(prob.tile_begin));
-    int32_t* d_tr = device_copy(padded(prob.tile_rows));
-    const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
-    int32_t* d_tc = device_copy(tile_count);
+    const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, kSpareTiles);
     const int cols = layer.l1 ? layer.n / 2 : layer.n;
     std::vector<uint16_t> outs[3];
     for (int variant = 0; variant < 3; ++variant) {
       std::vector<uint16_t> out(size_t(prob.slots) * cols, kPoison);
       uint16_t* d_out = device_copy(out);
-      cuda::moe::GroupedGemmParams p;
-      p.format = format;
-      p.config = variant == 0   ? TileConfig::kPrefillWgmma
-                 : variant == 1 ? TileConfig::kPrefillWgmmaPipe
-                                : TileConfig::kPrefillWgmmaTma;
-      p.weights = d_w;
-      p.scales = d_s;
-      p.factor_a = d_fa;
-      p.factor_b = d_fb;
-      p.act = d_act;
-      p.slot_token = d_st;
-      p.slot_weight = d_sw;
-      p.tile_expert = d_te;
-      p.tile_slot_begin = d_tb;
-      p.tile_row_count = d_tr;
-      p.tile_count = d_tc;
-      p.max_tiles = tile_count[0] + kSpareTiles;
-      p.n = layer.n;
-      p.k = layer.k;
-      p.swiglu_limit = kLimit;
-      p.out = d_out;
+      const TileConfig config = variant == 0   ? TileConfig::kPrefillWgmma
+                                : variant == 1 ? TileConfig::kPrefillWgmmaPipe
+                                               : TileConfig::kPrefillWgmmaTma;
+      cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, d_w, d_s, d_fa, d_fb, d_act,
+                                                        d_st, d_sw, tiles, kLimit, d_out);
       p.act_rows = prob.slots;  // kPrefillWgmmaTma: L1 slots (x gathered into d_perm first), L2 rows of h
       uint16_t* d_perm = nullptr;
       if (variant == 2 && layer.l1) DSV4_CUDA_OK(cudaMalloc(&d_perm, size_t(prob.slots) * layer.k * 2));
@@ -168,7 +103,7 @@ void run(ExpertFormat format) {
       cudaFree(d_perm);
       outs[variant] = std::move(out);
     }
-    const Compare c = compare(outs[1], outs[0], prob.slots, cols);
+    const GemmCompare c = compare_gemm_outputs(outs[1], outs[0], outs[0], prob.slots, cols, "pipe");
     EXPECT_EQ(c.bad, 0) << c.first;
     EXPECT_GT(c.max_row, 0.0) << "reference output all zero";
     std::printf("[moe_gemm_pipe] %s %s n=%d k=%d slots=%d bad=%lld identical=%lld/%lld max_row=%.3g %s\n",
@@ -182,8 +117,7 @@ void run(ExpertFormat format) {
                 format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", tma_diff, outs[2].size());
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_fa),
                       static_cast<void*>(d_fb), static_cast<void*>(d_act), static_cast<void*>(d_st),
-                      static_cast<void*>(d_sw), static_cast<void*>(d_te), static_cast<void*>(d_tb),
-                      static_cast<void*>(d_tr), static_cast<void*>(d_tc)})
+                      static_cast<void*>(d_sw)})
       cudaFree(ptr);
   }
 }

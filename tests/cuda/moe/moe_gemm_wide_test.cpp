@@ -60,48 +60,6 @@ int total_slots() {
   return s;
 }
 
-// Kernel scale codes (fragment.h) giving weights of magnitude ~2^-9 .. 6 (as MoeGemmPipe).
-std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (auto& b : v) {
-    const uint64_t r = splitmix(state);
-    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
-  }
-  return v;
-}
-
-struct Compare {
-  int64_t bad = 0, identical = 0, total = 0;
-  double max_row = 0;
-  std::string first;
-};
-
-// got vs want: bound per element; identical counted against `same` (bitwise).
-Compare compare(const std::vector<uint16_t>& got, const std::vector<uint16_t>& want, const std::vector<uint16_t>& same,
-                int slots, int cols) {
-  Compare c;
-  for (int s = 0; s < slots; ++s) {
-    double row_max = 0;
-    for (int j = 0; j < cols; ++j) row_max = std::max(row_max, std::abs(double{bf16_to_float(want[size_t(s) * cols + j])}));
-    c.max_row = std::max(c.max_row, row_max);
-    for (int j = 0; j < cols; ++j) {
-      const size_t i = size_t(s) * cols + j;
-      const double g = bf16_to_float(got[i]), w = bf16_to_float(want[i]);
-      ++c.total;
-      if (got[i] == same[i]) ++c.identical;
-      const bool ok = std::isfinite(g) && std::isfinite(w) && std::abs(g - w) <= 1e-2 * row_max + 1e-30;
-      if (!ok) {
-        if (c.bad == 0)
-          c.first = "slot " + std::to_string(s) + " col " + std::to_string(j) + ": wide " + std::to_string(g) +
-                    ", wgmma " + std::to_string(w) + " (row max " + std::to_string(row_max) + ")";
-        ++c.bad;
-      }
-    }
-  }
-  return c;
-}
-
 TEST(MoeGemmWide, TileRows) {
   EXPECT_EQ(cuda::moe::tile_config_rows(TileConfig::kPrefillWgmmaWide), 256);
   EXPECT_EQ(cuda::moe::tile_config_rows(TileConfig::kPrefillWgmmaPipe), 128);
@@ -152,38 +110,14 @@ void run(ExpertFormat format) {
     std::vector<uint16_t> outs[3];  // kPrefillWgmma, kPrefillWgmmaPipe, kPrefillWgmmaWide
     for (int variant = 0; variant < 3; ++variant) {
       const TileList& tl = variant == 2 ? tiles256 : tiles128;
-      auto padded = [](std::vector<int32_t> v) {
-        v.resize(v.size() + kSpareTiles, -1);
-        return v;
-      };
-      int32_t* d_te = device_copy(padded(tl.expert));
-      int32_t* d_tb = device_copy(padded(tl.begin));
-      int32_t* d_tr = device_copy(padded(tl.rows));
-      const std::vector<int32_t> tile_count{static_cast<int32_t>(tl.expert.size())};
-      int32_t* d_tc = device_copy(tile_count);
+      const DeviceTileList tiles(tl.expert, tl.begin, tl.rows, kSpareTiles);
       std::vector<uint16_t> out(size_t(slots) * cols, kPoison);
       uint16_t* d_out = device_copy(out);
-      cuda::moe::GroupedGemmParams p;
-      p.format = format;
-      p.config = variant == 0   ? TileConfig::kPrefillWgmma
-                 : variant == 1 ? TileConfig::kPrefillWgmmaPipe
-                                : TileConfig::kPrefillWgmmaWide;
-      p.weights = d_w;
-      p.scales = d_s;
-      p.factor_a = d_fa;
-      p.factor_b = d_fb;
-      p.act = d_act;
-      p.slot_token = d_st;
-      p.slot_weight = d_sw;
-      p.tile_expert = d_te;
-      p.tile_slot_begin = d_tb;
-      p.tile_row_count = d_tr;
-      p.tile_count = d_tc;
-      p.max_tiles = tile_count[0] + kSpareTiles;
-      p.n = layer.n;
-      p.k = layer.k;
-      p.swiglu_limit = kLimit;
-      p.out = d_out;
+      const TileConfig config = variant == 0   ? TileConfig::kPrefillWgmma
+                                : variant == 1 ? TileConfig::kPrefillWgmmaPipe
+                                               : TileConfig::kPrefillWgmmaWide;
+      const cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, d_w, d_s, d_fa, d_fb,
+                                                              d_act, d_st, d_sw, tiles, kLimit, d_out);
       DSV4_CUDA_OK(layer.l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
@@ -195,12 +129,10 @@ void run(ExpertFormat format) {
         DSV4_CUDA_OK(cudaMemcpy(again.data(), d_out, again.size() * 2, cudaMemcpyDeviceToHost));
         EXPECT_TRUE(again == out) << "kPrefillWgmmaWide rerun differs";
       }
-      for (void* ptr : {static_cast<void*>(d_out), static_cast<void*>(d_te), static_cast<void*>(d_tb),
-                        static_cast<void*>(d_tr), static_cast<void*>(d_tc)})
-        cudaFree(ptr);
+      cudaFree(d_out);
       outs[variant] = std::move(out);
     }
-    const Compare c = compare(outs[2], outs[0], outs[1], slots, cols);
+    const GemmCompare c = compare_gemm_outputs(outs[2], outs[0], outs[1], slots, cols, "wide");
     EXPECT_EQ(c.bad, 0) << c.first;
     EXPECT_GT(c.max_row, 0.0) << "reference output all zero";
     std::printf("[moe_gemm_wide] %s %s n=%d k=%d slots=%d tiles128=%zu tiles256=%zu bad=%lld "

@@ -170,13 +170,6 @@ Problem make_problem() {
   }
   return p;
 }
-// MXFP4 kernel scale codes in [244, 254] (weights code * 2^(kc - 253)), as MoeGemmPipe.
-std::vector<uint8_t> random_scales(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (auto& b : v) b = static_cast<uint8_t>(244 + splitmix(state) % 11);
-  return v;
-}
 
 // The kernel's weights: A8[e][n][k] (E4M3 value of code * 2^d) and the row factor per
 // (e, n, 128-block) 2^(kc_max - 254), from the packed bytes (fragment.h layout).
@@ -238,42 +231,18 @@ std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t*
                               const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob) {
   int32_t* d_st = device_copy(prob.slot_token);
   float* d_sw = device_copy(prob.slot_weight);
-  int32_t* d_te = device_copy(prob.tile_expert);
-  int32_t* d_tb = device_copy(prob.tile_begin);
-  int32_t* d_tr = device_copy(prob.tile_rows);
-  const std::vector<int32_t> tile_count{static_cast<int32_t>(prob.tile_expert.size())};
-  int32_t* d_tc = device_copy(tile_count);
+  const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, 0);
   const int cols = l1 ? n / 2 : n;
   std::vector<uint16_t> out(size_t(prob.slots) * cols, 0xffff);
   uint16_t* d_out = device_copy(out);
-  cuda::moe::GroupedGemmParams p;
-  p.format = ExpertFormat::kMXFP4;
-  p.config = config;
-  p.weights = d_w;
-  p.scales = d_s;
-  p.factor_a = d_f;
-  p.factor_b = d_f;
-  p.act = d_act;
+  cuda::moe::GroupedGemmParams p =
+      gemm_test_params(ExpertFormat::kMXFP4, config, n, k, d_w, d_s, d_f, d_f, d_act, d_st, d_sw, tiles, kLimit, d_out);
   p.act8 = d_act8;
   p.act_scale = d_as;
-  p.slot_token = d_st;
-  p.slot_weight = d_sw;
-  p.tile_expert = d_te;
-  p.tile_slot_begin = d_tb;
-  p.tile_row_count = d_tr;
-  p.tile_count = d_tc;
-  p.max_tiles = tile_count[0];
-  p.n = n;
-  p.k = k;
-  p.swiglu_limit = kLimit;
-  p.out = d_out;
   DSV4_CUDA_OK(l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
   DSV4_CUDA_OK(cudaDeviceSynchronize());
   DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
-  for (void* ptr : {static_cast<void*>(d_st), static_cast<void*>(d_sw), static_cast<void*>(d_te),
-                    static_cast<void*>(d_tb), static_cast<void*>(d_tr), static_cast<void*>(d_tc),
-                    static_cast<void*>(d_out)})
-    cudaFree(ptr);
+  for (void* ptr : {static_cast<void*>(d_st), static_cast<void*>(d_sw), static_cast<void*>(d_out)}) cudaFree(ptr);
   return out;
 }
 
@@ -293,7 +262,8 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
     const int n = layer.n, k = layer.k;
     const bool standard = layer.k == (layer.l1 ? kHidden : kInter);
     const std::vector<uint8_t> w = random_bytes(size_t(kExperts) * n * k / 2, layer.l1 ? 21 : 22);
-    const std::vector<uint8_t> s = random_scales(size_t(kExperts) * (n / 16) * (k / 64) * 32, layer.l1 ? 23 : 24);
+    const std::vector<uint8_t> s =
+        random_scales(ExpertFormat::kMXFP4, size_t(kExperts) * (n / 16) * (k / 64) * 32, layer.l1 ? 23 : 24);
     const int act_rows = layer.l1 ? kTokens : prob.slots;
     const std::vector<uint16_t> act_odd = standard ? std::vector<uint16_t>() : make_activations(act_rows, k, 905 + k);
     const std::vector<uint16_t>& act = !standard ? act_odd : layer.l1 ? x : hin;
