@@ -118,17 +118,6 @@ __device__ __forceinline__ void issue_s(float (&s)[24], uint32_t s_q, uint32_t s
   wgmma_commit();
 }
 
-// O (+)= P V for this warpgroup's 256 columns of the tile at s_k; committed, not waited for.
-__device__ __forceinline__ void issue_pv(float (&o)[128], uint32_t s_pp, uint32_t s_k, int wg) {
-  fence_regs(o);
-  wgmma_fence();
-#pragma unroll
-  for (int kc = 0; kc < kTileKeys / 16; ++kc)
-    wgmma_m64n256k16_ss_tb(o, make_desc(s_pp + kc * 32, 16, 1024),
-                           make_desc(s_k + wg * 4 * kTileBlockBytes + kc * 2048, kTileBlockBytes, 1024));
-  wgmma_commit();
-}
-
 // Thread state of a consumer (both warpgroups hold the same m and l values).
 struct RowState {
   float m[2];     // running max of rows row0, row0 + 8 (log2 domain; -inf before any key)

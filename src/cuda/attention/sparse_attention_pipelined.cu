@@ -162,13 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
     fence_proxy_async();  // P (st.shared) -> the wgmma's async-proxy reads
     consumer_sync();      // both halves of P written
 
-    fence_regs(o);
-    wgmma_fence();
-#pragma unroll
-    for (int kc = 0; kc < kTileKeys / 16; ++kc)
-      wgmma_m64n256k16_ss_tb(o, make_desc(s_p + kc * 32, 16, 1024),
-                             make_desc(s_k + wg * 4 * kTileBlockBytes + kc * 2048, kTileBlockBytes, 1024));
-    wgmma_commit();
+    issue_pv(o, s_p, s_k, wg);
     wgmma_wait_all();
     fence_regs(o);
     mbar_arrive(bar_empty + 8 * stage);  // this thread is done with the stage

@@ -134,6 +134,18 @@ __device__ __forceinline__ void produce_fp8_row(uint32_t dst, int row, int chunk
   st_shared_v4(dst + tile_offset(row, chunk0 + 56), make_uint4(lo.x, lo.y, hi.x, hi.y));
 }
 
+// O (+)= P V for this warpgroup's 256 O columns: P [64 heads x 64 key slots] BF16 at s_pp
+// (K-major, 48 keys used), V the tile at s_k (MN-major); committed, not waited for.
+__device__ __forceinline__ void issue_pv(float (&o)[128], uint32_t s_pp, uint32_t s_k, int wg) {
+  fence_regs(o);
+  wgmma_fence();
+#pragma unroll
+  for (int kc = 0; kc < kTileKeys / 16; ++kc)
+    wgmma_m64n256k16_ss_tb(o, make_desc(s_pp + kc * 32, 16, 1024),
+                           make_desc(s_k + wg * 4 * kTileBlockBytes + kc * 2048, kTileBlockBytes, 1024));
+  wgmma_commit();
+}
+
 // Consumer threads (both warpgroups, 256): the token's 64 heads of q, rounded to BF16,
 // into the swizzled Q panel at smem (K-major A operand of S). The caller fences and syncs.
 __device__ __forceinline__ void stage_q(const SparseAttentionParams& p, int token, int head0, uint8_t* smem) {
