@@ -218,6 +218,41 @@ struct DeviceTileList {
   DeviceTileList& operator=(const DeviceTileList&) = delete;
 };
 
+// One layer's GEMM inputs on the device: random packed weights (random_bytes) and kernel
+// scale codes (random_scales) of `experts` experts of [n, k], per-expert factors (both
+// factor_a and factor_b), the activations and the slot arrays.
+struct DeviceGemmInputs {
+  uint8_t* weights = nullptr;     // [experts][n / 16][k / 64][512]
+  uint8_t* scales = nullptr;      // [experts][n / 16][k / 64][frag_scale_bytes]
+  float* factor_a = nullptr;      // [experts]
+  float* factor_b = nullptr;      // [experts]
+  uint16_t* act = nullptr;        // L1 x [tokens, k], L2 h [slots, k]
+  int32_t* slot_token = nullptr;  // [slots]
+  float* slot_weight = nullptr;   // [slots]
+
+  DeviceGemmInputs(ExpertFormat format, int experts, int n, int k, uint64_t weight_seed, uint64_t scale_seed,
+                   const std::vector<float>& factors, const std::vector<uint16_t>& activations,
+                   const std::vector<int32_t>& slot_tokens, const std::vector<float>& slot_weights) {
+    const size_t wbytes = size_t(experts) * n * k / 2;
+    const size_t sbytes = size_t(experts) * (n / 16) * (k / 64) * cuda::moe::frag_scale_bytes(format);
+    weights = device_copy(random_bytes(wbytes, weight_seed));
+    scales = device_copy(random_scales(format, sbytes, scale_seed));
+    factor_a = device_copy(factors);
+    factor_b = device_copy(factors);
+    act = device_copy(activations);
+    slot_token = device_copy(slot_tokens);
+    slot_weight = device_copy(slot_weights);
+  }
+  ~DeviceGemmInputs() {
+    for (void* ptr : {static_cast<void*>(weights), static_cast<void*>(scales), static_cast<void*>(factor_a),
+                      static_cast<void*>(factor_b), static_cast<void*>(act), static_cast<void*>(slot_token),
+                      static_cast<void*>(slot_weight)})
+      cudaFree(ptr);
+  }
+  DeviceGemmInputs(const DeviceGemmInputs&) = delete;
+  DeviceGemmInputs& operator=(const DeviceGemmInputs&) = delete;
+};
+
 // The GroupedGemmParams fields every prefill GEMM test sets (device pointers); the
 // config-specific ones (act8 / act_scale, act_rows / act_perm) are the caller's.
 inline cuda::moe::GroupedGemmParams gemm_test_params(ExpertFormat format, cuda::moe::TileConfig config, int n, int k,
@@ -245,6 +280,13 @@ inline cuda::moe::GroupedGemmParams gemm_test_params(ExpertFormat format, cuda::
   p.swiglu_limit = swiglu_limit;
   p.out = out;
   return p;
+}
+
+inline cuda::moe::GroupedGemmParams gemm_test_params(ExpertFormat format, cuda::moe::TileConfig config, int n, int k,
+                                                     const DeviceGemmInputs& in, const DeviceTileList& tiles,
+                                                     float swiglu_limit, uint16_t* out) {
+  return gemm_test_params(format, config, n, k, in.weights, in.scales, in.factor_a, in.factor_b, in.act, in.slot_token,
+                          in.slot_weight, tiles, swiglu_limit, out);
 }
 
 // got vs want [slots, cols] BF16, per element: both finite and |got - want| <= 1e-2 x

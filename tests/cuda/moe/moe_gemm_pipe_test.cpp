@@ -58,7 +58,6 @@ void run(ExpertFormat format) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
   const Problem prob = make_problem();
-  const int sb = cuda::moe::frag_scale_bytes(format);
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 901);
   const std::vector<uint16_t> h = make_activations(prob.slots, kInter, 902);
   const std::vector<float> factors(kExperts, kFactor);
@@ -68,15 +67,8 @@ void run(ExpertFormat format) {
   };
   for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
     SCOPED_TRACE(layer.l1 ? "l1" : "l2");
-    const size_t wbytes = size_t(kExperts) * layer.n * layer.k / 2;
-    const size_t sbytes = size_t(kExperts) * (layer.n / 16) * (layer.k / 64) * sb;
-    uint8_t* d_w = device_copy(random_bytes(wbytes, layer.l1 ? 11 : 12));
-    uint8_t* d_s = device_copy(random_scales(format, sbytes, layer.l1 ? 13 : 14));
-    float* d_fa = device_copy(factors);
-    float* d_fb = device_copy(factors);
-    uint16_t* d_act = device_copy(layer.l1 ? x : h);
-    int32_t* d_st = device_copy(prob.slot_token);
-    float* d_sw = device_copy(prob.slot_weight);
+    const DeviceGemmInputs in(format, kExperts, layer.n, layer.k, layer.l1 ? 11 : 12, layer.l1 ? 13 : 14, factors,
+                              layer.l1 ? x : h, prob.slot_token, prob.slot_weight);
     // max_tiles > *tile_count, as moe_forward sizes it: the CTAs (kPrefillWgmmaTma: the
     // persistent loop's items) past the tile count must stop without reading the tile list
     // (padding entries -1).
@@ -90,8 +82,7 @@ void run(ExpertFormat format) {
       const TileConfig config = variant == 0   ? TileConfig::kPrefillWgmma
                                 : variant == 1 ? TileConfig::kPrefillWgmmaPipe
                                                : TileConfig::kPrefillWgmmaTma;
-      cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, d_w, d_s, d_fa, d_fb, d_act,
-                                                        d_st, d_sw, tiles, kLimit, d_out);
+      cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, in, tiles, kLimit, d_out);
       p.act_rows = prob.slots;  // kPrefillWgmmaTma: L1 slots (x gathered into d_perm first), L2 rows of h
       uint16_t* d_perm = nullptr;
       if (variant == 2 && layer.l1) DSV4_CUDA_OK(cudaMalloc(&d_perm, size_t(prob.slots) * layer.k * 2));
@@ -115,10 +106,6 @@ void run(ExpertFormat format) {
     EXPECT_EQ(tma_diff, 0u) << "kPrefillWgmmaTma != kPrefillWgmmaPipe";
     std::printf("[moe_gemm_pipe] %s %s tma vs pipe: %zu of %zu elements differ\n",
                 format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", tma_diff, outs[2].size());
-    for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_fa),
-                      static_cast<void*>(d_fb), static_cast<void*>(d_act), static_cast<void*>(d_st),
-                      static_cast<void*>(d_sw)})
-      cudaFree(ptr);
   }
 }
 

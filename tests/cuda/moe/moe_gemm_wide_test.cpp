@@ -87,7 +87,6 @@ void run(ExpertFormat format) {
     slot_weight[s] = 0.1f + 0.05f * static_cast<float>(s % 7);
   }
   const TileList tiles128 = make_tiles(128), tiles256 = make_tiles(256);
-  const int sb = cuda::moe::frag_scale_bytes(format);
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 911);
   const std::vector<uint16_t> h = make_activations(slots, kInter, 912);
   const std::vector<float> factors(kExperts, kFactor);
@@ -97,15 +96,8 @@ void run(ExpertFormat format) {
   };
   for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
     SCOPED_TRACE(layer.l1 ? "l1" : "l2");
-    const size_t wbytes = size_t(kExperts) * layer.n * layer.k / 2;
-    const size_t sbytes = size_t(kExperts) * (layer.n / 16) * (layer.k / 64) * sb;
-    uint8_t* d_w = device_copy(random_bytes(wbytes, layer.l1 ? 21 : 22));
-    uint8_t* d_s = device_copy(random_scales(format, sbytes, layer.l1 ? 23 : 24));
-    float* d_fa = device_copy(factors);
-    float* d_fb = device_copy(factors);
-    uint16_t* d_act = device_copy(layer.l1 ? x : h);
-    int32_t* d_st = device_copy(slot_token);
-    float* d_sw = device_copy(slot_weight);
+    const DeviceGemmInputs in(format, kExperts, layer.n, layer.k, layer.l1 ? 21 : 22, layer.l1 ? 23 : 24, factors,
+                              layer.l1 ? x : h, slot_token, slot_weight);
     const int cols = layer.l1 ? layer.n / 2 : layer.n;
     std::vector<uint16_t> outs[3];  // kPrefillWgmma, kPrefillWgmmaPipe, kPrefillWgmmaWide
     for (int variant = 0; variant < 3; ++variant) {
@@ -116,8 +108,7 @@ void run(ExpertFormat format) {
       const TileConfig config = variant == 0   ? TileConfig::kPrefillWgmma
                                 : variant == 1 ? TileConfig::kPrefillWgmmaPipe
                                                : TileConfig::kPrefillWgmmaWide;
-      const cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, d_w, d_s, d_fa, d_fb,
-                                                              d_act, d_st, d_sw, tiles, kLimit, d_out);
+      const cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, layer.n, layer.k, in, tiles, kLimit, d_out);
       DSV4_CUDA_OK(layer.l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
       DSV4_CUDA_OK(cudaDeviceSynchronize());
       DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
@@ -152,10 +143,6 @@ void run(ExpertFormat format) {
         ++shown;
       }
     std::fflush(stdout);
-    for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_fa),
-                      static_cast<void*>(d_fb), static_cast<void*>(d_act), static_cast<void*>(d_st),
-                      static_cast<void*>(d_sw)})
-      cudaFree(ptr);
   }
 }
 
