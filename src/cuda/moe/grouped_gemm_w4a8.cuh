@@ -387,13 +387,8 @@ __global__ void __launch_bounds__(W4a8Tile::kThreads, 1) moe_grouped_gemm_w4a8_k
       if (kt + 1 < k_tiles) step(kt + 1, a1, wf1, a0, wf0);
     }
   }
-  cp_async_wait<0>();
-  __syncthreads();  // pipeline buffers are reused for the output tile
-
-  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
-  wgmma_epilogue_to_smem<kL1, 128, Smem::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
-  __syncthreads();
-  store_out_tile<kL1, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, rows, slot0, n0, tid, kThreads);
+  wgmma_tile_store<kL1, 128, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, acc, smem, expert, rows, slot0, n0, warp, g, t,
+                                                                      tid, kThreads);
 }
 
 }  // namespace dsv4::cuda::moe::detail

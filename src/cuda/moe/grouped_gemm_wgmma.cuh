@@ -318,6 +318,22 @@ __device__ __forceinline__ void store_out_tile(const GroupedGemmParams& p, const
   }
 }
 
+// The end of a wgmma tile whose k loop is done (accumulator waited and fenced): drains
+// this thread's cp.async groups (all landed or empty), then, past the barrier, writes the
+// tile through shared memory over the pipeline buffers: acc -> s_out [kTileSlots]
+// [kOutStride] BF16 (wgmma_epilogue_to_smem) -> out rows [0, rows) (store_out_tile).
+template <bool kL1, int kN, int kTileSlots, int kOutCols, int kOutStride>
+__device__ __forceinline__ void wgmma_tile_store(const GroupedGemmParams& p, const float (&acc)[kN / 2], uint8_t* smem,
+                                                 int expert, int rows, int slot0, int n0, int warp, int g, int t,
+                                                 int tid, int threads) {
+  cp_async_wait<0>();
+  __syncthreads();  // pipeline buffers are reused for the output tile
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [kTileSlots][kOutStride]
+  wgmma_epilogue_to_smem<kL1, kN, kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
+  __syncthreads();
+  store_out_tile<kL1, kTileSlots, kOutCols, kOutStride>(p, s_out, rows, slot0, n0, tid, threads);
+}
+
 // kPipe = false: TileConfig::kPrefillWgmma (each warpgroup waits for its wgmma group
 // before the next dequant; prefetch distance STAGES - 1).
 // kPipe = true: TileConfig::kPrefillWgmmaPipe. A sub-block's 4 k16 steps are issued as
@@ -453,14 +469,8 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
     wgmma_wait<0>();
     fence_acc(acc);
   }
-  cp_async_wait<0>();
-  __syncthreads();  // pipeline buffers are reused for the output tile
-
-  // Epilogue (the accumulator layout: wgmma_epilogue_to_smem).
-  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
-  wgmma_epilogue_to_smem<kL1, kN, Smem::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
-  __syncthreads();
-  store_out_tile<kL1, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, rows, slot0, n0, tid, kThreads);
+  wgmma_tile_store<kL1, kN, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, acc, smem, expert, rows, slot0, n0, warp, g, t,
+                                                                     tid, kThreads);
 }
 
 

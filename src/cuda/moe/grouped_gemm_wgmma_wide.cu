@@ -36,8 +36,9 @@
 //   scales: threads < 8 x SB / 16 copy 16 bytes each.
 // Per-element k order: k16 steps in increasing K, as kPrefillWgmmaPipe: expected bitwise
 // equal to it (MoeGemmWide.* counts the identical elements).
-// Epilogue: wgmma_epilogue_to_smem / store_out_tile (L1 SwiGLU, L2 routing weight) into
-// [BT][BW + 8] BF16 over the drained pipeline buffers (256 x 136 x 2 = 68 KB).
+// Epilogue: wgmma_tile_store (wgmma_epilogue_to_smem / store_out_tile: L1 SwiGLU, L2
+// routing weight) into [BT][BW + 8] BF16 over the drained pipeline buffers (256 x 136 x 2
+// = 68 KB).
 #include <cuda_bf16.h>
 
 #include "cuda/moe/grouped_gemm_wgmma.cuh"
@@ -171,13 +172,8 @@ __device__ __forceinline__ void wide_tile(const GroupedGemmParams& p, uint8_t* s
   }
   wgmma_wait<0>();
   fence_acc(acc);
-  cp_async_wait<0>();
-  __syncthreads();  // pipeline buffers are reused for the output tile
-
-  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
-  wgmma_epilogue_to_smem<kL1, kN, Smem::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
-  __syncthreads();
-  store_out_tile<kL1, kN, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, s_out, rows, slot0, n0, tid, kThreads);
+  wgmma_tile_store<kL1, kN, kN, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, acc, smem, expert, rows, slot0, n0, warp, g, t,
+                                                                     tid, kThreads);
 }
 
 template <ExpertFormat F, bool kL1>
