@@ -218,6 +218,13 @@ struct DeviceTileList {
   DeviceTileList& operator=(const DeviceTileList&) = delete;
 };
 
+// One of the two grouped GEMMs of a layer: L1 (W13 [n = 2 I, k = H], gathered x rows)
+// or L2 (W2 [n = H, k = I], h rows).
+struct GemmLayer {
+  bool l1;
+  int n, k;
+};
+
 // One layer's GEMM inputs on the device: random packed weights (random_bytes) and kernel
 // scale codes (random_scales) of `experts` experts of [n, k], per-expert factors (both
 // factor_a and factor_b), the activations and the slot arrays.

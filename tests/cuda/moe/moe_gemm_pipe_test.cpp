@@ -61,11 +61,7 @@ void run(ExpertFormat format) {
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 901);
   const std::vector<uint16_t> h = make_activations(prob.slots, kInter, 902);
   const std::vector<float> factors(kExperts, kFactor);
-  struct Layer {
-    bool l1;
-    int n, k;
-  };
-  for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
+  for (const GemmLayer layer : {GemmLayer{true, 2 * kInter, kHidden}, GemmLayer{false, kHidden, kInter}}) {
     SCOPED_TRACE(layer.l1 ? "l1" : "l2");
     const DeviceGemmInputs in(format, kExperts, layer.n, layer.k, layer.l1 ? 11 : 12, layer.l1 ? 13 : 14, factors,
                               layer.l1 ? x : h, prob.slot_token, prob.slot_weight);

@@ -90,11 +90,7 @@ void run(ExpertFormat format) {
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 911);
   const std::vector<uint16_t> h = make_activations(slots, kInter, 912);
   const std::vector<float> factors(kExperts, kFactor);
-  struct Layer {
-    bool l1;
-    int n, k;
-  };
-  for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}}) {
+  for (const GemmLayer layer : {GemmLayer{true, 2 * kInter, kHidden}, GemmLayer{false, kHidden, kInter}}) {
     SCOPED_TRACE(layer.l1 ? "l1" : "l2");
     const DeviceGemmInputs in(format, kExperts, layer.n, layer.k, layer.l1 ? 21 : 22, layer.l1 ? 23 : 24, factors,
                               layer.l1 ? x : h, slot_token, slot_weight);

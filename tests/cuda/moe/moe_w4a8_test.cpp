@@ -252,12 +252,8 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 903);
   const std::vector<uint16_t> hin = make_activations(prob.slots, kInter, 904);
   const std::vector<float> factors(kExperts, kFactor);
-  struct Layer {
-    bool l1;
-    int n, k;
-  };
-  for (const Layer layer : {Layer{true, 2 * kInter, kHidden}, Layer{false, kHidden, kInter}, Layer{false, 256, 384},
-                            Layer{true, 256, 128}}) {
+  for (const GemmLayer layer : {GemmLayer{true, 2 * kInter, kHidden}, GemmLayer{false, kHidden, kInter},
+                                GemmLayer{false, 256, 384}, GemmLayer{true, 256, 128}}) {
     SCOPED_TRACE(std::string(layer.l1 ? "l1" : "l2") + " n=" + std::to_string(layer.n) + " k=" + std::to_string(layer.k));
     const int n = layer.n, k = layer.k;
     const bool standard = layer.k == (layer.l1 ? kHidden : kInter);
