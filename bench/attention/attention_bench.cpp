@@ -21,8 +21,8 @@
 //     peak; kWgmma with split-KV auto and off, kWgmmaShareP with split-KV auto ("sharep"),
 //     kWgmmaPipelined with split-KV auto ("pipe"), the same over the FP8 KV cache
 //     ("pipe_fp8": SparseAttentionParams::kv_fp8, 584-byte rows, so bytes = attended x 584
-//     + q and out), kWgmmaPingPong with split-KV auto ("pingpong") and the FP32 kernel
-//     ("simple"). Prefill has a "pipe_fp8" row too.
+//     + q and out), kWgmmaPingPong with split-KV auto ("pingpong", and "pingpong_fp8" over
+//     the FP8 cache) and the FP32 kernel ("simple"). Prefill has the two _fp8 rows too.
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cuda_runtime.h>
 
@@ -178,7 +178,7 @@ int run(int argc, char** argv) {
   float* workspace = device_alloc<float>(static_cast<size_t>(max_workspace), 0);
 
   // ---- prefill ----
-  std::printf("%-7s %-4s %-8s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
+  std::printf("%-7s %-4s %-12s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
               "attended", "TFLOP/s", "of_peak");
   for (int tokens : {8192, 32768}) {
     if (quick && tokens > 8192) continue;
@@ -188,10 +188,11 @@ int run(int argc, char** argv) {
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-      for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "simple"}) {
-        const bool simple = std::string(kernel) == "simple", share_p = std::string(kernel) == "sharep";
-        const bool fp8 = std::string(kernel) == "pipe_fp8", pipe = fp8 || std::string(kernel) == "pipe";
-        const bool pingpong = std::string(kernel) == "pingpong";
+      for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "simple"}) {
+        const std::string name = kernel;
+        const bool simple = name == "simple", share_p = name == "sharep";
+        const bool fp8 = name.ends_with("_fp8"), pipe = name.starts_with("pipe");
+        const bool pingpong = name.starts_with("pingpong");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         if (simple && tokens > 8192) continue;
         pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
@@ -204,7 +205,7 @@ int run(int argc, char** argv) {
                                           simple ? 1 : 2);
         DSV4_CUDA_CHECK(cudaGetLastError());
         const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-        std::printf("%-7s %-4s %-8s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
+        std::printf("%-7s %-4s %-12s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
                     iters, ms, static_cast<long long>(pr.attended), tflops, tflops / peak_tflops);
         if (json)
           std::fprintf(json,
@@ -220,7 +221,7 @@ int run(int argc, char** argv) {
   }
 
   // ---- decode ----
-  std::printf("%-7s %-4s %-8s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
+  std::printf("%-7s %-4s %-12s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
               "iters", "ms", "bytes", "GB/s", "of_HBM", "TFLOP/s", "of_peak");
   for (int context : {4096, 32768, 131072}) {
     if (quick && context > 32768) continue;
@@ -231,14 +232,15 @@ int run(int argc, char** argv) {
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-        for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "simple"}) {
+        for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
           // "off": Kernel::kWgmma.
-          const bool simple = std::string(splits) == "simple", off = simple || std::string(splits) == "off";
-          const bool share_p = std::string(splits) == "sharep", fp8 = std::string(splits) == "pipe_fp8";
-          const bool pipe = fp8 || std::string(splits) == "pipe", pingpong = std::string(splits) == "pingpong";
+          const std::string name = splits;
+          const bool simple = name == "simple", off = simple || name == "off";
+          const bool share_p = name == "sharep", fp8 = name.ends_with("_fp8");
+          const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
           pr.use_fp8(fp8, window_bf16, entries_bf16);
           pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                         : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
@@ -255,7 +257,7 @@ int run(int argc, char** argv) {
           const double bytes = kv_bytes + 2.0 * batch * kHeads * kDim * 4;  // + q and out (FP32)
           const double gbps = bytes / (ms * 1e-3) / 1e9;
           const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-          std::printf("%-7s %-4s %-8s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
+          std::printf("%-7s %-4s %-12s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
                       splits, batch, context, iters, ms, bytes, gbps, gbps / copy_gbps, tflops, tflops / peak_tflops);
           if (json)
             std::fprintf(json,
