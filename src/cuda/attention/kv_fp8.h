@@ -19,6 +19,9 @@
 #include <cstdint>
 
 #include "cuda/common/device_types.h"
+#if defined(__CUDACC__)
+#include "cuda/common/bf16x2.cuh"
+#endif
 
 namespace dsv4::cuda::attention {
 
@@ -73,11 +76,6 @@ __device__ __forceinline__ uint32_t kv_fp8_decode_bits(uint32_t b, int k) {
 }
 // BF16 bits of 2^e (e in [-126, 127]).
 __device__ __forceinline__ uint32_t kv_fp8_pow2_bf16x2(int e) { return static_cast<uint32_t>(e + 127) * 0x00800080u; }
-__device__ __forceinline__ uint32_t kv_fp8_mul_bf16x2(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
 // 8 E4M3 bytes (lo: channels 0..3, hi: 4..7, byte i of a word = channel i) at scale
 // exponent k -> 8 BF16 packed in pairs (low half = even channel), the values of
 // kv_fp8_decode_bits. Per pair of bytes: a byte permute spreads them to the two 16-bit
@@ -95,7 +93,7 @@ __device__ __forceinline__ uint4 kv_fp8_decode8_bf16(uint2 bytes, int k) {
     // bytes 2 (i & 1) and 2 (i & 1) + 1 of word -> bits 0..7 and 16..23
     const uint32_t pair = __byte_perm(word, 0u, (i & 1) ? 0x4342u : 0x4140u);
     const uint32_t bits = ((pair << 4) & 0x07f007f0u) | ((pair << 8) & 0x80008000u);
-    out[i] = kv_fp8_mul_bf16x2(kv_fp8_mul_bf16x2(bits, unbias), scale);
+    out[i] = bf16x2_mul(bf16x2_mul(bits, unbias), scale);
   }
   return make_uint4(out[0], out[1], out[2], out[3]);
 }

@@ -8,6 +8,7 @@
 #pragma once
 #include <cuda_bf16.h>
 
+#include "cuda/common/bf16x2.cuh"
 #include "cuda/moe/fragment.h"
 #include "cuda/moe/moe.h"
 
@@ -92,11 +93,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
 
 // Scale code byte `byte` (0..3) of `word` as a BF16x2 multiplier (same value twice).
 template <ExpertFormat F>
