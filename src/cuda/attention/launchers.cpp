@@ -116,19 +116,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined and "
                "kWgmmaPingPong only, not kernel {}",
                static_cast<int>(p.kernel));
-    // kAuto takes kWgmmaPipelined below where it fits (64-head multiples): on the H200
-    // (2026-12-01 22:45 UTC) its FP8 reader ran CSA 8k prefill at 135 TFLOP/s, the FP32
-    // kernel at ~7 (bitwise equal outputs on the decoded rows, KvFp8.*). kSimple and
-    // shapes the wgmma kernels do not take stay on the FP32 kernel.
-    const bool fp8_wgmma = p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
-                           (p.kernel == Kernel::kAuto && detail::sparse_attention_wgmma_supported(p));
-    if (!fp8_wgmma) {
-      if (p.batch.tokens <= 0) return;
-      DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
-                 "sparse_attention: q, window_kv, out and the batch arrays are required");
-      DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
-      return;
-    }
+    // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
+    // and shapes the wgmma kernels do not take), except that kAuto picks kWgmmaPipelined: on
+    // the H200 (2026-12-01 22:45 UTC) its FP8 reader ran CSA 8k prefill at 135 TFLOP/s, the
+    // FP32 kernel at ~7 (bitwise equal outputs on the decoded rows, KvFp8.*).
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
   DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPong,

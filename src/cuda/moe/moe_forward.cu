@@ -81,12 +81,11 @@ TileConfig moe_default_tile_config(int tokens) {
   if (tokens > 512) return TileConfig::kPrefillWgmmaPipe;
   // Switch (read once): DSV4_MOE_DECODE_TILE=ksplit: kDecodeKSplit at <= 8 tokens (the
   // default until the fixed-trip-count copies; =decode is accepted and names the default).
-  static const int decode_env = [] {
+  static const bool ksplit_env = [] {
     const char* v = std::getenv("DSV4_MOE_DECODE_TILE");
-    if (v != nullptr && std::strcmp(v, "ksplit") == 0) return 2;
-    return 0;
+    return v != nullptr && std::strcmp(v, "ksplit") == 0;
   }();
-  if (decode_env == 2 && tokens <= 8) return TileConfig::kDecodeKSplit;
+  if (ksplit_env && tokens <= 8) return TileConfig::kDecodeKSplit;
   // The 4-warp decode tile at every decode size: with its copies at fixed trip counts it
   // went ahead of the K-split tile at 1 and 8 tokens too (H200, 2026-12-01 23:50 UTC, layer
   // ms NVFP4 0.0707 vs 0.0732 at 1 token, 0.240 vs 0.258 at 8; MXFP4 likewise).
