@@ -188,12 +188,8 @@ void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       std::vector<int32_t> slot_token(slots);
       for (int s = 0; s < slots; ++s) slot_token[s] = (s * 37 + 11) % kTokens;  // scattered x rows
       const TileList tl = tiles_for(config, rows);
-      const std::vector<int32_t> tile_count{static_cast<int32_t>(tl.expert.size())};
+      const DeviceTileList tiles(tl.expert, tl.begin, tl.count, /*spare=*/0);
       int32_t* d_slot_token = device_copy(slot_token);
-      int32_t* d_te = device_copy(tl.expert);
-      int32_t* d_tb = device_copy(tl.begin);
-      int32_t* d_tc = device_copy(tl.count);
-      int32_t* d_n = device_copy(tile_count);
       std::vector<uint16_t> out(static_cast<size_t>(slots) * inter, kPoison);
       uint16_t* d_out = device_copy(out);
       cuda::moe::GroupedGemmParams p;
@@ -205,11 +201,11 @@ void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       p.factor_b = d_up;
       p.act = d_x;
       p.slot_token = d_slot_token;
-      p.tile_expert = d_te;
-      p.tile_slot_begin = d_tb;
-      p.tile_row_count = d_tc;
-      p.tile_count = d_n;
-      p.max_tiles = tile_count[0];
+      p.tile_expert = tiles.expert;
+      p.tile_slot_begin = tiles.begin;
+      p.tile_row_count = tiles.rows;
+      p.tile_count = tiles.count;
+      p.max_tiles = tiles.max_tiles;
       p.n = 2 * inter;
       p.k = hidden;
       p.swiglu_limit = kLimit;
@@ -242,9 +238,7 @@ void run_l1(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
       std::printf("[moe_gemm] l1 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
                   config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
-      for (void* ptr : {static_cast<void*>(d_slot_token), static_cast<void*>(d_te), static_cast<void*>(d_tb),
-                        static_cast<void*>(d_tc), static_cast<void*>(d_n), static_cast<void*>(d_out)})
-        cudaFree(ptr);
+      for (void* ptr : {static_cast<void*>(d_slot_token), static_cast<void*>(d_out)}) cudaFree(ptr);
     }
   for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_gate),
                     static_cast<void*>(d_up), static_cast<void*>(d_x)})
@@ -271,13 +265,9 @@ void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       std::vector<float> slot_weight(slots);
       for (int s = 0; s < slots; ++s) slot_weight[s] = 0.25f + 0.01f * static_cast<float>(s % 50);
       const TileList tl = tiles_for(config, rows);
-      const std::vector<int32_t> tile_count{static_cast<int32_t>(tl.expert.size())};
+      const DeviceTileList tiles(tl.expert, tl.begin, tl.count, /*spare=*/0);
       uint16_t* d_h = device_copy(h);
       float* d_sw = device_copy(slot_weight);
-      int32_t* d_te = device_copy(tl.expert);
-      int32_t* d_tb = device_copy(tl.begin);
-      int32_t* d_tc = device_copy(tl.count);
-      int32_t* d_n = device_copy(tile_count);
       std::vector<uint16_t> out(static_cast<size_t>(slots) * hidden, kPoison);
       uint16_t* d_out = device_copy(out);
       cuda::moe::GroupedGemmParams p;
@@ -288,11 +278,11 @@ void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       p.factor_a = d_down;
       p.act = d_h;
       p.slot_weight = d_sw;
-      p.tile_expert = d_te;
-      p.tile_slot_begin = d_tb;
-      p.tile_row_count = d_tc;
-      p.tile_count = d_n;
-      p.max_tiles = tile_count[0];
+      p.tile_expert = tiles.expert;
+      p.tile_slot_begin = tiles.begin;
+      p.tile_row_count = tiles.rows;
+      p.tile_count = tiles.count;
+      p.max_tiles = tiles.max_tiles;
       p.n = hidden;
       p.k = inter;
       p.out = d_out;
@@ -314,10 +304,7 @@ void run_l2(ExpertFormat format, int hidden, int inter, const std::vector<TileCo
       EXPECT_EQ(m.bad, 0) << m.first << m.pattern();
       std::printf("[moe_gemm] l2 %s %s rows=%d bad=%d %s%s\n", format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4",
                   config_name(config), rows, m.bad, m.first.c_str(), m.pattern().c_str());
-      for (void* ptr : {static_cast<void*>(d_h), static_cast<void*>(d_sw), static_cast<void*>(d_te),
-                        static_cast<void*>(d_tb), static_cast<void*>(d_tc), static_cast<void*>(d_n),
-                        static_cast<void*>(d_out)})
-        cudaFree(ptr);
+      for (void* ptr : {static_cast<void*>(d_h), static_cast<void*>(d_sw), static_cast<void*>(d_out)}) cudaFree(ptr);
     }
   for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_down)}) cudaFree(ptr);
 }
