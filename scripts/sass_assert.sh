@@ -7,10 +7,12 @@ set -euo pipefail
 lib=${1:?usage: sass_assert.sh path/to/libdsv4_cuda.a}
 lines=$(bash "$(dirname "$0")/sass_check.sh" . "$lib")
 fail=0
+# The JSON lines of the kernels whose mangled name matches REGEX.
+rows_matching() { grep -E "\"kernel\":\"[^\"]*($1)" <<< "$lines" || true; }
 # expect REGEX FIELD: every kernel whose mangled name matches REGEX has FIELD > 0 (and one exists).
 expect() {
   local regex=$1 field=$2 rows
-  rows=$(grep -E "\"kernel\":\"[^\"]*($regex)" <<< "$lines" || true)
+  rows=$(rows_matching "$regex")
   if [[ -z $rows ]]; then
     echo "sass_assert: no kernel matches /$regex/ (expected one with $field > 0)"
     fail=1
@@ -28,8 +30,8 @@ expect() {
 }
 # none REGEX: kernels matching REGEX have no STL / LDL.
 none_local() {
-  local regex=$1 rows
-  rows=$(grep -E "\"kernel\":\"[^\"]*($regex)" <<< "$lines" || true)
+  local rows
+  rows=$(rows_matching "$1")
   while read -r row; do
     [[ -z $row ]] && continue
     if grep -qvE '"local_stores_stl":0,"local_loads_ldl":0' <<< "$row"; then
