@@ -82,6 +82,11 @@ class Engine {
   // One token for each of `sequences` (distinct). Returns logits [sequences.size(), vocab].
   virtual std::vector<float> decode(std::span<const SequenceId> sequences,
                                     std::span<const int32_t> tokens) = 0;
+  // The same step, returning each sequence's greedy next token (greedy_token of its
+  // logits) instead of the logits. The CUDA engine picks them on the device and copies
+  // back only the ids (at batch 64 the logits are 33 MB per step); this default runs
+  // decode and picks on the host.
+  virtual std::vector<int32_t> decode_greedy(std::span<const SequenceId> sequences, std::span<const int32_t> tokens);
 
   // Profiling (CUDA with EngineOptions::profile): time per op group since the last reset.
   virtual void set_profiling(bool /*on*/) {}   // eager, event-timed steps while on
@@ -91,6 +96,10 @@ class Engine {
   // Peak device memory the engine holds, bytes (0 on the CPU).
   virtual size_t device_memory_bytes() const { return 0; }
 };
+
+// The greedy pick of every engine path: the first index of the largest non-NaN logit
+// (-0 == +0; all NaN gives 0). The CUDA argmax (src/cuda/ops/argmax.h) applies the same rule.
+int32_t greedy_token(std::span<const float> logits);
 
 // An engine over weights already loaded (or synthetic, for dsv4 bench: QuantMatrix
 // views without data are filled with random values on the device).

@@ -1,4 +1,7 @@
+#include <cmath>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "dsv4/engine.h"
 #include "dsv4/error.h"
@@ -14,6 +17,25 @@ KvCacheFormat parse_kv_cache_format(const std::string& name) {
   if (name == "bf16") return KvCacheFormat::kBF16;
   if (name == "fp8") return KvCacheFormat::kFP8;
   fail("--kv-cache must be bf16 or fp8, got '{}'", name);
+}
+
+int32_t greedy_token(std::span<const float> logits) {
+  DSV4_CHECK(!logits.empty(), "greedy_token: empty logits");
+  int32_t best = -1;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const float v = logits[i];
+    if (std::isnan(v)) continue;
+    if (best < 0 || v > logits[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
+  }
+  return best < 0 ? 0 : best;
+}
+
+std::vector<int32_t> Engine::decode_greedy(std::span<const SequenceId> sequences, std::span<const int32_t> tokens) {
+  const std::vector<float> logits = decode(sequences, tokens);
+  const size_t rows = sequences.size(), vocab = rows == 0 ? 0 : logits.size() / rows;
+  std::vector<int32_t> ids(rows);
+  for (size_t r = 0; r < rows; ++r) ids[r] = greedy_token(std::span<const float>(logits).subspan(r * vocab, vocab));
+  return ids;
 }
 
 std::unique_ptr<Engine> create_engine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options) {

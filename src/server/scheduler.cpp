@@ -175,18 +175,26 @@ void Scheduler::decode_step(std::vector<std::unique_ptr<Active>>& running) {
     sequences.push_back(active->sequence);
     tokens.push_back(active->last_token);
   }
+  // All greedy: the engine picks the tokens (on the device for CUDA; no logits copied).
+  const bool all_greedy =
+      std::all_of(running.begin(), running.end(), [](const auto& a) { return a->job->sampling.temperature == 0.0f; });
   std::vector<float> logits;
+  std::vector<int32_t> greedy;
   try {
-    logits = engine_->decode(sequences, tokens);
+    if (all_greedy)
+      greedy = engine_->decode_greedy(sequences, tokens);
+    else
+      logits = engine_->decode(sequences, tokens);
   } catch (const std::exception& error) {
     for (auto& active : running) retire(*active, "error", error.what());
     running.clear();
     return;
   }
-  const size_t vocab = logits.size() / running.size();
+  const size_t vocab = all_greedy ? 0 : logits.size() / running.size();
   for (size_t i = 0; i < running.size(); ++i) {
     Active& active = *running[i];
-    on_token(active, active.sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab)));
+    on_token(active, all_greedy ? greedy[i]
+                                : active.sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab)));
   }
   std::erase_if(running, [](const auto& a) { return a->sequence < 0; });
 }

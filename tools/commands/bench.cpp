@@ -120,10 +120,10 @@ void run_bench(const BenchFlags& flags) {
   EngineOptions options;
   options.device = flags.device == "cuda" ? Device::kCuda : Device::kCpu;
   // The long-prefill sequence is removed before the context fill, so max_batch slots
-  // suffice. Sequence 0 is in every decode batch: it grows by (warm-up 3 + timed steps +
-  // profiled 2) per batch size.
+  // suffice. Sequence 0 is in every decode batch: it grows by (warm-up 3 + timed steps
+  // with logits + warm-up 1 + timed greedy steps + profiled 2) per batch size.
   options.max_batch = max_batch;
-  const int64_t decode_growth = static_cast<int64_t>(batches.size()) * (flags.decode_steps + 5);
+  const int64_t decode_growth = static_cast<int64_t>(batches.size()) * (2 * flags.decode_steps + 6);
   options.max_context = std::max<int64_t>(flags.context + decode_growth + 8, flags.prefill + 8);
   options.max_context = std::min<int64_t>(options.max_context, config.max_position_embeddings);
   options.prefill_chunk = flags.prefill_chunk;
@@ -198,9 +198,16 @@ void run_bench(const BenchFlags& flags) {
   for (int batch : batches) {
     const std::span<const SequenceId> group(sequences.data(), batch);
     std::vector<int32_t> next(static_cast<size_t>(batch));
+    // Two ways to run a step: decode (the logits [batch, vocab] copied to the host, what a
+    // sampler with temperature > 0 needs) and decode_greedy (argmax on the device, only
+    // the ids copied back).
     auto step = [&] {
       for (auto& id : next) id = token(rng);
       engine->decode(group, next);
+    };
+    auto greedy_step = [&] {
+      for (auto& id : next) id = token(rng);
+      engine->decode_greedy(group, next);
     };
     for (int w = 0; w < 3; ++w) step();  // capture + warm-up
     start = std::chrono::steady_clock::now();
@@ -208,17 +215,25 @@ void run_bench(const BenchFlags& flags) {
     const double seconds = seconds_since(start);
     const double ms_per_step = 1000.0 * seconds / flags.decode_steps;
     const double tps = batch * flags.decode_steps / seconds;
+    greedy_step();  // warm-up
+    start = std::chrono::steady_clock::now();
+    for (int s = 0; s < flags.decode_steps; ++s) greedy_step();
+    const double greedy_seconds = seconds_since(start);
+    const double greedy_ms_per_step = 1000.0 * greedy_seconds / flags.decode_steps;
+    const double greedy_tps = batch * flags.decode_steps / greedy_seconds;
     engine->reset_op_times();
     engine->set_profiling(true);
     for (int s = 0; s < 2; ++s) step();
     engine->set_profiling(false);
     const std::vector<OpTime> ops = engine->op_times();
-    std::printf("decode batch %3d ctx %6lld: %10.1f tok/s  %8.3f ms/step |%s\n", batch,
-                static_cast<long long>(flags.context), tps, ms_per_step, op_line(ops).c_str());
+    std::printf("decode batch %3d ctx %6lld: %10.1f tok/s  %8.3f ms/step (logits to host); greedy on device: %10.1f "
+                "tok/s  %8.3f ms/step |%s\n",
+                batch, static_cast<long long>(flags.context), tps, ms_per_step, greedy_tps, greedy_ms_per_step,
+                op_line(ops).c_str());
     emit(fmt::format("\"phase\":\"decode\",\"batch\":{},\"context\":{},\"steps\":{},\"graphs\":{},\"ms_per_step\":{:.4f},"
-                     "\"tokens_per_s\":{:.1f},\"ops\":{}",
+                     "\"tokens_per_s\":{:.1f},\"ms_per_step_greedy\":{:.4f},\"tokens_per_s_greedy\":{:.1f},\"ops\":{}",
                      batch, flags.context, flags.decode_steps, flags.no_graphs ? "false" : "true", ms_per_step, tps,
-                     op_json(ops)));
+                     greedy_ms_per_step, greedy_tps, op_json(ops)));
   }
 }
 

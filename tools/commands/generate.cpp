@@ -100,9 +100,13 @@ void run_generate(const GenerateFlags& flags) {
   const double prefill_seconds = seconds_since(prefill_start);
 
   std::vector<int32_t> generated;
+  // Greedy decoding takes the next token from the engine (decode_greedy: on the device for
+  // CUDA, no logits copied back); the first one comes from the prefill's logits.
+  const bool greedy = flags.temperature == 0.0f;
+  int32_t next_token = greedy ? greedy_token(logits) : sampler.sample(logits);
   const auto decode_start = std::chrono::steady_clock::now();
   for (int step = 0; step < flags.max_new_tokens; ++step) {
-    const int32_t token = sampler.sample(logits);
+    const int32_t token = next_token;
     generated.push_back(token);
     if (stream_text) {
       std::printf("%s", codec.decode_stream(token).c_str());
@@ -112,7 +116,12 @@ void run_generate(const GenerateFlags& flags) {
     if (step + 1 == flags.max_new_tokens) break;
     const SequenceId ids[] = {sequence};
     const int32_t tokens[] = {token};
-    logits = engine->decode(ids, tokens);
+    if (greedy) {
+      next_token = engine->decode_greedy(ids, tokens)[0];
+    } else {
+      logits = engine->decode(ids, tokens);
+      next_token = sampler.sample(logits);
+    }
   }
   const double decode_seconds = seconds_since(decode_start);
   if (stream_text) std::printf("%s\n", codec.flush_stream().c_str());

@@ -18,6 +18,7 @@
 #include "cuda/engine/device_model.h"
 #include "cuda/engine/shared_expert.h"
 #include "cuda/moe/moe.h"
+#include "cuda/ops/argmax.h"
 #include "cuda/ops/ops.h"
 #include "dsv4/error.h"
 
@@ -114,6 +115,7 @@ struct Buffers {
   float* shared_out = nullptr;    // [T, H]
   float* head_x = nullptr;        // [logit_rows, H]
   float* logits = nullptr;        // [logit_rows, vocab]
+  int32_t* next_ids = nullptr;    // [logit_rows]: greedy token of each decode row (ops::argmax_rows)
   void* moe_workspace = nullptr;
   uint16_t* act_bf16 = nullptr;
   uint16_t* weight_bf16 = nullptr;
@@ -219,6 +221,7 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   b.x_bf16 = carver.take<uint16_t>("act.x_bf16", RegionKind::kActivations, T * H);
   b.head_x = act("act.head_x", static_cast<int64_t>(lim.logit_rows) * H);
   b.logits = act("act.logits", static_cast<int64_t>(lim.logit_rows) * c.vocab_size);
+  b.next_ids = carver.take<int32_t>("step.next_ids", RegionKind::kActivations, lim.logit_rows);
 
   bool dense_shared = false;
   size_t moe_bytes = 0;
@@ -365,6 +368,7 @@ class CudaEngine final : public Engine {
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_error_, sizeof(int32_t)));
+    DSV4_CUDA_CHECK(cudaMallocHost(&host_ids_, sizeof(int32_t) * limits_.logit_rows));
     DSV4_CUDA_CHECK(cudaMemsetAsync(layout_.buffers.error_flag, 0, sizeof(int32_t), stream_));
     DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (int s = limits_.slots - 1; s >= 0; --s) free_slots_.push_back(s);
@@ -382,6 +386,7 @@ class CudaEngine final : public Engine {
     if (host_meta_) cudaFreeHost(host_meta_);
     if (host_logits_) cudaFreeHost(host_logits_);
     if (host_error_) cudaFreeHost(host_error_);
+    if (host_ids_) cudaFreeHost(host_ids_);
     if (arena_) cudaFree(arena_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -457,33 +462,14 @@ class CudaEngine final : public Engine {
   }
 
   std::vector<float> decode(std::span<const SequenceId> sequences, std::span<const int32_t> tokens) override {
-    const int batch = static_cast<int>(sequences.size());
-    DSV4_CHECK(batch > 0, "decode called with no sequences");
-    DSV4_CHECK(tokens.size() == sequences.size(), "decode: {} sequences but {} tokens", sequences.size(), tokens.size());
-    DSV4_CHECK(batch <= limits_.slots, "decode batch {} exceeds max_batch {}", batch, limits_.slots);
-    check_tokens(tokens);
-    std::set<SequenceId> distinct(sequences.begin(), sequences.end());
-    DSV4_CHECK(static_cast<int>(distinct.size()) == batch, "decode: a sequence appears twice in one batch");
-    for (int b = 0; b < batch; ++b) {
-      const SequenceState& seq = state_of(sequences[b]);
-      DSV4_CHECK(seq.length + 1 <= limits_.max_context, "sequence {} is full (max_context {})", sequences[b],
-                 limits_.max_context);
-      host_meta_[b] = tokens[b];
-      host_meta_[limits_.max_tokens + b] = static_cast<int32_t>(seq.length);
-      host_meta_[2 * limits_.max_tokens + b] = seq.slot;
-      host_meta_[3 * limits_.max_tokens + b] = b;
-    }
-    if (options_.cuda_graphs && !profiler_.enabled()) {
-      DSV4_CUDA_CHECK(cudaGraphLaunch(graph_for(batch), stream_));
-      finish_step();
-    } else {
-      profiler_.begin_step(stream_);
-      decode_step(batch);
-      finish_step();
-      profiler_.end_step();
-    }
-    for (int b = 0; b < batch; ++b) state_of(sequences[b]).length += 1;
+    const int batch = run_decode_step(sequences, tokens, /*logits_to_host=*/true);
     return std::vector<float>(host_logits_, host_logits_ + static_cast<size_t>(batch) * config_.vocab_size);
+  }
+
+  std::vector<int32_t> decode_greedy(std::span<const SequenceId> sequences,
+                                     std::span<const int32_t> tokens) override {
+    const int batch = run_decode_step(sequences, tokens, /*logits_to_host=*/false);
+    return std::vector<int32_t>(host_ids_, host_ids_ + batch);
   }
 
   const MemoryPlan& plan() const { return plan_; }
@@ -507,12 +493,54 @@ class CudaEngine final : public Engine {
                  "token id {} at index {} is outside the vocabulary [0, {})", tokens[t], t, config_.vocab_size);
   }
 
-  // The whole decode step on the stream (captured as a graph or run eagerly).
+  // One decode step of `sequences` (checked) fed `tokens`: the step (graph replay, or eager
+  // while profiling) leaves the greedy ids in host_ids_ and, with logits_to_host, the
+  // logits [batch, vocab] in host_logits_. Returns the batch size.
+  int run_decode_step(std::span<const SequenceId> sequences, std::span<const int32_t> tokens, bool logits_to_host) {
+    const int batch = static_cast<int>(sequences.size());
+    DSV4_CHECK(batch > 0, "decode called with no sequences");
+    DSV4_CHECK(tokens.size() == sequences.size(), "decode: {} sequences but {} tokens", sequences.size(), tokens.size());
+    DSV4_CHECK(batch <= limits_.slots, "decode batch {} exceeds max_batch {}", batch, limits_.slots);
+    check_tokens(tokens);
+    std::set<SequenceId> distinct(sequences.begin(), sequences.end());
+    DSV4_CHECK(static_cast<int>(distinct.size()) == batch, "decode: a sequence appears twice in one batch");
+    for (int b = 0; b < batch; ++b) {
+      const SequenceState& seq = state_of(sequences[b]);
+      DSV4_CHECK(seq.length + 1 <= limits_.max_context, "sequence {} is full (max_context {})", sequences[b],
+                 limits_.max_context);
+      host_meta_[b] = tokens[b];
+      host_meta_[limits_.max_tokens + b] = static_cast<int32_t>(seq.length);
+      host_meta_[2 * limits_.max_tokens + b] = seq.slot;
+      host_meta_[3 * limits_.max_tokens + b] = b;
+    }
+    const bool eager = !options_.cuda_graphs || profiler_.enabled();
+    if (eager) {
+      profiler_.begin_step(stream_);
+      decode_step(batch);
+    } else {
+      DSV4_CUDA_CHECK(cudaGraphLaunch(graph_for(batch), stream_));
+    }
+    // The logits stay on the device unless asked for (33 MB at batch 64, vocab 129280).
+    if (logits_to_host)
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(host_logits_, layout_.buffers.logits,
+                                      sizeof(float) * batch * config_.vocab_size, cudaMemcpyDeviceToHost, stream_));
+    finish_step();
+    if (eager) profiler_.end_step();
+    for (int b = 0; b < batch; ++b) state_of(sequences[b]).length += 1;
+    return batch;
+  }
+
+  // The whole decode step on the stream (captured as a graph or run eagerly): forward,
+  // logits, the greedy ids and the error flag to the host (the logits stay on the device).
   void decode_step(int batch) {
     upload_meta();
     forward_layers(batch);
     head(0, batch);
-    download_logits(batch);
+    ops::argmax_rows(layout_.buffers.logits, batch, static_cast<int>(config_.vocab_size), layout_.buffers.next_ids,
+                     stream_);
+    DSV4_CUDA_CHECK(cudaMemcpyAsync(host_ids_, layout_.buffers.next_ids, sizeof(int32_t) * batch,
+                                    cudaMemcpyDeviceToHost, stream_));
+    download_error_flag();
   }
 
   cudaGraphExec_t graph_for(int batch) {
@@ -544,6 +572,9 @@ class CudaEngine final : public Engine {
   void download_logits(int rows) {
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_logits_, layout_.buffers.logits, sizeof(float) * rows * config_.vocab_size,
                                     cudaMemcpyDeviceToHost, stream_));
+    download_error_flag();
+  }
+  void download_error_flag() {
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_error_, layout_.buffers.error_flag, sizeof(int32_t), cudaMemcpyDeviceToHost,
                                     stream_));
   }
@@ -808,6 +839,7 @@ class CudaEngine final : public Engine {
   int32_t* host_meta_ = nullptr;    // pinned [4, max_tokens]
   float* host_logits_ = nullptr;    // pinned [logit_rows, vocab]
   int32_t* host_error_ = nullptr;   // pinned [1]
+  int32_t* host_ids_ = nullptr;     // pinned [logit_rows]: the decode step's greedy tokens
   std::vector<int> free_slots_;
   std::map<SequenceId, SequenceState> sequences_;
   SequenceId next_id_ = 1;

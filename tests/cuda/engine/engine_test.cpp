@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <span>
 
 #include "../../cpu/golden_fixture.h"
 #include "dsv4/engine.h"
@@ -279,6 +280,48 @@ TEST(CudaEngine, GraphReplayIsBitIdenticalToEager) {
     ASSERT_EQ(std::memcmp(lg.data(), le.data(), lg.size() * sizeof(float)), 0) << "decode step " << k;
     for (size_t b = 0; b < next.size(); ++b) next[b] = argmax(lg.data() + b * vocab, vocab);
   }
+}
+
+// decode_greedy (argmax on the device, graph replay and eager) picks greedy_token of the
+// logits decode returns for the same step, and advances the sequences the same way.
+TEST(CudaEngine, DecodeGreedyEqualsArgmaxOfDecodeLogits) {
+  auto weights = std::make_shared<const ModelWeights>(load_model(trained_byte_model()));
+  const int64_t vocab = weights->config.vocab_size;
+  std::unique_ptr<Engine> logits_engine = create_engine(weights, cuda_options(true));
+  std::unique_ptr<Engine> greedy_graphs = create_engine(weights, cuda_options(true));
+  std::unique_ptr<Engine> greedy_eager = create_engine(weights, cuda_options(false));
+  std::mt19937 rng(17);
+  std::vector<SequenceId> li, gi, ei;
+  std::vector<int32_t> next;
+  for (int b = 0; b < 5; ++b) {
+    std::vector<int32_t> p(3 + 11 * b);
+    for (auto& t : p) t = static_cast<int32_t>(rng() % vocab);
+    li.push_back(logits_engine->add_sequence());
+    gi.push_back(greedy_graphs->add_sequence());
+    ei.push_back(greedy_eager->add_sequence());
+    const std::vector<float> lg = logits_engine->prefill(li.back(), p);
+    greedy_graphs->prefill(gi.back(), p);
+    greedy_eager->prefill(ei.back(), p);
+    next.push_back(greedy_token(lg));
+  }
+  for (int k = 0; k < 10; ++k) {
+    // Batches of 5 and 3 (two graph sizes).
+    const size_t batch = k % 2 == 0 ? 5 : 3;
+    const std::span<const SequenceId> l(li.data(), batch), g(gi.data(), batch), e(ei.data(), batch);
+    const std::span<const int32_t> tokens(next.data(), batch);
+    const std::vector<float> lg = logits_engine->decode(l, tokens);
+    const std::vector<int32_t> ig = greedy_graphs->decode_greedy(g, tokens), ie = greedy_eager->decode_greedy(e, tokens);
+    ASSERT_EQ(ig.size(), batch);
+    ASSERT_EQ(ie.size(), batch);
+    for (size_t b = 0; b < batch; ++b) {
+      const int32_t want = greedy_token(std::span<const float>(lg).subspan(b * vocab, vocab));
+      EXPECT_EQ(ig[b], want) << "graphs, step " << k << " row " << b;
+      EXPECT_EQ(ie[b], want) << "eager, step " << k << " row " << b;
+      next[b] = want;
+    }
+  }
+  for (size_t b = 0; b < li.size(); ++b)
+    EXPECT_EQ(greedy_graphs->sequence_length(gi[b]), logits_engine->sequence_length(li[b])) << "sequence " << b;
 }
 
 TEST(CudaEngine, BadInputIsAnErrorNotAWildRead) {
