@@ -23,6 +23,9 @@
 //     ("pipe_fp8": SparseAttentionParams::kv_fp8, 584-byte rows, so bytes = attended x 584
 //     + q and out), kWgmmaPingPong with split-KV auto ("pingpong", and "pingpong_fp8" over
 //     the FP8 cache) and the FP32 kernel ("simple"). Prefill has the two _fp8 rows too.
+//   "pingpong_qbf16" / "pingpong_fp8_qbf16" (prefill and decode): kWgmmaPingPong given
+//     SparseAttentionParams::q_bf16 only (q null: the producer copies the BF16 q into the
+//     Q panel); decode bytes count q as BF16 there. JSON "q": "fp32" or "bf16".
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cuda_runtime.h>
 
@@ -68,6 +71,14 @@ struct Problem {
   // on the values).
   const uint16_t* window_fp8 = nullptr;
   const uint16_t* entries_fp8 = nullptr;
+  // q as BF16 bits (0x3c3c: 0.0115, what the FP32 q's 0x3c bytes round to) for q_bf16.
+  const float* q_fp32 = nullptr;
+  const uint16_t* q_bf16 = nullptr;
+  // Give the kernel q_bf16 only (true) or the FP32 q only (false).
+  void use_q_bf16(bool on) {
+    p.q = on ? nullptr : q_fp32;
+    p.q_bf16 = on ? q_bf16 : nullptr;
+  }
   // Point p at the FP8 (true) or BF16 (false) caches.
   void use_fp8(bool on, const uint16_t* window_bf16, const uint16_t* entries_bf16) {
     p.kv_fp8 = on;
@@ -104,6 +115,8 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
   };
   float* q = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
   p.q = q;
+  pr.q_fp32 = q;
+  pr.q_bf16 = keep(device_alloc<uint16_t>(static_cast<size_t>(tokens) * kHeads * kDim));
   p.out = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
   p.window_kv = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * ring_rows * kDim));
   p.entries = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * max_entries * kDim));
@@ -178,7 +191,7 @@ int run(int argc, char** argv) {
   float* workspace = device_alloc<float>(static_cast<size_t>(max_workspace), 0);
 
   // ---- prefill ----
-  std::printf("%-7s %-4s %-12s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
+  std::printf("%-7s %-4s %-18s %6s %7s %9s %12s %8s %7s\n", "case", "layer", "kernel", "tokens", "iters", "ms",
               "attended", "TFLOP/s", "of_peak");
   for (int tokens : {8192, 32768}) {
     if (quick && tokens > 8192) continue;
@@ -188,12 +201,14 @@ int run(int argc, char** argv) {
       Problem pr;
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-      for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "simple"}) {
+      for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
+                                 "pingpong_fp8_qbf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
-        const bool fp8 = name.ends_with("_fp8"), pipe = name.starts_with("pipe");
-        const bool pingpong = name.starts_with("pingpong");
+        const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
+        const bool pingpong = name.starts_with("pingpong"), qbf16 = name.ends_with("_qbf16");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
+        pr.use_q_bf16(qbf16);
         if (simple && tokens > 8192) continue;
         pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                       : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
@@ -205,23 +220,23 @@ int run(int argc, char** argv) {
                                           simple ? 1 : 2);
         DSV4_CUDA_CHECK(cudaGetLastError());
         const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-        std::printf("%-7s %-4s %-12s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
+        std::printf("%-7s %-4s %-18s %6d %7d %9.3f %12lld %8.1f %7.3f\n", "prefill", csa ? "csa" : "hca", kernel, tokens,
                     iters, ms, static_cast<long long>(pr.attended), tflops, tflops / peak_tflops);
         if (json)
           std::fprintf(json,
                        "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"prefill\",\"layer\":\"%s\","
                        "\"kernel\":\"%s\",\"tokens\":%d,\"heads\":%d,\"head_dim\":%d,\"window\":%d,\"top_k\":%d,"
                        "\"rate\":%d,\"iters\":%d,\"ms\":%.4f,\"attended_keys\":%lld,\"tflops\":%.2f,"
-                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f,\"kv_cache\":\"%s\"}\n",
+                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
                        prop.name, date.c_str(), csa ? "csa" : "hca", kernel, tokens, kHeads, kDim, kWindow, kTopK,
                        csa ? kCsaRate : kHcaRate, iters, ms, static_cast<long long>(pr.attended), tflops, peak_tflops,
-                       tflops / peak_tflops, fp8 ? "fp8" : "bf16");
+                       tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
       }
     }
   }
 
   // ---- decode ----
-  std::printf("%-7s %-4s %-12s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
+  std::printf("%-7s %-4s %-18s %6s %7s %7s %9s %12s %8s %7s %8s %7s\n", "case", "layer", "splits", "batch", "context",
               "iters", "ms", "bytes", "GB/s", "of_HBM", "TFLOP/s", "of_peak");
   for (int context : {4096, 32768, 131072}) {
     if (quick && context > 32768) continue;
@@ -232,16 +247,19 @@ int run(int argc, char** argv) {
         Problem pr;
         build(pr, csa, positions, slots, kWindow, rng);
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
-        for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "simple"}) {
+        for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
+                                   "pingpong_qbf16", "pingpong_fp8_qbf16", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
           // "off": Kernel::kWgmma.
           const std::string name = splits;
           const bool simple = name == "simple", off = simple || name == "off";
-          const bool share_p = name == "sharep", fp8 = name.ends_with("_fp8");
+          const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
+          const bool qbf16 = name.ends_with("_qbf16");
           pr.use_fp8(fp8, window_bf16, entries_bf16);
+          pr.use_q_bf16(qbf16);
           pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                         : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                         : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
@@ -254,10 +272,10 @@ int run(int argc, char** argv) {
           const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters);
           DSV4_CUDA_CHECK(cudaGetLastError());
           const double kv_bytes = static_cast<double>(pr.attended) * (fp8 ? cuda::attention::kKvFp8RowBytes : kDim * 2);
-          const double bytes = kv_bytes + 2.0 * batch * kHeads * kDim * 4;  // + q and out (FP32)
+          const double bytes = kv_bytes + (qbf16 ? 6.0 : 8.0) * batch * kHeads * kDim;  // + q (FP32 / BF16) and out (FP32)
           const double gbps = bytes / (ms * 1e-3) / 1e9;
           const double tflops = 4.0 * kHeads * kDim * static_cast<double>(pr.attended) / (ms * 1e-3) / 1e12;
-          std::printf("%-7s %-4s %-12s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
+          std::printf("%-7s %-4s %-18s %6d %7d %7d %9.4f %12.0f %8.0f %7.3f %8.1f %7.3f\n", "decode", csa ? "csa" : "hca",
                       splits, batch, context, iters, ms, bytes, gbps, gbps / copy_gbps, tflops, tflops / peak_tflops);
           if (json)
             std::fprintf(json,
@@ -265,12 +283,12 @@ int run(int argc, char** argv) {
                          "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
-                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\"}\n",
+                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
                          simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong" : "wgmma",
                          simple ? "off" : share_p || pipe || pingpong ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
-                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16");
+                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
         }
       }
     }

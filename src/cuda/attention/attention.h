@@ -104,6 +104,15 @@ int64_t indexer_workspace_floats(int tokens, int max_entries);
 enum class CompressedKeys : int { kNone = 0, kAllVisible = 1, kSelected = 2 };
 struct SparseAttentionParams {
   const float* q = nullptr;             // [tokens, heads, head_dim]
+  // Optional BF16 q: [tokens, heads, head_dim] BF16 bits, the round-to-nearest-even of q
+  // (ops::rms_norm_rope's out_bf16), 16-byte aligned. Read only by kWgmmaPipelined and
+  // kWgmmaPingPong (kAuto's wgmma choices; BF16 and kv_fp8 rows): their producer warpgroup
+  // copies the token's BF16 q with cp.async into the Q panel instead of the consumers
+  // loading and rounding 128 KiB of FP32 q, so the copy overlaps the first tiles' gathers;
+  // the outputs are bitwise those with q (the kernels round q this way). q may then be
+  // null; every other kernel (the FP32 kernel, kWgmma, kWgmmaShareP, split merges need
+  // nothing of q) reads q only and is an error without it.
+  const uint16_t* q_bf16 = nullptr;
   int heads = 0, head_dim = 0;
   const uint16_t* window_kv = nullptr;  // [slots, ring_rows, head_dim] BF16
   int ring_rows = 0, window = 0;

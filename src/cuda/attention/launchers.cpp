@@ -133,9 +133,21 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   DSV4_CHECK(p.kv_splits >= 0 && p.kv_splits <= 64, "sparse_attention: kv_splits {} must be in [0, 64]",
              p.kv_splits);
   if (p.batch.tokens <= 0) return;
-  DSV4_CHECK(p.q && p.window_kv && p.out && p.batch.positions && p.batch.slots,
-             "sparse_attention: q, window_kv, out and the batch arrays are required");
-  if (p.kernel == Kernel::kSimple || !wgmma_fits) {
+  DSV4_CHECK(p.q || p.q_bf16, "sparse_attention: q (FP32) or q_bf16 is required, both are null");
+  DSV4_CHECK(p.window_kv && p.out && p.batch.positions && p.batch.slots,
+             "sparse_attention: window_kv, out and the batch arrays are required");
+  DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q_bf16) % 16 == 0, "sparse_attention: q_bf16 must be 16-byte aligned");
+  // q_bf16 feeds the ring kernels only; every other kernel reads the FP32 q.
+  const bool fp32_kernel = p.kernel == Kernel::kSimple || !wgmma_fits;
+  const bool ring_kernel = !fp32_kernel && (p.kernel == Kernel::kAuto || p.kernel == Kernel::kWgmmaPipelined ||
+                                            p.kernel == Kernel::kWgmmaPingPong);
+  DSV4_CHECK(p.q || ring_kernel,
+             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong; kernel {} ({}) needs the "
+             "FP32 q, which is null",
+             static_cast<int>(p.kernel),
+             fp32_kernel ? (wgmma_fits ? "the FP32 kernel" : "the FP32 kernel: the shape does not fit the wgmma ones")
+                         : p.kernel == Kernel::kWgmma ? "kWgmma" : "kWgmmaShareP");
+  if (fp32_kernel) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
     return;
   }

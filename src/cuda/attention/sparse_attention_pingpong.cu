@@ -59,7 +59,7 @@ using namespace sparse_ring;   // ring shape, mbarrier helpers, tile addressing,
 
 constexpr int kPBytes = kHeads * 64 * 2;  // one P [64 heads x 64 key slots] BF16 (48 used)
 constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + 2 * kPBytes + 1024;  // + 1024-byte alignment slack
-constexpr int kStaticSmemBytes = kStages * kTileKeys + 2 * kHeads * 4 + 2 * kStages * 8;  // s_valid, s_m, s_bars
+constexpr int kStaticSmemBytes = kStages * kTileKeys + 2 * kHeads * 4 + (2 * kStages + 1) * 8;  // s_valid, s_m, s_bars
 static_assert(kSmemBytes + kStaticSmemBytes <= 232448, "shared memory: 227 KiB per CTA on sm_90");
 static_assert(kTileKeys == 48 && kTileKeys / 8 == 6, "S fragment: 6 column groups of 8 keys, 2 halves of 3");
 constexpr int kBarReady = 2, kBarFree = 4;  // + parity
@@ -73,17 +73,9 @@ __device__ __forceinline__ void wgmma_m64n48k16_ss(float (&d)[24], uint64_t desc
       : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 
-// Consumer wait on a full barrier, bounded like mbar_wait but without its trap: a trap
-// path anywhere in the consumer code makes ptxas allocate it as if setmaxnreg had not
-// raised the budget (168 registers: O spilled, every wgmma serialised, C7512). After
-// 2^32 clocks it gives up and goes on (wrong values, never a hang; a stuck ring also
-// leaves the producer in its trapping wait on an empty barrier).
-__device__ __forceinline__ void full_wait(uint32_t bar, uint32_t parity) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long start = clock64();
-  while (!mbar_try_wait(bar, parity) && clock64() - start <= (1ll << 32)) {
-  }
-}
+// Consumer wait on a full barrier: mbar_wait_no_trap (sparse_attention_ring.cuh; a trap
+// path in the consumer code costs the setmaxnreg budget, see there).
+__device__ __forceinline__ void full_wait(uint32_t bar, uint32_t parity) { mbar_wait_no_trap(bar, parity); }
 
 // Named barriers over the 256 consumer threads (id warp-uniform).
 __device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
@@ -202,26 +194,28 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
   extern __shared__ uint8_t smem_raw[];
   __shared__ bool s_valid[kStages][kTileKeys];
   __shared__ float s_m[2][kHeads];          // per parity: row maxima m_i after the last tile i of that parity
-  __shared__ uint64_t s_bars[2 * kStages];  // full[0..2], empty[0..2]
+  __shared__ uint64_t s_bars[2 * kStages + 1];  // full[0..2], empty[0..2], q full (q_bf16)
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t s_q = smem_u32(smem);
   const uint32_t s_tiles = s_q + kPanelBytes;
   const uint32_t s_p = s_tiles + kStages * kTileBytes;  // P[0], P[1] at + kPBytes: 1024-aligned
   const uint32_t bar_full = smem_u32(&s_bars[0]), bar_empty = smem_u32(&s_bars[kStages]);
+  const uint32_t bar_q = smem_u32(&s_bars[2 * kStages]);
 
   const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
   const KeyList keys = key_list(p, token);
   const auto [tile_begin, tile_end] = split_tiles(keys, splits, split);
-  init_ring_barriers(bar_full, bar_empty);
+  init_ring_barriers(bar_full, bar_empty, bar_q);
 
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup (the pipelined kernel's) ----
-    produce_tiles<kFp8>(p, keys, token, tile_begin, tile_end, s_tiles, bar_full, bar_empty, s_valid);
+    produce_tiles<kFp8>(p, keys, token, head0, tile_begin, tile_end, s_q, s_tiles, bar_full, bar_empty, bar_q,
+                        s_valid);
     return;
   }
 
   // ---- consumer warpgroups ----
-  start_consumers(p, token, head0, smem);
+  start_consumers(p, token, head0, smem, bar_q);
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, q = lane & 3;
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
 

@@ -22,6 +22,9 @@
 //   (cp.async writes are generic-proxy, wgmma reads are async-proxy).
 //   Every mbarrier wait is bounded: after 2^32 clocks (~2 s) the kernel traps (a pipeline
 //   bug becomes a launch error, not a hang).
+//   Q: the consumers stage the FP32 q (rounded) into the panel, or with
+//   SparseAttentionParams::q_bf16 the producer copies the BF16 q there by cp.async before
+//   its first tile (a "q full" mbarrier, 128 cp.async arrivals; produce_q / start_consumers).
 //   The producer, the ring constants and helpers, the Q staging and the epilogue live in
 //   sparse_attention_ring.cuh (shared with kWgmmaPingPong, sparse_attention_pingpong.cu).
 // Tile layout: like a Q panel but 48 rows per 64-channel column block (block b at
@@ -74,26 +77,28 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pipelined_kernel
   extern __shared__ uint8_t smem_raw[];
   __shared__ bool s_valid[kStages][kTileKeys];
   __shared__ float s_xchg[2][kHeads];  // per consumer warpgroup: row maxima of a tile / final row sums
-  __shared__ uint64_t s_bars[2 * kStages];  // full[0..2], empty[0..2]
+  __shared__ uint64_t s_bars[2 * kStages + 1];  // full[0..2], empty[0..2], q full (q_bf16)
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const uint32_t s_q = smem_u32(smem);
   const uint32_t s_tiles = s_q + kPanelBytes;
   const uint32_t s_p = s_tiles + kStages * kTileBytes;  // 1024-aligned
   const uint32_t bar_full = smem_u32(&s_bars[0]), bar_empty = smem_u32(&s_bars[kStages]);
+  const uint32_t bar_q = smem_u32(&s_bars[2 * kStages]);
 
   const int token = blockIdx.x, head0 = blockIdx.y * kHeads, split = blockIdx.z;
   const KeyList keys = key_list(p, token);
   const auto [tile_begin, tile_end] = split_tiles(keys, splits, split);
-  init_ring_barriers(bar_full, bar_empty);
+  init_ring_barriers(bar_full, bar_empty, bar_q);
 
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup ----
-    produce_tiles<kFp8>(p, keys, token, tile_begin, tile_end, s_tiles, bar_full, bar_empty, s_valid);
+    produce_tiles<kFp8>(p, keys, token, head0, tile_begin, tile_end, s_q, s_tiles, bar_full, bar_empty, bar_q,
+                        s_valid);
     return;
   }
 
   // ---- consumer warpgroups ----
-  start_consumers(p, token, head0, smem);
+  start_consumers(p, token, head0, smem, bar_q);
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
 

@@ -3,7 +3,9 @@
 // Kernel::kWgmmaPingPong): the CTA shape and shared-memory constants both use, the
 // mbarrier helpers, the swizzled 48-row tile addressing and the producer warpgroup
 // (index fetch one tile ahead, cp.async gather or the FP8 decode into a ring of kStages
-// stages with full / empty mbarriers), the Q staging and the host launch
+// stages with full / empty mbarriers; with SparseAttentionParams::q_bf16 first the
+// cp.async copy of the BF16 Q panel, signalled on the "q full" mbarrier), the Q staging
+// and the host launch
 // (launch_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu (its
 // kernel PTX is identical modulo register names, checked); the ring protocol is
 // described in that file's header comment. key_row and the output epilogue
@@ -68,6 +70,17 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
   const long long start = clock64();
   while (!mbar_try_wait(bar, parity))
     if (clock64() - start > (1ll << 32)) __trap();
+}
+// Consumer wait, bounded like mbar_wait but without its trap: a trap path anywhere in the
+// ping-pong consumer code makes ptxas allocate it as if setmaxnreg had not raised the
+// budget (168 registers: O spilled, every wgmma serialised, C7512). After 2^32 clocks it
+// gives up and goes on (wrong values, never a hang; a stuck ring also leaves the producer
+// in its trapping wait on an empty barrier).
+__device__ __forceinline__ void mbar_wait_no_trap(uint32_t bar, uint32_t parity) {
+  if (mbar_try_wait(bar, parity)) return;
+  const long long start = clock64();
+  while (!mbar_try_wait(bar, parity) && clock64() - start <= (1ll << 32)) {
+  }
 }
 // Named barrier 1 over the 256 consumer threads (the producer never joins).
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
@@ -176,41 +189,72 @@ __device__ __forceinline__ TileRange split_tiles(const KeyList& keys, int splits
   return {tile_begin, tile_end};
 }
 
-// Thread 0 initialises the ring's mbarriers, then the CTA's only __syncthreads.
-__device__ __forceinline__ void init_ring_barriers(uint32_t bar_full, uint32_t bar_empty) {
+// Thread 0 initialises the ring's mbarriers and the q full barrier (used with q_bf16:
+// one phase, the 128 producer threads' cp.async arrivals), then the CTA's only
+// __syncthreads.
+__device__ __forceinline__ void init_ring_barriers(uint32_t bar_full, uint32_t bar_empty, uint32_t bar_q) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(bar_full + 8 * s, 256);  // 128 cp.async arrivals + 128 ordinary ones
       mbar_init(bar_empty + 8 * s, kConsumerThreads);
     }
+    mbar_init(bar_q, 128);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();  // the only CTA-wide barrier
 }
 
-// Consumer threads: raise the register budget, stage Q (stage_q) and wait until all of
-// it is written and visible to wgmma.
+// Consumer threads: raise the register budget, then Q in the panel and visible to wgmma:
+// with q_bf16 the producer's copy (wait on bar_q, no trap path: mbar_wait_no_trap), else
+// stage_q by the consumers themselves.
 __device__ __forceinline__ void start_consumers(const SparseAttentionParams& p, int token, int head0,
-                                                uint8_t* smem) {
+                                                uint8_t* smem, uint32_t bar_q) {
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  if (p.q_bf16 != nullptr) {
+    mbar_wait_no_trap(bar_q, 0);
+    fence_proxy_async();  // the producer's cp.async writes of Q -> this thread's wgmma reads
+    return;
+  }
   stage_q(p, token, head0, smem);
   fence_proxy_async();
   consumer_sync();  // all of Q written
 }
 
+// Producer thread pt (q_bf16 only): its 32 of the token's 4096 16-byte chunks of 64 heads
+// x 512 BF16 q (chunk pt % 64 of rows pt / 64 + 2 i: consecutive threads, consecutive
+// chunks) by cp.async into the swizzled Q panel at s_q (stage_q's panel_offset layout),
+// then the cp.async arrival on bar_q (fires when they have landed).
+__device__ __forceinline__ void produce_q(const SparseAttentionParams& p, int token, int head0, int pt,
+                                          uint32_t s_q, uint32_t bar_q) {
+  constexpr int kChunksPerThread = kHeads * kDim / 8 / 128;
+  static_assert(kChunksPerThread == 32 && kDim / 8 == 64, "Q copy mapping: 64 chunks per row, 2 rows per step");
+  const int chunk = pt & 63;
+  const uint16_t* q = p.q_bf16 + (static_cast<int64_t>(token) * p.heads + head0) * kDim + chunk * 8;
+#pragma unroll
+  for (int i = 0; i < kChunksPerThread; ++i) {
+    const int row = (pt >> 6) + 2 * i;
+    cp_async_16(s_q + panel_offset(row, chunk), q + row * kDim, 16);
+  }
+  cp_async_mbar_arrive(bar_q);
+}
+
 // The producer warpgroup's whole job (thread pt = threadIdx.x - kConsumerThreads; it
-// first lowers its register budget): tiles [tile_begin, tile_end) of the token's key list
+// first lowers its register budget): with q_bf16 the Q panel (produce_q; the ring's
+// stages are free, so the first tiles' gathers follow at once), then tiles
+// [tile_begin, tile_end) of the token's key list
 // into stage (tile - tile_begin) % kStages at s_tiles, s_valid[stage][row] = whether key
 // row of the tile is attended; full / empty: the kStages mbarriers of each kind (8 bytes
 // apart).
 template <bool kFp8>
 __device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, const KeyList& keys, int token,
-                                              int tile_begin, int tile_end, uint32_t s_tiles, uint32_t bar_full,
-                                              uint32_t bar_empty, bool (&s_valid)[kStages][kTileKeys]) {
+                                              int head0, int tile_begin, int tile_end, uint32_t s_q,
+                                              uint32_t s_tiles, uint32_t bar_full, uint32_t bar_empty,
+                                              uint32_t bar_q, bool (&s_valid)[kStages][kTileKeys]) {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
   const int pt = threadIdx.x - kConsumerThreads, chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
   int picks[kProducerRows];
-  if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);
+  if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);  // in flight across the Q copy
+  if (p.q_bf16 != nullptr) produce_q(p, token, head0, pt, s_q, bar_q);
   for (int tile = tile_begin; tile < tile_end; ++tile) {
     const int it = tile - tile_begin, stage = it % kStages;
     const uint16_t* rows[kProducerRows];

@@ -46,7 +46,8 @@ void rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, 
 }
 
 void rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight, float eps,
-                   int rope_dim, const float* inv_freq, const int32_t* positions, cudaStream_t stream) {
+                   int rope_dim, const float* inv_freq, const int32_t* positions, cudaStream_t stream,
+                   uint16_t* out_bf16) {
   DSV4_CHECK(tokens >= 0 && vectors_per_token >= 0 && width > 0, "rms_norm_rope: tokens {} vectors_per_token {} width {}",
              tokens, vectors_per_token, width);
   DSV4_CHECK(rope_dim >= 0 && rope_dim % 2 == 0 && rope_dim <= width,
@@ -57,7 +58,7 @@ void rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const
   DSV4_CHECK(x != nullptr, "rms_norm_rope: null x");
   DSV4_CHECK(rope_dim == 0 || (inv_freq != nullptr && positions != nullptr), "rms_norm_rope: null inv_freq or positions");
   DSV4_CUDA_CHECK(detail::launch_rms_norm_rope(x, tokens, vectors_per_token, width, weight, eps, rope_dim, inv_freq,
-                                               positions, stream));
+                                               positions, stream, out_bf16));
 }
 
 }  // namespace dsv4::cuda::ops

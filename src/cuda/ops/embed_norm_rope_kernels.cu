@@ -1,6 +1,8 @@
 // Embedding lookup, RMSNorm and RoPE kernels (cpu twins: dequantize_rows of the
 // embedding, cpu::rms_norm / rms_norm_unweighted, cpu::RopeTable::apply). FP32
 // throughout. Argument checks: embed_norm_rope.cpp.
+#include <cuda_bf16.h>
+
 #include "cuda/ops/block_reduce.cuh"
 #include "cuda/ops/kernels.h"
 #include "cuda/ops/weight_decode.cuh"
@@ -71,9 +73,15 @@ __global__ void rope_kernel(float* x, int64_t tokens, int vectors, int width, in
 // rms_norm_kernel then rope_kernel in one launch, one block per (token, vector) row: the
 // same sum (same threads, same order), the same normalised values written, then after a
 // barrier the same rotation of the last rope_dim channels: the same bits as the two
-// launches. x: [tokens, vectors, width]; rows = tokens * vectors.
+// launches. x: [tokens, vectors, width]; rows = tokens * vectors. out_bf16 (or null, same
+// shape): each final value's RNE BF16 bits, stored where it is written (the normalised
+// channels before the rope part by the norm loop, the rotated pairs by the rope loop).
+__device__ __forceinline__ uint16_t bf16_bits_rn(float value) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(value));  // = pack_bf16's rounding (attention)
+}
 __global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const float* weight, float eps,
-                                     int rope_dim, const float* inv_freq, const int32_t* positions) {
+                                     int rope_dim, const float* inv_freq, const int32_t* positions,
+                                     uint16_t* out_bf16) {
   __shared__ float scratch[32];
   const int64_t vector = blockIdx.x;
   float* row = x + vector * width;
@@ -86,6 +94,9 @@ __global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const
   } else {
     for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] *= inv;
   }
+  uint16_t* row_bf16 = out_bf16 != nullptr ? out_bf16 + vector * width : nullptr;
+  if (row_bf16 != nullptr)  // the channels the rope leaves as normalised (each thread reads back its own stores)
+    for (int64_t i = threadIdx.x; i < width - rope_dim; i += blockDim.x) row_bf16[i] = bf16_bits_rn(row[i]);
   __syncthreads();  // the rotation reads values other threads normalised
   const int pairs = rope_dim / 2;
   const float position = pairs > 0 ? static_cast<float>(positions[vector / vectors]) : 0.0f;
@@ -95,8 +106,14 @@ __global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const
     sincosf(angle, &sine, &cosine);
     float* pair = row + (width - rope_dim) + 2 * i;
     const float even = pair[0], odd = pair[1];
-    pair[0] = even * cosine - odd * sine;
-    pair[1] = odd * cosine + even * sine;
+    const float rotated_even = even * cosine - odd * sine, rotated_odd = odd * cosine + even * sine;
+    pair[0] = rotated_even;
+    pair[1] = rotated_odd;
+    if (row_bf16 != nullptr) {
+      const int64_t c = (width - rope_dim) + 2 * i;
+      row_bf16[c] = bf16_bits_rn(rotated_even);
+      row_bf16[c + 1] = bf16_bits_rn(rotated_odd);
+    }
   }
 }
 
@@ -104,12 +121,12 @@ __global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const
 
 cudaError_t launch_rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight,
                                  float eps, int rope_dim, const float* inv_freq, const int32_t* positions,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, uint16_t* out_bf16) {
   const int64_t rows = static_cast<int64_t>(tokens) * vectors_per_token;
   if (rows <= 0) return cudaSuccess;
   if (rows > 0x7fffffff) return cudaErrorInvalidValue;
   rms_norm_rope_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, vectors_per_token, width, weight, eps,
-                                                                              rope_dim, inv_freq, positions);
+                                                                              rope_dim, inv_freq, positions, out_bf16);
   return cudaGetLastError();
 }
 

@@ -70,10 +70,11 @@ cudaError_t launch_rms_norm(float* x, int64_t rows, int64_t width, const float* 
                             cudaStream_t stream);
 cudaError_t launch_rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, const float* inv_freq,
                         const int32_t* positions, bool inverse, cudaStream_t stream);
-// launch_rms_norm on the tokens x vectors rows, then launch_rope (forward), in one launch.
+// launch_rms_norm on the tokens x vectors rows, then launch_rope (forward), in one launch;
+// out_bf16 (or null): the RNE BF16 bits of every value written to x.
 cudaError_t launch_rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight,
                                  float eps, int rope_dim, const float* inv_freq, const int32_t* positions,
-                                 cudaStream_t stream);
+                                 cudaStream_t stream, uint16_t* out_bf16);
 
 // ---- mHC (hyper_connection_kernels.cu) -------------------------------------------------
 inline constexpr int kMaxHyperStreams = 8;  // hc_mult supported up to 8 (V4: 4)

@@ -42,9 +42,12 @@ void rope(float* x, int tokens, int vectors_per_token, int width, int rope_dim, 
           const int32_t* positions, bool inverse, cudaStream_t stream);
 // rms_norm(x, tokens * vectors_per_token, width, weight, eps) then rope(..., inverse =
 // false) in one launch (a block per vector), bit-identical to the two calls.
+// out_bf16 (optional, [tokens, vectors_per_token, width]): also the round-to-nearest-even
+// BF16 bits of every value written to x (x keeps the FP32 result), in the same launch; the
+// rounding of the attention kernels' pack_bf16, so sparse_attention's q_bf16 can be it.
 void rms_norm_rope(float* x, int tokens, int vectors_per_token, int width, const float* weight /*[width] or null*/,
                    float eps, int rope_dim, const float* inv_freq /*[rope_dim/2]*/, const int32_t* positions,
-                   cudaStream_t stream);
+                   cudaStream_t stream, uint16_t* out_bf16 = nullptr);
 
 // ---- mHC (cpu: hyper_collapse / hyper_expand / hyper_head) ----------------------------
 struct HyperWeights {          // device FP32

@@ -17,7 +17,8 @@
 //     Where heads % 64 == 0 also kWgmmaPipelined (split-KV off and 3): within 2e-2 of the
 //     FP64 loop and bitwise equal to its run on the BF16 decoded rows; and kWgmmaPingPong
 //     (same producer): the same bounds, bitwise equal to its BF16-row run and to
-//     kWgmmaPipelined's FP8 run.
+//     kWgmmaPipelined's FP8 run. Both ring kernels' FP8 runs again with q = nullptr and
+//     q_bf16 = the CPU RNE (float_to_bf16) of q (not BF16-exact here): bitwise the FP32-q runs.
 //   Fp8RefusedByWgmma: kv_fp8 with kWgmma / kWgmmaShareP or head_dim != 512 is an error.
 #include "cuda/attention/kv_fp8.h"
 
@@ -325,6 +326,10 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
   DeviceArray<float> d_q(q.size()), d_sinks(sinks.size()), d_out(q.size());
   d_q.upload(q);
   d_sinks.upload(sinks);
+  std::vector<uint16_t> q_bf16(q.size());
+  for (size_t i = 0; i < q.size(); ++i) q_bf16[i] = float_to_bf16(q[i]);
+  DeviceArray<uint16_t> d_q_bf16(q.size());
+  d_q_bf16.upload(q_bf16);
   cuda::attention::SparseAttentionParams p;
   p.q = d_q.get();
   p.heads = c.heads;
@@ -355,6 +360,20 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     cuda::attention::sparse_attention(p, nullptr);
     DSV4_CUDA_CHECK(cudaDeviceSynchronize());
     return d_out.download();
+  };
+  // The same run with q = nullptr and q_bf16 (the ring kernels' producer copy of Q).
+  auto run_q_bf16 = [&](bool fp8, Kernel kernel, int kv_splits) {
+    p.q = nullptr;
+    p.q_bf16 = d_q_bf16.get();
+    std::vector<float> out = run(fp8, kernel, kv_splits);
+    p.q = d_q.get();
+    p.q_bf16 = nullptr;
+    return out;
+  };
+  auto count_differing = [](const std::vector<float>& a, const std::vector<float>& b) {
+    size_t differing = 0;
+    for (size_t i = 0; i < a.size(); ++i) differing += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return differing;
   };
   const std::vector<float> out_fp8 = run(true, Kernel::kSimple);
   const std::vector<float> out_auto = run(true, Kernel::kAuto);
@@ -426,6 +445,12 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     }
     EXPECT_EQ(vs_bf16, 0u) << "ping-pong FP8 vs BF16 rows: " << vs_bf16 << " elements differ";
     EXPECT_EQ(vs_pipe, 0u) << "ping-pong vs pipelined FP8 runs: " << vs_pipe << " elements differ";
+    const size_t pipe_q_bf16 = count_differing(run_q_bf16(true, Kernel::kWgmmaPipelined, splits), pipe_fp8);
+    EXPECT_EQ(pipe_q_bf16, 0u) << "pipelined FP8 with q_bf16 (q null) vs FP32 q: " << pipe_q_bf16
+                               << " elements differ";
+    const size_t pingpong_q_bf16 = count_differing(run_q_bf16(true, Kernel::kWgmmaPingPong, splits), pingpong_fp8);
+    EXPECT_EQ(pingpong_q_bf16, 0u) << "ping-pong FP8 with q_bf16 (q null) vs FP32 q: " << pingpong_q_bf16
+                                   << " elements differ";
   }
 }
 

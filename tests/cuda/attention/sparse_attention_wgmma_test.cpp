@@ -18,10 +18,18 @@
 // case; kWgmmaPingPong must also equal kWgmmaPipelined bit for bit (output, and the
 // split workspace: partial O and (m, l)). Odd and even tile counts per CTA (which
 // warpgroup scores the last tile) come from the tile sweeps and the splits.
+// q_bf16 (the producer's cp.async copy of a BF16 q into the Q panel): every
+// kWgmmaPipelined / kWgmmaPingPong run is repeated with q_bf16 = RNE(q) beside q and must
+// give the same bits; on the first kv_splits value also a q that is not BF16-exact (random
+// low mantissa bits, every 7th element an exact tie) run with that FP32 q alone against
+// q = nullptr + its CPU RNE (float_to_bf16) as q_bf16: the same bits (the kernels' own
+// rounding of q is RNE).
 // LayoutSingleCta48KeyTiles / KeyTiles48: key counts around multiples of 48.
 // SelectedFlashTopKAcrossSplits: 10-tile CSA lists (top_k 512) with 1..4 splits / auto.
 // BadParamsNameTheProblem: kWgmma / kWgmmaShareP / kWgmmaPipelined / kWgmmaPingPong on 8
-// heads, kv_splits without (enough) workspace, an unknown kernel value.
+// heads, kv_splits without (enough) workspace, an unknown kernel value; q and q_bf16 both
+// null, q_bf16 alone for a kernel that reads the FP32 q (kSimple, kWgmma, kWgmmaShareP,
+// kAuto on a shape only the FP32 kernel takes), a misaligned q_bf16.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -208,6 +216,23 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DeviceArray<float> d_q(q.size()), d_sinks(sinks.size()), d_out(q.size());
   d_q.upload(q);
   d_sinks.upload(sinks);
+  // q_bf16 inputs: RNE of q (exact: q is BF16 here), and a q with random low mantissa
+  // bits (every 7th element a tie; zeros kept) with its CPU RNE.
+  std::vector<uint16_t> q_bf16(q.size()), q_rough_bf16(q.size());
+  std::vector<float> q_rough(q.size());
+  for (size_t i = 0; i < q.size(); ++i) {
+    q_bf16[i] = float_to_bf16(q[i]);
+    uint32_t bits = 0;
+    std::memcpy(&bits, &q[i], 4);
+    if (q[i] != 0.0f) bits = (bits & 0xffff0000u) | (i % 7 == 0 ? 0x8000u : static_cast<uint32_t>(random.next() & 0xffffu));
+    std::memcpy(&q_rough[i], &bits, 4);
+    q_rough_bf16[i] = float_to_bf16(q_rough[i]);
+  }
+  DeviceArray<uint16_t> d_q_bf16(q.size()), d_q_rough_bf16(q.size());
+  DeviceArray<float> d_q_rough(q.size());
+  d_q_bf16.upload(q_bf16);
+  d_q_rough_bf16.upload(q_rough_bf16);
+  d_q_rough.upload(q_rough);
   cuda::attention::SparseAttentionParams p;
   p.q = d_q.get();
   p.heads = c.heads;
@@ -316,6 +341,31 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
           EXPECT_EQ(same_ws, ws.size()) << "kWgmmaPingPong split workspace (partial O, m, l) vs kWgmmaPipelined: "
                                         << same_ws << " of " << ws.size() << " floats bitwise identical";
         }
+      }
+      if (kernel == Kernel::kWgmmaPipelined || kernel == Kernel::kWgmmaPingPong) {
+        // The producer's Q copy from q_bf16 instead of the consumers' staging of q.
+        auto run = [&](const float* q_fp32, const uint16_t* q_bits) {
+          p.q = q_fp32;
+          p.q_bf16 = q_bits;
+          d_out.fill(kNaN);
+          cuda::attention::sparse_attention(p, nullptr);
+          DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+          return d_out.download();
+        };
+        const std::vector<float> with_bf16 = run(d_q.get(), d_q_bf16.get());
+        const size_t same = count_identical_bits(with_bf16, got);
+        EXPECT_EQ(same, got.size()) << "q_bf16 = RNE(q) beside q vs q alone: " << same << " of " << got.size()
+                                    << " elements bitwise identical";
+        if (split_case == 0) {
+          const std::vector<float> rough = run(d_q_rough.get(), nullptr);
+          const std::vector<float> rough_bf16 = run(nullptr, d_q_rough_bf16.get());
+          const size_t same_rough = count_identical_bits(rough_bf16, rough);
+          EXPECT_EQ(same_rough, rough.size())
+              << "q = nullptr + q_bf16 = CPU RNE of a non-BF16 q vs that FP32 q: " << same_rough << " of "
+              << rough.size() << " elements bitwise identical";
+        }
+        p.q = d_q.get();
+        p.q_bf16 = nullptr;
       }
       if (::testing::Test::HasFailure() && c.structured) return;  // the first layout failure is the informative one
     }
@@ -499,6 +549,36 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.split_workspace = fake_f;
   p.split_workspace_floats = cuda::attention::sparse_attention_workspace_floats(1, 64, 2) - 1;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kv_splits = 0;
+  p.split_workspace = nullptr;
+  p.split_workspace_floats = 0;
+
+  // q_bf16: the message names what is wrong.
+  auto expect_error = [&](const char* what, const std::string& needle) {
+    SCOPED_TRACE(what);
+    try {
+      cuda::attention::sparse_attention(p, nullptr);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  p.q = nullptr;
+  p.q_bf16 = nullptr;
+  p.kernel = Kernel::kWgmmaPingPong;
+  expect_error("q and q_bf16 null", "both are null");
+  p.q_bf16 = fake_kv;
+  for (Kernel kernel : {Kernel::kSimple, Kernel::kWgmma, Kernel::kWgmmaShareP}) {
+    p.kernel = kernel;
+    expect_error("q_bf16 alone, FP32-q kernel", "needs the FP32 q");
+  }
+  p.heads = 8;  // kAuto: only the FP32 kernel takes it
+  p.kernel = Kernel::kAuto;
+  expect_error("q_bf16 alone, kAuto on 8 heads", "needs the FP32 q");
+  p.heads = 64;
+  p.kernel = Kernel::kWgmmaPipelined;
+  p.q_bf16 = fake_kv + 1;  // 2-byte aligned only
+  expect_error("misaligned q_bf16", "q_bf16 must be 16-byte aligned");
 }
 
 }  // namespace

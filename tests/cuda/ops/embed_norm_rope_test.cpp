@@ -6,6 +6,7 @@
 // input pair (cos/sin differ by a few ulp between CUDA and glibc), untouched channels exact.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -114,7 +115,9 @@ TEST(CudaOpsRope, ForwardAndInverseMatchCpu) {
 // an ulp or two of the rotated pair (the compiler contracts the rotation differently in the
 // fused kernel: 1 ulp seen on the H200), and vs the CPU (rms_norm, then RopeTable::apply). Ragged: width 78 with rope 64
 // (odd non-rope part), 512/64 (V4's head_dim), vectors 1 and 3, a weighted and an
-// unweighted norm, rope_dim 0 (norm only, null inv_freq/positions).
+// unweighted norm, rope_dim 0 (norm only, null inv_freq/positions). The same call with
+// out_bf16 (the attention's q_bf16): x bitwise the call without it, and out_bf16 bitwise
+// the CPU RNE (float_to_bf16) of every element of that FP32 output.
 TEST(CudaOpsRmsNormRope, FusedMatchesSeparateAndCpu) {
   struct Case {
     int tokens, vectors, width, rope_dim;
@@ -142,6 +145,24 @@ TEST(CudaOpsRmsNormRope, FusedMatchesSeparateAndCpu) {
     cuda::ops::rms_norm_rope(d_b.get(), c.tokens, c.vectors, c.width, w, 1e-6f, c.rope_dim,
                              c.rope_dim > 0 ? d_freq.get() : nullptr, c.rope_dim > 0 ? d_pos.get() : nullptr, nullptr);
     const std::vector<float> separate = d_a.download(), fused = d_b.download();
+    {
+      DeviceBuffer<float> d_c(x);
+      DeviceBuffer<uint16_t> d_bits(x.size());
+      d_bits.poison();
+      cuda::ops::rms_norm_rope(d_c.get(), c.tokens, c.vectors, c.width, w, 1e-6f, c.rope_dim,
+                               c.rope_dim > 0 ? d_freq.get() : nullptr, c.rope_dim > 0 ? d_pos.get() : nullptr,
+                               nullptr, d_bits.get());
+      const std::vector<float> with_bits = d_c.download();
+      const std::vector<uint16_t> bits = d_bits.download();
+      ASSERT_EQ(std::memcmp(with_bits.data(), fused.data(), fused.size() * sizeof(float)), 0)
+          << "x with out_bf16 differs from x without";
+      size_t differing = 0, first = 0;
+      for (size_t i = 0; i < bits.size(); ++i)
+        if (bits[i] != float_to_bf16(fused[i]) && differing++ == 0) first = i;
+      EXPECT_EQ(differing, 0u) << "out_bf16 vs CPU RNE of x: " << differing << " differ, first at row "
+                               << first / c.width << " channel " << first % c.width << ": " << bits[first] << " vs "
+                               << float_to_bf16(fused[first]);
+    }
     std::vector<float> want = x;
     if (c.weighted)
       cpu::rms_norm(want.data(), rows, c.width, weight.data(), 1e-6);
