@@ -94,6 +94,7 @@ struct Buffers {
   int64_t hc_workspace_floats = 0;
   float* q_residual = nullptr;    // [T, q_lora_rank]
   float* q = nullptr;             // [T, heads, head_dim]
+  uint16_t* q_bf16 = nullptr;     // [T, heads, head_dim] BF16 of q for the ring attention kernels (null: other shapes)
   float* kv = nullptr;            // [T, head_dim]
   float* comp_kv = nullptr;       // [T, 2 * head_dim]
   float* comp_gate = nullptr;     // [T, 2 * head_dim]
@@ -198,6 +199,10 @@ ArenaLayout carve_arena(const ModelWeights& weights, const Limits& lim, Carver& 
   }
   b.q_residual = act("act.q_residual", T * c.q_lora_rank);
   b.q = act("act.q", T * heads * hd);
+  // The ring attention kernels' shape (heads % 64 == 0, head_dim 512): their producer copies
+  // this BF16 q instead of the consumers rounding the FP32 one (SparseAttentionParams::q_bf16).
+  if (heads % 64 == 0 && hd == 512)
+    b.q_bf16 = carver.take<uint16_t>("act.q_bf16", RegionKind::kActivations, T * heads * hd);
   b.kv = act("act.kv", T * hd);
   b.comp_kv = act("act.compressor_proj", T * 2 * hd);
   b.comp_gate = act("act.compressor_proj", T * 2 * hd);
@@ -689,7 +694,7 @@ class CudaEngine final : public Engine {
     linear(a.wq_b, b.q_residual, T, b.q);
     // Norm + RoPE fused (one launch each, the same bits as rms_norm then rope).
     ops::rms_norm_rope(b.q, T, static_cast<int>(heads), static_cast<int>(hd), nullptr, eps(), rope_dim, inv_freq,
-                       batch.positions, stream_);
+                       batch.positions, stream_, b.q_bf16);
     ops::rms_norm_rope(b.kv, T, 1, static_cast<int>(hd), a.kv_norm, eps(), rope_dim, inv_freq, batch.positions,
                        stream_);
     if (limits_.kv_fp8)
@@ -738,6 +743,7 @@ class CudaEngine final : public Engine {
 
     attention::SparseAttentionParams sp;
     sp.q = b.q;
+    sp.q_bf16 = b.q_bf16;  // null unless the ring kernels' shape
     sp.heads = static_cast<int>(heads);
     sp.head_dim = static_cast<int>(hd);
     // FP8 cache: the rows are 584-byte FP8 records (the params take them as uint16_t*).
