@@ -15,13 +15,17 @@
 //  2. A double p < 2^-53 added to a double s >= 1 gives s back: ulp(s) >= 2^-52, so s + p
 //     lies strictly within half an ulp of s and rounds to s. So every element with
 //     p < 2^-53 leaves every running sum unchanged, wherever it stands in the order.
-//  3. Candidates: d = double(logit) - max > c with c = -40 T (exact in double: T is a
-//     float, 40 T needs 27 mantissa bits). A non-candidate has d <= -40 T, so d / T <= -40
-//     after rounding (rounding is monotone, -40 is a double) and its prob is at most
-//     exp(-40) (1 + 2^-52) ~ 4.2e-18 < 2^-53 = 1.1e-16: by 2, it changes no sum. d is
-//     monotone in the logit, so the candidates are a prefix of the sorted order; only they
-//     are sorted (the same order: (logit desc, id asc) is a total order, any exact sort of
-//     it equals the stable sort).
+//  3. Candidates: every id with d = double(logit) - max > c, c = -40 T (exact in double: T
+//     is a float, 40 T needs 27 mantissa bits), and maybe more. A non-candidate has
+//     d <= -40 T, so d / T <= -40 after rounding (rounding is monotone, -40 is a double)
+//     and its prob is at most exp(-40) (1 + 2^-52) ~ 4.2e-18 < 2^-53 = 1.1e-16: by 2, it
+//     changes no sum. The test is `logit >= threshold` on the float, threshold = max + c
+//     rounded down and one float step lower (below the double rounding of max + c): it
+//     keeps every id with d > c, and any extra one has a prob < 2^-53 too. It is monotone
+//     in the logit, so the candidates are a prefix of the sorted order. Only they are
+//     sorted (the same order: (logit desc, id asc) is a total order, any exact sort of it
+//     equals the stable sort): LSD radix on (key << 32 | id), or with a small top_k a
+//     heap of the best top_k.
 //  4. kept = min(keep, candidates) = the first `kept` sorted elements. total over them
 //     equals the old total (the rest of the first `keep` add nothing, by 2). The nucleus
 //     loop runs on identical values up to kept; if it stops there, the nucleus is the
@@ -48,7 +52,11 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <memory>
+#include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "dsv4/engine.h"
 #include "dsv4/error.h"
@@ -68,25 +76,20 @@ uint64_t next_random(uint64_t& state) {
 // A 32-bit key whose ascending order is the descending order of non-NaN floats, with
 // -0 and +0 equal (as `>` has them).
 uint32_t descending_key(float value) {
+  const float canonical = value + 0.0f;  // -0 -> +0 (round to nearest); every other non-NaN unchanged
   uint32_t bits;
-  std::memcpy(&bits, &value, sizeof(bits));
-  if (bits == 0x80000000u) bits = 0;  // -0 -> +0
-  return (bits & 0x80000000u) ? bits : (~bits & 0x7fffffffu);
+  std::memcpy(&bits, &canonical, sizeof(bits));
+  const uint32_t negative = static_cast<uint32_t>(static_cast<int32_t>(bits) >> 31);  // all ones if negative
+  return bits ^ (~negative & 0x7fffffffu);  // negative: bits; positive: ~bits without the sign
 }
 
-// Stable LSD radix sort of keys[n] by their high 32 bits (3 passes of 11/11/10 bits;
-// a pass whose digit is the same in every key is skipped). Returns keys or scratch,
-// whichever holds the result.
-uint64_t* sort_by_high_word(uint64_t* keys, uint64_t* scratch, size_t n) {
+// Stable LSD radix sort of keys[n] by their high 32 bits: 3 passes of 11/11/10 bits
+// (counts: each pass's digit counts over the n keys); a pass whose digit is the same in
+// every key is skipped. Returns keys or scratch, whichever holds the result.
+using DigitCounts = std::array<std::array<uint32_t, 2048>, 3>;
+uint64_t* sort_by_high_word(uint64_t* keys, uint64_t* scratch, size_t n, DigitCounts& counts) {
   constexpr int kShift[3] = {32, 43, 54};
   constexpr uint32_t kMask[3] = {0x7ff, 0x7ff, 0x3ff};
-  std::array<std::array<uint32_t, 2048>, 3> counts{};
-  for (size_t i = 0; i < n; ++i) {
-    const uint64_t k = keys[i];
-    ++counts[0][(k >> 32) & 0x7ff];
-    ++counts[1][(k >> 43) & 0x7ff];
-    ++counts[2][k >> 54];
-  }
   uint64_t* src = keys;
   uint64_t* dst = scratch;
   for (int pass = 0; pass < 3; ++pass) {
@@ -106,6 +109,81 @@ uint64_t* sort_by_high_word(uint64_t* keys, uint64_t* scratch, size_t n) {
   }
   return src;
 }
+
+// The largest logit and whether any is NaN: one read of the logits (SSE2: maxps(v, m)
+// is `m < v ? v : m`, so a NaN never becomes the maximum; the NaN test is separate).
+struct LogitScan {
+  float max_value;
+  bool any_nan;
+};
+LogitScan scan_logits(std::span<const float> logits) {
+  const float* x = logits.data();
+  const size_t n = logits.size();
+  float max_value = -std::numeric_limits<float>::infinity();
+  bool any_nan = false;
+  size_t i = 0;
+#if defined(__SSE2__)
+  __m128 m[4] = {_mm_set1_ps(max_value), _mm_set1_ps(max_value), _mm_set1_ps(max_value), _mm_set1_ps(max_value)};
+  __m128 nan = _mm_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    for (int j = 0; j < 4; ++j) {
+      const __m128 v = _mm_loadu_ps(x + i + 4 * j);
+      m[j] = _mm_max_ps(v, m[j]);
+      nan = _mm_or_ps(nan, _mm_cmpunord_ps(v, v));
+    }
+  }
+  any_nan = _mm_movemask_ps(nan) != 0;
+  float lanes[16];
+  for (int j = 0; j < 4; ++j) _mm_storeu_ps(lanes + 4 * j, m[j]);
+  for (const float v : lanes) max_value = max_value < v ? v : max_value;
+#endif
+  for (; i < n; ++i) {
+    const float v = x[i];
+    any_nan |= (v != v);
+    max_value = max_value < v ? v : max_value;
+  }
+  return {max_value, any_nan};
+}
+
+// A float at most x and below every real value within double rounding of it: x rounded
+// toward -inf, then one float step further down (a float step exceeds x's double
+// rounding error, max + cutoff).
+float float_at_most(double x) {
+  float f = static_cast<float>(x);
+  if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+  return std::nextafter(f, -std::numeric_limits<float>::infinity());
+}
+
+uint64_t composite_key(float value, size_t id) { return (static_cast<uint64_t>(descending_key(value)) << 32) | id; }
+
+// The k (< V) first ids of the sorted order, as composite keys, sorted: a max-heap of the
+// k best so far; a later id enters only with a strictly larger logit (on a tie the
+// earlier id stays first).
+void select_top_k(std::span<const float> logits, size_t k, uint64_t* out) {
+  for (size_t i = 0; i < k; ++i) out[i] = composite_key(logits[i], i);
+  std::make_heap(out, out + k);  // out[0]: the last of the k in the sorted order
+  float worst = logits[static_cast<uint32_t>(out[0])];
+  for (size_t i = k; i < logits.size(); ++i) {
+    const float v = logits[i];
+    if (v > worst) {
+      std::pop_heap(out, out + k);
+      out[k - 1] = composite_key(v, i);
+      std::push_heap(out, out + k);
+      worst = logits[static_cast<uint32_t>(out[0])];
+    }
+  }
+  std::sort_heap(out, out + k);
+}
+
+// Scratch of sample(), 32 bytes per logit (keys, the radix sort's second buffer, probs
+// and their running sums), kept per thread so that a call touches no fresh pages (fresh
+// buffers cost ~20% of a V4 call in page faults). It belongs in Sampler once the class
+// can take a member.
+struct Workspace {
+  std::vector<uint64_t> keys, scratch;
+  std::vector<double> sums;
+};
+thread_local Workspace workspace;
 
 [[noreturn]] void fail_on_nan(std::span<const float> logits) {
   const size_t index = std::find_if(logits.begin(), logits.end(), [](float v) { return std::isnan(v); }) -
@@ -131,15 +209,9 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   DSV4_CHECK(vocab <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
              "sample: {} logits, expected at most {} (token ids are int32)", vocab,
              std::numeric_limits<int32_t>::max());
-  // The maximum and whether any logit is NaN (a NaN never wins a `<`); then its first id.
-  float max_value = -std::numeric_limits<float>::infinity();
-  bool any_nan = false;
-  for (const float v : logits) {
-    any_nan |= (v != v);
-    max_value = max_value < v ? v : max_value;
-  }
+  const auto [max_value, any_nan] = scan_logits(logits);
   if (any_nan) fail_on_nan(logits);
-  const size_t argmax = std::find(logits.begin(), logits.end(), max_value) - logits.begin();
+  const size_t argmax = std::find(logits.begin(), logits.end(), max_value) - logits.begin();  // the first
   if (params.temperature == 0.0f) return static_cast<int32_t>(argmax);  // greedy: first maximum
   DSV4_CHECK(max_value != std::numeric_limits<float>::infinity(),
              "sample: logit {} of {} is +inf (expected finite logits when sampling at temperature {})", argmax,
@@ -147,32 +219,53 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   DSV4_CHECK(max_value != -std::numeric_limits<float>::infinity(),
              "sample: all {} logits are -inf (expected at least one finite logit)", vocab);
 
-  // Candidates (comment at the top, point 3), in id order: (descending_key << 32) | id.
   const double temperature = params.temperature;
-  const double max_logit = max_value;
-  const double cutoff = -40.0 * temperature;
-  auto keys = std::make_unique_for_overwrite<uint64_t[]>(vocab);
-  size_t candidates = 0;
-  for (size_t i = 0; i < vocab; ++i) {
-    const float v = logits[i];
-    keys[candidates] = (static_cast<uint64_t>(descending_key(v)) << 32) | i;
-    candidates += (static_cast<double>(v) - max_logit > cutoff);
-  }
-  size_t kept = candidates;
-  if (params.top_k > 0) kept = std::min(kept, static_cast<size_t>(params.top_k));
-  const uint64_t* sorted = keys.get();
-  std::unique_ptr<uint64_t[]> scratch;
-  if (kept < candidates && kept <= candidates / 8) {
-    std::nth_element(keys.get(), keys.get() + kept, keys.get() + candidates);
-    std::sort(keys.get(), keys.get() + kept);
+  const double max_logit = logits[argmax];
+  const double cutoff = -40.0 * temperature;  // candidates: logit - max > cutoff (top comment, point 3)
+  Workspace& ws = workspace;
+  if (ws.keys.size() < vocab) ws.keys.resize(vocab);
+  uint64_t* keys = ws.keys.data();  // [vocab] (descending_key << 32) | id
+  const uint64_t* sorted = keys;    // [kept] the first kept ids of the sorted order
+  size_t kept = 0;
+  const size_t top_k = static_cast<size_t>(params.top_k);
+  if (top_k > 0 && top_k < vocab && top_k <= 1024) {
+    select_top_k(logits, top_k, keys);
+    while (kept < top_k && static_cast<double>(logits[static_cast<uint32_t>(keys[kept])]) - max_logit > cutoff)
+      ++kept;  // the candidates are a prefix
   } else {
-    scratch = std::make_unique_for_overwrite<uint64_t[]>(candidates);
-    sorted = sort_by_high_word(keys.get(), scratch.get(), candidates);
+    // Compaction of the candidates in id order, with the radix sort's digit counts. The
+    // test is on the float: v >= threshold keeps every v with v - max > cutoff (and maybe
+    // a few more: any elements below the cutoff are harmless, point 2, and v >= threshold
+    // still selects a prefix of the sorted order).
+    const float threshold = float_at_most(max_logit + cutoff);
+    DigitCounts counts{};
+    std::array<std::array<uint32_t, 1024>, 4> top_counts{};  // 4 tables: top digits repeat, chains would form
+    size_t candidates = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      const float v = logits[i];
+      const uint64_t key = composite_key(v, i);
+      const uint32_t is_candidate = v >= threshold;
+      keys[candidates] = key;
+      candidates += is_candidate;
+      counts[0][(key >> 32) & 0x7ff] += is_candidate;
+      counts[1][(key >> 43) & 0x7ff] += is_candidate;
+      top_counts[i & 3][key >> 54] += is_candidate;
+    }
+    for (size_t d = 0; d < 1024; ++d) counts[2][d] = top_counts[0][d] + top_counts[1][d] + top_counts[2][d] + top_counts[3][d];
+    kept = top_k > 0 ? std::min(candidates, top_k) : candidates;
+    if (kept < candidates && kept <= candidates / 8) {
+      std::nth_element(keys, keys + kept, keys + candidates);
+      std::sort(keys, keys + kept);
+    } else {
+      if (ws.scratch.size() < candidates) ws.scratch.resize(candidates);
+      sorted = sort_by_high_word(keys, ws.scratch.data(), candidates, counts);
+    }
   }
 
   // probs[i] and their running sums, in sorted order.
-  auto probs = std::make_unique_for_overwrite<double[]>(2 * kept);
-  double* prefix = probs.get() + kept;  // [kept] the sum of probs[0..i]
+  if (ws.sums.size() < 2 * kept) ws.sums.resize(2 * kept);
+  double* probs = ws.sums.data();  // [kept]
+  double* prefix = probs + kept;   // [kept] the sum of probs[0..i]
   double total = 0;
   float previous = std::numeric_limits<float>::quiet_NaN();
   double p = 0;
