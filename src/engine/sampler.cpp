@@ -42,10 +42,11 @@
 //     draw's first "u < running sum" is the first prefix sum > u (a binary search: the
 //     prefix sums stored while summing total are the draw's running sums; they never
 //     decrease).
-// Logits: NaN is an error naming its index (the sort order was undefined), also for
-// greedy; with T > 0, +inf is an error (exp(inf - inf) made every prob NaN) and so is a
-// vector of only -inf; a -inf logit is a token of probability 0 (as before). Greedy
-// (T = 0) takes the first maximum (+inf included), as before.
+// Logits at T > 0: NaN is an error naming its index (the sort order was undefined); +inf
+// is an error (exp(inf - inf) made every prob NaN) and so is a vector of only -inf; a
+// -inf logit is a token of probability 0 (as before). Greedy (T = 0) is greedy_token
+// (engine.h, the rule of every engine path): the first largest non-NaN logit, +inf
+// included; the same as before for every input without NaN.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -209,10 +210,10 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   DSV4_CHECK(vocab <= static_cast<size_t>(std::numeric_limits<int32_t>::max()),
              "sample: {} logits, expected at most {} (token ids are int32)", vocab,
              std::numeric_limits<int32_t>::max());
+  if (params.temperature == 0.0f) return greedy_token(logits);  // the one greedy rule (engine.h)
   const auto [max_value, any_nan] = scan_logits(logits);
   if (any_nan) fail_on_nan(logits);
   const size_t argmax = std::find(logits.begin(), logits.end(), max_value) - logits.begin();  // the first
-  if (params.temperature == 0.0f) return static_cast<int32_t>(argmax);  // greedy: first maximum
   DSV4_CHECK(max_value != std::numeric_limits<float>::infinity(),
              "sample: logit {} of {} is +inf (expected finite logits when sampling at temperature {})", argmax,
              vocab, params.temperature);

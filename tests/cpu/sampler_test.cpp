@@ -258,19 +258,20 @@ std::string error_of(Fn&& fn) {
   return "";
 }
 
-TEST(Sampler, NanLogitIsAnErrorNamingItsIndex) {
+TEST(Sampler, NanLogitIsAnErrorNamingItsIndexWhenSampling) {
   std::vector<float> logits(300, 0.25f);
   logits[17] = std::numeric_limits<float>::quiet_NaN();
   logits[200] = std::numeric_limits<float>::quiet_NaN();
-  for (const float t : {0.0f, 1.0f}) {
-    Sampler sampler(SamplingParams{t, 0.9f, 0, 1});
+  for (const int top_k : {0, 5}) {
+    Sampler sampler(SamplingParams{1.0f, 0.9f, top_k, 1});
     const std::string message = error_of([&] { sampler.sample(logits); });
-    EXPECT_NE(message.find("logit 17 of 300 is NaN"), std::string::npos) << "T=" << t << ": '" << message << "'";
+    EXPECT_NE(message.find("logit 17 of 300 is NaN"), std::string::npos) << "top_k=" << top_k << ": '" << message << "'";
   }
-  logits.assign(5, 1.0f);
-  logits[0] = std::numeric_limits<float>::quiet_NaN();  // first: the old greedy returned 0
+  // Greedy is greedy_token: NaN is skipped (the rule of the device argmax too).
   Sampler greedy(SamplingParams{});
-  EXPECT_NE(error_of([&] { greedy.sample(logits); }).find("logit 0 of 5 is NaN"), std::string::npos);
+  logits[250] = 0.5f;
+  EXPECT_EQ(greedy.sample(logits), 250);
+  EXPECT_EQ(greedy.sample(logits), greedy_token(logits));
 }
 
 TEST(Sampler, InfinitiesWhenSampling) {
