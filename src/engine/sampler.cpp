@@ -24,8 +24,9 @@
 //     keeps every id with d > c, and any extra one has a prob < 2^-53 too. It is monotone
 //     in the logit, so the candidates are a prefix of the sorted order. Only they are
 //     sorted (the same order: (logit desc, id asc) is a total order, any exact sort of it
-//     equals the stable sort): LSD radix on (key << 32 | id), or with a small top_k a
-//     heap of the best top_k.
+//     equals the stable sort): LSD radix of the 32-bit keys alone (equal keys are equal
+//     logits, whose ids stand in id order: the drawn position's id is found afterwards),
+//     or with a small top_k a heap of the best (key << 32 | id).
 //  4. kept = min(keep, candidates) = the first `kept` sorted elements. total over them
 //     equals the old total (the rest of the first `keep` add nothing, by 2). The nucleus
 //     loop runs on identical values up to kept; if it stops there, the nucleus is the
@@ -84,15 +85,24 @@ uint32_t descending_key(float value) {
   return bits ^ (~negative & 0x7fffffffu);  // negative: bits; positive: ~bits without the sign
 }
 
-// Stable LSD radix sort of keys[n] by their high 32 bits: 3 passes of 11/11/10 bits
-// (counts: each pass's digit counts over the n keys); a pass whose digit is the same in
-// every key is skipped. Returns keys or scratch, whichever holds the result.
+// The float of a descending_key (the map is its own inverse; -0 comes back as +0).
+float key_value(uint32_t key) {
+  const uint32_t negative = static_cast<uint32_t>(static_cast<int32_t>(key) >> 31);
+  const uint32_t bits = key ^ (~negative & 0x7fffffffu);
+  float value;
+  std::memcpy(&value, &bits, sizeof(value));
+  return value;
+}
+
+// LSD radix sort of keys[n]: 3 passes of 11/11/10 bits (counts: each pass's digit counts
+// over the n keys); a pass whose digit is the same in every key is skipped. Returns keys
+// or scratch, whichever holds the result.
 using DigitCounts = std::array<std::array<uint32_t, 2048>, 3>;
-uint64_t* sort_by_high_word(uint64_t* keys, uint64_t* scratch, size_t n, DigitCounts& counts) {
-  constexpr int kShift[3] = {32, 43, 54};
+uint32_t* sort_keys(uint32_t* keys, uint32_t* scratch, size_t n, DigitCounts& counts) {
+  constexpr int kShift[3] = {0, 11, 22};
   constexpr uint32_t kMask[3] = {0x7ff, 0x7ff, 0x3ff};
-  uint64_t* src = keys;
-  uint64_t* dst = scratch;
+  uint32_t* src = keys;
+  uint32_t* dst = scratch;
   for (int pass = 0; pass < 3; ++pass) {
     auto& offsets = counts[pass];
     if (offsets[(src[0] >> kShift[pass]) & kMask[pass]] == n) continue;  // one digit: order kept
@@ -103,7 +113,7 @@ uint64_t* sort_by_high_word(uint64_t* keys, uint64_t* scratch, size_t n, DigitCo
       sum += count;
     }
     for (size_t i = 0; i < n; ++i) {
-      const uint64_t k = src[i];
+      const uint32_t k = src[i];
       dst[offsets[(k >> kShift[pass]) & kMask[pass]]++] = k;
     }
     std::swap(src, dst);
@@ -157,6 +167,8 @@ float float_at_most(double x) {
 
 uint64_t composite_key(float value, size_t id) { return (static_cast<uint64_t>(descending_key(value)) << 32) | id; }
 
+constexpr size_t kMaxHeapTopK = 1024;  // larger top_k: selection on the compacted keys
+
 // The k (< V) first ids of the sorted order, as composite keys, sorted: a max-heap of the
 // k best so far; a later id enters only with a strictly larger logit (on a tie the
 // earlier id stays first).
@@ -176,12 +188,12 @@ void select_top_k(std::span<const float> logits, size_t k, uint64_t* out) {
   std::sort_heap(out, out + k);
 }
 
-// Scratch of sample(), 32 bytes per logit (keys, the radix sort's second buffer, probs
+// Scratch of sample(), 24 bytes per logit (keys, the radix sort's second buffer, probs
 // and their running sums), kept per thread so that a call touches no fresh pages (fresh
 // buffers cost ~20% of a V4 call in page faults). It belongs in Sampler once the class
 // can take a member.
 struct Workspace {
-  std::vector<uint64_t> keys, scratch;
+  std::vector<uint32_t> keys, scratch;
   std::vector<double> sums;
 };
 thread_local Workspace workspace;
@@ -225,41 +237,47 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   const double cutoff = -40.0 * temperature;  // candidates: logit - max > cutoff (top comment, point 3)
   Workspace& ws = workspace;
   if (ws.keys.size() < vocab) ws.keys.resize(vocab);
-  uint64_t* keys = ws.keys.data();  // [vocab] (descending_key << 32) | id
-  const uint64_t* sorted = keys;    // [kept] the first kept ids of the sorted order
+  uint32_t* keys = ws.keys.data();  // [vocab] descending_key of the candidates
+  const uint32_t* sorted = keys;    // [kept] the keys of the first kept of the sorted order
+  std::array<uint64_t, kMaxHeapTopK> top;  // the heap path's (key << 32 | id), sorted
+  bool have_ids = false;                   // top holds the ids of sorted
   size_t kept = 0;
   const size_t top_k = static_cast<size_t>(params.top_k);
-  if (top_k > 0 && top_k < vocab && top_k <= 1024) {
-    select_top_k(logits, top_k, keys);
-    while (kept < top_k && static_cast<double>(logits[static_cast<uint32_t>(keys[kept])]) - max_logit > cutoff)
+  if (top_k > 0 && top_k < vocab && top_k <= kMaxHeapTopK) {
+    select_top_k(logits, top_k, top.data());
+    have_ids = true;
+    while (kept < top_k && static_cast<double>(logits[static_cast<uint32_t>(top[kept])]) - max_logit > cutoff) {
+      keys[kept] = static_cast<uint32_t>(top[kept] >> 32);
       ++kept;  // the candidates are a prefix
+    }
   } else {
-    // Compaction of the candidates in id order, with the radix sort's digit counts. The
-    // test is on the float: v >= threshold keeps every v with v - max > cutoff (and maybe
-    // a few more: any elements below the cutoff are harmless, point 2, and v >= threshold
-    // still selects a prefix of the sorted order).
+    // Compaction of the candidates' keys in id order, with the radix sort's digit counts.
+    // The test is on the float: v >= threshold keeps every v with v - max > cutoff (and
+    // maybe a few more: any elements below the cutoff are harmless, point 2, and
+    // v >= threshold still selects a prefix of the sorted order).
     const float threshold = float_at_most(max_logit + cutoff);
     DigitCounts counts{};
     std::array<std::array<uint32_t, 1024>, 4> top_counts{};  // 4 tables: top digits repeat, chains would form
     size_t candidates = 0;
     for (size_t i = 0; i < vocab; ++i) {
       const float v = logits[i];
-      const uint64_t key = composite_key(v, i);
+      const uint32_t key = descending_key(v);
       const uint32_t is_candidate = v >= threshold;
       keys[candidates] = key;
       candidates += is_candidate;
-      counts[0][(key >> 32) & 0x7ff] += is_candidate;
-      counts[1][(key >> 43) & 0x7ff] += is_candidate;
-      top_counts[i & 3][key >> 54] += is_candidate;
+      counts[0][key & 0x7ff] += is_candidate;
+      counts[1][(key >> 11) & 0x7ff] += is_candidate;
+      top_counts[i & 3][key >> 22] += is_candidate;
     }
-    for (size_t d = 0; d < 1024; ++d) counts[2][d] = top_counts[0][d] + top_counts[1][d] + top_counts[2][d] + top_counts[3][d];
+    for (size_t d = 0; d < 1024; ++d)
+      counts[2][d] = top_counts[0][d] + top_counts[1][d] + top_counts[2][d] + top_counts[3][d];
     kept = top_k > 0 ? std::min(candidates, top_k) : candidates;
     if (kept < candidates && kept <= candidates / 8) {
       std::nth_element(keys, keys + kept, keys + candidates);
       std::sort(keys, keys + kept);
     } else {
       if (ws.scratch.size() < candidates) ws.scratch.resize(candidates);
-      sorted = sort_by_high_word(keys, ws.scratch.data(), candidates, counts);
+      sorted = sort_keys(keys, ws.scratch.data(), candidates, counts);
     }
   }
 
@@ -271,7 +289,7 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   float previous = std::numeric_limits<float>::quiet_NaN();
   double p = 0;
   for (size_t i = 0; i < kept; ++i) {
-    const float v = logits[static_cast<uint32_t>(sorted[i])];
+    const float v = key_value(sorted[i]);
     if (!(v == previous)) p = std::exp((static_cast<double>(v) - max_logit) / temperature);
     previous = v;
     probs[i] = p;
@@ -292,7 +310,19 @@ int32_t sample(std::span<const float> logits, const SamplingParams& params, uint
   size_t drawn = std::upper_bound(prefix, prefix + nucleus, u) - prefix;
   if (drawn == nucleus) drawn = nucleus - 1;  // unreachable for finite sums (point 4); the definition's fallback
   if (trace) *trace = SampleTrace{total, nucleus_total};
-  return static_cast<int32_t>(static_cast<uint32_t>(sorted[drawn]));
+  if (have_ids) return static_cast<int32_t>(static_cast<uint32_t>(top[drawn]));
+  // The id at sorted position `drawn`: equal logits stand in id order, so it is the
+  // rank-th id (in id order) with that logit, rank = its equal predecessors in sorted.
+  const uint32_t drawn_key = sorted[drawn];
+  size_t rank = drawn - static_cast<size_t>(std::lower_bound(sorted, sorted + drawn, drawn_key) - sorted);
+  const float drawn_value = key_value(drawn_key);
+  for (size_t i = 0; i < vocab; ++i) {
+    if (logits[i] == drawn_value) {
+      if (rank == 0) return static_cast<int32_t>(i);
+      --rank;
+    }
+  }
+  fail("sample: internal error: no id for sorted position {} (logit {})", drawn, drawn_value);
 }
 
 }  // namespace sampler_detail
