@@ -160,6 +160,7 @@ LogitScan scan_logits(std::span<const float> logits) {
 // toward -inf, then one float step further down (a float step exceeds x's double
 // rounding error, max + cutoff).
 float float_at_most(double x) {
+  if (x < -static_cast<double>(std::numeric_limits<float>::max())) return -std::numeric_limits<float>::infinity();
   float f = static_cast<float>(x);
   if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
   return std::nextafter(f, -std::numeric_limits<float>::infinity());

@@ -217,6 +217,34 @@ TEST(Sampler, MatchesReferenceAtExtremeTemperatures) {
   EXPECT_EQ(mismatches, 0);
 }
 
+TEST(Sampler, MatchesReferenceAtHugeLogits) {
+  // Logits near +-FLT_MAX: max + cutoff below -FLT_MAX (every logit a candidate, -inf too)
+  // and differences beyond the float range.
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  int mismatches = 0;
+  for (const float t : {1.0f, 1e30f, 3e38f})
+    for (const float center : {-3.0e38f, 0.0f})
+      for (const int k : {0, 4}) {
+        const SamplingParams params{t, 0.9f, k, rng()};
+        uint64_t state = params.seed;
+        ReferenceSampler reference(params);
+        std::vector<float> logits(997);
+        for (float& v : logits) v = std::clamp(center + 3.0e38f * unit(rng), -3.4e38f, 3.4e38f);
+        logits[5] = -kInf;
+        for (int d = 0; d < 4; ++d) {
+          sampler_detail::SampleTrace trace;
+          const int32_t want = reference.sample(logits), got = sampler_detail::sample(logits, params, state, &trace);
+          if (got != want || !same_bits(trace.total, reference.trace_.total)) {
+            ADD_FAILURE() << "T=" << t << " center=" << center << " top_k=" << k << " draw " << d << ": token " << got
+                          << ", reference " << want;
+            ++mismatches;
+          }
+        }
+      }
+  EXPECT_EQ(mismatches, 0);
+}
+
 TEST(Sampler, TieOrderIsLowerIdFirstWithSignedZeros) {
   // -0 and +0 are the same logit: with top_k = 2 only the two lowest ids of the tie are
   // kept, whatever their zero's sign.
