@@ -193,8 +193,14 @@ void Scheduler::decode_step(std::vector<std::unique_ptr<Active>>& running) {
   const size_t vocab = all_greedy ? 0 : logits.size() / running.size();
   for (size_t i = 0; i < running.size(); ++i) {
     Active& active = *running[i];
-    on_token(active, all_greedy ? greedy[i]
-                                : active.sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab)));
+    int32_t token = 0;
+    try {  // a sampler error (NaN / +inf logits) ends this request only
+      token = all_greedy ? greedy[i] : active.sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab));
+    } catch (const std::exception& error) {
+      retire(active, "error", error.what());
+      continue;
+    }
+    on_token(active, token);
   }
   std::erase_if(running, [](const auto& a) { return a->sequence < 0; });
 }

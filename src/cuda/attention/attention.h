@@ -125,18 +125,19 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; kWgmmaPipelined with kv_fp8) where a wgmma kernel (sparse_attention_wgmma.cu:
-  // heads % 64 == 0, head_dim 512; BF16 q and weights, FP32 accumulation) where it
-  // applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
+  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows) where
+  // a wgmma kernel (sparse_attention_wgmma.cu: heads % 64 == 0, head_dim 512; BF16 q and
+  // weights, FP32 accumulation) applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
   // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
   // the same kernel computing S = Q K^T once instead of in both warpgroups (each takes
   // half of a tile's keys, P goes through shared memory); same conditions and roundings;
   // 190 vs 173 TFLOP/s (CSA 8 k prefill, H200).
-  // kWgmmaPipelined (kAuto's choice with kv_fp8; 226 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math with a
-  // producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
+  // kWgmmaPipelined (226 TFLOP/s there; sparse_attention_pipelined.cu): the share-P math
+  // with a producer warpgroup gathering 48-key tiles into a 3-stage mbarrier ring; same
   // conditions and roundings (kv_splits and its workspace work the same way).
-  // kWgmmaPingPong (the kAuto choice without kv_fp8: 272 / 131 TFLOP/s at CSA / HCA 8 k prefill
-  // vs 226 / 119 for kWgmmaPipelined, H200 2026-12-01 23:25 UTC; sparse_attention_pingpong.cu):
+  // kWgmmaPingPong (the kAuto choice: 272 / 131 TFLOP/s at CSA / HCA 8 k prefill vs 226 /
+  // 119 for kWgmmaPipelined, H200 2026-12-01 23:25 UTC; 361 / 225 given q_bf16, 2026-12-02
+  // 00:45 UTC; sparse_attention_pingpong.cu):
   // kWgmmaPipelined's producer, ring and math, but the two consumer warpgroups score
   // alternate tiles (S for all 48 keys, the softmax, P through shared memory) while both
   // run P V for every tile; same conditions, kv_fp8 and split-KV; outputs bitwise equal
@@ -160,8 +161,8 @@ struct SparseAttentionParams {
   // kKvFp8RowBytes (584) bytes in the FP8 layout instead of BF16 rows (pass the byte
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
-  // head_dim 512 only. Read by kWgmmaPipelined (kAuto's choice where it fits) and
-  // kWgmmaPingPong (their producer decodes the rows into the BF16 tile; same split-KV),
+  // head_dim 512 only. Read by kWgmmaPingPong (kAuto's choice where it fits) and
+  // kWgmmaPipelined (their producer decodes the rows into the BF16 tile; same split-KV),
   // and by the FP32 kernel (kSimple; kAuto where the wgmma kernels do not fit);
   // kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;

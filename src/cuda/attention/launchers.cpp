@@ -117,9 +117,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "kWgmmaPingPong only, not kernel {}",
                static_cast<int>(p.kernel));
     // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
-    // and shapes the wgmma kernels do not take), except that kAuto picks kWgmmaPipelined: on
-    // the H200 (2026-12-01 22:45 UTC) its FP8 reader ran CSA 8k prefill at 135 TFLOP/s, the
-    // FP32 kernel at ~7 (bitwise equal outputs on the decoded rows, KvFp8.*).
+    // and shapes the wgmma kernels do not take; kAuto the ping-pong kernel).
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
   DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPong,
@@ -187,12 +185,13 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // kAuto takes the ping-pong kernel: on the H200 (2026-12-01 23:25 UTC) it gave the
   // pipelined kernel's outputs bit for bit in every SparseAttentionWgmma case and ran CSA /
   // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
-  // faster. With kv_fp8 kAuto stays on the pipelined kernel (the FP8 rows measured there).
-  if (p.kernel == Kernel::kWgmmaPingPong || (p.kernel == Kernel::kAuto && !p.kv_fp8)) {
+  // faster; over the FP8 cache (2026-12-02 00:45 UTC) CSA / HCA 8 k prefill 200.6 / 123.8
+  // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0491 vs 0.0504 ms (KvFp8.*: bitwise equal).
+  if (p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kAuto) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
     return;
   }
-  if (p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kAuto) {  // kAuto here: kv_fp8
+  if (p.kernel == Kernel::kWgmmaPipelined) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pipelined(p, std::max(1, splits), stream));
     return;
   }

@@ -749,9 +749,7 @@ class CudaEngine final : public Engine {
     // FP8 cache: the rows are 584-byte FP8 records (the params take them as uint16_t*).
     sp.window_kv = limits_.kv_fp8 ? reinterpret_cast<const uint16_t*>(cache.window_fp8) : cache.window_kv;
     sp.kv_fp8 = limits_.kv_fp8;
-    // The FP8 reader of the wgmma family is the pipelined kernel's producer (kAuto with
-    // kv_fp8 takes the FP32 kernel).
-    if (limits_.kv_fp8 && heads % 64 == 0) sp.kernel = attention::SparseAttentionParams::Kernel::kWgmmaPipelined;
+    // kAuto: the ping-pong kernel where heads % 64 == 0 (BF16 or FP8 rows), else the FP32 kernel.
     sp.ring_rows = limits_.ring_rows;
     sp.window = static_cast<int>(config_.sliding_window);
     sp.compressed = sliding ? attention::CompressedKeys::kNone

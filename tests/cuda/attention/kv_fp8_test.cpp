@@ -10,7 +10,7 @@
 //     slots, ring wrap, skipped tokens, entry overflow) hold the CPU bytes; every other
 //     row keeps its 0xee poison.
 //   SparseAttentionReadsFp8: sparse_attention with kv_fp8 (kSimple; kAuto = the FP32 kernel
-//     at heads % 64 != 0, kWgmmaPipelined at 64-head multiples) on rows
+//     at heads % 64 != 0, kWgmmaPingPong at 64-head multiples) on rows
 //     written by the CPU encoder vs an FP64 loop over the CPU-decoded rows (1e-4), and
 //     bitwise equal to the BF16 path fed the decoded rows (same BF16 tile); unused rows
 //     are 0xff (NaN BF16 tail); none / all-visible / selected with junk picks.
@@ -409,7 +409,7 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
   EXPECT_EQ(std::memcmp(out_fp8.data(), out_bf16.data(), out_fp8.size() * sizeof(float)), 0)
       << "FP8 rows decoded into the tile differ from the BF16 path on the decoded rows";
   // kAuto with kv_fp8: the FP32 kernel where the wgmma kernels do not fit (heads % 64 != 0),
-  // else kWgmmaPipelined (without a split workspace: one split).
+  // else kWgmmaPingPong (without a split workspace: one split).
   if (c.heads % 64 != 0) {
     expect_close("FP8 attention output (kAuto)", out_auto.data(), want.data(), want.size(), 1e-4, 1e-4, where);
     EXPECT_EQ(std::memcmp(out_fp8.data(), out_auto.data(), out_fp8.size() * sizeof(float)), 0)
@@ -417,10 +417,10 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     return;
   }
   {
-    const std::vector<float> pipe_one_split = run(true, Kernel::kWgmmaPipelined, 1);
+    const std::vector<float> pingpong_one_split = run(true, Kernel::kWgmmaPingPong, 1);
     expect_close("FP8 attention output (kAuto)", out_auto.data(), want.data(), want.size(), 2e-2, 2e-2, where);
-    EXPECT_EQ(std::memcmp(pipe_one_split.data(), out_auto.data(), out_auto.size() * sizeof(float)), 0)
-        << "kAuto with kv_fp8 and heads % 64 == 0 must be kWgmmaPipelined";
+    EXPECT_EQ(std::memcmp(pingpong_one_split.data(), out_auto.data(), out_auto.size() * sizeof(float)), 0)
+        << "kAuto with kv_fp8 and heads % 64 == 0 must be kWgmmaPingPong";
   }
   // kWgmmaPipelined: the producer decodes FP8 rows into the BF16 tile, so the output is
   // bitwise the BF16-row run's (same kernel, same tile bytes); split-KV off and 3 splits.
