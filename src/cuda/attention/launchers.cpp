@@ -186,7 +186,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // pipelined kernel's outputs bit for bit in every SparseAttentionWgmma case and ran CSA /
   // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
   // faster; over the FP8 cache (2026-12-02 00:45 UTC) CSA / HCA 8 k prefill 200.6 / 123.8
-  // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0491 vs 0.0504 ms (KvFp8.*: bitwise equal).
+  // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0487 vs 0.0497 ms (KvFp8.*: bitwise equal).
   if (p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kAuto) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
     return;
