@@ -190,17 +190,26 @@ void Scheduler::decode_step(std::vector<std::unique_ptr<Active>>& running) {
     running.clear();
     return;
   }
-  const size_t vocab = all_greedy ? 0 : logits.size() / running.size();
-  for (size_t i = 0; i < running.size(); ++i) {
-    Active& active = *running[i];
-    int32_t token = 0;
-    try {  // a sampler error (NaN / +inf logits) ends this request only
-      token = all_greedy ? greedy[i] : active.sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab));
-    } catch (const std::exception& error) {
-      retire(active, "error", error.what());
-      continue;
-    }
-    on_token(active, token);
+  // Sampling in parallel (each request has its own Sampler: the tokens do not depend on the
+  // thread count), then the tokens in order on this thread. A sampler error (NaN / +inf
+  // logits) ends that request only.
+  const size_t n = running.size(), vocab = all_greedy ? 0 : logits.size() / n;
+  std::vector<int32_t> picked = all_greedy ? greedy : std::vector<int32_t>(n, 0);
+  std::vector<std::string> errors(n);
+  if (!all_greedy) {
+    sampling_pool_.run(n, [&](size_t i) {
+      try {
+        picked[i] = running[i]->sampler.sample(std::span<const float>(logits).subspan(i * vocab, vocab));
+      } catch (const std::exception& error) {
+        errors[i] = error.what();
+      }
+    });
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (!errors[i].empty())
+      retire(*running[i], "error", errors[i]);
+    else
+      on_token(*running[i], picked[i]);
   }
   std::erase_if(running, [](const auto& a) { return a->sequence < 0; });
 }

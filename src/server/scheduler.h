@@ -5,6 +5,7 @@
 // and leave the batch between decode steps. HTTP threads see a Job: inputs set before
 // submit(), text that grows as tokens are sampled, and a finish reason.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "dsv4/engine.h"
 #include "dsv4/tokenizer.h"
 #include "metrics.h"
+#include "worker_pool.h"
 
 namespace dsv4::server {
 
@@ -94,6 +96,8 @@ class Scheduler {
   void retire(Active& active, const std::string& reason, const std::string& error = {});
   void publish_state(size_t running);
 
+  // Samples the running sequences of a decode step in parallel (scheduler thread + workers).
+  WorkerPool sampling_pool_{std::max(1u, std::thread::hardware_concurrency()) - 1};
   std::unique_ptr<Engine> engine_;
   const Tokenizer& tokenizer_;
   const ModelConfig config_;
