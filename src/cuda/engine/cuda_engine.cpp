@@ -369,6 +369,7 @@ class CudaEngine final : public Engine {
     if (const char* v = std::getenv("DSV4_SMALL_GEMV"); v != nullptr && std::strcmp(v, "0") == 0)
       linear_.small_gemv = false;
     linear_.small_gemv_max_tokens = 2;  // measured: faster at 1 token, slower at 8 (ops.h)
+    attention_kernel_ = attention_kernel_from_env();
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));
@@ -750,6 +751,7 @@ class CudaEngine final : public Engine {
     sp.window_kv = limits_.kv_fp8 ? reinterpret_cast<const uint16_t*>(cache.window_fp8) : cache.window_kv;
     sp.kv_fp8 = limits_.kv_fp8;
     // kAuto: the ping-pong kernel where heads % 64 == 0 (BF16 or FP8 rows), else the FP32 kernel.
+    sp.kernel = attention_kernel_;
     sp.ring_rows = limits_.ring_rows;
     sp.window = static_cast<int>(config_.sliding_window);
     sp.compressed = sliding ? attention::CompressedKeys::kNone
@@ -840,6 +842,18 @@ class CudaEngine final : public Engine {
   MemoryPlan plan_;
   cublasHandle_t cublas_ = nullptr;
   ops::LinearContext linear_;
+  // Sparse-attention kernel of every layer: kAuto unless DSV4_ATTENTION_KERNEL says otherwise
+  // (an A/B switch for dsv4 bench: auto, pipelined, pingpong).
+  attention::SparseAttentionParams::Kernel attention_kernel_ = attention::SparseAttentionParams::Kernel::kAuto;
+
+  static attention::SparseAttentionParams::Kernel attention_kernel_from_env() {
+    using Kernel = attention::SparseAttentionParams::Kernel;
+    const char* v = std::getenv("DSV4_ATTENTION_KERNEL");
+    if (v == nullptr || std::strcmp(v, "auto") == 0) return Kernel::kAuto;
+    if (std::strcmp(v, "pipelined") == 0) return Kernel::kWgmmaPipelined;
+    if (std::strcmp(v, "pingpong") == 0) return Kernel::kWgmmaPingPong;
+    fail("DSV4_ATTENTION_KERNEL must be auto, pipelined or pingpong, got '{}'", v);
+  }
   int32_t* host_meta_ = nullptr;    // pinned [4, max_tokens]
   float* host_logits_ = nullptr;    // pinned [logit_rows, vocab]
   int32_t* host_error_ = nullptr;   // pinned [1]
