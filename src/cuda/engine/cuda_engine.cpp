@@ -544,6 +544,7 @@ class CudaEngine final : public Engine {
     head(0, batch);
     ops::argmax_rows(layout_.buffers.logits, batch, static_cast<int>(config_.vocab_size), layout_.buffers.next_ids,
                      stream_);
+    profiler_.mark(stream_, "head");  // the greedy pick counts as part of the head
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_ids_, layout_.buffers.next_ids, sizeof(int32_t) * batch,
                                     cudaMemcpyDeviceToHost, stream_));
     download_error_flag();
