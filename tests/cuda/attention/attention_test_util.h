@@ -128,6 +128,14 @@ struct BatchArrays {
   }
 };
 
+// Elements of a and b with the same bit pattern (sizes must match: else 0).
+inline size_t count_identical_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return 0;
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += std::memcmp(&a[i], &b[i], sizeof(float)) == 0;
+  return same;
+}
+
 // Elementwise |got - want| <= atol + rtol |want| (NaN in either fails). Reports the
 // worst element, located by `where(index)`, and how many elements failed.
 inline void expect_close(const std::string& what, const float* got, const float* want, size_t count, double atol,

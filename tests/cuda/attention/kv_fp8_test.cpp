@@ -371,9 +371,7 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     return out;
   };
   auto count_differing = [](const std::vector<float>& a, const std::vector<float>& b) {
-    size_t differing = 0;
-    for (size_t i = 0; i < a.size(); ++i) differing += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
-    return differing;
+    return a.size() - count_identical_bits(a, b);  // sizes always match here (one output buffer)
   };
   const std::vector<float> out_fp8 = run(true, Kernel::kSimple);
   const std::vector<float> out_auto = run(true, Kernel::kAuto);
@@ -438,11 +436,8 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     const std::vector<float> pingpong_fp8 = run(true, Kernel::kWgmmaPingPong, splits);
     const std::vector<float> pingpong_bf16 = run(false, Kernel::kWgmmaPingPong, splits);
     expect_close("ping-pong FP8 attention output", pingpong_fp8.data(), want.data(), want.size(), 2e-2, 2e-2, where);
-    size_t vs_bf16 = 0, vs_pipe = 0;
-    for (size_t i = 0; i < pingpong_fp8.size(); ++i) {
-      vs_bf16 += std::memcmp(&pingpong_fp8[i], &pingpong_bf16[i], sizeof(float)) != 0;
-      vs_pipe += std::memcmp(&pingpong_fp8[i], &pipe_fp8[i], sizeof(float)) != 0;
-    }
+    const size_t vs_bf16 = count_differing(pingpong_fp8, pingpong_bf16);
+    const size_t vs_pipe = count_differing(pingpong_fp8, pipe_fp8);
     EXPECT_EQ(vs_bf16, 0u) << "ping-pong FP8 vs BF16 rows: " << vs_bf16 << " elements differ";
     EXPECT_EQ(vs_pipe, 0u) << "ping-pong vs pipelined FP8 runs: " << vs_pipe << " elements differ";
     const size_t pipe_q_bf16 = count_differing(run_q_bf16(true, Kernel::kWgmmaPipelined, splits), pipe_fp8);

@@ -69,19 +69,6 @@ struct WgmmaCase {
   std::vector<int> kv_splits = {1};  // each run separately; 0 = auto (workspace given)
 };
 
-// Elements of a and b with the same bit pattern (sizes must match: else 0).
-size_t count_identical_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return 0;
-  size_t same = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    uint32_t x = 0, y = 0;
-    std::memcpy(&x, &a[i], 4);
-    std::memcpy(&y, &b[i], 4);
-    same += x == y;
-  }
-  return same;
-}
-
 int keys_of(const WgmmaCase& c, int position) {
   if (position < 0) return 0;
   const int n_window = position - std::max(0, position - c.window + 1) + 1;
