@@ -194,7 +194,7 @@ void Scheduler::decode_step(std::vector<std::unique_ptr<Active>>& running) {
   // thread count), then the tokens in order on this thread. A sampler error (NaN / +inf
   // logits) ends that request only.
   const size_t n = running.size(), vocab = all_greedy ? 0 : logits.size() / n;
-  std::vector<int32_t> picked = all_greedy ? greedy : std::vector<int32_t>(n, 0);
+  std::vector<int32_t> picked = all_greedy ? std::move(greedy) : std::vector<int32_t>(n, 0);
   std::vector<std::string> errors(n);
   if (!all_greedy) {
     sampling_pool_.run(n, [&](size_t i) {

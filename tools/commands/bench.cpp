@@ -201,29 +201,29 @@ void run_bench(const BenchFlags& flags) {
     // Two ways to run a step: decode (the logits [batch, vocab] copied to the host, what a
     // sampler with temperature > 0 needs) and decode_greedy (argmax on the device, only
     // the ids copied back).
-    auto step = [&] {
+    auto step = [&](bool greedy) {
       for (auto& id : next) id = token(rng);
-      engine->decode(group, next);
+      if (greedy)
+        engine->decode_greedy(group, next);
+      else
+        engine->decode(group, next);
     };
-    auto greedy_step = [&] {
-      for (auto& id : next) id = token(rng);
-      engine->decode_greedy(group, next);
+    // Seconds of flags.decode_steps timed steps after `warmup` untimed ones.
+    auto time_steps = [&](bool greedy, int warmup) {
+      for (int w = 0; w < warmup; ++w) step(greedy);
+      const auto begin = std::chrono::steady_clock::now();
+      for (int s = 0; s < flags.decode_steps; ++s) step(greedy);
+      return seconds_since(begin);
     };
-    for (int w = 0; w < 3; ++w) step();  // capture + warm-up
-    start = std::chrono::steady_clock::now();
-    for (int s = 0; s < flags.decode_steps; ++s) step();
-    const double seconds = seconds_since(start);
+    const double seconds = time_steps(/*greedy=*/false, /*warmup=*/3);  // the first warm-up step captures the graph
     const double ms_per_step = 1000.0 * seconds / flags.decode_steps;
     const double tps = batch * flags.decode_steps / seconds;
-    greedy_step();  // warm-up
-    start = std::chrono::steady_clock::now();
-    for (int s = 0; s < flags.decode_steps; ++s) greedy_step();
-    const double greedy_seconds = seconds_since(start);
+    const double greedy_seconds = time_steps(/*greedy=*/true, /*warmup=*/1);
     const double greedy_ms_per_step = 1000.0 * greedy_seconds / flags.decode_steps;
     const double greedy_tps = batch * flags.decode_steps / greedy_seconds;
     engine->reset_op_times();
     engine->set_profiling(true);
-    for (int s = 0; s < 2; ++s) step();
+    for (int s = 0; s < 2; ++s) step(/*greedy=*/false);
     engine->set_profiling(false);
     const std::vector<OpTime> ops = engine->op_times();
     std::printf("decode batch %3d ctx %6lld: %10.1f tok/s  %8.3f ms/step (logits to host); greedy on device: %10.1f "

@@ -101,9 +101,10 @@ void run_generate(const GenerateFlags& flags) {
 
   std::vector<int32_t> generated;
   // Greedy decoding takes the next token from the engine (decode_greedy: on the device for
-  // CUDA, no logits copied back); the first one comes from the prefill's logits.
+  // CUDA, no logits copied back); the first one comes from the prefill's logits (the
+  // sampler's greedy rule is greedy_token).
   const bool greedy = flags.temperature == 0.0f;
-  int32_t next_token = greedy ? greedy_token(logits) : sampler.sample(logits);
+  int32_t next_token = sampler.sample(logits);
   const auto decode_start = std::chrono::steady_clock::now();
   for (int step = 0; step < flags.max_new_tokens; ++step) {
     const int32_t token = next_token;

@@ -527,9 +527,7 @@ class CudaEngine final : public Engine {
       DSV4_CUDA_CHECK(cudaGraphLaunch(graph_for(batch), stream_));
     }
     // The logits stay on the device unless asked for (33 MB at batch 64, vocab 129280).
-    if (logits_to_host)
-      DSV4_CUDA_CHECK(cudaMemcpyAsync(host_logits_, layout_.buffers.logits,
-                                      sizeof(float) * batch * config_.vocab_size, cudaMemcpyDeviceToHost, stream_));
+    if (logits_to_host) copy_logits_to_host(batch);
     finish_step();
     if (eager) profiler_.end_step();
     for (int b = 0; b < batch; ++b) state_of(sequences[b]).length += 1;
@@ -577,9 +575,12 @@ class CudaEngine final : public Engine {
   }
 
   void download_logits(int rows) {
+    copy_logits_to_host(rows);
+    download_error_flag();
+  }
+  void copy_logits_to_host(int rows) {
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_logits_, layout_.buffers.logits, sizeof(float) * rows * config_.vocab_size,
                                     cudaMemcpyDeviceToHost, stream_));
-    download_error_flag();
   }
   void download_error_flag() {
     DSV4_CUDA_CHECK(cudaMemcpyAsync(host_error_, layout_.buffers.error_flag, sizeof(int32_t), cudaMemcpyDeviceToHost,
