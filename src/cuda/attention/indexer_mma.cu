@@ -23,6 +23,7 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
+#include "cuda/common/bf16x2.cuh"
 
 namespace dsv4::cuda::attention {
 
@@ -39,11 +40,6 @@ constexpr int kKSteps = kDim / 16;
 constexpr int kTileBytes = kTileKeys * kRowStride * 2;
 static_assert(kHeads % 32 == 0 && kWarps == 8, "a warp owns 32 rows of one token");
 static_assert(kTileKeys == detail::kIndexerMmaTileKeys, "tile size shared with the launcher");
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x = lo (low half)
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(

@@ -14,6 +14,8 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/key_list.cuh"
+#include "cuda/common/bf16x2.cuh"
+#include "cuda/common/wgmma_sync.cuh"
 
 namespace dsv4::cuda::attention::sparse_wgmma {
 
@@ -31,33 +33,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tb(float (&d)[128], uint64_t
       : "l"(desc_a), "l"(desc_b), "r"(1));
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// wgmma shared-memory descriptor, 128-byte swizzle (layout type 1 in bits 62-63).
-__device__ __forceinline__ uint64_t make_desc(uint32_t address, uint32_t lbo, uint32_t sbo) {
-  return static_cast<uint64_t>((address & 0x3FFFF) >> 4) | (static_cast<uint64_t>((lbo & 0x3FFFF) >> 4) << 16) |
-         (static_cast<uint64_t>((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Pins register values at this point (no compiler motion of their producers or readers
-// across a wgmma fence / wait).
-template <int N>
-__device__ __forceinline__ void fence_regs(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-template <int N>
-__device__ __forceinline__ void fence_regs(uint32_t (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
-}
-// Generic-proxy shared-memory writes (st.shared, cp.async) -> visible to wgmma (async proxy).
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// smem_u32, make_desc, the wgmma fence / commit / wait, fence_proxy_async and fence_regs:
+// cuda/common/wgmma_sync.cuh.
 
 // 16-byte cp.async; src_bytes 0 zero-fills the destination (skipped key).
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
@@ -71,11 +48,6 @@ __device__ __forceinline__ uint32_t panel_offset(int row, int c) {
 
 __device__ __forceinline__ void st_shared_u32(uint32_t address, uint32_t value) {
   asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(address), "r"(value) : "memory");
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 // Accumulator rows (m64nNk16): the 4 lanes of a quad hold one row's columns. Max / sum

@@ -28,6 +28,7 @@
 #pragma once
 #include <cuda_bf16.h>
 
+#include "cuda/common/wgmma_sync.cuh"
 #include "cuda/moe/grouped_gemm.cuh"
 #include "cuda/moe/wgmma_layout.h"
 
@@ -69,12 +70,7 @@ struct WgmmaSmem {
   static_assert(kBytes <= 227 * 1024, "fits one SM");
 };
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
+// wgmma_fence / wgmma_commit / wgmma_wait<N>: cuda/common/wgmma_sync.cuh.
 // 16-byte cp.async to a shared-window address (no generic -> shared conversion per copy);
 // src_size 0 zero-fills the destination and reads nothing.
 __device__ __forceinline__ void cp_async16_shared(uint32_t smem_addr, const void* gmem, int src_size) {
