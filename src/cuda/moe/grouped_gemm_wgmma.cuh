@@ -470,6 +470,13 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
 }
 
 
+// kPrefillWgmmaPipe's tile (the kPipe design above, fewer instructions per stage):
+// grouped_gemm_wgmma_pipe.cuh, included by grouped_gemm_wgmma_pipe.cu, the one TU that
+// instantiates the kernel with kPipe = true.
+template <ExpertFormat F, bool kL1, int kN>
+__device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr,
+                                                int tile, int expert, int slot0, int rows, int n0);
+
 template <ExpertFormat F, bool kL1, bool kPipe>
 __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     moe_grouped_gemm_wgmma_kernel(const GroupedGemmParams p) {
@@ -493,11 +500,11 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     // wgmma N = the tile's rows rounded up to 64 / 96 / 128 (a partial tile, e.g. an
     // expert's last one, costs tensor time for its rows only; the B tile is loaded whole).
     if (rows <= 64)
-      wgmma_tile<F, kL1, kPipe, 64>(p, smem, smem_addr, expert, slot0, rows, n0);
+      wgmma_tile_pipe<F, kL1, 64>(p, smem, smem_addr, tile, expert, slot0, rows, n0);
     else if (rows <= 96)
-      wgmma_tile<F, kL1, kPipe, 96>(p, smem, smem_addr, expert, slot0, rows, n0);
+      wgmma_tile_pipe<F, kL1, 96>(p, smem, smem_addr, tile, expert, slot0, rows, n0);
     else
-      wgmma_tile<F, kL1, kPipe, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
+      wgmma_tile_pipe<F, kL1, 128>(p, smem, smem_addr, tile, expert, slot0, rows, n0);
   } else {
     wgmma_tile<F, kL1, kPipe, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
   }

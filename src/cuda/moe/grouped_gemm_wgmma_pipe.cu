@@ -1,7 +1,8 @@
 // wgmma grouped GEMMs with dequant / wgmma overlap: TileConfig::kPrefillWgmmaPipe, both
-// formats, L1 and L2 (grouped_gemm_wgmma.cuh, kPipe = true). Reached through
-// launch_wgmma (grouped_gemm_wgmma.cu).
-#include "cuda/moe/grouped_gemm_wgmma.cuh"
+// formats, L1 and L2 (grouped_gemm_wgmma.cuh's kernel with kPipe = true, its tile
+// wgmma_tile_pipe in grouped_gemm_wgmma_pipe.cuh). Reached through launch_wgmma
+// (grouped_gemm_wgmma.cu).
+#include "cuda/moe/grouped_gemm_wgmma_pipe.cuh"
 
 namespace dsv4::cuda::moe::detail {
 

@@ -1,0 +1,220 @@
+// The tile of TileConfig::kPrefillWgmmaPipe (grouped_gemm_wgmma.cuh, kPipe = true), written
+// for fewer instructions per k stage (the kernel is issue-bound: dequant, copy and address
+// instructions compete with the wgmma issue). Same work, same bytes in the same shared-memory
+// places, same BF16 A values in the same wgmma k order, same groups and waits as the design in
+// grouped_gemm_wgmma.cuh / docs/kernels/moe.md ("Overlapped variant"), so the output equals
+// the earlier version (and kPrefillWgmma) bit for bit. What differs:
+//   - decode: frag_decode_word (fragment_decode.h), 11 integer instructions per packed
+//     word instead of 15;
+//   - scales: one BF16x2 pair per k16 step for both row halves (frag_scale_pair_bits), the
+//     A registers take its halves through the multiply's half-broadcast operand;
+//   - the k loop unrolled by STAGES (4), so the ring slot of every stage is a constant:
+//     shared-memory reads, cp.async destinations and wgmma descriptors are one base plus
+//     an immediate; global sources one 32-bit multiply-add of the stage index per stream.
+// Layouts: WgmmaSmem<F> (act [slot][sub][128 slots][64 BF16] swizzled, weights
+// [slot][sub][m16][lane][16 B], scales [slot][sub][m16][SB]); per-thread copy plan as in
+// wgmma_tile (activation chunk tid % 8 of slot rows tid / 8 and tid / 8 + 64, weight lane
+// tid % 32 of m16 tile tid / 32, scale chunk tid of a sub-block's [m16][SB]).
+#pragma once
+#include <type_traits>
+
+#include "cuda/moe/fragment_decode.h"
+#include "cuda/moe/grouped_gemm_wgmma.cuh"
+
+namespace dsv4::cuda::moe::detail {
+
+// a * (low half of pair, twice) / a * (high half of pair, twice), BF16x2 round-to-nearest:
+// ptxas folds the half broadcast into the multiply (HMUL2.BF16_V2 ... R.H0_H0 / R.H1_H1).
+__device__ __forceinline__ uint32_t bf16x2_mul_lo_half(uint32_t a, uint32_t pair) {
+  uint32_t d;
+  asm("{\n.reg .b16 l, h;\n.reg .b32 ll;\nmov.b32 {l, h}, %2;\nmov.b32 ll, {l, l};\nmul.rn.bf16x2 %0, %1, ll;\n}\n"
+      : "=r"(d)
+      : "r"(a), "r"(pair));
+  return d;
+}
+__device__ __forceinline__ uint32_t bf16x2_mul_hi_half(uint32_t a, uint32_t pair) {
+  uint32_t d;
+  asm("{\n.reg .b16 l, h;\n.reg .b32 hh;\nmov.b32 {l, h}, %2;\nmov.b32 hh, {h, h};\nmul.rn.bf16x2 %0, %1, hh;\n}\n"
+      : "=r"(d)
+      : "r"(a), "r"(pair));
+  return d;
+}
+
+// k16 step s of a fragment block -> its 4 A registers; equal to dequant_frag_step<F>.
+template <ExpertFormat F>
+__device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
+                                                       int s, uint32_t (&a)[4]) {
+  uint32_t d[4];
+  frag_decode_word(words[s], d);
+  const uint32_t pair = frag_scale_pair_bits<F>(scale_words, s);  // (row g, row g + 8)
+  a[0] = bf16x2_mul_lo_half(d[0], pair);
+  a[1] = bf16x2_mul_hi_half(d[1], pair);
+  a[2] = bf16x2_mul_lo_half(d[2], pair);
+  a[3] = bf16x2_mul_hi_half(d[3], pair);
+}
+
+// The B descriptor (wgmma_desc_sw128) from its low word: the high word is a constant, and
+// the low word's start-address field (bits 0-13, address >> 4) takes the slot / sub-block /
+// k16-step offsets as a 32-bit add (shared addresses stay below 2^18, so the field never
+// carries into bit 14: the same values as wgmma_desc_sw128 of the offset address). Built
+// from two 32-bit halves so that ptxas updates one uniform register per wgmma instead of
+// a 64-bit add with carry.
+__device__ __forceinline__ uint64_t wgmma_desc_sw128_from_lo(uint32_t lo) {
+  constexpr uint32_t kHi = (kWgmmaSbo >> 4) | (1u << 30);  // bits 32-45 SBO / 16, bits 62-63 = 1 (128-byte swizzle)
+  return (static_cast<uint64_t>(kHi) << 32) | lo;
+}
+
+// wgmma_frag_block_overlapped with dequant_frag_step_fast: per half, wait_group 1 (the group
+// that last read a_pipe[half] is done) -> dequant 2 k16 steps -> fence -> 2 wgmma -> commit.
+// desc_lo: low word of the block's B descriptor; k16 step s is + 32 s bytes (+ 2 s).
+template <ExpertFormat F, int kN>
+__device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint32_t (&a_pipe)[2][2][4],
+                                                      const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
+                                                      uint32_t desc_lo) {
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    uint32_t(&a)[2][4] = a_pipe[half];
+    wgmma_wait<1>();
+    dequant_frag_step_fast<F>(words, scale_words, 2 * half, a[0]);
+    dequant_frag_step_fast<F>(words, scale_words, 2 * half + 1, a[1]);
+    fence_acc(acc);
+    wgmma_fence();
+    wgmma_m64nNk16_rs<kN>(acc, a[0], wgmma_desc_sw128_from_lo(desc_lo + 4 * half));      // step 2 half
+    wgmma_m64nNk16_rs<kN>(acc, a[1], wgmma_desc_sw128_from_lo(desc_lo + 4 * half + 2));  // step 2 half + 1
+    wgmma_commit();
+    fence_acc(acc);
+  }
+}
+
+// One CTA's tile (tile-list entry `tile`: expert, slot0, rows) with wgmma N = kN >= rows.
+template <ExpertFormat F, bool kL1, int kN>
+__device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr,
+                                                int tile, int expert, int slot0, int rows, int n0) {
+  using Tile = WgmmaTile;
+  using Smem = WgmmaSmem<F>;
+  constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, SUBK = Tile::kSubK, SUBS = Tile::kSubs;
+  constexpr int STAGES = Tile::STAGES;
+  constexpr int kPrefetch = STAGES - 2;  // see wgmma_tile (kPipe): groups of stage kt - 1 in flight at kt's barrier
+  constexpr int kThreads = Tile::kThreads;
+  constexpr int SB = frag_scale_bytes(F);
+  static_assert(kPrefetch >= 1, "at least one stage ahead");
+  const int K = p.k;
+  const int kb_count = K / kFragCols;
+  const int k_tiles = K / BK;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31, warp = tid >> 5;  // warp = m16 tile of the CTA (warpgroup warp / 4)
+  const int g = lane >> 2, t = lane & 3;
+
+  // Copy plan (as wgmma_tile). Activations: chunk cc = tid % 8 of slot rows r0 + 64 pass.
+  constexpr int kChunksPerRow = SUBK / 8;
+  constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 64
+  constexpr int kPasses = BT / kRowsPerPass;              // 2
+  static_assert(BT % kRowsPerPass == 0 && kRowsPerPass % 8 == 0, "whole passes, swizzle phase constant over passes");
+  const int cc = tid % kChunksPerRow, r0 = tid / kChunksPerRow;
+  const char* act_src[kPasses];  // the chunk at k 0
+  int act_size[kPasses];         // 16, or 0: zero-fill
+#pragma unroll
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int r = r0 + pass * kRowsPerPass;
+    const bool valid = r < rows;
+    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
+    act_src[pass] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
+    act_size[pass] = valid ? 16 : 0;
+  }
+  const uint32_t smem_act = smem_addr + wgmma_act_offset(r0, cc);
+  const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
+                      static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
+  const uint32_t smem_w = smem_addr + Smem::kWeightOffset + tid * 16;
+  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;
+  static_assert(kScaleChunksPerSub <= kThreads, "one scale chunk per thread at most");
+  const bool copies_scales = tid < kScaleChunksPerSub;
+  const int scale_chunk = tid % kScaleChunksPerSub;
+  const char* s_src = reinterpret_cast<const char*>(p.scales) +
+                      (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + scale_chunk / (SB / 16)) *
+                          kb_count * SB +
+                      (scale_chunk % (SB / 16)) * 16;
+  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + scale_chunk * 16;
+
+  // Stage kt into ring slot kSlot (a constant): per stream one 32-bit multiply-add of kt
+  // for the source (stage strides: activations BK * 2 bytes, weights kSubs fragment
+  // blocks, scales kSubs * SB), immediates for sub-block, pass and slot.
+  auto load_stage = [&](auto slot_tag, int kt) {
+    constexpr int kSlot = decltype(slot_tag)::value;
+    const uint32_t ukt = static_cast<uint32_t>(kt);
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const char* src = act_src[pass] + ukt * static_cast<uint32_t>(BK * 2);
+#pragma unroll
+      for (int sub = 0; sub < SUBS; ++sub)
+        cp_async16_shared(smem_act + kSlot * Smem::kActBytes + sub * Smem::kSubActBytes + pass * (kRowsPerPass * 128),
+                          src + sub * (SUBK * 2), act_size[pass]);
+    }
+    const char* w = w_src + ukt * static_cast<uint32_t>(SUBS * kFragBytes);
+    const char* s = s_src + ukt * static_cast<uint32_t>(SUBS * SB);
+#pragma unroll
+    for (int sub = 0; sub < SUBS; ++sub) {
+      cp_async16_shared(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes, w + sub * kFragBytes);
+      if (copies_scales) cp_async16_shared(smem_s + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes, s + sub * SB);
+    }
+  };
+
+  static_assert(kN % 32 == 0 && kN <= BT, "wgmma N");
+  float acc[kN / 2];
+#pragma unroll
+  for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
+  uint32_t a_pipe[2][2][4];  // A registers of the two in-flight groups [half][k16 step][4]
+
+  static_assert(kPrefetch == 2, "the prologue below loads 2 stages");
+  if (k_tiles > 0) load_stage(std::integral_constant<int, 0>{}, 0);
+  cp_async_commit();
+  if (k_tiles > 1) load_stage(std::integral_constant<int, 1>{}, 1);
+  cp_async_commit();
+
+  // This thread's reads: lane's 16 bytes of its warp's weight block, its group's scale bytes.
+  const uint8_t* s_w0 = smem + Smem::kWeightOffset + warp * kFragBytes + lane * 16;
+  const uint8_t* s_s0 = smem + Smem::kScaleOffset + warp * SB;
+  const uint32_t desc0_lo = static_cast<uint32_t>(wgmma_desc_sw128(smem_addr));  // slot 0, sub-block 0
+
+  // Stage kt in ring slot kSlot = kt % STAGES: wait for its copies, barrier (every
+  // warpgroup's groups of kt - 2 are done), refill slot (kt + kPrefetch) % STAGES, then
+  // the two sub-blocks.
+  auto compute_stage = [&](auto slot_tag, int kt) {
+    constexpr int kSlot = decltype(slot_tag)::value;
+    cp_async_wait<kPrefetch - 1>();
+    fence_proxy_async_smem();
+    __syncthreads();
+    const int next = kt + kPrefetch;
+    if (next < k_tiles) load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, next);
+    cp_async_commit();
+#pragma unroll
+    for (int sub = 0; sub < SUBS; ++sub) {
+      const uint4 w = *reinterpret_cast<const uint4*>(s_w0 + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
+      const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+      uint32_t scale_words[2];
+      load_frag_scale_words<F>(s_s0 + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes, g, scale_words);
+      const uint32_t desc_lo = desc0_lo + ((kSlot * Smem::kActBytes + sub * Smem::kSubActBytes) >> 4);
+      wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc_lo);
+    }
+  };
+  static_assert(STAGES == 4, "the unrolled loop below names 4 slots");
+  for (int kt = 0; kt < k_tiles; kt += STAGES) {
+    compute_stage(std::integral_constant<int, 0>{}, kt);
+    if (kt + 1 >= k_tiles) break;
+    compute_stage(std::integral_constant<int, 1>{}, kt + 1);
+    if (kt + 2 >= k_tiles) break;
+    compute_stage(std::integral_constant<int, 2>{}, kt + 2);
+    if (kt + 3 >= k_tiles) break;
+    compute_stage(std::integral_constant<int, 3>{}, kt + 3);
+  }
+  wgmma_wait<0>();
+  fence_acc(acc);
+  // The epilogue's tile values read again from the tile list (unchanged during the kernel;
+  // the loop's memory clobbers make these real loads), so that they hold no registers
+  // through the k loop: at 128 registers the kept expert index was spilled otherwise.
+  const int expert_out = p.tile_expert[tile], slot0_out = p.tile_slot_begin[tile], rows_out = p.tile_row_count[tile];
+  wgmma_tile_store<kL1, kN, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, acc, smem, expert_out, rows_out, slot0_out, n0,
+                                                                     warp, g, t, tid, kThreads);
+}
+
+}  // namespace dsv4::cuda::moe::detail
