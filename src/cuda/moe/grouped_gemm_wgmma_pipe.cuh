@@ -40,6 +40,42 @@ __device__ __forceinline__ uint32_t bf16x2_mul_hi_half(uint32_t a, uint32_t pair
   return d;
 }
 
+// base + i * kStride bytes as one IMAD.WIDE.U32 (i: a stage index, small; the C++ form
+// becomes a shift and a 64-bit add with carry).
+template <uint32_t kStride>
+__device__ __forceinline__ const char* ptr_step(const char* base, uint32_t i) {
+  const char* r;
+  asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(i), "n"(kStride), "l"(base));
+  return r;
+}
+// cp_async16_shared issued only where pred (a predicated instruction, no branch).
+__device__ __forceinline__ void cp_async16_shared_if(bool pred, uint32_t smem_addr, const void* gmem) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(smem_addr),
+      "l"(gmem), "r"(static_cast<int>(pred)));
+}
+// 16 / 8 / 4 bytes from a shared-window address (the cp.async destinations' form, so a
+// thread's weight copy and read share one address register). volatile + memory: ordered
+// after the stage barrier like the C++ loads.
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ uint2 ld_shared_v2(uint32_t addr) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+
 // k16 step s of a fragment block -> its 4 A registers; equal to dequant_frag_step<F>.
 template <ExpertFormat F>
 __device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
@@ -106,13 +142,16 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   const int lane = tid & 31, warp = tid >> 5;  // warp = m16 tile of the CTA (warpgroup warp / 4)
   const int g = lane >> 2, t = lane & 3;
 
-  // Copy plan (as wgmma_tile). Activations: chunk cc = tid % 8 of slot rows r0 + 64 pass.
+  // Copy plan, fixed for the k loop; the same bytes to the same places as wgmma_tile's.
+  // Activations: chunk cc = tid % 8 of slot rows r0 + 64 pass (pass < 2), both sub-blocks;
+  // the swizzle phase r % 8 is the same for both passes, so the destinations are
+  // smem_act + slot x 32 KB + sub x 16 KB + pass x 8 KB. Rows >= rows are zero-filled.
   constexpr int kChunksPerRow = SUBK / 8;
   constexpr int kRowsPerPass = kThreads / kChunksPerRow;  // 64
   constexpr int kPasses = BT / kRowsPerPass;              // 2
   static_assert(BT % kRowsPerPass == 0 && kRowsPerPass % 8 == 0, "whole passes, swizzle phase constant over passes");
   const int cc = tid % kChunksPerRow, r0 = tid / kChunksPerRow;
-  const char* act_src[kPasses];  // the chunk at k 0
+  const char* act_src[kPasses];  // the chunk of the current stage group (stage kt0, below)
   int act_size[kPasses];         // 16, or 0: zero-fill
 #pragma unroll
   for (int pass = 0; pass < kPasses; ++pass) {
@@ -123,40 +162,47 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
     act_size[pass] = valid ? 16 : 0;
   }
   const uint32_t smem_act = smem_addr + wgmma_act_offset(r0, cc);
+  // Weights: lane tid % 32 of m16 tile tid / 32 in both sub-blocks (fragment blocks kb, kb + 1
+  // are 512 bytes apart in global memory), exactly the 16 bytes per sub-block the thread reads.
   const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
                       static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
   const uint32_t smem_w = smem_addr + Smem::kWeightOffset + tid * 16;
-  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;
-  static_assert(kScaleChunksPerSub <= kThreads, "one scale chunk per thread at most");
-  const bool copies_scales = tid < kScaleChunksPerSub;
-  const int scale_chunk = tid % kScaleChunksPerSub;
+  // Scales: a stage's [sub][m16][SB] is 2 x kScaleChunksPerSub 16-byte chunks; thread
+  // tid < 2 x kScaleChunksPerSub copies chunk tid % kScaleChunksPerSub of sub-block
+  // tid / kScaleChunksPerSub (one predicated copy per stage; wgmma_tile has threads
+  // < kScaleChunksPerSub copy the chunk of both sub-blocks: same bytes, same places).
+  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;  // NVFP4 64, MXFP4 32
+  static_assert(2 * kScaleChunksPerSub <= kThreads && SUBS == 2, "one scale chunk per thread at most");
+  const bool copies_scales = tid < SUBS * kScaleChunksPerSub;
+  const int scale_sub = (tid / kScaleChunksPerSub) % SUBS, scale_chunk = tid % kScaleChunksPerSub;
   const char* s_src = reinterpret_cast<const char*>(p.scales) +
                       (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + scale_chunk / (SB / 16)) *
                           kb_count * SB +
-                      (scale_chunk % (SB / 16)) * 16;
-  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + scale_chunk * 16;
+                      scale_sub * SB + (scale_chunk % (SB / 16)) * 16;
+  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + scale_sub * Smem::kSubScaleBytes + scale_chunk * 16;
 
-  // Stage kt into ring slot kSlot (a constant): per stream one 32-bit multiply-add of kt
-  // for the source (stage strides: activations BK * 2 bytes, weights kSubs fragment
-  // blocks, scales kSubs * SB), immediates for sub-block, pass and slot.
-  auto load_stage = [&](auto slot_tag, int kt) {
-    constexpr int kSlot = decltype(slot_tag)::value;
-    const uint32_t ukt = static_cast<uint32_t>(kt);
+  // Stage kt0 + kAhead (kAhead a constant; the source pointers stand at stage kt0 and move
+  // by STAGES stages per unrolled loop iteration) into ring slot kSlot (a constant): every
+  // address is a base register plus an immediate.
+  auto load_stage = [&](auto slot_tag, auto ahead_tag) {
+    constexpr int kSlot = decltype(slot_tag)::value, kAhead = decltype(ahead_tag)::value;
 #pragma unroll
-    for (int pass = 0; pass < kPasses; ++pass) {
-      const char* src = act_src[pass] + ukt * static_cast<uint32_t>(BK * 2);
+    for (int pass = 0; pass < kPasses; ++pass)
 #pragma unroll
       for (int sub = 0; sub < SUBS; ++sub)
         cp_async16_shared(smem_act + kSlot * Smem::kActBytes + sub * Smem::kSubActBytes + pass * (kRowsPerPass * 128),
-                          src + sub * (SUBK * 2), act_size[pass]);
-    }
-    const char* w = w_src + ukt * static_cast<uint32_t>(SUBS * kFragBytes);
-    const char* s = s_src + ukt * static_cast<uint32_t>(SUBS * SB);
+                          act_src[pass] + kAhead * (BK * 2) + sub * (SUBK * 2), act_size[pass]);
 #pragma unroll
-    for (int sub = 0; sub < SUBS; ++sub) {
-      cp_async16_shared(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes, w + sub * kFragBytes);
-      if (copies_scales) cp_async16_shared(smem_s + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes, s + sub * SB);
-    }
+    for (int sub = 0; sub < SUBS; ++sub)
+      cp_async16_shared(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes,
+                        w_src + (kAhead * SUBS + sub) * kFragBytes);
+    cp_async16_shared_if(copies_scales, smem_s + kSlot * Smem::kScaleBytes, s_src + kAhead * (SUBS * SB));
+  };
+  auto advance_sources = [&]() {  // stage kt0 -> kt0 + STAGES
+#pragma unroll
+    for (int pass = 0; pass < kPasses; ++pass) act_src[pass] += STAGES * (BK * 2);
+    w_src += STAGES * SUBS * kFragBytes;
+    s_src += STAGES * SUBS * SB;
   };
 
   static_assert(kN % 32 == 0 && kN <= BT, "wgmma N");
@@ -165,47 +211,60 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
   uint32_t a_pipe[2][2][4];  // A registers of the two in-flight groups [half][k16 step][4]
 
+  using I0 = std::integral_constant<int, 0>;
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I3 = std::integral_constant<int, 3>;
   static_assert(kPrefetch == 2, "the prologue below loads 2 stages");
-  if (k_tiles > 0) load_stage(std::integral_constant<int, 0>{}, 0);
+  if (k_tiles > 0) load_stage(I0{}, I0{});
   cp_async_commit();
-  if (k_tiles > 1) load_stage(std::integral_constant<int, 1>{}, 1);
+  if (k_tiles > 1) load_stage(I1{}, I1{});
   cp_async_commit();
 
-  // This thread's reads: lane's 16 bytes of its warp's weight block, its group's scale bytes.
-  const uint8_t* s_w0 = smem + Smem::kWeightOffset + warp * kFragBytes + lane * 16;
-  const uint8_t* s_s0 = smem + Smem::kScaleOffset + warp * SB;
+  // This thread's reads (shared-window addresses): lane's 16 bytes of its warp's weight
+  // block (= what it copied: smem_w), its group's scale bytes.
+  const uint32_t s_s0 = smem_addr + Smem::kScaleOffset + warp * SB + g * (SB / 8);
   const uint32_t desc0_lo = static_cast<uint32_t>(wgmma_desc_sw128(smem_addr));  // slot 0, sub-block 0
 
   // Stage kt in ring slot kSlot = kt % STAGES: wait for its copies, barrier (every
   // warpgroup's groups of kt - 2 are done), refill slot (kt + kPrefetch) % STAGES, then
   // the two sub-blocks.
   auto compute_stage = [&](auto slot_tag, int kt) {
-    constexpr int kSlot = decltype(slot_tag)::value;
+    constexpr int kSlot = decltype(slot_tag)::value;  // = kt - kt0
     cp_async_wait<kPrefetch - 1>();
     fence_proxy_async_smem();
     __syncthreads();
-    const int next = kt + kPrefetch;
-    if (next < k_tiles) load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, next);
+    if (kt + kPrefetch < k_tiles)
+      load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, std::integral_constant<int, kSlot + kPrefetch>{});
     cp_async_commit();
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
-      const uint4 w = *reinterpret_cast<const uint4*>(s_w0 + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
+      const uint4 w = ld_shared_v4(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-      uint32_t scale_words[2];
-      load_frag_scale_words<F>(s_s0 + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes, g, scale_words);
+      const uint32_t s_addr = s_s0 + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes;
+      uint32_t scale_words[2];  // as load_frag_scale_words: NVFP4 8 bytes, MXFP4 4 (word 1 unused)
+      if constexpr (F == ExpertFormat::kNVFP4) {
+        const uint2 sw = ld_shared_v2(s_addr);
+        scale_words[0] = sw.x;
+        scale_words[1] = sw.y;
+      } else {
+        scale_words[0] = ld_shared_u32(s_addr);
+        scale_words[1] = 0;
+      }
       const uint32_t desc_lo = desc0_lo + ((kSlot * Smem::kActBytes + sub * Smem::kSubActBytes) >> 4);
       wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc_lo);
     }
   };
   static_assert(STAGES == 4, "the unrolled loop below names 4 slots");
-  for (int kt = 0; kt < k_tiles; kt += STAGES) {
-    compute_stage(std::integral_constant<int, 0>{}, kt);
-    if (kt + 1 >= k_tiles) break;
-    compute_stage(std::integral_constant<int, 1>{}, kt + 1);
-    if (kt + 2 >= k_tiles) break;
-    compute_stage(std::integral_constant<int, 2>{}, kt + 2);
-    if (kt + 3 >= k_tiles) break;
-    compute_stage(std::integral_constant<int, 3>{}, kt + 3);
+  for (int kt0 = 0; kt0 < k_tiles; kt0 += STAGES) {  // stages kt0 .. kt0 + 3 in slots 0 .. 3
+    compute_stage(I0{}, kt0);
+    if (kt0 + 1 >= k_tiles) break;
+    compute_stage(I1{}, kt0 + 1);
+    if (kt0 + 2 >= k_tiles) break;
+    compute_stage(I2{}, kt0 + 2);
+    if (kt0 + 3 >= k_tiles) break;
+    compute_stage(I3{}, kt0 + 3);
+    advance_sources();
   }
   wgmma_wait<0>();
   fence_acc(acc);
