@@ -89,24 +89,30 @@ __device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4
   a[3] = bf16x2_mul_hi_half(d[3], pair);
 }
 
-// The B descriptor (wgmma_desc_sw128) from its low word: the high word is a constant, and
-// the low word's start-address field (bits 0-13, address >> 4) takes the slot / sub-block /
-// k16-step offsets as a 32-bit add (shared addresses stay below 2^18, so the field never
-// carries into bit 14: the same values as wgmma_desc_sw128 of the offset address). Built
-// from two 32-bit halves so that ptxas updates one uniform register per wgmma instead of
-// a 64-bit add with carry.
-__device__ __forceinline__ uint64_t wgmma_desc_sw128_from_lo(uint32_t lo) {
-  constexpr uint32_t kHi = (kWgmmaSbo >> 4) | (1u << 30);  // bits 32-45 SBO / 16, bits 62-63 = 1 (128-byte swizzle)
-  return (static_cast<uint64_t>(kHi) << 32) | lo;
+// B descriptor + off (off: a start-address offset >> 4, so only the low word's bits 0-13
+// change: shared addresses stay below 2^18, the field never carries into bit 14; the same
+// values as wgmma_desc_sw128 of the offset address). Two spellings of the same value,
+// because ptxas allocates the uniform registers differently per wgmma width: at N = 128 a
+// 64-bit add gives one UIADD3.64 per wgmma; at N = 64 / 96 it gives a 64-bit add with
+// carry and a re-materialised high word (3 uniform instructions), where a 32-bit add of the
+// low word plus the constant high word gives 2 (sass_wgmma_loops.py counts, CUDA 13.0).
+template <int kN>
+__device__ __forceinline__ uint64_t wgmma_desc_plus(uint64_t desc, uint32_t off) {
+  if constexpr (kN == 128) {
+    return desc + off;
+  } else {
+    constexpr uint32_t kHi = (kWgmmaSbo >> 4) | (1u << 30);  // bits 32-45 SBO / 16, bits 62-63 = 1 (128-byte swizzle)
+    return (static_cast<uint64_t>(kHi) << 32) | (static_cast<uint32_t>(desc) + off);
+  }
 }
 
 // wgmma_frag_block_overlapped with dequant_frag_step_fast: per half, wait_group 1 (the group
 // that last read a_pipe[half] is done) -> dequant 2 k16 steps -> fence -> 2 wgmma -> commit.
-// desc_lo: low word of the block's B descriptor; k16 step s is + 32 s bytes (+ 2 s).
+// desc: the block's B descriptor; k16 step s is + 32 s bytes (+ 2 s).
 template <ExpertFormat F, int kN>
 __device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint32_t (&a_pipe)[2][2][4],
                                                       const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
-                                                      uint32_t desc_lo) {
+                                                      uint64_t desc) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     uint32_t(&a)[2][4] = a_pipe[half];
@@ -115,8 +121,8 @@ __device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint
     dequant_frag_step_fast<F>(words, scale_words, 2 * half + 1, a[1]);
     fence_acc(acc);
     wgmma_fence();
-    wgmma_m64nNk16_rs<kN>(acc, a[0], wgmma_desc_sw128_from_lo(desc_lo + 4 * half));      // step 2 half
-    wgmma_m64nNk16_rs<kN>(acc, a[1], wgmma_desc_sw128_from_lo(desc_lo + 4 * half + 2));  // step 2 half + 1
+    wgmma_m64nNk16_rs<kN>(acc, a[0], wgmma_desc_plus<kN>(desc, 4 * half));      // k16 step 2 half: + 64 half bytes
+    wgmma_m64nNk16_rs<kN>(acc, a[1], wgmma_desc_plus<kN>(desc, 4 * half + 2));  // step 2 half + 1
     wgmma_commit();
     fence_acc(acc);
   }
@@ -224,17 +230,18 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   // This thread's reads (shared-window addresses): lane's 16 bytes of its warp's weight
   // block (= what it copied: smem_w), its group's scale bytes.
   const uint32_t s_s0 = smem_addr + Smem::kScaleOffset + warp * SB + g * (SB / 8);
-  const uint32_t desc0_lo = static_cast<uint32_t>(wgmma_desc_sw128(smem_addr));  // slot 0, sub-block 0
+  const uint64_t desc0 = wgmma_desc_sw128(smem_addr);  // slot 0, sub-block 0
 
   // Stage kt in ring slot kSlot = kt % STAGES: wait for its copies, barrier (every
   // warpgroup's groups of kt - 2 are done), refill slot (kt + kPrefetch) % STAGES, then
   // the two sub-blocks.
-  auto compute_stage = [&](auto slot_tag, int kt) {
+  // rem = k_tiles - kt0 (stages left from the group's first): comparisons with immediates.
+  auto compute_stage = [&](auto slot_tag, int rem) {
     constexpr int kSlot = decltype(slot_tag)::value;  // = kt - kt0
     cp_async_wait<kPrefetch - 1>();
     fence_proxy_async_smem();
     __syncthreads();
-    if (kt + kPrefetch < k_tiles)
+    if (rem > kSlot + kPrefetch)  // stage kt + kPrefetch < k_tiles
       load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, std::integral_constant<int, kSlot + kPrefetch>{});
     cp_async_commit();
 #pragma unroll
@@ -251,19 +258,19 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
         scale_words[0] = ld_shared_u32(s_addr);
         scale_words[1] = 0;
       }
-      const uint32_t desc_lo = desc0_lo + ((kSlot * Smem::kActBytes + sub * Smem::kSubActBytes) >> 4);
-      wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc_lo);
+      const uint64_t desc = wgmma_desc_plus<kN>(desc0, (kSlot * Smem::kActBytes + sub * Smem::kSubActBytes) >> 4);
+      wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc);
     }
   };
   static_assert(STAGES == 4, "the unrolled loop below names 4 slots");
-  for (int kt0 = 0; kt0 < k_tiles; kt0 += STAGES) {  // stages kt0 .. kt0 + 3 in slots 0 .. 3
-    compute_stage(I0{}, kt0);
-    if (kt0 + 1 >= k_tiles) break;
-    compute_stage(I1{}, kt0 + 1);
-    if (kt0 + 2 >= k_tiles) break;
-    compute_stage(I2{}, kt0 + 2);
-    if (kt0 + 3 >= k_tiles) break;
-    compute_stage(I3{}, kt0 + 3);
+  for (int rem = k_tiles; rem > 0; rem -= STAGES) {  // stages kt0 .. kt0 + 3 in slots 0 .. 3
+    compute_stage(I0{}, rem);
+    if (rem <= 1) break;
+    compute_stage(I1{}, rem);
+    if (rem <= 2) break;
+    compute_stage(I2{}, rem);
+    if (rem <= 3) break;
+    compute_stage(I3{}, rem);
     advance_sources();
   }
   wgmma_wait<0>();
