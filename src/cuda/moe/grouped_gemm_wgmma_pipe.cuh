@@ -48,11 +48,9 @@ __device__ __forceinline__ const char* ptr_step(const char* base, uint32_t i) {
   asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(i), "n"(kStride), "l"(base));
   return r;
 }
-// cp_async16_shared issued only where pred (a predicated instruction, no branch).
-__device__ __forceinline__ void cp_async16_shared_if(bool pred, uint32_t smem_addr, const void* gmem) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %2, 0;\n@p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(smem_addr),
-      "l"(gmem), "r"(static_cast<int>(pred)));
+// 4-byte cp.async (through L1: .cg takes 16 bytes only); src_size 0 zero-fills, reads nothing.
+__device__ __forceinline__ void cp_async4_shared(uint32_t smem_addr, const void* gmem, int src_size) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_size));
 }
 // 16 / 8 / 4 bytes from a shared-window address (the cp.async destinations' form, so a
 // thread's weight copy and read share one address register). volatile + memory: ordered
@@ -173,19 +171,29 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
                       static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
   const uint32_t smem_w = smem_addr + Smem::kWeightOffset + tid * 16;
-  // Scales: a stage's [sub][m16][SB] is 2 x kScaleChunksPerSub 16-byte chunks; thread
-  // tid < 2 x kScaleChunksPerSub copies chunk tid % kScaleChunksPerSub of sub-block
-  // tid / kScaleChunksPerSub (one predicated copy per stage; wgmma_tile has threads
-  // < kScaleChunksPerSub copy the chunk of both sub-blocks: same bytes, same places).
-  constexpr int kScaleChunksPerSub = Tile::kM16 * SB / 16;  // NVFP4 64, MXFP4 32
-  static_assert(2 * kScaleChunksPerSub <= kThreads && SUBS == 2, "one scale chunk per thread at most");
-  const bool copies_scales = tid < SUBS * kScaleChunksPerSub;
-  const int scale_sub = (tid / kScaleChunksPerSub) % SUBS, scale_chunk = tid % kScaleChunksPerSub;
+  // Scales: each warp copies the stage's scales of its own m16 tile, 2 x SB bytes that are
+  // contiguous in global memory (fragment blocks kb = 2 kt, 2 kt + 1 of tile n0 / 16 + warp),
+  // 4 bytes per lane: lane l < kScaleLanes copies bytes 4 l .. 4 l + 3 to sub-block
+  // 4 l / SB, offset 4 l % SB of [sub][m16][SB]: the same bytes in the same places as
+  // wgmma_tile's 16-byte copies by threads < kScaleChunksPerSub, but one unpredicated copy
+  // per thread and stage (no branch). MXFP4 (2 x SB = 64 bytes): lanes >= 16 zero-fill 4
+  // bytes (src-size 0, nothing read) at a dummy address no one reads: the 16 bytes after
+  // the pipeline buffers, inside the kAlign slack of the allocation (WgmmaSmem::kBytes =
+  // max(pipe, out) + 1024 and the alignment shift is at most 1008).
+  constexpr int kScaleLaneBytes = 4;
+  constexpr int kScaleLanes = SUBS * SB / kScaleLaneBytes;  // NVFP4 32, MXFP4 16
+  static_assert(kScaleLanes <= 32 && SB % kScaleLaneBytes == 0, "one scale copy per lane at most");
+  const int scale_lane = lane % kScaleLanes;
+  const int scale_size = lane < kScaleLanes ? kScaleLaneBytes : 0;
   const char* s_src = reinterpret_cast<const char*>(p.scales) +
-                      (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + scale_chunk / (SB / 16)) *
-                          kb_count * SB +
-                      scale_sub * SB + (scale_chunk % (SB / 16)) * 16;
-  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + scale_sub * Smem::kSubScaleBytes + scale_chunk * 16;
+                      (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + warp) * kb_count * SB +
+                      scale_lane * kScaleLaneBytes;
+  const int scale_byte = scale_lane * kScaleLaneBytes;
+  // Destination at slot 0; slot s adds s x kScaleBytes (the dummy moves by as much: it
+  // stays inside the slack only at slot 0, so the dummy is not slot-relative, see load_stage).
+  const uint32_t smem_s = smem_addr + Smem::kScaleOffset + (scale_byte / SB) * Smem::kSubScaleBytes + warp * SB +
+                          scale_byte % SB;
+  const uint32_t smem_dummy = smem_addr + Smem::kPipeBytes;
 
   // Stage kt0 + kAhead (kAhead a constant; the source pointers stand at stage kt0 and move
   // by STAGES stages per unrolled loop iteration) into ring slot kSlot (a constant): every
@@ -202,7 +210,8 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
     for (int sub = 0; sub < SUBS; ++sub)
       cp_async16_shared(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes,
                         w_src + (kAhead * SUBS + sub) * kFragBytes);
-    cp_async16_shared_if(copies_scales, smem_s + kSlot * Smem::kScaleBytes, s_src + kAhead * (SUBS * SB));
+    cp_async4_shared(scale_size != 0 ? smem_s + kSlot * Smem::kScaleBytes : smem_dummy, s_src + kAhead * (SUBS * SB),
+                     scale_size);
   };
   auto advance_sources = [&]() {  // stage kt0 -> kt0 + STAGES
 #pragma unroll
