@@ -87,20 +87,37 @@ __device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4
   a[3] = bf16x2_mul_hi_half(d[3], pair);
 }
 
-// B descriptor + off (off: a start-address offset >> 4, so only the low word's bits 0-13
-// change: shared addresses stay below 2^18, the field never carries into bit 14; the same
-// values as wgmma_desc_sw128 of the offset address). Two spellings of the same value,
-// because ptxas allocates the uniform registers differently per wgmma width: at N = 128 a
-// 64-bit add gives one UIADD3.64 per wgmma; at N = 64 / 96 it gives a 64-bit add with
-// carry and a re-materialised high word (3 uniform instructions), where a 32-bit add of the
-// low word plus the constant high word gives 2 (sass_wgmma_loops.py counts, CUDA 13.0).
+// B descriptors. wgmma_desc_sw128(a + off) == wgmma_desc_sw128(a) + (off >> 4) for the
+// offsets used here: only the start-address field (bits 0-13, address >> 4) changes, and
+// shared addresses stay below 2^18, so it never carries into bit 14. The same values are
+// spelled three ways because ptxas (CUDA 13.0) allocates the uniform registers of the three
+// wgmma widths differently, and each width gets the spelling with the fewest uniform
+// instructions in its loop (sass_wgmma_loops.py: per 128-K stage, N 128 ~1 per wgmma with a
+// 64-bit add, N 96 the sub-block descriptor rebuilt from its address then 64-bit step adds,
+// N 64 32-bit adds of the low word under a constant high word; each of the other spellings
+// costs that width 4-10 more instructions per stage).
+enum class DescSpelling { kAdd64, kRebuild, kLowWord };
 template <int kN>
-__device__ __forceinline__ uint64_t wgmma_desc_plus(uint64_t desc, uint32_t off) {
-  if constexpr (kN == 128) {
-    return desc + off;
-  } else {
+inline constexpr DescSpelling kDescSpelling = kN == 128  ? DescSpelling::kAdd64
+                                              : kN == 96 ? DescSpelling::kRebuild
+                                                         : DescSpelling::kLowWord;
+template <int kN>
+__device__ __forceinline__ uint64_t wgmma_desc_plus(uint64_t desc, uint32_t off16) {
+  if constexpr (kDescSpelling<kN> == DescSpelling::kLowWord) {
     constexpr uint32_t kHi = (kWgmmaSbo >> 4) | (1u << 30);  // bits 32-45 SBO / 16, bits 62-63 = 1 (128-byte swizzle)
-    return (static_cast<uint64_t>(kHi) << 32) | (static_cast<uint32_t>(desc) + off);
+    return (static_cast<uint64_t>(kHi) << 32) | (static_cast<uint32_t>(desc) + off16);
+  } else {
+    return desc + off16;
+  }
+}
+// Descriptor of the sub-block at byte offset `offset` from the 1024-aligned base smem_addr
+// (desc0 = wgmma_desc_sw128(smem_addr)).
+template <int kN>
+__device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t desc0, uint32_t smem_addr, uint32_t offset) {
+  if constexpr (kDescSpelling<kN> == DescSpelling::kRebuild) {
+    return wgmma_desc_sw128(smem_addr + offset);
+  } else {
+    return wgmma_desc_plus<kN>(desc0, offset >> 4);
   }
 }
 
@@ -267,7 +284,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
         scale_words[0] = ld_shared_u32(s_addr);
         scale_words[1] = 0;
       }
-      const uint64_t desc = wgmma_desc_plus<kN>(desc0, (kSlot * Smem::kActBytes + sub * Smem::kSubActBytes) >> 4);
+      const uint64_t desc = wgmma_desc_at<kN>(desc0, smem_addr, kSlot * Smem::kActBytes + sub * Smem::kSubActBytes);
       wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc);
     }
   };

@@ -11,7 +11,10 @@
 // the same inputs and must equal kPrefillWgmmaPipe bit for bit (every element, poison included).
 // max_tiles = tile count + 5 (padding entries -1), as moe_forward has it: every kernel's CTAs
 // (kPrefillWgmmaTma: persistent items) past the tile count must stop before the tile list.
+// The pipe output must equal kPrefillWgmma's in every element (asserted).
 //   MoeGemmPipe.FlashShapesNvfp4 / FlashShapesMxfp4
+//   MoeGemmPipe.RingTailsNvfp4 / RingTailsMxfp4: k / 128 = 1, 2, 3, 5, 6, 7, 9 stages (the
+//     tails of the pipe kernel's loop unrolled by 4), small n, every wgmma N, bitwise vs kPrefillWgmma.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -93,6 +96,9 @@ void run(ExpertFormat format) {
     const GemmCompare c = compare_gemm_outputs(outs[1], outs[0], outs[0], prob.slots, cols, "pipe");
     EXPECT_EQ(c.bad, 0) << c.first;
     EXPECT_GT(c.max_row, 0.0) << "reference output all zero";
+    // Same BF16 A values in the same k order as kPrefillWgmma (fragment_decode.h is bit-exact,
+    // tested on the host): every element equal (also seen on the H200 before the rework).
+    EXPECT_EQ(c.identical, c.total) << "kPrefillWgmmaPipe != kPrefillWgmma bitwise";
     std::printf("[moe_gemm_pipe] %s %s n=%d k=%d slots=%d bad=%lld identical=%lld/%lld max_row=%.3g %s\n",
                 format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", layer.l1 ? "l1" : "l2", layer.n, layer.k,
                 prob.slots, static_cast<long long>(c.bad), static_cast<long long>(c.identical),
@@ -105,8 +111,66 @@ void run(ExpertFormat format) {
   }
 }
 
+// The pipe kernel's k loop is unrolled over its 4 ring slots (grouped_gemm_wgmma_pipe.cuh):
+// stage counts k / 128 = 1, 2, 3, 5, 6, 7, 9 leave every possible tail (1-3 stages past the
+// last full group, and groups shorter than the 2-stage prologue), which the Flash shapes
+// (32 / 16 stages) never do. n = 512 (two CTA columns), tiles of 1, 70, 128, 2 and 97 rows (wgmma N 64,
+// 96, 128, 64, 128: every N path), x gathered for L1. Every element must equal
+// kPrefillWgmma's bit for bit.
+void run_ring_tails(ExpertFormat format) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) GTEST_FAIL() << "no CUDA device";
+  constexpr int kN = 512, kTailExperts = 3, kTailTokens = 300;
+  // Experts with 1, 200, 97 slots; expert 1 cut into tiles of 70, 128 and 2 rows.
+  Problem prob;
+  prob.tile_expert = {0, 1, 1, 1, 2};
+  prob.tile_begin = {0, 1, 71, 199, 201};
+  prob.tile_rows = {1, 70, 128, 2, 97};
+  prob.slots = 298;
+  uint64_t state = 77;
+  prob.slot_token.resize(prob.slots);
+  prob.slot_weight.resize(prob.slots);
+  for (int s = 0; s < prob.slots; ++s) {
+    prob.slot_token[s] = static_cast<int32_t>(splitmix(state) % kTailTokens);
+    prob.slot_weight[s] = 0.2f + 0.1f * static_cast<float>(s % 5);
+  }
+  const std::vector<float> factors(kTailExperts, kFactor);
+  for (const int stages : {1, 2, 3, 5, 6, 7, 9}) {
+    const int k = 128 * stages;
+    for (const bool l1 : {true, false}) {
+      SCOPED_TRACE((l1 ? "l1 k=" : "l2 k=") + std::to_string(k));
+      const std::vector<uint16_t> act = make_activations(l1 ? kTailTokens : prob.slots, k, 500 + stages);
+      const DeviceGemmInputs in(format, kTailExperts, kN, k, 31 + stages, 41 + stages, factors, act, prob.slot_token,
+                                prob.slot_weight);
+      const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, 2);
+      const int cols = l1 ? kN / 2 : kN;
+      std::vector<uint16_t> outs[2];
+      for (int variant = 0; variant < 2; ++variant) {
+        std::vector<uint16_t> out(size_t(prob.slots) * cols, kPoison);
+        uint16_t* d_out = device_copy(out);
+        const TileConfig config = variant == 0 ? TileConfig::kPrefillWgmma : TileConfig::kPrefillWgmmaPipe;
+        cuda::moe::GroupedGemmParams p = gemm_test_params(format, config, kN, k, in, tiles, kLimit, d_out);
+        DSV4_CUDA_OK(l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
+        DSV4_CUDA_OK(cudaDeviceSynchronize());
+        DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
+        cudaFree(d_out);
+        outs[variant] = std::move(out);
+      }
+      const GemmCompare c = compare_gemm_outputs(outs[1], outs[0], outs[0], prob.slots, cols, "pipe");
+      EXPECT_EQ(c.bad, 0) << c.first;
+      EXPECT_GT(c.max_row, 0.0) << "reference output all zero";
+      EXPECT_EQ(c.identical, c.total) << "kPrefillWgmmaPipe != kPrefillWgmma bitwise";
+      std::printf("[moe_gemm_pipe] ring tails %s %s k=%d identical=%lld/%lld\n",
+                  format == ExpertFormat::kNVFP4 ? "nvfp4" : "mxfp4", l1 ? "l1" : "l2", k,
+                  static_cast<long long>(c.identical), static_cast<long long>(c.total));
+    }
+  }
+}
+
 TEST(MoeGemmPipe, FlashShapesNvfp4) { run(ExpertFormat::kNVFP4); }
 TEST(MoeGemmPipe, FlashShapesMxfp4) { run(ExpertFormat::kMXFP4); }
+TEST(MoeGemmPipe, RingTailsNvfp4) { run_ring_tails(ExpertFormat::kNVFP4); }
+TEST(MoeGemmPipe, RingTailsMxfp4) { run_ring_tails(ExpertFormat::kMXFP4); }
 
 }  // namespace
 }  // namespace dsv4::moe_test
