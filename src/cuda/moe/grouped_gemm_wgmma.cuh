@@ -23,8 +23,9 @@
 // (wait_group 0) before dequantizing the next sub-block into the same A registers
 // (prefetch distance STAGES - 1); kPrefillWgmmaPipe splits a sub-block into two groups
 // with their own A registers so dequant overlaps the warpgroup's own wgmma and groups
-// stay in flight across the stage barrier (prefetch distance STAGES - 2). (Not yet: TMA +
-// mbarrier producer warp, persistent CTAs.)
+// stay in flight across the stage barrier (prefetch distance STAGES - 2); its tile is
+// wgmma_tile_pipe in grouped_gemm_wgmma_pipe.cuh. (TMA + mbarrier producer warp, persistent
+// CTAs: grouped_gemm_wgmma_tma.cu.)
 #pragma once
 #include <cuda_bf16.h>
 
@@ -341,6 +342,11 @@ __device__ __forceinline__ void wgmma_tile_store(const GroupedGemmParams& p, con
 // At the barrier of stage kt the only groups possibly in flight are the last two of
 // stage kt - 1 (both read slot kt - 1), so the refill after the barrier goes to the slot
 // of stage kt - 2: prefetch distance STAGES - 2. wait_group 0 before the epilogue.
+//
+// The kernel runs this with kPipe = false only: kPipe = true is the plain form of the
+// design, kept as its reference; kPrefillWgmmaPipe runs wgmma_tile_pipe
+// (grouped_gemm_wgmma_pipe.cuh: the same arithmetic, groups and waits with fewer
+// instructions per stage).
 //
 // One CTA's tile: main loop and epilogue with wgmma N = kN (kN >= rows; kPrefillWgmma
 // always 128).
