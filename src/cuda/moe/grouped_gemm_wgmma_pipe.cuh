@@ -188,6 +188,14 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
                       static_cast<int64_t>(n0 / kFragRows + warp) * kb_count * kFragBytes + lane * 16;
   const uint32_t smem_w = smem_addr + Smem::kWeightOffset + tid * 16;
+  // The weight source pointer is kept kWeightBias bytes past the group's stage kt0, the
+  // middle of the refills' offsets (stages kt0 + 2 .. kt0 + 5, both sub-blocks: 2048 .. 5632
+  // bytes), so they become -1792 .. 1792: immediates ptxas takes into LDGSTS without an
+  // extra 64-bit add per stage (it did add at 2048 and up).
+  constexpr int kWeightOffMin = kPrefetch * SUBS * kFragBytes;
+  constexpr int kWeightOffMax = ((kPrefetch + STAGES) * SUBS - 1) * kFragBytes;
+  constexpr int kWeightBias = (kWeightOffMin + kWeightOffMax) / 2;  // 3840
+  w_src += kWeightBias;
   // Scales: each warp copies the stage's scales of its own m16 tile, 2 x SB bytes that are
   // contiguous in global memory (fragment blocks kb = 2 kt, 2 kt + 1 of tile n0 / 16 + warp),
   // 4 bytes per lane: lane l < kScaleLanes copies bytes 4 l .. 4 l + 3 to sub-block
@@ -226,7 +234,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub)
       cp_async16_shared(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes,
-                        w_src + (kAhead * SUBS + sub) * kFragBytes);
+                        w_src + ((kAhead * SUBS + sub) * kFragBytes - kWeightBias));
     cp_async4_shared(scale_size != 0 ? smem_s + kSlot * Smem::kScaleBytes : smem_dummy, s_src + kAhead * (SUBS * SB),
                      scale_size);
   };
