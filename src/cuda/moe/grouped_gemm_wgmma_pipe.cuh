@@ -91,16 +91,18 @@ __device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4
 // offsets used here: only the start-address field (bits 0-13, address >> 4) changes, and
 // shared addresses stay below 2^18, so it never carries into bit 14. The same values are
 // spelled three ways because ptxas (CUDA 13.0) allocates the uniform registers of the three
-// wgmma widths differently, and each width gets the spelling with the fewest uniform
-// instructions in its loop (sass_wgmma_loops.py: per 128-K stage, N 128 ~1 per wgmma with a
-// 64-bit add, N 96 the sub-block descriptor rebuilt from its address then 64-bit step adds,
-// N 64 32-bit adds of the low word under a constant high word; each of the other spellings
-// costs that width 4-10 more instructions per stage).
+// wgmma widths differently (and the choice for one width moves the others' counts): the
+// mapping below is the combination with the fewest instructions per 128-K stage of the 9
+// tried (sass_wgmma_loops.py, 4-stage loop / 4, MXFP4 L2: N 128 181.75 with a 64-bit add
+// (one UIADD3.64 per wgmma), N 96 189.25 with 32-bit adds of the low word under the
+// constant high word, N 64 190.5 with the sub-block descriptor rebuilt from its address;
+// the other combinations cost N 64 / 96 up to 22 more per stage). Re-check after a
+// compiler update.
 enum class DescSpelling { kAdd64, kRebuild, kLowWord };
 template <int kN>
 inline constexpr DescSpelling kDescSpelling = kN == 128  ? DescSpelling::kAdd64
-                                              : kN == 96 ? DescSpelling::kRebuild
-                                                         : DescSpelling::kLowWord;
+                                              : kN == 96 ? DescSpelling::kLowWord
+                                                         : DescSpelling::kRebuild;
 template <int kN>
 __device__ __forceinline__ uint64_t wgmma_desc_plus(uint64_t desc, uint32_t off16) {
   if constexpr (kDescSpelling<kN> == DescSpelling::kLowWord) {
