@@ -1,9 +1,13 @@
 // The tile of TileConfig::kPrefillWgmmaPipe (grouped_gemm_wgmma.cuh, kPipe = true), written
 // for fewer instructions per k stage (the kernel is issue-bound: dequant, copy and address
 // instructions compete with the wgmma issue). Same work, same bytes in the same shared-memory
-// places, same BF16 A values in the same wgmma k order, same groups and waits as the design in
-// grouped_gemm_wgmma.cuh / docs/kernels/moe.md ("Overlapped variant"), so the output equals
-// the earlier version (and kPrefillWgmma) bit for bit. What differs:
+// places, same BF16 A values in the same wgmma k order and the same overlap rule and prefetch
+// distance as the design in grouped_gemm_wgmma.cuh / docs/kernels/moe.md ("Overlapped
+// variant"), so the output equals the earlier version (and kPrefillWgmma) bit for bit.
+// What differs:
+//   - one wgmma group per 64-K fragment block (4 k16 steps) with the A registers
+//     double-buffered by sub-block, instead of two groups of 2 steps: half the
+//     WARPGROUP.ARRIVE / DEPBAR, and up to 8 wgmma in flight per warpgroup instead of 4;
 //   - decode: frag_decode_word (fragment_decode.h), 11 integer instructions per packed
 //     word instead of 15;
 //   - scales: one BF16x2 pair per k16 step for both row halves (frag_scale_pair_bits), the
@@ -123,26 +127,27 @@ __device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t desc0, uint32_t smem_
   }
 }
 
-// wgmma_frag_block_overlapped with dequant_frag_step_fast: per half, wait_group 1 (the group
-// that last read a_pipe[half] is done) -> dequant 2 k16 steps -> fence -> 2 wgmma -> commit.
-// desc: the block's B descriptor; k16 step s is + 32 s bytes (+ 2 s).
+// One 64-K fragment block as one wgmma group of its 4 k16 steps, with dequant / wgmma
+// overlap through A registers double-buffered by sub-block (a_sub[sub], sub = the block's
+// sub-block in the stage, so the two sets alternate): wait_group 1 (the group that last
+// read a_sub[sub], the previous stage's same sub-block, is done; the most recent group, the
+// other sub-block's, may still run) -> dequant the 4 steps -> fence -> 4 wgmma -> commit.
+// The same wgmma in the same order as wgmma_frag_block_overlapped's two groups of 2; one
+// WARPGROUP.ARRIVE / DEPBAR per block instead of two. desc: the block's B descriptor; k16
+// step s is + 32 s bytes (+ 2 s).
 template <ExpertFormat F, int kN>
-__device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint32_t (&a_pipe)[2][2][4],
+__device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint32_t (&a)[4][4],
                                                       const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
                                                       uint64_t desc) {
+  wgmma_wait<1>();
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    uint32_t(&a)[2][4] = a_pipe[half];
-    wgmma_wait<1>();
-    dequant_frag_step_fast<F>(words, scale_words, 2 * half, a[0]);
-    dequant_frag_step_fast<F>(words, scale_words, 2 * half + 1, a[1]);
-    fence_acc(acc);
-    wgmma_fence();
-    wgmma_m64nNk16_rs<kN>(acc, a[0], wgmma_desc_plus<kN>(desc, 4 * half));      // k16 step 2 half: + 64 half bytes
-    wgmma_m64nNk16_rs<kN>(acc, a[1], wgmma_desc_plus<kN>(desc, 4 * half + 2));  // step 2 half + 1
-    wgmma_commit();
-    fence_acc(acc);
-  }
+  for (int s = 0; s < 4; ++s) dequant_frag_step_fast<F>(words, scale_words, s, a[s]);
+  fence_acc(acc);
+  wgmma_fence();
+#pragma unroll
+  for (int s = 0; s < 4; ++s) wgmma_m64nNk16_rs<kN>(acc, a[s], wgmma_desc_plus<kN>(desc, 2 * s));
+  wgmma_commit();
+  fence_acc(acc);
 }
 
 // One CTA's tile (tile-list entry `tile`: expert, slot0, rows) with wgmma N = kN >= rows.
@@ -251,7 +256,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   float acc[kN / 2];
 #pragma unroll
   for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
-  uint32_t a_pipe[2][2][4];  // A registers of the two in-flight groups [half][k16 step][4]
+  uint32_t a_sub[SUBS][4][4];  // A registers of the two in-flight groups [sub-block][k16 step][4]
 
   using I0 = std::integral_constant<int, 0>;
   using I1 = std::integral_constant<int, 1>;
@@ -295,7 +300,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
         scale_words[1] = 0;
       }
       const uint64_t desc = wgmma_desc_at<kN>(desc0, smem_addr, kSlot * Smem::kActBytes + sub * Smem::kSubActBytes);
-      wgmma_frag_block_pipe<F, kN>(acc, a_pipe, words, scale_words, desc);
+      wgmma_frag_block_pipe<F, kN>(acc, a_sub[sub], words, scale_words, desc);
     }
   };
   static_assert(STAGES == 4, "the unrolled loop below names 4 slots");
