@@ -14,11 +14,12 @@
 //     A registers take its halves through the multiply's half-broadcast operand;
 //   - the k loop unrolled by STAGES (4), so the ring slot of every stage is a constant:
 //     shared-memory reads, cp.async destinations and wgmma descriptors are one base plus
-//     an immediate; global sources one 32-bit multiply-add of the stage index per stream.
+//     an immediate; the global source pointers move once per 4 stages (immediates between);
+//   - scales copied by each warp for its own m16 tile, 4 bytes per lane, unpredicated.
 // Layouts: WgmmaSmem<F> (act [slot][sub][128 slots][64 BF16] swizzled, weights
 // [slot][sub][m16][lane][16 B], scales [slot][sub][m16][SB]); per-thread copy plan as in
-// wgmma_tile (activation chunk tid % 8 of slot rows tid / 8 and tid / 8 + 64, weight lane
-// tid % 32 of m16 tile tid / 32, scale chunk tid of a sub-block's [m16][SB]).
+// wgmma_tile for activations (chunk tid % 8 of slot rows tid / 8 and tid / 8 + 64) and
+// weights (lane tid % 32 of m16 tile tid / 32), scales below.
 #pragma once
 #include <type_traits>
 
@@ -44,14 +45,6 @@ __device__ __forceinline__ uint32_t bf16x2_mul_hi_half(uint32_t a, uint32_t pair
   return d;
 }
 
-// base + i * kStride bytes as one IMAD.WIDE.U32 (i: a stage index, small; the C++ form
-// becomes a shift and a 64-bit add with carry).
-template <uint32_t kStride>
-__device__ __forceinline__ const char* ptr_step(const char* base, uint32_t i) {
-  const char* r;
-  asm("mad.wide.u32 %0, %1, %2, %3;\n" : "=l"(r) : "r"(i), "n"(kStride), "l"(base));
-  return r;
-}
 // 4-byte cp.async (through L1: .cg takes 16 bytes only); src_size 0 zero-fills, reads nothing.
 __device__ __forceinline__ void cp_async4_shared(uint32_t smem_addr, const void* gmem, int src_size) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(gmem), "r"(src_size));
@@ -221,11 +214,13 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
                       (static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows + warp) * kb_count * SB +
                       scale_lane * kScaleLaneBytes;
   const int scale_byte = scale_lane * kScaleLaneBytes;
-  // Destination at slot 0; slot s adds s x kScaleBytes (the dummy moves by as much: it
-  // stays inside the slack only at slot 0, so the dummy is not slot-relative, see load_stage).
+  // Destination in slot 0 (slot s: + s x kScaleBytes); the dummy is one fixed address for
+  // every slot (load_stage picks one or the other), the slack holds no slot offsets.
   const uint32_t smem_s = smem_addr + Smem::kScaleOffset + (scale_byte / SB) * Smem::kSubScaleBytes + warp * SB +
                           scale_byte % SB;
   const uint32_t smem_dummy = smem_addr + Smem::kPipeBytes;
+  static_assert(Smem::kBytes >= Smem::kPipeBytes + Smem::kAlign,
+                "the dummy's 16 bytes lie in the alignment slack (shift <= kAlign - 16)");
 
   // Stage kt0 + kAhead (kAhead a constant; the source pointers stand at stage kt0 and move
   // by STAGES stages per unrolled loop iteration) into ring slot kSlot (a constant): every
