@@ -88,15 +88,20 @@ DSV4_HD constexpr int frag_scale_lo_byte(ExpertFormat format, int s) {
   return format == ExpertFormat::kNVFP4 ? 2 * (s % 2) : 2 * (s / 2);
 }
 
+// kernel_scale_bits of the two codes of a byte pair (frag_byte_pair) at once.
+template <ExpertFormat F>
+DSV4_HD uint32_t frag_scale_transform(uint32_t byte_pair) {
+  if constexpr (F == ExpertFormat::kNVFP4) {
+    return (byte_pair << 4) + ((static_cast<uint32_t>(kNvfp4ScaleBias) << 7) * 0x10001u);
+  } else {
+    return byte_pair << 7;
+  }
+}
+
 // BF16x2 (kernel_scale_bits(row g code), kernel_scale_bits(row g + 8 code)) of k16 step s.
 template <ExpertFormat F>
 DSV4_HD uint32_t frag_scale_pair_bits(const uint32_t (&scale_words)[2], int s) {
-  const uint32_t pair = frag_byte_pair(scale_words[frag_scale_word(F, s)], frag_scale_lo_byte(F, s));
-  if constexpr (F == ExpertFormat::kNVFP4) {
-    return (pair << 4) + ((static_cast<uint32_t>(kNvfp4ScaleBias) << 7) * 0x10001u);
-  } else {
-    return pair << 7;
-  }
+  return frag_scale_transform<F>(frag_byte_pair(scale_words[frag_scale_word(F, s)], frag_scale_lo_byte(F, s)));
 }
 
 }  // namespace dsv4::cuda::moe

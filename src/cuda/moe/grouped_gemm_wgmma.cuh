@@ -66,9 +66,18 @@ struct WgmmaSmem {
   static constexpr int kOutBytes = T::BT * kOutStride * 2;
   static constexpr int kAlign = 1024;                                  // 128-byte swizzle atom
   static constexpr int kBytes = (kPipeBytes > kOutBytes ? kPipeBytes : kOutBytes) + kAlign;
+  // kPrefillWgmmaPipe (grouped_gemm_wgmma_pipe.cuh) only: after the pipeline buffers, a
+  // 16-byte dummy cp.async target (MXFP4 scale lanes with nothing to copy) and the per-warp
+  // scale-pair scratch [stage parity 2][m16 16][kPairScratchWarpBytes].
+  static constexpr int kPairScratchWarpBytes = 8 * T::kSubs * (F == ExpertFormat::kNVFP4 ? 4 : 2) * 4;  // [g][sub][pair]
+  static constexpr int kDummyOffset = kPipeBytes;
+  static constexpr int kPairScratchOffset = kPipeBytes + 16;
+  static constexpr int kPipeKernelBytes = kPairScratchOffset + 2 * T::kM16 * kPairScratchWarpBytes > kOutBytes
+                                              ? kPairScratchOffset + 2 * T::kM16 * kPairScratchWarpBytes + kAlign
+                                              : kOutBytes + kAlign;
   static_assert(kSubActBytes % kAlign == 0, "swizzled sub-blocks stay 1024-aligned");
   static_assert(kSubActBytes == kWgmmaSubBytes && T::BT == kWgmmaSlots && T::kSubK == kWgmmaSubK, "wgmma_layout.h");
-  static_assert(kBytes <= 227 * 1024, "fits one SM");
+  static_assert(kBytes <= 227 * 1024 && kPipeKernelBytes <= 227 * 1024, "fits one SM");
 };
 
 // wgmma_fence / wgmma_commit / wgmma_wait<N>: cuda/common/wgmma_sync.cuh.
@@ -522,15 +531,16 @@ cudaError_t launch_grouped_gemm_wgmma(const GroupedGemmParams& p) {
   if (p.n % WgmmaTile::BW != 0 || p.k % WgmmaTile::BK != 0) return cudaErrorInvalidValue;  // n % 256, k % 128
   if (p.max_tiles <= 0) return cudaSuccess;
   auto kernel = moe_grouped_gemm_wgmma_kernel<F, kL1, kPipe>;
+  constexpr int kSmemBytes = kPipe ? Smem::kPipeKernelBytes : Smem::kBytes;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
-    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
     if (err != cudaSuccess) return err;
     configured = true;
   }
   if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y; ~1.2M tokens at top-6 + shared
   const dim3 grid(static_cast<unsigned>(p.n / WgmmaTile::BW), static_cast<unsigned>(p.max_tiles));
-  kernel<<<grid, WgmmaTile::kThreads, Smem::kBytes, p.stream>>>(p);
+  kernel<<<grid, WgmmaTile::kThreads, kSmemBytes, p.stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -71,17 +71,24 @@ __device__ __forceinline__ uint32_t ld_shared_u32(uint32_t addr) {
   return v;
 }
 
-// k16 step s of a fragment block -> its 4 A registers; equal to dequant_frag_step<F>.
-template <ExpertFormat F>
-__device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
-                                                       int s, uint32_t (&a)[4]) {
+// k16 step s of a fragment block -> its 4 A registers, given the step's scale pair
+// (frag_scale_pair_bits: row g low half, row g + 8 high half); equal to dequant_frag_step<F>.
+__device__ __forceinline__ void dequant_frag_step_fast(const uint32_t (&words)[4], int s, uint32_t pair,
+                                                       uint32_t (&a)[4]) {
   uint32_t d[4];
   frag_decode_word(words[s], d);
-  const uint32_t pair = frag_scale_pair_bits<F>(scale_words, s);  // (row g, row g + 8)
   a[0] = bf16x2_mul_lo_half(d[0], pair);
   a[1] = bf16x2_mul_hi_half(d[1], pair);
   a[2] = bf16x2_mul_lo_half(d[2], pair);
   a[3] = bf16x2_mul_hi_half(d[3], pair);
+}
+
+// 8 / 4 bytes to a shared-window address (volatile + memory: ordered like C++ stores).
+__device__ __forceinline__ void st_shared_v2(uint32_t addr, uint32_t x, uint32_t y) {
+  asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(addr), "r"(x), "r"(y) : "memory");
+}
+__device__ __forceinline__ void st_shared_u32(uint32_t addr, uint32_t x) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(x) : "memory");
 }
 
 // B descriptors. wgmma_desc_sw128(a + off) == wgmma_desc_sw128(a) + (off >> 4) for the
@@ -127,14 +134,14 @@ __device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t desc0, uint32_t smem_
 // other sub-block's, may still run) -> dequant the 4 steps -> fence -> 4 wgmma -> commit.
 // The same wgmma in the same order as wgmma_frag_block_overlapped's two groups of 2; one
 // WARPGROUP.ARRIVE / DEPBAR per block instead of two. desc: the block's B descriptor; k16
-// step s is + 32 s bytes (+ 2 s).
-template <ExpertFormat F, int kN>
+// step s is + 32 s bytes (+ 2 s); pairs[s]: the scale pair of k16 step s.
+template <int kN>
 __device__ __forceinline__ void wgmma_frag_block_pipe(float (&acc)[kN / 2], uint32_t (&a)[4][4],
-                                                      const uint32_t (&words)[4], const uint32_t (&scale_words)[2],
+                                                      const uint32_t (&words)[4], const uint32_t (&pairs)[4],
                                                       uint64_t desc) {
   wgmma_wait<1>();
 #pragma unroll
-  for (int s = 0; s < 4; ++s) dequant_frag_step_fast<F>(words, scale_words, s, a[s]);
+  for (int s = 0; s < 4; ++s) dequant_frag_step_fast(words, s, pairs[s], a[s]);
   fence_acc(acc);
   wgmma_fence();
 #pragma unroll
@@ -203,8 +210,8 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   // wgmma_tile's 16-byte copies by threads < kScaleChunksPerSub, but one unpredicated copy
   // per thread and stage (no branch). MXFP4 (2 x SB = 64 bytes): lanes >= 16 zero-fill 4
   // bytes (src-size 0, nothing read) at a dummy address no one reads: the 16 bytes after
-  // the pipeline buffers, inside the kAlign slack of the allocation (WgmmaSmem::kBytes =
-  // max(pipe, out) + 1024 and the alignment shift is at most 1008).
+  // the pipeline buffers (WgmmaSmem::kDummyOffset; the pipe kernel's allocation is
+  // kPipeKernelBytes).
   constexpr int kScaleLaneBytes = 4;
   constexpr int kScaleLanes = SUBS * SB / kScaleLaneBytes;  // NVFP4 32, MXFP4 16
   static_assert(kScaleLanes <= 32 && SB % kScaleLaneBytes == 0, "one scale copy per lane at most");
@@ -218,9 +225,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   // every slot (load_stage picks one or the other), the slack holds no slot offsets.
   const uint32_t smem_s = smem_addr + Smem::kScaleOffset + (scale_byte / SB) * Smem::kSubScaleBytes + warp * SB +
                           scale_byte % SB;
-  const uint32_t smem_dummy = smem_addr + Smem::kPipeBytes;
-  static_assert(Smem::kBytes >= Smem::kPipeBytes + Smem::kAlign,
-                "the dummy's 16 bytes lie in the alignment slack (shift <= kAlign - 16)");
+  const uint32_t smem_dummy = smem_addr + Smem::kDummyOffset;
 
   // Stage kt0 + kAhead (kAhead a constant; the source pointers stand at stage kt0 and move
   // by STAGES stages per unrolled loop iteration) into ring slot kSlot (a constant): every
@@ -263,9 +268,24 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   if (k_tiles > 1) load_stage(I1{}, I1{});
   cp_async_commit();
 
-  // This thread's reads (shared-window addresses): lane's 16 bytes of its warp's weight
-  // block (= what it copied: smem_w), its group's scale bytes.
-  const uint32_t s_s0 = smem_addr + Smem::kScaleOffset + warp * SB + g * (SB / 8);
+  // Scale pairs. A lane (g, t) needs the BF16x2 pairs (frag_scale_pair_bits) of its group
+  // g for both sub-blocks: 8 (NVFP4: 4 k16 steps) or 4 (MXFP4: 2 blocks of 32) per stage, the
+  // same for the 4 lanes of a group. So per stage each lane i computes kPairsPerLane of the
+  // warp's 64 / 32 distinct pairs, (g = i / 4, sub = (i / 2) % 2, NVFP4: scale word i % 2 =
+  // steps 2 (i % 2) and + 1; MXFP4: block i % 2), stores them to the warp's scratch
+  // [g][sub][pair] (lane i at 4 kPairsPerLane i), __syncwarp, and every lane reads its
+  // group's row back (2 / 1 LDS.128). Scratch [stage parity][m16][...]: the next writes to a
+  // buffer come two stages later, after a __syncthreads.
+  constexpr int kPairsPerLane = F == ExpertFormat::kNVFP4 ? 2 : 1;
+  constexpr int kPairsPerStep = 4;                                    // words a block reads
+  constexpr int kPairRowBytes = SUBS * 2 * kPairsPerLane * 4;          // one group's pairs: 32 / 16
+  static_assert(Smem::kPairScratchWarpBytes == 8 * kPairRowBytes, "scratch geometry");
+  const int pair_g = lane / 4, pair_sub = (lane / 2) % 2, pair_word = lane % 2;
+  const uint32_t pair_raw = smem_addr + Smem::kScaleOffset + pair_sub * Smem::kSubScaleBytes + warp * SB +
+                            pair_g * (SB / 8) + (F == ExpertFormat::kNVFP4 ? pair_word * 4 : 0);
+  const uint32_t pair_scratch = smem_addr + Smem::kPairScratchOffset + warp * Smem::kPairScratchWarpBytes;
+  constexpr uint32_t kPairParityBytes = Tile::kM16 * Smem::kPairScratchWarpBytes;
+  const int mx_lo_byte = 2 * pair_word;  // MXFP4: block pair_word's bytes (2 j, 2 j + 1)
   const uint64_t desc0 = wgmma_desc_sw128(smem_addr);  // slot 0, sub-block 0
 
   // Stage kt in ring slot kSlot = kt % STAGES: wait for its copies, barrier (every
@@ -280,22 +300,32 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
     if (rem > kSlot + kPrefetch)  // stage kt + kPrefetch < k_tiles
       load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, std::integral_constant<int, kSlot + kPrefetch>{});
     cp_async_commit();
+    // The stage's scale pairs (above): compute this lane's share, exchange through the scratch.
+    const uint32_t raw = ld_shared_u32(pair_raw + kSlot * Smem::kScaleBytes);
+    const uint32_t scratch = pair_scratch + (kSlot % 2) * kPairParityBytes;
+    if constexpr (F == ExpertFormat::kNVFP4) {
+      st_shared_v2(scratch + 8 * lane, frag_scale_transform<F>(frag_byte_pair(raw, 0)),
+                   frag_scale_transform<F>(frag_byte_pair(raw, 2)));
+    } else {
+      st_shared_u32(scratch + 4 * lane, frag_scale_transform<F>(frag_byte_pair(raw, mx_lo_byte)));
+    }
+    __syncwarp();
+    uint32_t pairs[SUBS][kPairsPerStep];  // [sub][k16 step]
+    if constexpr (F == ExpertFormat::kNVFP4) {  // row g: [sub 0: steps 0-3][sub 1: steps 0-3]
+      const uint4 p0 = ld_shared_v4(scratch + pair_g * kPairRowBytes), p1 = ld_shared_v4(scratch + pair_g * kPairRowBytes + 16);
+      pairs[0][0] = p0.x, pairs[0][1] = p0.y, pairs[0][2] = p0.z, pairs[0][3] = p0.w;
+      pairs[1][0] = p1.x, pairs[1][1] = p1.y, pairs[1][2] = p1.z, pairs[1][3] = p1.w;
+    } else {  // row g: [sub 0: blocks 0, 1][sub 1: blocks 0, 1]; steps 0, 1 use block 0, steps 2, 3 block 1
+      const uint4 p0 = ld_shared_v4(scratch + pair_g * kPairRowBytes);
+      pairs[0][0] = pairs[0][1] = p0.x, pairs[0][2] = pairs[0][3] = p0.y;
+      pairs[1][0] = pairs[1][1] = p0.z, pairs[1][2] = pairs[1][3] = p0.w;
+    }
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
       const uint4 w = ld_shared_v4(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-      const uint32_t s_addr = s_s0 + kSlot * Smem::kScaleBytes + sub * Smem::kSubScaleBytes;
-      uint32_t scale_words[2];  // as load_frag_scale_words: NVFP4 8 bytes, MXFP4 4 (word 1 unused)
-      if constexpr (F == ExpertFormat::kNVFP4) {
-        const uint2 sw = ld_shared_v2(s_addr);
-        scale_words[0] = sw.x;
-        scale_words[1] = sw.y;
-      } else {
-        scale_words[0] = ld_shared_u32(s_addr);
-        scale_words[1] = 0;
-      }
       const uint64_t desc = wgmma_desc_at<kN>(desc0, smem_addr, kSlot * Smem::kActBytes + sub * Smem::kSubActBytes);
-      wgmma_frag_block_pipe<F, kN>(acc, a_sub[sub], words, scale_words, desc);
+      wgmma_frag_block_pipe<kN>(acc, a_sub[sub], words, pairs[sub], desc);
     }
   };
   static_assert(STAGES == 4, "the unrolled loop below names 4 slots");
