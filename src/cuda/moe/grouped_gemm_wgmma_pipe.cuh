@@ -300,6 +300,8 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
     if (rem > kSlot + kPrefetch)  // stage kt + kPrefetch < k_tiles
       load_stage(std::integral_constant<int, (kSlot + kPrefetch) % STAGES>{}, std::integral_constant<int, kSlot + kPrefetch>{});
     cp_async_commit();
+    // Sub-block 0's weight words first: the scratch stores below order later shared loads.
+    const uint4 w0 = ld_shared_v4(smem_w + kSlot * Smem::kWeightBytes);
     // The stage's scale pairs (above): compute this lane's share, exchange through the scratch.
     const uint32_t raw = ld_shared_u32(pair_raw + kSlot * Smem::kScaleBytes);
     const uint32_t scratch = pair_scratch + (kSlot % 2) * kPairParityBytes;
@@ -322,7 +324,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
     }
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
-      const uint4 w = ld_shared_v4(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
+      const uint4 w = sub == 0 ? w0 : ld_shared_v4(smem_w + kSlot * Smem::kWeightBytes + sub * Smem::kSubWeightBytes);
       const uint32_t words[4] = {w.x, w.y, w.z, w.w};
       const uint64_t desc = wgmma_desc_at<kN>(desc0, smem_addr, kSlot * Smem::kActBytes + sub * Smem::kSubActBytes);
       wgmma_frag_block_pipe<kN>(acc, a_sub[sub], words, pairs[sub], desc);
