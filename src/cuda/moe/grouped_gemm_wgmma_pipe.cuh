@@ -11,7 +11,9 @@
 //   - decode: frag_decode_word (fragment_decode.h), 11 integer instructions per packed
 //     word instead of 15;
 //   - scales: one BF16x2 pair per k16 step for both row halves (frag_scale_pair_bits), the
-//     A registers take its halves through the multiply's half-broadcast operand;
+//     A registers take its halves through the multiply's half-broadcast operand; the pairs
+//     of a stage are computed once per warp (each lane a share) and exchanged through a
+//     per-warp shared scratch, since the 4 lanes of a group need the same ones;
 //   - the k loop unrolled by STAGES (4), so the ring slot of every stage is a constant:
 //     shared-memory reads, cp.async destinations and wgmma descriptors are one base plus
 //     an immediate; the global source pointers move once per 4 stages (immediates between);
