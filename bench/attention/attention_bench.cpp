@@ -26,6 +26,9 @@
 //   "pingpong_qbf16" / "pingpong_fp8_qbf16" (prefill and decode): kWgmmaPingPong given
 //     SparseAttentionParams::q_bf16 only (q null: the producer copies the BF16 q into the
 //     Q panel); decode bytes count q as BF16 there. JSON "q": "fp32" or "bf16".
+//   "persist_qbf16" / "persist_fp8_qbf16" (prefill and decode; JSON kernel "persist"):
+//     the same with Kernel::kWgmmaPingPongPersistent (min(items, SMs) CTAs looping over
+//     the (token, head group, split) items; decode split-KV auto).
 // Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
 #include <cuda_runtime.h>
 
@@ -202,11 +205,12 @@ int run(int argc, char** argv) {
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
-                                 "pingpong_fp8_qbf16", "simple"}) {
+                                 "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
         const bool pingpong = name.starts_with("pingpong"), qbf16 = name.ends_with("_qbf16");
+        const bool persist = name.starts_with("persist");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
         if (simple && tokens > 8192) continue;
@@ -214,6 +218,7 @@ int run(int argc, char** argv) {
                       : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                       : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                       : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                      : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                  : SparseAttentionParams::Kernel::kWgmma;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
@@ -248,7 +253,8 @@ int run(int argc, char** argv) {
         build(pr, csa, positions, slots, kWindow, rng);
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
-                                   "pingpong_qbf16", "pingpong_fp8_qbf16", "simple"}) {
+                                   "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
+                                   "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
@@ -257,13 +263,14 @@ int run(int argc, char** argv) {
           const bool simple = name == "simple", off = simple || name == "off";
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
-          const bool qbf16 = name.ends_with("_qbf16");
+          const bool persist = name.starts_with("persist"), qbf16 = name.ends_with("_qbf16");
           pr.use_fp8(fp8, window_bf16, entries_bf16);
           pr.use_q_bf16(qbf16);
           pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                         : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                         : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                         : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                        : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                    : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : 0;
           pr.p.split_workspace = off ? nullptr : workspace;
@@ -285,8 +292,9 @@ int run(int argc, char** argv) {
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
                          "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
-                         simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong" : "wgmma",
-                         simple ? "off" : share_p || pipe || pingpong ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
+                                           : persist ? "persist" : "wgmma",
+                         simple ? "off" : share_p || pipe || pingpong || persist ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
         }

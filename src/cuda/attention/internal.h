@@ -48,5 +48,9 @@ cudaError_t launch_sparse_attention_merge(const SparseAttentionParams& params, i
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 // sparse_attention_pingpong.cu: Kernel::kWgmmaPingPong (same conditions and split workspace).
 cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
+// The same file: Kernel::kWgmmaPingPongPersistent (same conditions and split workspace,
+// q_bf16 required; grid min(tokens x heads / 64 x kv_splits, SMs)).
+cudaError_t launch_sparse_attention_pingpong_persistent(const SparseAttentionParams& params, int kv_splits,
+                                                        cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

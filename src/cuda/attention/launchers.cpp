@@ -112,19 +112,21 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
     DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined ||
-                   p.kernel == Kernel::kWgmmaPingPong,
-               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined and "
-               "kWgmmaPingPong only, not kernel {}",
+                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent,
+               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined, "
+               "kWgmmaPingPong and kWgmmaPingPongPersistent only, not kernel {}",
                static_cast<int>(p.kernel));
     // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
     // and shapes the wgmma kernels do not take; kAuto the ping-pong kernel).
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPong,
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPongPersistent,
              "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
-             static_cast<int>(Kernel::kWgmmaPingPong));
+             static_cast<int>(Kernel::kWgmmaPingPongPersistent));
+  const bool persistent = p.kernel == Kernel::kWgmmaPingPongPersistent;
   const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
-                            p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong;
+                            p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
+                            persistent;
   DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
@@ -135,13 +137,16 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   DSV4_CHECK(p.window_kv && p.out && p.batch.positions && p.batch.slots,
              "sparse_attention: window_kv, out and the batch arrays are required");
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q_bf16) % 16 == 0, "sparse_attention: q_bf16 must be 16-byte aligned");
+  DSV4_CHECK(!persistent || p.q_bf16,
+             "sparse_attention: kWgmmaPingPongPersistent requires q_bf16 (its producer copies each work item's BF16 "
+             "q); q_bf16 is null (the FP32 q alone is not supported: use kWgmmaPingPong)");
   // q_bf16 feeds the ring kernels only; every other kernel reads the FP32 q.
   const bool fp32_kernel = p.kernel == Kernel::kSimple || !wgmma_fits;
   const bool ring_kernel = !fp32_kernel && (p.kernel == Kernel::kAuto || p.kernel == Kernel::kWgmmaPipelined ||
-                                            p.kernel == Kernel::kWgmmaPingPong);
+                                            p.kernel == Kernel::kWgmmaPingPong || persistent);
   DSV4_CHECK(p.q || ring_kernel,
-             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong; kernel {} ({}) needs the "
-             "FP32 q, which is null",
+             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong / kWgmmaPingPongPersistent; "
+             "kernel {} ({}) needs the FP32 q, which is null",
              static_cast<int>(p.kernel),
              fp32_kernel ? (wgmma_fits ? "the FP32 kernel" : "the FP32 kernel: the shape does not fit the wgmma ones")
                          : p.kernel == Kernel::kWgmma ? "kWgmma" : "kWgmmaShareP");
@@ -187,6 +192,16 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
   // faster; over the FP8 cache (2026-12-02 00:45 UTC) CSA / HCA 8 k prefill 200.6 / 123.8
   // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0487 vs 0.0497 ms (KvFp8.*: bitwise equal).
+  if (persistent) {
+    // Work items (token, head group, split) as int (the kernel's item index).
+    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
+    DSV4_CHECK(items <= INT32_MAX,
+               "sparse_attention: kWgmmaPingPongPersistent takes < 2^31 work items (tokens x heads / 64 x kv_splits), "
+               "got {}",
+               items);
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong_persistent(p, std::max(1, splits), stream));
+    return;
+  }
   if (p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kAuto) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
     return;
