@@ -5,11 +5,13 @@
 // (index fetch one tile ahead, cp.async gather or the FP8 decode into a ring of kStages
 // stages with full / empty mbarriers; with SparseAttentionParams::q_bf16 first the
 // cp.async copy of the BF16 Q panel, signalled on the "q full" mbarrier), the Q staging
-// and the host launch
-// (launch_ring_kernel); the persistent variant's producer loop over work items
-// (produce_items) and launch (launch_persistent_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu (its
-// kernel PTX is identical modulo register names, checked); the ring protocol is
-// described in that file's header comment. key_row and the output epilogue
+// and the host launch (launch_ring_kernel); the persistent variant's producer loop over
+// work items (produce_items: produce_q + produce_range per item, produce_range being the
+// one-item produce_tiles' tile loop with a ring offset) and launch
+// (launch_persistent_ring_kernel). Moved here from sparse_attention_pipelined.cu (its
+// kernel PTX was identical modulo register names, checked; with produce_range its
+// consumer loop is still 887 instructions); the ring protocol is described in that
+// file's header comment. key_row and the output epilogue
 // (store_output), the same in sparse_attention_wgmma.cu, are in
 // sparse_attention_wgmma_common.cuh.
 #pragma once
