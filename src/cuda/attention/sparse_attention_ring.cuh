@@ -188,7 +188,10 @@ struct TileRange {
 __device__ __forceinline__ TileRange split_tiles(const KeyList& keys, int splits, int split) {
   const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
   const int per_split = (n_tiles + splits - 1) / splits;
-  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+  const int tile_begin = split * per_split;
+  // A split past the list (e.g. 1 tile over 3 splits) is empty, never end < begin: the
+  // persistent kernel adds end - begin to its ring's tile counter.
+  const int tile_end = max(tile_begin, min(n_tiles, tile_begin + per_split));
   return {tile_begin, tile_end};
 }
 
