@@ -126,7 +126,8 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows) where
+  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows), or
+  // kWgmmaPingPongPersistent when q_bf16 is given and there are >= 2 x SMs work items, where
   // a wgmma kernel (sparse_attention_wgmma.cu: heads % 64 == 0, head_dim 512; BF16 q and
   // weights, FP32 accumulation) applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
   // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
@@ -143,7 +144,8 @@ struct SparseAttentionParams {
   // alternate tiles (S for all 48 keys, the softmax, P through shared memory) while both
   // run P V for every tile; same conditions, kv_fp8 and split-KV; outputs bitwise equal
   // to kWgmmaPipelined (asserted in every SparseAttentionWgmma case, passed on the H200).
-  // kWgmmaPingPongPersistent (opt-in, not measured yet; sparse_attention_pingpong.cu):
+  // kWgmmaPingPongPersistent (kAuto's choice for prefill with q_bf16: 372.5 / 253.0 TFLOP/s
+  // at CSA / HCA 8 k vs 360.4 / 223.0, H200 2026-12-02 04:05 UTC; sparse_attention_pingpong.cu):
   // kWgmmaPingPong as a persistent kernel, min(work items, SMs) CTAs each looping over the
   // (token, head group, split) items of the one-CTA-per-item grid, the tile ring running
   // across items (the next item's Q copy and first gathers overlap this item's last tiles

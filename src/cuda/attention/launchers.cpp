@@ -124,6 +124,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
              "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
              static_cast<int>(Kernel::kWgmmaPingPongPersistent));
   const bool persistent = p.kernel == Kernel::kWgmmaPingPongPersistent;
+  bool persistent_auto = false;  // kAuto's choice, below
   const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
                             p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
                             persistent;
@@ -192,7 +193,18 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
   // faster; over the FP8 cache (2026-12-02 00:45 UTC) CSA / HCA 8 k prefill 200.6 / 123.8
   // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0487 vs 0.0497 ms (KvFp8.*: bitwise equal).
-  if (persistent) {
+  // kAuto with q_bf16 and at least two waves of work items (prefill) takes the persistent
+  // variant: on the H200 (2026-12-02 04:05 UTC) CSA / HCA 8 k prefill 372.5 / 253.0 TFLOP/s
+  // vs 360.4 / 223.0 (FP8 cache 239.1 / 181.0 vs 225.1 / 158.4), bitwise equal outputs
+  // (PersistentManyItems, KvFp8.SparseAttentionReadsFp8); one wave or less (decode) gains
+  // nothing there and stays on the ping-pong kernel.
+  if (p.kernel == Kernel::kAuto && p.q_bf16 != nullptr) {
+    int device = 0, sms = 132;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
+    persistent_auto = items >= 2 * static_cast<int64_t>(sms) && items <= INT32_MAX;
+  }
+  if (persistent || persistent_auto) {
     // Work items (token, head group, split) as int (the kernel's item index).
     const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
     DSV4_CHECK(items <= INT32_MAX,
