@@ -33,6 +33,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -254,12 +255,20 @@ int run(int argc, char** argv) {
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
                                    "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
-                                   "simple"}) {
+                                   "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
+                                   "persist_qbf16_s8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
-          // "off": Kernel::kWgmma.
-          const std::string name = splits;
+          // "off": Kernel::kWgmma; a "_sN" suffix forces kv_splits = N instead of the auto choice.
+          std::string name = splits;
+          int forced_splits = 0;
+          std::string forced_text;
+          if (const size_t at = name.rfind("_s"); at != std::string::npos && std::isdigit(name[at + 2])) {
+            forced_text = name.substr(at + 2);
+            forced_splits = std::stoi(forced_text);
+            name = name.substr(0, at);
+          }
           const bool simple = name == "simple", off = simple || name == "off";
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
@@ -272,7 +281,7 @@ int run(int argc, char** argv) {
                         : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
                         : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                    : SparseAttentionParams::Kernel::kWgmma;
-          pr.p.kv_splits = off ? 1 : 0;
+          pr.p.kv_splits = off ? 1 : forced_splits;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
           const int iters = context >= 131072 ? 10 : 20;
@@ -294,7 +303,9 @@ int run(int argc, char** argv) {
                          prop.name, date.c_str(), csa ? "csa" : "hca",
                          simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
                                            : persist ? "persist" : "wgmma",
-                         simple ? "off" : share_p || pipe || pingpong || persist ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         simple ? "off" : forced_splits > 0 ? forced_text.c_str()
+                                        : share_p || pipe || pingpong || persist ? "auto" : splits,
+                         batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
         }
