@@ -256,8 +256,7 @@ int run(int argc, char** argv) {
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
                                    "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
                                    "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
-                                   "persist_qbf16_s8", "pingpong_qbf16_cl", "pingpong_qbf16_cl_s2",
-                                   "pingpong_qbf16_cl_s4", "pingpong_qbf16_cl_s8", "pingpong_fp8_qbf16_cl", "simple"}) {
+                                   "persist_qbf16_s8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
@@ -270,9 +269,6 @@ int run(int argc, char** argv) {
             forced_splits = std::stoi(forced_text);
             name = name.substr(0, at);
           }
-          // "_cl": SparseAttentionParams::split_cluster_merge (splits merged in a cluster).
-          const bool cluster = name.ends_with("_cl");
-          if (cluster) name = name.substr(0, name.size() - 3);
           const bool simple = name == "simple", off = simple || name == "off";
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
@@ -286,7 +282,6 @@ int run(int argc, char** argv) {
                         : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                    : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : forced_splits;
-          pr.p.split_cluster_merge = cluster;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
           const int iters = context >= 131072 ? 10 : 20;
@@ -304,7 +299,7 @@ int run(int argc, char** argv) {
                          "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
-                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\",\"merge\":\"%s\"}\n",
+                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
                          simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
                                            : persist ? "persist" : "wgmma",
@@ -312,8 +307,7 @@ int run(int argc, char** argv) {
                                         : share_p || pipe || pingpong || persist ? "auto" : splits,
                          batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
-                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32",
-                         cluster ? "cluster" : "workspace");
+                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
         }
       }
     }

@@ -167,13 +167,6 @@ struct SparseAttentionParams {
   int kv_splits = 0;
   float* split_workspace = nullptr;
   int64_t split_workspace_floats = 0;
-  // kWgmmaPingPong (and kAuto where it takes it) with 2..8 splits: launch each token's
-  // splits as one thread-block cluster and merge them through distributed shared memory
-  // (sparse_attention_cluster_merge.cuh) instead of partials in split_workspace and a
-  // second kernel; same arithmetic as that merge, so the output is bitwise the
-  // workspace path's for the same split count. Needs no workspace: with kv_splits 0 the
-  // split count is then chosen among 1..8 even without one. Other kernels ignore it.
-  bool split_cluster_merge = false;
   // FP8 KV cache (kv_fp8.h, opt-in): window_kv and entries point to rows of
   // kKvFp8RowBytes (584) bytes in the FP8 layout instead of BF16 rows (pass the byte
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as

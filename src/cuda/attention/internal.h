@@ -17,7 +17,6 @@ inline constexpr int kIndexerMmaHeads = 64;               // indexer_mma.cu: the
 inline constexpr int kIndexerMmaDim = 128;
 inline constexpr int kIndexerMmaTileKeys = 64;
 inline constexpr int kIndexerWgmmaGroupMax = 8;            // indexer_wgmma.cu: tokens per CTA
-inline constexpr int kSparseClusterMaxSplits = 8;        // split_cluster_merge: the portable cluster size
 inline constexpr int kSparseMaxHeadDim = 512;             // 16 channels per lane
 inline constexpr int kSparseHeadDimMultiple = 8;          // 16-byte BF16 row loads
 

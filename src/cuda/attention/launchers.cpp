@@ -157,19 +157,13 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   }
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q) % 16 == 0, "sparse_attention: q must be 16-byte aligned");
   int splits = 1;
-  // The ping-pong kernel (kWgmmaPingPong, or kAuto short of the persistent variant) can
-  // merge 2..8 splits inside a thread-block cluster without a workspace.
-  const bool cluster_capable =
-      p.split_cluster_merge && (p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kAuto);
-  const auto cluster_merges = [&](int s) { return cluster_capable && s >= 2 && s <= detail::kSparseClusterMaxSplits; };
   if (p.kv_splits > 1) {
     splits = p.kv_splits;
     const int64_t needed = detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, splits);
-    DSV4_CHECK(cluster_merges(splits) || (p.split_workspace && p.split_workspace_floats >= needed),
-               "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}{}", splits, needed,
-               p.split_workspace ? p.split_workspace_floats : 0,
-               cluster_capable ? " (the cluster merge takes at most 8 splits)" : "");
-  } else if (p.kv_splits == 0 && (p.split_workspace || cluster_capable)) {
+    DSV4_CHECK(p.split_workspace && p.split_workspace_floats >= needed,
+               "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
+               p.split_workspace ? p.split_workspace_floats : 0);
+  } else if (p.kv_splits == 0 && p.split_workspace) {
     // One CTA per SM (its shared memory): a launch of n CTAs takes ceil(n / sms) waves,
     // each as long as its CTAs' key tiles plus a fixed cost of about 2 tiles (q staging,
     // the epilogue, a split's partial O written and read back by the merge). Pick the
@@ -186,12 +180,8 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     const int64_t ctas = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64);
     const int64_t tiles = std::max<int64_t>(1, (max_keys + 63) / 64);
     int64_t best_cost = -1;
-    // With the cluster merge: 1..8 splits, no workspace (and no merge pass, so the fixed
-    // cost of a split is smaller than the 2 tiles counted here; kept until measured).
-    const int64_t most = cluster_capable ? detail::kSparseClusterMaxSplits : 16;
-    for (int s = 1; s <= std::min<int64_t>(most, tiles); ++s) {
-      if (s > 1 && !cluster_merges(s) &&
-          detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, s) > p.split_workspace_floats)
+    for (int s = 1; s <= std::min<int64_t>(16, tiles); ++s) {
+      if (s > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, s) > p.split_workspace_floats)
         break;
       const int64_t waves = (ctas * s + sms - 1) / std::max(1, sms);
       const int64_t cost = waves * ((tiles + s - 1) / s + 2);
@@ -208,7 +198,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // vs 360.4 / 223.0 (FP8 cache 239.1 / 181.0 vs 225.1 / 158.4), bitwise equal outputs
   // (PersistentManyItems, KvFp8.SparseAttentionReadsFp8); one wave or less (decode) gains
   // nothing there and stays on the ping-pong kernel.
-  if (p.kernel == Kernel::kAuto && p.q_bf16 != nullptr && !cluster_merges(splits)) {
+  if (p.kernel == Kernel::kAuto && p.q_bf16 != nullptr) {
     int device = 0, sms = 132;
     if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);

@@ -91,7 +91,6 @@
 
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
-#include "cuda/attention/sparse_attention_cluster_merge.cuh"
 #include "cuda/attention/sparse_attention_ring.cuh"
 #include "cuda/attention/sparse_attention_wgmma_common.cuh"
 
@@ -106,7 +105,6 @@ constexpr int kPBytes = kHeads * 64 * 2;  // one P [64 heads x 64 key slots] BF1
 constexpr int kSmemBytes = kPanelBytes + kStages * kTileBytes + 2 * kPBytes + 1024;  // + 1024-byte alignment slack
 constexpr int kStaticSmemBytes = kStages * kTileKeys + 2 * kHeads * 4 + (2 * kStages + 1) * 8;  // s_valid, s_m, s_bars
 static_assert(kSmemBytes + kStaticSmemBytes <= 232448, "shared memory: 227 KiB per CTA on sm_90");
-static_assert(kPartBytes <= kStages * kTileBytes, "the cluster merge parks its partial in the idle ring");
 static_assert(kTileKeys == 48 && kTileKeys / 8 == 6, "S fragment: 6 column groups of 8 keys, 2 halves of 3");
 constexpr int kBarReady = 2, kBarFree = 4;  // + parity
 
@@ -325,17 +323,10 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
   const auto [tile_begin, tile_end] = split_tiles(keys, splits, split);
   init_ring_barriers(bar_full, bar_empty, bar_q);
 
-  // Split-KV merged inside the cluster of the token's splits (launch_sparse_attention_pingpong
-  // launched it as clusters of `splits` CTAs along z): uniform over the grid.
-  const bool cluster_merge = p.split_cluster_merge && splits > 1;
   if (threadIdx.x >= kConsumerThreads) {
     // ---- producer warpgroup (the pipelined kernel's) ----
     produce_tiles<kFp8>(p, keys, token, head0, tile_begin, tile_end, s_q, s_tiles, bar_full, bar_empty, bar_q,
                         s_valid);
-    if (cluster_merge) {  // barrier.cluster counts every thread of the cluster
-      cluster_sync_all();
-      cluster_sync_all();
-    }
     return;
   }
 
@@ -357,16 +348,6 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
 
   float l[2];
   row_sums(st, l);
-  if (cluster_merge) {
-    // Both warpgroups' last wgmma reads of the ring are done (consume_tiles waited for all
-    // of them) before either overwrites it with the partial.
-    consumer_sync();
-    park_partial(s_tiles, o, st.m, l, wg, lane, row0);
-    cluster_sync_all();  // every rank's partial written and visible
-    merge_cluster_rows(p, token, head0, splits, split, s_tiles);
-    cluster_sync_all();  // no CTA leaves (its shared memory) while another still reads it
-    return;
-  }
   store_output(p, token, head0, split, part_o, part_ml, o, st.m, l);
 }
 
@@ -437,34 +418,7 @@ cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& p, int
   static bool attribute_set[2][64] = {};  // this kernel's own (per device and instance)
   static constexpr RingKernel kernels[2] = {sparse_attention_pingpong_kernel<false>,  // BF16 KV
                                             sparse_attention_pingpong_kernel<true>};  // kv_fp8
-  if (!p.split_cluster_merge || splits <= 1)
-    return launch_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
-  // Cluster merge (launchers.cpp keeps splits <= kMaxClusterSplits): grid (tokens,
-  // heads / 64, splits) in clusters of (1, 1, splits), no partials in global memory.
-  if (splits > kMaxClusterSplits) return cudaErrorInvalidValue;
-  const int instance = p.kv_fp8 ? 1 : 0;
-  int device = 0;
-  cudaError_t error = cudaGetDevice(&device);
-  if (error != cudaSuccess) return error;
-  if (device >= 64 || !attribute_set[instance][device]) {
-    error = cudaFuncSetAttribute(kernels[instance], cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-    if (error != cudaSuccess) return error;
-    if (device < 64) attribute_set[instance][device] = true;
-  }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(p.batch.tokens, p.heads / kHeads, splits);
-  config.blockDim = dim3(kThreads);
-  config.dynamicSmemBytes = kSmemBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute = {};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = 1;
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = splits;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  float* no_partials = nullptr;
-  return cudaLaunchKernelEx(&config, kernels[instance], p, splits, no_partials, no_partials);
+  return launch_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
 }
 
 cudaError_t launch_sparse_attention_pingpong_persistent(const SparseAttentionParams& p, int splits,

@@ -337,24 +337,6 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
                                         << same_ws << " of " << ws.size() << " floats bitwise identical";
         }
       }
-      if (kernel == Kernel::kWgmmaPingPong && splits >= 2 && splits <= 8) {
-        // The same splits merged inside a thread-block cluster (no workspace): the merge
-        // kernel's arithmetic on the same partials, so bitwise the workspace path's output.
-        SCOPED_TRACE("split_cluster_merge");
-        p.split_cluster_merge = true;
-        p.split_workspace = nullptr;
-        p.split_workspace_floats = 0;
-        d_out.fill(kNaN);
-        cuda::attention::sparse_attention(p, nullptr);
-        DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-        const std::vector<float> clustered = d_out.download();
-        p.split_cluster_merge = false;
-        p.split_workspace = workspace.get();
-        p.split_workspace_floats = floats;
-        const size_t same_cluster = count_identical_bits(clustered, got);
-        EXPECT_EQ(same_cluster, got.size()) << "cluster merge vs workspace merge: " << same_cluster << " of "
-                                            << got.size() << " elements bitwise identical";
-      }
       if (kernel == Kernel::kWgmmaPipelined || kernel == Kernel::kWgmmaPingPong) {
         // The producer's Q copy from q_bf16 instead of the consumers' staging of q.
         auto run = [&](const float* q_fp32, const uint16_t* q_bits) {
