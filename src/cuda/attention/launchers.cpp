@@ -164,29 +164,19 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
                p.split_workspace ? p.split_workspace_floats : 0);
   } else if (p.kv_splits == 0 && p.split_workspace) {
-    // One CTA per SM (its shared memory): a launch of n CTAs takes ceil(n / sms) waves,
-    // each as long as its CTAs' key tiles plus a fixed cost of about 2 tiles (q staging,
-    // the epilogue, a split's partial O written and read back by the merge). Pick the
-    // split count (<= 16, <= tiles, fitting the workspace) of least waves x (tiles per
-    // split + 2), the smaller on ties. E.g. 64 decode tokens x 10 tiles: 2 splits (128
-    // CTAs, one wave; 3 would make 192 CTAs, two waves); 1 token: 10 splits of 1 tile.
-    // max_keys is the capacity (max_entries), not what the tokens see.
     int device = 0, sms = 132;
     if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    // max_keys is the capacity (max_entries), not what the tokens see.
     const int64_t max_keys = static_cast<int64_t>(p.window) + (p.compressed == CompressedKeys::kSelected ? p.top_k
                                                                : p.compressed == CompressedKeys::kAllVisible
                                                                    ? p.max_entries
                                                                    : 0);
-    const int64_t ctas = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64);
-    const int64_t tiles = std::max<int64_t>(1, (max_keys + 63) / 64);
-    int64_t best_cost = -1;
-    for (int s = 1; s <= std::min<int64_t>(16, tiles); ++s) {
-      if (s > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, s) > p.split_workspace_floats)
-        break;
-      const int64_t waves = (ctas * s + sms - 1) / std::max(1, sms);
-      const int64_t cost = waves * ((tiles + s - 1) / s + 2);
-      if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
-    }
+    int most = 16;
+    while (most > 1 &&
+           detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, most) > p.split_workspace_floats)
+      --most;
+    splits = detail::sparse_attention_auto_splits(p.batch.tokens, p.heads, max_keys,
+                                                  p.kv_fp8 ? kKvFp8RowBytes : 2 * p.head_dim, sms, most);
   }
   // kAuto takes the ping-pong kernel: on the H200 (2026-12-01 23:25 UTC) it gave the
   // pipelined kernel's outputs bit for bit in every SparseAttentionWgmma case and ran CSA /

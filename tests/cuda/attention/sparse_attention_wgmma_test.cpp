@@ -52,6 +52,7 @@
 
 #include "attention/attention_test_util.h"
 #include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
 #include "dsv4/error.h"
 
 namespace dsv4::attention_test {
@@ -639,3 +640,17 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
 
 }  // namespace
 }  // namespace dsv4::attention_test
+
+// kv_splits 0's choice (host arithmetic, internal.h): the rows the model was fitted to.
+TEST(SparseAttentionWgmma, AutoSplitsFollowTheMeasuredModel) {
+  using dsv4::cuda::attention::detail::sparse_attention_auto_splits;
+  constexpr int kRowBf16 = 1024, kSms = 132;
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 640, kRowBf16, kSms, 16), 10);   // CSA decode, 1 token
+  EXPECT_EQ(sparse_attention_auto_splits(16, 64, 640, kRowBf16, kSms, 16), 5);   // 16 tokens
+  EXPECT_EQ(sparse_attention_auto_splits(64, 64, 160, kRowBf16, kSms, 16), 1);   // HCA 4k, 64 tokens: no split
+  EXPECT_EQ(sparse_attention_auto_splits(16, 64, 160, kRowBf16, kSms, 16), 1);
+  EXPECT_EQ(sparse_attention_auto_splits(64, 64, 1152, kRowBf16, kSms, 16), 2);  // HCA 128k, 64 tokens
+  EXPECT_EQ(sparse_attention_auto_splits(8192, 64, 640, kRowBf16, kSms, 16), 1);  // prefill
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 640, kRowBf16, kSms, 3), 3);     // capped by the workspace
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 0, kRowBf16, kSms, 16), 1);      // no keys
+}
