@@ -57,6 +57,11 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// The 128-byte line holding `address` into L2 (no register result, nothing to wait for).
+__device__ __forceinline__ void prefetch_l2(const void* address) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(address));
+}
+
 // Waits until the phase of parity `parity` of `bar` has completed; traps after 2^32
 // SM clocks (~2 s: a deadlock becomes a launch error, not a hung run).
 __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
@@ -265,6 +270,17 @@ __device__ __forceinline__ void produce_range(const SparseAttentionParams& p, co
     const uint16_t* rows[kProducerRows];
 #pragma unroll
     for (int i = 0; i < kProducerRows; ++i) rows[i] = key_row(p, keys, tile * kTileKeys + row0 + i, picks[i]);
+    // The tile's rows into L2 before the wait for its stage (in steady state about a
+    // tile's time, the consumers' pace): the gathers after the wait then hit L2.
+#pragma unroll
+    for (int i = 0; i < kProducerRows; ++i) {
+      if constexpr (kFp8) {
+        const uint8_t* source = key_row_fp8(p, keys, tile * kTileKeys + row0 + i, rows[i]);
+        if (source != nullptr && chunk0 <= 5) prefetch_l2(source + (chunk0 < 5 ? 128 * chunk0 : kKvFp8RowBytes - 8));
+      } else {
+        if (rows[i] != nullptr) prefetch_l2(rows[i] + 64 * chunk0);  // 128-byte line chunk0 of the 1 KiB row
+      }
+    }
     if (tile + 1 < tile_end) fetch_picks(p, keys, token, tile + 1, pt, picks);  // in flight across the wait
     mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
     const uint32_t dst = s_tiles + stage * kTileBytes;
