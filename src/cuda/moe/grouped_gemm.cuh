@@ -253,9 +253,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   // i kWeightThreads of its run (i < kWeightPer): same bytes to the same places as a plain
   // c = tid + i kThreads walk (kReferenceLoop), the offsets of i being the immediates
   // 16 kWeightThreads i. A warp still reads whole 128-byte lines (runs of 16 kWeightThreads B).
-  // Decode tiles (8 slots) only: the prefill tile's 4 activation chunks per thread as 64-bit
-  // pointers cost it spills (20 B, NVFP4), so it keeps the offset form below.
-  constexpr bool kPlannedCopy = !kReferenceLoop && Tile::BT == 8;
+  // Decode tiles (8 slots) reading the fragment layout only: the prefill tile's 4 activation
+  // chunks per thread as 64-bit pointers cost it spills (20 B, NVFP4), so it keeps the offset
+  // form below; the stream layouts have their own copy (load_stage_stream).
+  constexpr bool kPlannedCopy = !kReferenceLoop && Tile::BT == 8 && !kStream;
   constexpr int kRowRunBytes = Smem::kFbK * kFragBytes;
   constexpr int kWeightThreads = kThreads / Smem::kFbN;
   constexpr int kWeightPer = kRowRunBytes / 16 / kWeightThreads;
@@ -378,8 +379,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     }
   };
   // Fragment layout, the copy plan above: stage `stage` gets the next k-tile (the pointers' own).
-  auto load_stage_fragment = [&](int stage) {
-    const uint32_t dst = smem_base + static_cast<uint32_t>(stage * Smem::kStageBytes);
+  auto load_stage_fragment = [&](int stage_offset) {  // stage_offset = stage * kStageBytes
+    const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
 #pragma unroll
     for (int i = 0; i < kWeightPer; ++i)
       cp_async16_u32(dst + w_dst + i * 16 * kWeightThreads, w_src + i * 16 * kWeightThreads, 16);
@@ -409,7 +410,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if constexpr (kStream) {
       load_stage_stream(stage, kt);
     } else if constexpr (kPlannedCopy) {
-      load_stage_fragment(stage);
+      load_stage_fragment(stage * Smem::kStageBytes);
       return;
     } else {
       const int64_t k_step = static_cast<int64_t>(kt) * Smem::kFbK;  // fragment blocks to k-tile kt
@@ -461,8 +462,11 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     }
   }
 
-  // Stage indices as wrapping counters (kt % STAGES and (kt + STAGES - 1) % STAGES) instead of
-  // two divisions by 6 per k-tile.
+  // Decode tiles: the stage of k-tile kt as a wrapping byte offset (kt % STAGES) * kStageBytes
+  // instead of two divisions by 6 per k-tile; the refill of iteration kt goes to stage
+  // (kt + STAGES - 1) % STAGES, the one iteration kt - 1 read (write_offset).
+  // The other tiles count stage indices the same way (kReferenceLoop: kt % STAGES as before).
+  int read_offset = 0, write_offset = (Tile::STAGES - 1) * Smem::kStageBytes;
   int read_stage = 0, write_stage = Tile::STAGES - 1;
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<Tile::STAGES - 2>();
@@ -482,12 +486,22 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     __syncthreads();  // stage kt visible to all; stage kt - 1 free for the refill below
     {
       const int next = kt + Tile::STAGES - 1;
-      if (next < k_tiles) load_stage(kReferenceLoop ? next % Tile::STAGES : write_stage, kt0 + next);
+      if (next < k_tiles) {
+        if constexpr (kPlannedCopy)
+          load_stage_fragment(write_offset);
+        else
+          load_stage(kReferenceLoop ? next % Tile::STAGES : write_stage, kt0 + next);
+      }
       cp_async_commit();
-      write_stage = write_stage == Tile::STAGES - 1 ? 0 : write_stage + 1;  // == (next + 1) % STAGES
     }
-    const uint8_t* s_weights = smem + (kReferenceLoop ? kt % Tile::STAGES : read_stage) * Smem::kStageBytes;
-    read_stage = read_stage == Tile::STAGES - 1 ? 0 : read_stage + 1;  // == (kt + 1) % STAGES
+    const uint8_t* s_weights =
+        smem + (kPlannedCopy     ? read_offset
+                : kReferenceLoop ? (kt % Tile::STAGES) * Smem::kStageBytes
+                                 : read_stage * Smem::kStageBytes);
+    write_offset = read_offset;
+    read_offset = read_offset == (Tile::STAGES - 1) * Smem::kStageBytes ? 0 : read_offset + Smem::kStageBytes;
+    write_stage = read_stage;
+    read_stage = read_stage == Tile::STAGES - 1 ? 0 : read_stage + 1;
     const uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     const uint8_t* s_act = s_scales + Smem::kScaleBytes;
 #pragma unroll
