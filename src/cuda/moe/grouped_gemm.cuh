@@ -296,11 +296,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     act_offset[i] = -1;
     if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
   }
-  // The same rows as pointers at k-tile kt0 (advanced by BK per load; rows past the tile stay
-  // at act[0] with src-size 0: zero-fill, nothing read).
+  // The same rows as pointers at k-tile kt0, advanced by BK per load. Rows past the tile walk
+  // row 0 of act instead (k-tile kt0 + j of it: inside the buffer) with src-size 0: zero-fill,
+  // nothing read, and no select per load.
   const uint16_t* act_src[kActIters];
 #pragma unroll
-  for (int i = 0; i < kActIters; ++i) act_src[i] = p.act + (act_offset[i] >= 0 ? act_offset[i] + kt0 * BK : 0);
+  for (int i = 0; i < kActIters; ++i) act_src[i] = p.act + (act_offset[i] >= 0 ? act_offset[i] : 0) + kt0 * BK;
 
   // Weight / scale chunks this thread copies per stage: chunk c = tid + i * kThreads of the
   // stage's [fb][lane][16 B] weights and [fb][SB] scales, as byte offsets from g_weights /
@@ -398,9 +399,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       const int c = tid + i * kThreads;
       if (kActChunks % kThreads == 0 || c < kActChunks) {
         const int r = c / (BK / 8), cc = c % (BK / 8);
-        const bool valid = act_offset[i] >= 0;
-        cp_async16_u32(act_dst + (r * Smem::kActStride + cc * 8) * 2, act_src[i], valid ? 16 : 0);
-        if (valid) act_src[i] += BK;
+        cp_async16_u32(act_dst + (r * Smem::kActStride + cc * 8) * 2, act_src[i], act_offset[i] >= 0 ? 16 : 0);
+        act_src[i] += BK;
       }
     }
   };
