@@ -468,6 +468,15 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   // The other tiles count stage indices the same way (kReferenceLoop: kt % STAGES as before).
   int read_offset = 0, write_offset = (Tile::STAGES - 1) * Smem::kStageBytes;
   int read_stage = 0, write_stage = Tile::STAGES - 1;
+  // This thread's shared-memory reads inside a stage at kq = 0, i = 0, s = 0, j = 0 (the rest
+  // are immediates): the fragment block (ww MT + i) kFbK + kq WK + wk, lane's 16 bytes, its
+  // scale bytes at g SB / 8, and its ldmatrix row of the activation tile. Computed once, so a
+  // k-tile costs one add per base. Decode tiles on the fragment layout only (kPlannedCopy):
+  // the prefill tile spilled with them (4-16 B) and the stream tiles got longer loops.
+  const int w_read = (ww * MT * Smem::kFbK + wk) * kFragBytes + lane * 16;
+  const int sc_read = Smem::kWeightBytes + (ww * MT * Smem::kFbK + wk) * SB + g * (SB / 8);
+  const int act_read = Smem::kWeightBytes + Smem::kScaleBytes +
+                       ((wt * (BT / Tile::WT) + (lane & 7)) * Smem::kActStride + wk * kFragCols + ((lane >> 3) & 1) * 8) * 2;
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<Tile::STAGES - 2>();
     if constexpr (kBulk) {  // the stage's bulk copy landed (use kt / STAGES of its barrier)
@@ -512,17 +521,21 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
         const int fb = (ww * MT + i) * Smem::kFbK + kbl;
-        const uint4 w = *reinterpret_cast<const uint4*>(s_weights + fb * kFragBytes + lane * 16);
+        const uint8_t* w_src = !kPlannedCopy ? s_weights + fb * kFragBytes + lane * 16
+                                              : s_weights + w_read + (i * Smem::kFbK + kq * Tile::WK) * kFragBytes;
+        const uint8_t* sc_src = !kPlannedCopy ? s_scales + fb * SB + g * (SB / 8)
+                                               : s_weights + sc_read + (i * Smem::kFbK + kq * Tile::WK) * SB;
+        const uint4 w = *reinterpret_cast<const uint4*>(w_src);
         words[i][0] = w.x;
         words[i][1] = w.y;
         words[i][2] = w.z;
         words[i][3] = w.w;
         if constexpr (F == ExpertFormat::kNVFP4) {
-          const uint2 sw = *reinterpret_cast<const uint2*>(s_scales + fb * SB + g * 8);
+          const uint2 sw = *reinterpret_cast<const uint2*>(sc_src);
           scale_words[i][0] = sw.x;
           scale_words[i][1] = sw.y;
         } else {
-          scale_words[i][0] = *reinterpret_cast<const uint32_t*>(s_scales + fb * SB + g * 4);
+          scale_words[i][0] = *reinterpret_cast<const uint32_t*>(sc_src);
           scale_words[i][1] = 0;
         }
       }
@@ -542,7 +555,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
         for (int j = 0; j < NT; ++j) {
           const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
           const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
-          ldmatrix_x2(b[j][0], b[j][1], s_act + (row * Smem::kActStride + col) * 2);
+          ldmatrix_x2(b[j][0], b[j][1],
+                      !kPlannedCopy ? s_act + (row * Smem::kActStride + col) * 2
+                                     : s_weights + act_read +
+                                           (j * 8 * Smem::kActStride + kq * Tile::WK * kFragCols + 16 * s) * 2);
         }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
