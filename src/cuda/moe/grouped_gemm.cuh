@@ -380,18 +380,19 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     }
   };
   // Fragment layout, the copy plan above: stage `stage` gets the next k-tile (the pointers' own).
-  auto load_stage_fragment = [&](int stage_offset) {  // stage_offset = stage * kStageBytes
+  // j = the k-tile's index relative to kt0: each source is its kt0 pointer + j strides (one
+  // 64-bit IMAD.WIDE per pointer; running pointers cost an add pair and register moves).
+  auto load_stage_fragment = [&](int stage_offset, int j) {  // stage_offset = stage * kStageBytes
     const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
+    const uint8_t* w = w_src + static_cast<int64_t>(j) * kRowRunBytes;
 #pragma unroll
     for (int i = 0; i < kWeightPer; ++i)
-      cp_async16_u32(dst + w_dst + i * 16 * kWeightThreads, w_src + i * 16 * kWeightThreads, 16);
-    w_src += kRowRunBytes;
+      cp_async16_u32(dst + w_dst + i * 16 * kWeightThreads, w + i * 16 * kWeightThreads, 16);
 #pragma unroll
     for (int i = 0; i < kScaleCopies; ++i) {
       const int c = tid + i * kThreads;
       if (kScaleChunksAll % kThreads == 0 || c < kScaleChunksAll)
-        cp_async16_u32(dst + Smem::kWeightBytes + c * 16, sc_src[i], 16);
-      sc_src[i] += Smem::kFbK * SB;
+        cp_async16_u32(dst + Smem::kWeightBytes + c * 16, sc_src[i] + static_cast<int64_t>(j) * (Smem::kFbK * SB), 16);
     }
     const uint32_t act_dst = dst + Smem::kWeightBytes + Smem::kScaleBytes;
 #pragma unroll
@@ -399,8 +400,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       const int c = tid + i * kThreads;
       if (kActChunks % kThreads == 0 || c < kActChunks) {
         const int r = c / (BK / 8), cc = c % (BK / 8);
-        cp_async16_u32(act_dst + (r * Smem::kActStride + cc * 8) * 2, act_src[i], act_offset[i] >= 0 ? 16 : 0);
-        act_src[i] += BK;
+        cp_async16_u32(act_dst + (r * Smem::kActStride + cc * 8) * 2, act_src[i] + static_cast<int64_t>(j) * BK,
+                       act_offset[i] >= 0 ? 16 : 0);
       }
     }
   };
@@ -410,7 +411,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     if constexpr (kStream) {
       load_stage_stream(stage, kt);
     } else if constexpr (kPlannedCopy) {
-      load_stage_fragment(stage * Smem::kStageBytes);
+      load_stage_fragment(stage * Smem::kStageBytes, kt - kt0);
       return;
     } else {
       const int64_t k_step = static_cast<int64_t>(kt) * Smem::kFbK;  // fragment blocks to k-tile kt
@@ -497,7 +498,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       const int next = kt + Tile::STAGES - 1;
       if (next < k_tiles) {
         if constexpr (kPlannedCopy)
-          load_stage_fragment(write_offset);
+          load_stage_fragment(write_offset, next);
         else
           load_stage(kReferenceLoop ? next % Tile::STAGES : write_stage, kt0 + next);
       }
