@@ -140,7 +140,7 @@ __device__ __forceinline__ void scale_halves(uint32_t word, uint32_t& row_g, uin
   }
 }
 
-// a * (half kHigh of pair, in both halves), round to nearest: the same product as
+// a * (half `high` of pair, in both halves), round to nearest: the same product as
 // bf16x2_mul(a, scale_pair) when that half holds the scale_pair value (SASS: HMUL2.BF16_V2
 // with a .H0_H0 / .H1_H1 operand, no separate byte permute).
 __device__ __forceinline__ uint32_t bf16x2_mul_by_half(uint32_t a, uint32_t pair, bool high) {
@@ -243,9 +243,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   const int wk = Tile::WK == 1 ? 0 : warp / (Tile::WW * Tile::WT);  // K group
   const int g = lane >> 2, t = lane & 3;
 
-  // ---- Copy plan of the fragment layout (kStreamMode 0), set up once; a stage's copy is then
-  // cp.async at immediate offsets from per-thread pointers that advance by one k-tile per
-  // load (loads run in k-tile order kt0, kt0 + 1, ...), no per-stage address arithmetic.
+  // ---- Copy plan of the fragment layout (kStreamMode 0), set up once: per-thread source
+  // pointers at k-tile kt0 and shared-memory offsets; a stage's copy is then one 64-bit
+  // multiply-add per pointer (k-tile j = kt - kt0 times its stride) and cp.async at immediate
+  // offsets from it.
   // Weights: a stage holds kFbN row blocks x kFbK fragment blocks; the kFbK blocks of a row
   // block are one contiguous kFbK x 512 B run both in global memory ([n/16][k/64][512], next
   // row block kb_count x 512 B further) and in shared memory ([fb = rb kFbK + kb][lane][16 B]).
@@ -296,8 +297,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     act_offset[i] = -1;
     if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
   }
-  // The same rows as pointers at k-tile kt0, advanced by BK per load. Rows past the tile walk
-  // row 0 of act instead (k-tile kt0 + j of it: inside the buffer) with src-size 0: zero-fill,
+  // The same rows as pointers at k-tile kt0 (k-tile kt0 + j: + j BK elements). Rows past the
+  // tile point into row 0 of act instead (inside the buffer) with src-size 0: zero-fill,
   // nothing read, and no select per load.
   const uint16_t* act_src[kActIters];
 #pragma unroll
@@ -379,9 +380,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       }
     }
   };
-  // Fragment layout, the copy plan above: stage `stage` gets the next k-tile (the pointers' own).
-  // j = the k-tile's index relative to kt0: each source is its kt0 pointer + j strides (one
-  // 64-bit IMAD.WIDE per pointer; running pointers cost an add pair and register moves).
+  // Fragment layout through the copy plan above: k-tile kt0 + j into the stage at byte offset
+  // stage_offset. Each source is its kt0 pointer + j strides (one 64-bit IMAD.WIDE per
+  // pointer; pointers advanced per load cost an add pair and register moves, cuobjdump).
   auto load_stage_fragment = [&](int stage_offset, int j) {  // stage_offset = stage * kStageBytes
     const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
     const uint8_t* w = w_src + static_cast<int64_t>(j) * kRowRunBytes;
