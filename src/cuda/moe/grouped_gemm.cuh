@@ -84,6 +84,14 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Four 8x8 matrices: lanes 8m..8m+7 address the rows of matrix m, register m gets its fragment
+// (so matrices 0, 1 / 2, 3 are two ldmatrix_x2 loads' worth, same registers, same bits).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(s));
+}
 __device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
@@ -477,8 +485,11 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   // the prefill tile spilled with them (4-16 B) and the stream tiles got longer loops.
   const int w_read = (ww * MT * Smem::kFbK + wk) * kFragBytes + lane * 16;
   const int sc_read = Smem::kWeightBytes + (ww * MT * Smem::kFbK + wk) * SB + g * (SB / 8);
+  // (ldmatrix.x4 of steps s, s + 1: lanes 8m.. address matrix m, columns 8 (m & 1) + 16 (m >> 1).)
   const int act_read = Smem::kWeightBytes + Smem::kScaleBytes +
-                       ((wt * (BT / Tile::WT) + (lane & 7)) * Smem::kActStride + wk * kFragCols + ((lane >> 3) & 1) * 8) * 2;
+                       ((wt * (BT / Tile::WT) + (lane & 7)) * Smem::kActStride + wk * kFragCols +
+                        ((lane >> 3) & 1) * 8 + (lane >> 4) * 16) *
+                           2;
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<Tile::STAGES - 2>();
     if constexpr (kBulk) {  // the stage's bulk copy landed (use kt / STAGES of its barrier)
@@ -550,17 +561,31 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
         for (int q = 0; q < (F == ExpertFormat::kNVFP4 ? 2 : 1); ++q) {
           if constexpr (!kReferenceLoop) scale_halves<F>(scale_words[i][q], scale_g[i][q], scale_g8[i][q]);
         }
+      // Decode tiles: the B operands of k16 steps (0, 1) and (2, 3) as two ldmatrix.x4 per n8
+      // tile instead of four .x2 (lanes 16..31 address step s + 1: column + 16).
+      uint32_t b4[4][NT][2];
+      if constexpr (kPlannedCopy) {
+#pragma unroll
+        for (int sp = 0; sp < 4; sp += 2)
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+            ldmatrix_x4(b4[sp][j][0], b4[sp][j][1], b4[sp + 1][j][0], b4[sp + 1][j][1],
+                        s_weights + act_read +
+                            (j * 8 * Smem::kActStride + kq * Tile::WK * kFragCols + 16 * sp) * 2);
+      }
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         uint32_t b[NT][2];
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-          const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
-          const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
-          ldmatrix_x2(b[j][0], b[j][1],
-                      !kPlannedCopy ? s_act + (row * Smem::kActStride + col) * 2
-                                     : s_weights + act_read +
-                                           (j * 8 * Smem::kActStride + kq * Tile::WK * kFragCols + 16 * s) * 2);
+          if constexpr (kPlannedCopy) {
+            b[j][0] = b4[s][j][0];
+            b[j][1] = b4[s][j][1];
+          } else {
+            const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
+            const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
+            ldmatrix_x2(b[j][0], b[j][1], s_act + (row * Smem::kActStride + col) * 2);
+          }
         }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
