@@ -29,7 +29,9 @@
 //   "persist_qbf16" / "persist_fp8_qbf16" (prefill and decode; JSON kernel "persist"):
 //     the same with Kernel::kWgmmaPingPongPersistent (min(items, SMs) CTAs looping over
 //     the (token, head group, split) items; decode split-KV auto).
-// Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
+// Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
+// only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
+// 4096" matches, e.g. one row under ncu)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -37,6 +39,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -170,11 +173,16 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
 int run(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
+  std::regex only(".");
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
     else if (key == "--quick") quick = value != "0";
+    else if (key == "--only") only = std::regex(value);
   }
+  // --only REGEX: run the rows whose key matches (std::regex_search), e.g. for ncu:
+  // "prefill csa persist_qbf16 8192", "decode csa pingpong_qbf16 64 4096".
+  const auto wanted = [&](const std::string& row_key) { return std::regex_search(row_key, only); };
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -215,6 +223,7 @@ int run(int argc, char** argv) {
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
         if (simple && tokens > 8192) continue;
+        if (!wanted(std::string("prefill ") + (csa ? "csa " : "hca ") + name + " " + std::to_string(tokens))) continue;
         pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                       : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                       : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
@@ -273,6 +282,9 @@ int run(int argc, char** argv) {
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
           const bool persist = name.starts_with("persist"), qbf16 = name.ends_with("_qbf16");
+          if (!wanted(std::string("decode ") + (csa ? "csa " : "hca ") + splits + " " + std::to_string(batch) + " " +
+                      std::to_string(context)))
+            continue;
           pr.use_fp8(fp8, window_bf16, entries_bf16);
           pr.use_q_bf16(qbf16);
           pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
