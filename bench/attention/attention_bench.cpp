@@ -26,13 +26,20 @@
 //   "pingpong_qbf16" / "pingpong_fp8_qbf16" (prefill and decode): kWgmmaPingPong given
 //     SparseAttentionParams::q_bf16 only (q null: the producer copies the BF16 q into the
 //     Q panel); decode bytes count q as BF16 there. JSON "q": "fp32" or "bf16".
-// Usage: bench_attention [--json PATH] [--quick 1]  (--quick: 8k prefill, contexts 4k/32k only)
+//   "persist_qbf16" / "persist_fp8_qbf16" (prefill and decode; JSON kernel "persist"):
+//     the same with Kernel::kWgmmaPingPongPersistent (min(items, SMs) CTAs looping over
+//     the (token, head group, split) items; decode split-KV auto).
+// Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
+// only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
+// 4096" matches, e.g. one row under ncu)
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -166,11 +173,16 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
 int run(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
+  std::regex only(".");
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
     else if (key == "--quick") quick = value != "0";
+    else if (key == "--only") only = std::regex(value);
   }
+  // --only REGEX: run the rows whose key matches (std::regex_search), e.g. for ncu:
+  // "prefill csa persist_qbf16 8192", "decode csa pingpong_qbf16 64 4096".
+  const auto wanted = [&](const std::string& row_key) { return std::regex_search(row_key, only); };
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -202,18 +214,21 @@ int run(int argc, char** argv) {
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
-                                 "pingpong_fp8_qbf16", "simple"}) {
+                                 "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
         const bool pingpong = name.starts_with("pingpong"), qbf16 = name.ends_with("_qbf16");
+        const bool persist = name.starts_with("persist");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
         if (simple && tokens > 8192) continue;
+        if (!wanted(std::string("prefill ") + (csa ? "csa " : "hca ") + name + " " + std::to_string(tokens))) continue;
         pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                       : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                       : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                       : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                      : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                  : SparseAttentionParams::Kernel::kWgmma;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
@@ -248,24 +263,37 @@ int run(int argc, char** argv) {
         build(pr, csa, positions, slots, kWindow, rng);
         const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
-                                   "pingpong_qbf16", "pingpong_fp8_qbf16", "simple"}) {
+                                   "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
+                                   "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
+                                   "persist_qbf16_s8", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
-          // "off": Kernel::kWgmma.
-          const std::string name = splits;
+          // "off": Kernel::kWgmma; a "_sN" suffix forces kv_splits = N instead of the auto choice.
+          std::string name = splits;
+          int forced_splits = 0;
+          std::string forced_text;
+          if (const size_t at = name.rfind("_s"); at != std::string::npos && std::isdigit(name[at + 2])) {
+            forced_text = name.substr(at + 2);
+            forced_splits = std::stoi(forced_text);
+            name = name.substr(0, at);
+          }
           const bool simple = name == "simple", off = simple || name == "off";
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
-          const bool qbf16 = name.ends_with("_qbf16");
+          const bool persist = name.starts_with("persist"), qbf16 = name.ends_with("_qbf16");
+          if (!wanted(std::string("decode ") + (csa ? "csa " : "hca ") + splits + " " + std::to_string(batch) + " " +
+                      std::to_string(context)))
+            continue;
           pr.use_fp8(fp8, window_bf16, entries_bf16);
           pr.use_q_bf16(qbf16);
           pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
                         : share_p  ? SparseAttentionParams::Kernel::kWgmmaShareP
                         : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                         : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
+                        : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                    : SparseAttentionParams::Kernel::kWgmma;
-          pr.p.kv_splits = off ? 1 : 0;
+          pr.p.kv_splits = off ? 1 : forced_splits;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
           const int iters = context >= 131072 ? 10 : 20;
@@ -285,8 +313,11 @@ int run(int argc, char** argv) {
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
                          "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
-                         simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong" : "wgmma",
-                         simple ? "off" : share_p || pipe || pingpong ? "auto" : splits, batch, context, kHeads, kDim, iters, ms,
+                         simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
+                                           : persist ? "persist" : "wgmma",
+                         simple ? "off" : forced_splits > 0 ? forced_text.c_str()
+                                        : share_p || pipe || pingpong || persist ? "auto" : splits,
+                         batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
         }

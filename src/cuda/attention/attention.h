@@ -105,8 +105,9 @@ enum class CompressedKeys : int { kNone = 0, kAllVisible = 1, kSelected = 2 };
 struct SparseAttentionParams {
   const float* q = nullptr;             // [tokens, heads, head_dim]
   // Optional BF16 q: [tokens, heads, head_dim] BF16 bits, the round-to-nearest-even of q
-  // (ops::rms_norm_rope's out_bf16), 16-byte aligned. Read only by kWgmmaPipelined and
-  // kWgmmaPingPong (kAuto's wgmma choices; BF16 and kv_fp8 rows): their producer warpgroup
+  // (ops::rms_norm_rope's out_bf16), 16-byte aligned. Read only by kWgmmaPipelined,
+  // kWgmmaPingPong (kAuto's wgmma choices; BF16 and kv_fp8 rows) and
+  // kWgmmaPingPongPersistent (which requires it): their producer warpgroup
   // copies the token's BF16 q with cp.async into the Q panel instead of the consumers
   // loading and rounding 128 KiB of FP32 q, so the copy overlaps the first tiles' gathers;
   // the outputs are bitwise those with q (the kernels round q this way). q may then be
@@ -125,7 +126,8 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows) where
+  // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows), or
+  // kWgmmaPingPongPersistent when q_bf16 is given and there are >= 2 x SMs work items, where
   // a wgmma kernel (sparse_attention_wgmma.cu: heads % 64 == 0, head_dim 512; BF16 q and
   // weights, FP32 accumulation) applies, else the FP32 kernel; kSimple forces the FP32 kernel (the tests' oracle);
   // kWgmma requires the wgmma kernel (an error where it does not apply). kWgmmaShareP:
@@ -142,13 +144,21 @@ struct SparseAttentionParams {
   // alternate tiles (S for all 48 keys, the softmax, P through shared memory) while both
   // run P V for every tile; same conditions, kv_fp8 and split-KV; outputs bitwise equal
   // to kWgmmaPipelined (asserted in every SparseAttentionWgmma case, passed on the H200).
+  // kWgmmaPingPongPersistent (kAuto's choice for prefill with q_bf16: 372.5 / 253.0 TFLOP/s
+  // at CSA / HCA 8 k vs 360.4 / 223.0, H200 2026-12-02 04:05 UTC; sparse_attention_pingpong.cu):
+  // kWgmmaPingPong as a persistent kernel, min(work items, SMs) CTAs each looping over the
+  // (token, head group, split) items of the one-CTA-per-item grid, the tile ring running
+  // across items (the next item's Q copy and first gathers overlap this item's last tiles
+  // and epilogue); same conditions, kv_fp8 and split-KV, outputs bitwise kWgmmaPingPong's;
+  // requires q_bf16 (an error without it: the producer copies each item's Q).
   enum class Kernel : int {
     kAuto = 0,
     kSimple = 1,
     kWgmma = 2,
     kWgmmaShareP = 3,
     kWgmmaPipelined = 4,
-    kWgmmaPingPong = 5
+    kWgmmaPingPong = 5,
+    kWgmmaPingPongPersistent = 6
   } kernel = Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
@@ -161,8 +171,9 @@ struct SparseAttentionParams {
   // kKvFp8RowBytes (584) bytes in the FP8 layout instead of BF16 rows (pass the byte
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
-  // head_dim 512 only. Read by kWgmmaPingPong (kAuto's choice where it fits) and
-  // kWgmmaPipelined (their producer decodes the rows into the BF16 tile; same split-KV),
+  // head_dim 512 only. Read by kWgmmaPingPong (kAuto's choice where it fits),
+  // kWgmmaPingPongPersistent and kWgmmaPipelined (their producer decodes the rows into
+  // the BF16 tile; same split-KV),
   // and by the FP32 kernel (kSimple; kAuto where the wgmma kernels do not fit);
   // kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;

@@ -9,6 +9,40 @@
 
 namespace dsv4::cuda::attention::detail {
 
+// kv_splits 0 (auto) for the wgmma kernels: the split count in 1..min(most, 64-key tiles)
+// of least modelled time, the smaller on ties. Model (host arithmetic, fitted to the H200
+// decode rows of 2026-12-02 04:16 / 04:23 UTC, bench_attention *_s1 / _s2 / _s4):
+//   compute: 1 CTA per SM, ceil(ctas x s / sms) waves of (tiles / s + 2 fixed) tiles of
+//            kSplitTileUs each (the 2: Q load, epilogue);
+//   gather:  every token's rows (max_keys x row_bytes) at kSplitGatherGBps, the rate the
+//            gathers reached however many CTAs ran (b64: 1 and 2 splits took the same time);
+//   merge:   s > 1 writes and reads back s partial O rows (2 x s x tokens x heads x 2 KiB)
+//            at kSplitMergeGBps, plus a launch.
+//   time(s) = max(compute, gather) + merge.
+// E.g. V4-Flash CSA (640 keys): 1 token -> 10 splits, 16 -> 5, 64 -> 1 (2 measured 4%
+// slower); HCA 64 tokens: 160 keys -> 1 (2 were 42% slower), 1152 keys -> 2 (11% faster).
+inline constexpr double kSplitTileUs = 3.0;
+inline constexpr double kSplitGatherGBps = 2000.0;
+inline constexpr double kSplitMergeGBps = 3000.0;
+inline constexpr double kSplitMergeLaunchUs = 2.0;
+inline int sparse_attention_auto_splits(int64_t tokens, int heads, int64_t max_keys, int64_t row_bytes, int sms,
+                                        int most) {
+  const int64_t ctas = tokens * (heads / 64);
+  const int64_t tiles = max_keys > 0 ? (max_keys + 63) / 64 : 1;
+  const double gather_us = static_cast<double>(tokens) * max_keys * row_bytes / (kSplitGatherGBps * 1e3);
+  int best = 1;
+  double best_us = -1.0;
+  for (int s = 1; s <= most && s <= tiles; ++s) {
+    const int64_t waves = (ctas * s + sms - 1) / (sms > 0 ? sms : 1);
+    const double compute_us = static_cast<double>(waves) * static_cast<double>((tiles + s - 1) / s + 2) * kSplitTileUs;
+    const double merge_us =
+        s > 1 ? 2.0 * s * tokens * heads * 2048.0 / (kSplitMergeGBps * 1e3) + kSplitMergeLaunchUs : 0.0;
+    const double us = (compute_us > gather_us ? compute_us : gather_us) + merge_us;
+    if (best_us < 0.0 || us < best_us) best_us = us, best = s;
+  }
+  return best;
+}
+
 inline constexpr int kCompressorMaxDim = 12 * 1024;       // pool kernel's [dim] FP32 shared buffer <= 48 KiB
 inline constexpr int kIndexerMaxDim = 256;                // 8 key channels per lane
 inline constexpr int kIndexerEntriesPerCta = 64;          // score grid: max_entries / 64 CTAs along y (<= 65535)
@@ -48,5 +82,9 @@ cudaError_t launch_sparse_attention_merge(const SparseAttentionParams& params, i
 cudaError_t launch_sparse_attention_pipelined(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 // sparse_attention_pingpong.cu: Kernel::kWgmmaPingPong (same conditions and split workspace).
 cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
+// The same file: Kernel::kWgmmaPingPongPersistent (same conditions and split workspace,
+// q_bf16 required; grid min(tokens x heads / 64 x kv_splits, SMs)).
+cudaError_t launch_sparse_attention_pingpong_persistent(const SparseAttentionParams& params, int kv_splits,
+                                                        cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

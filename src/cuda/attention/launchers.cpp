@@ -112,19 +112,22 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
     DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined ||
-                   p.kernel == Kernel::kWgmmaPingPong,
-               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined and "
-               "kWgmmaPingPong only, not kernel {}",
+                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent,
+               "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined, "
+               "kWgmmaPingPong and kWgmmaPingPongPersistent only, not kernel {}",
                static_cast<int>(p.kernel));
     // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
     // and shapes the wgmma kernels do not take; kAuto the ping-pong kernel).
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPong,
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPongPersistent,
              "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
-             static_cast<int>(Kernel::kWgmmaPingPong));
+             static_cast<int>(Kernel::kWgmmaPingPongPersistent));
+  const bool persistent = p.kernel == Kernel::kWgmmaPingPongPersistent;
+  bool persistent_auto = false;  // kAuto's choice, below
   const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
-                            p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong;
+                            p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
+                            persistent;
   DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
@@ -135,13 +138,16 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   DSV4_CHECK(p.window_kv && p.out && p.batch.positions && p.batch.slots,
              "sparse_attention: window_kv, out and the batch arrays are required");
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q_bf16) % 16 == 0, "sparse_attention: q_bf16 must be 16-byte aligned");
+  DSV4_CHECK(!persistent || p.q_bf16,
+             "sparse_attention: kWgmmaPingPongPersistent requires q_bf16 (its producer copies each work item's BF16 "
+             "q); q_bf16 is null (the FP32 q alone is not supported: use kWgmmaPingPong)");
   // q_bf16 feeds the ring kernels only; every other kernel reads the FP32 q.
   const bool fp32_kernel = p.kernel == Kernel::kSimple || !wgmma_fits;
   const bool ring_kernel = !fp32_kernel && (p.kernel == Kernel::kAuto || p.kernel == Kernel::kWgmmaPipelined ||
-                                            p.kernel == Kernel::kWgmmaPingPong);
+                                            p.kernel == Kernel::kWgmmaPingPong || persistent);
   DSV4_CHECK(p.q || ring_kernel,
-             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong; kernel {} ({}) needs the "
-             "FP32 q, which is null",
+             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong / kWgmmaPingPongPersistent; "
+             "kernel {} ({}) needs the FP32 q, which is null",
              static_cast<int>(p.kernel),
              fp32_kernel ? (wgmma_fits ? "the FP32 kernel" : "the FP32 kernel: the shape does not fit the wgmma ones")
                          : p.kernel == Kernel::kWgmma ? "kWgmma" : "kWgmmaShareP");
@@ -158,35 +164,46 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
                p.split_workspace ? p.split_workspace_floats : 0);
   } else if (p.kv_splits == 0 && p.split_workspace) {
-    // One CTA per SM (its shared memory): a launch of n CTAs takes ceil(n / sms) waves,
-    // each as long as its CTAs' key tiles plus a fixed cost of about 2 tiles (q staging,
-    // the epilogue, a split's partial O written and read back by the merge). Pick the
-    // split count (<= 16, <= tiles, fitting the workspace) of least waves x (tiles per
-    // split + 2), the smaller on ties. E.g. 64 decode tokens x 10 tiles: 2 splits (128
-    // CTAs, one wave; 3 would make 192 CTAs, two waves); 1 token: 10 splits of 1 tile.
-    // max_keys is the capacity (max_entries), not what the tokens see.
     int device = 0, sms = 132;
     if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    // max_keys is the capacity (max_entries), not what the tokens see.
     const int64_t max_keys = static_cast<int64_t>(p.window) + (p.compressed == CompressedKeys::kSelected ? p.top_k
                                                                : p.compressed == CompressedKeys::kAllVisible
                                                                    ? p.max_entries
                                                                    : 0);
-    const int64_t ctas = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64);
-    const int64_t tiles = std::max<int64_t>(1, (max_keys + 63) / 64);
-    int64_t best_cost = -1;
-    for (int s = 1; s <= std::min<int64_t>(16, tiles); ++s) {
-      if (s > 1 && detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, s) > p.split_workspace_floats)
-        break;
-      const int64_t waves = (ctas * s + sms - 1) / std::max(1, sms);
-      const int64_t cost = waves * ((tiles + s - 1) / s + 2);
-      if (best_cost < 0 || cost < best_cost) best_cost = cost, splits = s;
-    }
+    int most = 16;
+    while (most > 1 &&
+           detail::sparse_attention_split_workspace_floats(p.batch.tokens, p.heads, most) > p.split_workspace_floats)
+      --most;
+    splits = detail::sparse_attention_auto_splits(p.batch.tokens, p.heads, max_keys,
+                                                  p.kv_fp8 ? kKvFp8RowBytes : 2 * p.head_dim, sms, most);
   }
   // kAuto takes the ping-pong kernel: on the H200 (2026-12-01 23:25 UTC) it gave the
   // pipelined kernel's outputs bit for bit in every SparseAttentionWgmma case and ran CSA /
   // HCA 8 k prefill at 272 / 131 TFLOP/s (pipelined 226 / 119), every decode row equal or
   // faster; over the FP8 cache (2026-12-02 00:45 UTC) CSA / HCA 8 k prefill 200.6 / 123.8
   // vs 186.4 / 117.5, decode batch 64 ctx 4 k CSA 0.0487 vs 0.0497 ms (KvFp8.*: bitwise equal).
+  // kAuto with q_bf16 and at least two waves of work items (prefill) takes the persistent
+  // variant: on the H200 (2026-12-02 04:05 UTC) CSA / HCA 8 k prefill 372.5 / 253.0 TFLOP/s
+  // vs 360.4 / 223.0 (FP8 cache 239.1 / 181.0 vs 225.1 / 158.4), bitwise equal outputs
+  // (PersistentManyItems, KvFp8.SparseAttentionReadsFp8); one wave or less (decode) gains
+  // nothing there and stays on the ping-pong kernel.
+  if (p.kernel == Kernel::kAuto && p.q_bf16 != nullptr) {
+    int device = 0, sms = 132;
+    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
+    persistent_auto = items >= 2 * static_cast<int64_t>(sms) && items <= INT32_MAX;
+  }
+  if (persistent || persistent_auto) {
+    // Work items (token, head group, split) as int (the kernel's item index).
+    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
+    DSV4_CHECK(items <= INT32_MAX,
+               "sparse_attention: kWgmmaPingPongPersistent takes < 2^31 work items (tokens x heads / 64 x kv_splits), "
+               "got {}",
+               items);
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong_persistent(p, std::max(1, splits), stream));
+    return;
+  }
   if (p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kAuto) {
     DSV4_CUDA_CHECK(detail::launch_sparse_attention_pingpong(p, std::max(1, splits), stream));
     return;

@@ -39,7 +39,51 @@
 //   full[stage] (already complete: the stage cannot refill before its own arrival)
 //   and fences for its own wgmma reads of the tile.
 // Loop of warpgroup w over j = w, w + 2, ... < n (tile 0 of warpgroup 0 peeled: nothing
-//   to take), then the other warpgroup's last tile if it has one.
+//   to take), then the other warpgroup's last tile if it has one (consume_tiles).
+// Persistent (Kernel::kWgmmaPingPongPersistent, opt-in; q_bf16 required): grid
+//   min(items, SMs), items = tokens x heads / 64 x splits, item i = (token i % tokens,
+//   head group, split) as the one-item kernel's blockIdx (x, y, z) (work_item); CTA b
+//   takes items b, b + gridDim.x, ... Per item exactly the one-item kernel's tiles,
+//   math (consume_tiles, shared) and store_output, so outputs and split partials are
+//   bitwise kWgmmaPingPong's; the merge is unchanged. Both roles walk the same items
+//   and compute each item's tile count n from key_list / split_tiles identically, so
+//   they agree on the CTA-global ring tile counter g (tiles of earlier items + local j).
+//   Producer per item (produce_items): picks of its first tile, wait q empty (phase
+//   c - 1 for the c-th item, c > 0), the Q copy (produce_q, q full phase c), then its
+//   tiles into the ring (empty waits as before), so the next item's Q copy and first
+//   gathers run while the consumers finish this item's last tiles and its epilogue.
+//   Consumers per item: wait q full (phase c & 1, mbar_wait_no_trap), consume_tiles with
+//   g0 = g, the item-end consumer_sync (bar 1, 256 threads), then row_sums and
+//   store_output (the next item's first S may start while the other warpgroup still
+//   stores: the epilogue touches no shared memory).
+//   Hazards, and what covers them:
+//   - Q panel WAR (producer's next Q copy vs the consumers' S reads): q empty, an
+//     mbarrier of 256 consumer arrivals per item; each thread arrives once, after the
+//     wgmma_wait of its warpgroup's last S of the item (j + 2 >= n), or at once when its
+//     warpgroup scores no tile (n <= wg: n == 0, or n == 1 for warpgroup 1). The S reads
+//     are complete at the wait (the ring's empty[] pattern: async-proxy reads, then the
+//     arrival, then the producer's cp.async writes).
+//   - q full / q empty parities: one phase each per item. q full cannot run two phases
+//     ahead of a consumer (Q(c + 1) waits for q empty(c), which needs every consumer's
+//     arrival after its q full(c) wait); q empty cannot either (q empty(c + 1) needs
+//     the consumers' q full(c + 1) wait, which needs the producer's Q(c + 1) copy, issued
+//     only after its q empty(c) wait). So parity waits are exact. Items with n == 0
+//     still do the whole hand-shake (Q copied, q full waited, q empty arrived): both
+//     roles identically.
+//   - Ring phases across items: stage (g0 + j) % kStages, phase (g0 + j) / kStages on
+//     both sides (produce_range / consume_tiles): one continuous ring; the empty / full
+//     protocol is the one-item kernel's over the CTA's whole tile sequence. s_valid[stage]
+//     is written by the producer for ring tile g only after empty (g - kStages), read by
+//     the scorer before its empty arrival: as before.
+//   - P[2], the row sums in P and s_m (per item, parity by local j): READY / FREE
+//     arrivals and syncs balance within an item (every tile's scorer arrives READY once,
+//     its taker syncs once; FREE arrivals for i + 2 < n match the syncs of tiles >= 2),
+//     and every wgmma of both warpgroups is waited before the item-end consumer_sync, so
+//     no warpgroup writes the next item's P / stats while the other reads this item's,
+//     and no named-barrier use of one item mixes with the next's.
+//   - Registers: consumers setmaxnreg 224, producer 56 (pt made opaque per item so the Q
+//     copy's 32 addresses are not hoisted and spilled); no trap path in consumer code
+//     (mbar_wait_no_trap only); no local memory (checked with cuobjdump).
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -116,13 +160,13 @@ struct RowState {
   float l[2][2];  // [row][half]: this thread's partial row sum of keys 24 half + 8 j + 2 (lane % 4) + 0/1
 };
 
-// The other warpgroup's tile `tile` (local index, stage tile % kStages; the caller waited
-// on its full barrier and fenced): wait for its P and stats, fold them into m / l / O and
-// issue P V from P[tile % 2]. Not waited for.
-__device__ __forceinline__ void take_tile(int tile, uint32_t s_tiles, uint32_t s_p,
+// The other warpgroup's tile `tile` (local index: parity tile % 2; in ring stage `stage`;
+// the caller waited on its full barrier and fenced): wait for its P and stats, fold them
+// into m / l / O and issue P V from P[tile % 2]. Not waited for.
+__device__ __forceinline__ void take_tile(int tile, int stage, uint32_t s_tiles, uint32_t s_p,
                                           const float (*s_m)[kHeads], RowState& st, float (&o)[128], int wg,
                                           int row0, int q) {
-  const int stage = tile % kStages, par = tile & 1;
+  const int par = tile & 1;
   named_sync(kBarReady + par);
   const uint32_t s_pp = s_p + par * kPBytes;
   float alpha[2];
@@ -139,14 +183,14 @@ __device__ __forceinline__ void take_tile(int tile, uint32_t s_tiles, uint32_t s
   issue_pv(o, s_pp, s_tiles + stage * kTileBytes, wg);
 }
 
-// This warpgroup's tile `tile` after its S completed: softmax for all 48 keys, P and
-// stats into parity tile % 2 (after FREE when the parity was used before), READY, then
-// P V, waited for, and the stage released.
-__device__ __forceinline__ void score_tile(int tile, float (&s)[24], uint32_t bar_empty, uint32_t s_tiles,
-                                           uint32_t s_p, const bool (*s_valid)[kTileKeys], float (*s_m)[kHeads],
-                                           float scale_log2, RowState& st, float (&o)[128], int wg, int row0,
-                                           int q) {
-  const int stage = tile % kStages, par = tile & 1;
+// This warpgroup's tile `tile` (local index, in ring stage `stage`) after its S
+// completed: softmax for all 48 keys, P and stats into parity tile % 2 (after FREE when
+// the parity was used before), READY, then P V, waited for, and the stage released.
+__device__ __forceinline__ void score_tile(int tile, int stage, float (&s)[24], uint32_t bar_empty,
+                                           uint32_t s_tiles, uint32_t s_p, const bool (*s_valid)[kTileKeys],
+                                           float (*s_m)[kHeads], float scale_log2, RowState& st, float (&o)[128],
+                                           int wg, int row0, int q) {
+  const int par = tile & 1;
   // This thread: rows row0, row0 + 8 x keys 8 j + 2 q + 0/1, j < 6 (half j / 3).
   float tile_max[2];
   scale_mask_max(s, s_valid[stage], q, scale_log2, tile_max);
@@ -183,6 +227,78 @@ __device__ __forceinline__ void score_tile(int tile, float (&s)[24], uint32_t ba
   wgmma_wait_all();
   fence_regs(o);
   mbar_arrive(bar_empty + 8 * stage);  // this thread is done with the stage
+}
+
+// The consumer loop of one CTA's (one work item's) n tiles, local index j = 0 .. n - 1 in
+// ring tiles g0 + j (stage (g0 + j) % kStages, full phase (g0 + j) / kStages; g0 = 0 in
+// the one-item kernel), P parity and READY / FREE per local j. Loop of warpgroup w over
+// j = w, w + 2, ... < n (tile 0 of warpgroup 0 peeled: nothing to take), then the other
+// warpgroup's last tile if it has one. kQEmpty (the persistent kernel): each thread
+// arrives once on bar_q_empty as soon as its last read of the Q panel is done: after the
+// wait of its warpgroup's last S (the last j = w mod 2 < n), or at once when the
+// warpgroup scores no tile of the item (n <= w).
+template <bool kQEmpty>
+__device__ __forceinline__ void consume_tiles(int n, int g0, uint32_t s_q, uint32_t s_tiles, uint32_t s_p,
+                                              uint32_t bar_full, uint32_t bar_empty, uint32_t bar_q_empty,
+                                              const bool (*s_valid)[kTileKeys], float (*s_m)[kHeads],
+                                              float scale_log2, RowState& st, float (&o)[128], float (&s)[24],
+                                              int wg, int row0, int q) {
+  if (kQEmpty && n <= wg) mbar_arrive(bar_q_empty);  // no S of this item in this warpgroup
+  int j = wg;
+  if (wg == 0 && n > 0) {
+    // Tile 0: nothing of the other warpgroup's to take yet.
+    const int stage = g0 % kStages;
+    full_wait(bar_full + 8 * stage, (g0 / kStages) & 1);
+    __syncwarp();         // the warp converged again before the .aligned wgmma instructions
+    fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
+    issue_s(s, s_q, s_tiles + stage * kTileBytes);
+    wgmma_wait_all();
+    fence_regs(s);
+    if (kQEmpty && n <= 2) mbar_arrive(bar_q_empty);  // tile 0 was this warpgroup's last S
+    score_tile(0, stage, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
+    j = 2;
+  }
+  for (; j < n; j += 2) {
+    const int g = g0 + j, stage = g % kStages, prev = (g - 1) % kStages;
+    // Both tiles' full barriers before any wgmma is in flight (a bounded wait's trap path
+    // between a wgmma and its wait costs registers: ptxas C7512 / C7518). Tile j - 1's is
+    // complete or about to be: it cannot refill before this warpgroup's P V(j - 1).
+    full_wait(bar_full + 8 * prev, ((g - 1) / kStages) & 1);
+    full_wait(bar_full + 8 * stage, (g / kStages) & 1);
+    __syncwarp();
+    fence_proxy_async();  // the tiles' cp.async writes -> this thread's wgmma reads
+    issue_s(s, s_q, s_tiles + stage * kTileBytes);                   // S(j) in flight ...
+    take_tile(j - 1, prev, s_tiles, s_p, s_m, st, o, wg, row0, q);  // ... while P V(j - 1) is issued
+    wgmma_wait_all();
+    fence_regs(s);
+    fence_regs(o);
+    if (kQEmpty && j + 2 >= n) mbar_arrive(bar_q_empty);  // S(j) was this warpgroup's last
+    mbar_arrive(bar_empty + 8 * prev);
+    if (j + 1 < n) named_arrive(kBarFree + ((j - 1) & 1));  // the scorer of tile j + 1 may overwrite P / stats
+    score_tile(j, stage, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
+  }
+  if (n > 0 && ((n - 1) & 1) != wg) {
+    // The other warpgroup's last tile (no tile n + 1: no FREE arrival).
+    const int stage = (g0 + n - 1) % kStages;
+    full_wait(bar_full + 8 * stage, ((g0 + n - 1) / kStages) & 1);
+    __syncwarp();
+    fence_proxy_async();
+    take_tile(n - 1, stage, s_tiles, s_p, s_m, st, o, wg, row0, q);
+    wgmma_wait_all();
+    fence_regs(o);
+    mbar_arrive(bar_empty + 8 * stage);
+  }
+}
+
+// Both halves' partial sums over the quad, then the row sums (l_0 + l_1: the pipelined
+// kernel's warpgroup 0 order; its warpgroup 1 adds l_1 + l_0, the same value).
+__device__ __forceinline__ void row_sums(RowState& st, float (&l)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) st.l[h][half] = quad_sum(st.l[h][half]);
+    l[h] = st.l[h][0] + st.l[h][1];
+  }
 }
 
 // grid (tokens, heads / 64, splits), block 384, dynamic smem kSmemBytes. kFp8:
@@ -227,57 +343,71 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
   const int n = tile_end - tile_begin;  // tiles of this CTA, local index j: stage j % 3, parity j % 2
   float s[24];
 
-  int j = wg;
-  if (wg == 0 && n > 0) {
-    // Tile 0: nothing of the other warpgroup's to take yet.
-    full_wait(bar_full, 0);
-    __syncwarp();         // the warp converged again before the .aligned wgmma instructions
-    fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
-    issue_s(s, s_q, s_tiles);
-    wgmma_wait_all();
-    fence_regs(s);
-    score_tile(0, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
-    j = 2;
-  }
-  for (; j < n; j += 2) {
-    const int stage = j % kStages;
-    // Both tiles' full barriers before any wgmma is in flight (a bounded wait's trap path
-    // between a wgmma and its wait costs registers: ptxas C7512 / C7518). Tile j - 1's is
-    // complete or about to be: it cannot refill before this warpgroup's P V(j - 1).
-    full_wait(bar_full + 8 * ((j - 1) % kStages), ((j - 1) / kStages) & 1);
-    full_wait(bar_full + 8 * stage, (j / kStages) & 1);
-    __syncwarp();
-    fence_proxy_async();  // the tiles' cp.async writes -> this thread's wgmma reads
-    issue_s(s, s_q, s_tiles + stage * kTileBytes);             // S(j) in flight ...
-    take_tile(j - 1, s_tiles, s_p, s_m, st, o, wg, row0, q);  // ... while P V(j - 1) is issued
-    wgmma_wait_all();
-    fence_regs(s);
-    fence_regs(o);
-    mbar_arrive(bar_empty + 8 * ((j - 1) % kStages));
-    if (j + 1 < n) named_arrive(kBarFree + ((j - 1) & 1));  // the scorer of tile j + 1 may overwrite P / stats
-    score_tile(j, s, bar_empty, s_tiles, s_p, s_valid, s_m, scale_log2, st, o, wg, row0, q);
-  }
-  if (n > 0 && ((n - 1) & 1) != wg) {
-    // The other warpgroup's last tile (no tile n + 1: no FREE arrival).
-    full_wait(bar_full + 8 * ((n - 1) % kStages), ((n - 1) / kStages) & 1);
-    __syncwarp();
-    fence_proxy_async();
-    take_tile(n - 1, s_tiles, s_p, s_m, st, o, wg, row0, q);
-    wgmma_wait_all();
-    fence_regs(o);
-    mbar_arrive(bar_empty + 8 * ((n - 1) % kStages));
+  consume_tiles<false>(n, 0, s_q, s_tiles, s_p, bar_full, bar_empty, 0, s_valid, s_m, scale_log2, st, o, s, wg,
+                       row0, q);
+
+  float l[2];
+  row_sums(st, l);
+  store_output(p, token, head0, split, part_o, part_ml, o, st.m, l);
+}
+
+// The persistent variant (Kernel::kWgmmaPingPongPersistent; header comment "Persistent"):
+// grid min(items, SMs), block 384, dynamic smem kSmemBytes; items = tokens x heads / 64
+// x splits (work_item), CTA b taking items b, b + gridDim.x, ...; q_bf16 required
+// (launchers.cpp refuses the FP32 q).
+constexpr int kPersistentStaticSmemBytes = kStaticSmemBytes + 8;  // + the q empty mbarrier
+static_assert(kSmemBytes + kPersistentStaticSmemBytes <= 232448, "shared memory: 227 KiB per CTA on sm_90");
+template <bool kFp8>
+__global__ void __launch_bounds__(kThreads, 1)
+    sparse_attention_pingpong_persistent_kernel(const SparseAttentionParams p, int splits, int items,
+                                                float* part_o, float* part_ml) {
+  extern __shared__ uint8_t smem_raw[];
+  __shared__ bool s_valid[kStages][kTileKeys];
+  __shared__ float s_m[2][kHeads];              // per parity: row maxima m_i after the last tile i of that parity
+  __shared__ uint64_t s_bars[2 * kStages + 2];  // full[0..2], empty[0..2], q full, q empty
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const uint32_t s_q = smem_u32(smem);
+  const uint32_t s_tiles = s_q + kPanelBytes;
+  const uint32_t s_p = s_tiles + kStages * kTileBytes;  // P[0], P[1] at + kPBytes: 1024-aligned
+  const uint32_t bar_full = smem_u32(&s_bars[0]), bar_empty = smem_u32(&s_bars[kStages]);
+  const uint32_t bar_q = smem_u32(&s_bars[2 * kStages]), bar_q_empty = smem_u32(&s_bars[2 * kStages + 1]);
+  init_ring_barriers<true>(bar_full, bar_empty, bar_q, bar_q_empty);
+
+  if (threadIdx.x >= kConsumerThreads) {
+    // ---- producer warpgroup: every item's Q copy and tiles, one ring ----
+    produce_items<kFp8>(p, splits, items, s_q, s_tiles, bar_full, bar_empty, bar_q, bar_q_empty, s_valid);
+    return;
   }
 
-  // Both halves' partial sums over the quad, then the row sums (l_0 + l_1: the pipelined
-  // kernel's warpgroup 0 order; its warpgroup 1 adds l_1 + l_0, the same value).
-  float l[2];
+  // ---- consumer warpgroups ----
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, q = lane & 3;
+  const int row0 = warp * 16 + (lane >> 2);  // this thread's rows row0, row0 + 8 (heads head0 + row)
+  const float scale_log2 = p.scale * kLog2e;
+  int g = 0;           // ring tiles of this CTA's earlier items (the producer counts the same)
+  uint32_t count = 0;  // items done: q full / q empty phase
+  for (int item = blockIdx.x; item < items; item += gridDim.x, ++count) {
+    const WorkItem w = work_item(p, item);
+    const KeyList keys = key_list(p, w.token);
+    const auto [tile_begin, tile_end] = split_tiles(keys, splits, w.split);
+    const int n = tile_end - tile_begin;
+    float o[128];
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) st.l[h][half] = quad_sum(st.l[h][half]);
-    l[h] = st.l[h][0] + st.l[h][1];
+    for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+    RowState st = {{-INFINITY, -INFINITY}, {{0.0f, 0.0f}, {0.0f, 0.0f}}};
+    float s[24];
+    mbar_wait_no_trap(bar_q, count & 1);  // the item's Q (no trap path in consumer code)
+    fence_proxy_async();                  // the producer's cp.async writes of Q -> this thread's wgmma reads
+    consume_tiles<true>(n, g, s_q, s_tiles, s_p, bar_full, bar_empty, bar_q_empty, s_valid, s_m, scale_log2, st, o,
+                        s, wg, row0, q);
+    g += n;
+    // Item end: both warpgroups are done with P[2], the row sums and s_m of this item
+    // (their every wgmma waited) before either writes the next item's.
+    consumer_sync();
+    float l[2];
+    row_sums(st, l);
+    store_output(p, w.token, w.head0, w.split, part_o, part_ml, o, st.m, l);
   }
-  store_output(p, token, head0, split, part_o, part_ml, o, st.m, l);
 }
 
 }  // namespace
@@ -289,6 +419,15 @@ cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& p, int
   static constexpr RingKernel kernels[2] = {sparse_attention_pingpong_kernel<false>,  // BF16 KV
                                             sparse_attention_pingpong_kernel<true>};  // kv_fp8
   return launch_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
+}
+
+cudaError_t launch_sparse_attention_pingpong_persistent(const SparseAttentionParams& p, int splits,
+                                                        cudaStream_t stream) {
+  if (p.q_bf16 == nullptr) return cudaErrorInvalidValue;  // launchers.cpp refuses it with a message first
+  static bool attribute_set[2][64] = {};  // this kernel's own (per device and instance)
+  static constexpr PersistentRingKernel kernels[2] = {sparse_attention_pingpong_persistent_kernel<false>,  // BF16 KV
+                                                      sparse_attention_pingpong_persistent_kernel<true>};  // kv_fp8
+  return launch_persistent_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
 }
 
 }  // namespace detail

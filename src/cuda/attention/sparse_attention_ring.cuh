@@ -5,10 +5,13 @@
 // (index fetch one tile ahead, cp.async gather or the FP8 decode into a ring of kStages
 // stages with full / empty mbarriers; with SparseAttentionParams::q_bf16 first the
 // cp.async copy of the BF16 Q panel, signalled on the "q full" mbarrier), the Q staging
-// and the host launch
-// (launch_ring_kernel). Moved here unchanged from sparse_attention_pipelined.cu (its
-// kernel PTX is identical modulo register names, checked); the ring protocol is
-// described in that file's header comment. key_row and the output epilogue
+// and the host launch (launch_ring_kernel); the persistent variant's producer loop over
+// work items (produce_items: produce_q + produce_range per item, produce_range being the
+// one-item produce_tiles' tile loop with a ring offset) and launch
+// (launch_persistent_ring_kernel). Moved here from sparse_attention_pipelined.cu (its
+// kernel PTX was identical modulo register names, checked; with produce_range its
+// consumer loop is still 887 instructions); the ring protocol is described in that
+// file's header comment. key_row and the output epilogue
 // (store_output), the same in sparse_attention_wgmma.cu, are in
 // sparse_attention_wgmma_common.cuh.
 #pragma once
@@ -54,6 +57,18 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+// Whether the whole grid fits one CTA per SM (%nsmid: the SM count): a decode-sized launch.
+__device__ __forceinline__ bool one_wave() {
+  uint32_t sms;
+  asm("mov.u32 %0, %%nsmid;\n" : "=r"(sms));
+  return gridDim.x * gridDim.y * gridDim.z <= sms;
+}
+
+// The 128-byte line holding `address` into L2 (no register result, nothing to wait for).
+__device__ __forceinline__ void prefetch_l2(const void* address) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(address));
+}
+
 // Waits until the phase of parity `parity` of `bar` has completed; traps after 2^32
 // SM clocks (~2 s: a deadlock becomes a launch error, not a hung run).
 __device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
@@ -185,20 +200,27 @@ struct TileRange {
 __device__ __forceinline__ TileRange split_tiles(const KeyList& keys, int splits, int split) {
   const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
   const int per_split = (n_tiles + splits - 1) / splits;
-  const int tile_begin = split * per_split, tile_end = min(n_tiles, tile_begin + per_split);
+  const int tile_begin = split * per_split;
+  // A split past the list (e.g. 1 tile over 3 splits) is empty, never end < begin: the
+  // persistent kernel adds end - begin to its ring's tile counter.
+  const int tile_end = max(tile_begin, min(n_tiles, tile_begin + per_split));
   return {tile_begin, tile_end};
 }
 
 // Thread 0 initialises the ring's mbarriers and the q full barrier (used with q_bf16:
-// one phase, the 128 producer threads' cp.async arrivals), then the CTA's only
-// __syncthreads.
-__device__ __forceinline__ void init_ring_barriers(uint32_t bar_full, uint32_t bar_empty, uint32_t bar_q) {
+// one phase per work item, the 128 producer threads' cp.async arrivals), with
+// kQEmpty also the q empty barrier (the persistent kernel: 256 consumer arrivals per
+// work item), then the CTA's only __syncthreads.
+template <bool kQEmpty = false>
+__device__ __forceinline__ void init_ring_barriers(uint32_t bar_full, uint32_t bar_empty, uint32_t bar_q,
+                                                   uint32_t bar_q_empty = 0) {
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(bar_full + 8 * s, 256);  // 128 cp.async arrivals + 128 ordinary ones
       mbar_init(bar_empty + 8 * s, kConsumerThreads);
     }
     mbar_init(bar_q, 128);
+    if constexpr (kQEmpty) mbar_init(bar_q_empty, kConsumerThreads);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();  // the only CTA-wide barrier
@@ -238,28 +260,37 @@ __device__ __forceinline__ void produce_q(const SparseAttentionParams& p, int to
   cp_async_mbar_arrive(bar_q);
 }
 
-// The producer warpgroup's whole job (thread pt = threadIdx.x - kConsumerThreads; it
-// first lowers its register budget): with q_bf16 the Q panel (produce_q; the ring's
-// stages are free, so the first tiles' gathers follow at once), then tiles
-// [tile_begin, tile_end) of the token's key list
-// into stage (tile - tile_begin) % kStages at s_tiles, s_valid[stage][row] = whether key
-// row of the tile is attended; full / empty: the kStages mbarriers of each kind (8 bytes
-// apart).
+// Producer thread pt: tiles [tile_begin, tile_end) of the token's key list into the
+// ring, tile `tile` as ring tile g0 + tile - tile_begin (stage (that) % kStages, phase
+// (that) / kStages; g0: the ring tiles produced before, 0 in the one-item kernels) at
+// s_tiles, s_valid[stage][row] = whether key row of the tile is attended; picks: the
+// fetch_picks of tile_begin (when the range is not empty); full / empty: the kStages
+// mbarriers of each kind (8 bytes apart).
 template <bool kFp8>
-__device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, const KeyList& keys, int token,
-                                              int head0, int tile_begin, int tile_end, uint32_t s_q,
-                                              uint32_t s_tiles, uint32_t bar_full, uint32_t bar_empty,
-                                              uint32_t bar_q, bool (&s_valid)[kStages][kTileKeys]) {
-  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-  const int pt = threadIdx.x - kConsumerThreads, chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
-  int picks[kProducerRows];
-  if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);  // in flight across the Q copy
-  if (p.q_bf16 != nullptr) produce_q(p, token, head0, pt, s_q, bar_q);
+__device__ __forceinline__ void produce_range(const SparseAttentionParams& p, const KeyList& keys, int token,
+                                              int tile_begin, int tile_end, int g0, int pt,
+                                              int (&picks)[kProducerRows], uint32_t s_tiles, uint32_t bar_full,
+                                              uint32_t bar_empty, bool (&s_valid)[kStages][kTileKeys],
+                                              bool prefetch) {
+  const int chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
   for (int tile = tile_begin; tile < tile_end; ++tile) {
-    const int it = tile - tile_begin, stage = it % kStages;
+    const int it = g0 + tile - tile_begin, stage = it % kStages;
     const uint16_t* rows[kProducerRows];
 #pragma unroll
     for (int i = 0; i < kProducerRows; ++i) rows[i] = key_row(p, keys, tile * kTileKeys + row0 + i, picks[i]);
+    // prefetch (one wave of CTAs: decode, rows from HBM): the tile's rows into L2 before
+    // the wait for its stage (about a tile's time in steady state), so the gathers after
+    // it hit L2. H200, 2026-12-02 04:30 UTC: decode 4-11% faster at 1-16 tokens (FP8 rows
+    // 7-11% at every batch); prefill (rows mostly in L2 already) 1-6% slower, hence off there.
+#pragma unroll
+    for (int i = 0; i < kProducerRows && prefetch; ++i) {
+      if constexpr (kFp8) {
+        const uint8_t* source = key_row_fp8(p, keys, tile * kTileKeys + row0 + i, rows[i]);
+        if (source != nullptr && chunk0 <= 5) prefetch_l2(source + (chunk0 < 5 ? 128 * chunk0 : kKvFp8RowBytes - 8));
+      } else {
+        if (rows[i] != nullptr) prefetch_l2(rows[i] + 64 * chunk0);  // 128-byte line chunk0 of the 1 KiB row
+      }
+    }
     if (tile + 1 < tile_end) fetch_picks(p, keys, token, tile + 1, pt, picks);  // in flight across the wait
     mbar_wait(bar_empty + 8 * stage, ((it / kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
     const uint32_t dst = s_tiles + stage * kTileBytes;
@@ -291,6 +322,70 @@ __device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, co
       mbar_arrive(bar_full + 8 * stage);  // releases the s_valid stores
     }
   }
+}
+
+// The producer warpgroup's whole job (thread pt = threadIdx.x - kConsumerThreads; it
+// first lowers its register budget): with q_bf16 the Q panel (produce_q; the ring's
+// stages are free, so the first tiles' gathers follow at once), then tiles
+// [tile_begin, tile_end) of the token's key list into ring tiles 0.. (produce_range).
+template <bool kFp8>
+__device__ __forceinline__ void produce_tiles(const SparseAttentionParams& p, const KeyList& keys, int token,
+                                              int head0, int tile_begin, int tile_end, uint32_t s_q,
+                                              uint32_t s_tiles, uint32_t bar_full, uint32_t bar_empty,
+                                              uint32_t bar_q, bool (&s_valid)[kStages][kTileKeys]) {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+  const int pt = threadIdx.x - kConsumerThreads;
+  int picks[kProducerRows];
+  if (tile_begin < tile_end) fetch_picks(p, keys, token, tile_begin, pt, picks);  // in flight across the Q copy
+  if (p.q_bf16 != nullptr) produce_q(p, token, head0, pt, s_q, bar_q);
+  produce_range<kFp8>(p, keys, token, tile_begin, tile_end, 0, pt, picks, s_tiles, bar_full, bar_empty, s_valid,
+                      one_wave());
+  cp_async_wait_all();
+}
+
+// ---- Persistent ring kernels (Kernel::kWgmmaPingPongPersistent) ----
+// A work item is what one CTA of the one-item grid (tokens, heads / 64, splits) does:
+// item i = token + tokens (group + groups split), token fastest (the grid's x).
+struct WorkItem {
+  int token, head0, split;
+};
+__device__ __forceinline__ WorkItem work_item(const SparseAttentionParams& p, int item) {
+  const int groups = p.heads / kHeads, token = item % p.batch.tokens, rest = item / p.batch.tokens;
+  return {token, (rest % groups) * kHeads, rest / groups};
+}
+
+// The persistent producer warpgroup (q_bf16 required): for the CTA's items
+// blockIdx.x, + gridDim.x, ... < items (c-th item: c = 0, 1, ...): the item's first
+// picks, then (c > 0) wait on q empty for phase c - 1 (every consumer thread's last S of
+// item c - 1 has completed: the Q panel is free), the item's Q copy (produce_q: phase c
+// of q full) and its tiles as ring tiles g.. (g: the tiles of the CTA's earlier items),
+// so the ring keeps running across items. An item without tiles still copies Q and
+// takes part in the q full / q empty hand-shake (the consumers do the same).
+template <bool kFp8>
+__device__ __forceinline__ void produce_items(const SparseAttentionParams& p, int splits, int items, uint32_t s_q,
+                                              uint32_t s_tiles, uint32_t bar_full, uint32_t bar_empty,
+                                              uint32_t bar_q, uint32_t bar_q_empty,
+                                              bool (&s_valid)[kStages][kTileKeys]) {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
+  const int pt = threadIdx.x - kConsumerThreads;
+  int g = 0;
+  uint32_t count = 0;
+  for (int item = blockIdx.x; item < items; item += gridDim.x, ++count) {
+    const WorkItem w = work_item(p, item);
+    const KeyList keys = key_list(p, w.token);
+    const auto [tile_begin, tile_end] = split_tiles(keys, splits, w.split);
+    int picks[kProducerRows];
+    if (tile_begin < tile_end) fetch_picks(p, keys, w.token, tile_begin, pt, picks);  // in flight across the waits
+    if (count > 0) mbar_wait(bar_q_empty, (count - 1) & 1);
+    // pt made opaque per item: else the 32 Q panel addresses are hoisted out of the item
+    // loop and spilled (56 registers).
+    int pt_q = pt;
+    asm volatile("" : "+r"(pt_q));
+    produce_q(p, w.token, w.head0, pt_q, s_q, bar_q);
+    produce_range<kFp8>(p, keys, w.token, tile_begin, tile_end, g, pt, picks, s_tiles, bar_full, bar_empty,
+                        s_valid, items <= static_cast<int>(gridDim.x));  // one item per CTA: decode-sized
+    g += tile_end - tile_begin;
+  }
   cp_async_wait_all();
 }
 
@@ -318,6 +413,43 @@ inline cudaError_t launch_ring_kernel(const SparseAttentionParams& p, int splits
   const SplitPartials parts = split_partials(p, splits);
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
   kernels[instance]<<<grid, kThreads, smem_bytes, stream>>>(p, splits, parts.o, parts.ml);
+  if (splits > 1) {
+    error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+    return detail::launch_sparse_attention_merge(p, splits, parts.o, parts.ml, stream);
+  }
+  return cudaGetLastError();
+}
+
+// A persistent ring kernel: grid min(items, SMs), block kThreads, (p, splits, items,
+// part_o, part_ml); items = tokens x heads / 64 x splits (the caller checked it fits an
+// int).
+using PersistentRingKernel = void (*)(SparseAttentionParams, int, int, float*, float*);
+
+// launch_ring_kernel for a persistent kernel: the same attribute cache, partials and
+// merge; the grid is min(items, multiprocessor count) CTAs (one per SM: the shared
+// memory), each looping over its items.
+inline cudaError_t launch_persistent_ring_kernel(const SparseAttentionParams& p, int splits, cudaStream_t stream,
+                                                 const PersistentRingKernel (&kernels)[2], int smem_bytes,
+                                                 bool (&attribute_set)[2][64]) {
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  const int instance = p.kv_fp8 ? 1 : 0;
+  if (device >= 64 || !attribute_set[instance][device]) {
+    error = cudaFuncSetAttribute(kernels[instance], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+    if (error != cudaSuccess) return error;
+    if (device < 64) attribute_set[instance][device] = true;
+  }
+  int sms = 0;
+  error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (error != cudaSuccess) return error;
+  splits = max(1, splits);
+  const SplitPartials parts = split_partials(p, splits);
+  const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / kHeads) * splits;
+  if (items <= 0 || items > INT32_MAX) return cudaErrorInvalidValue;  // launchers.cpp checks this first
+  const int grid = items < sms ? static_cast<int>(items) : max(1, sms);
+  kernels[instance]<<<grid, kThreads, smem_bytes, stream>>>(p, splits, static_cast<int>(items), parts.o, parts.ml);
   if (splits > 1) {
     error = cudaGetLastError();
     if (error != cudaSuccess) return error;

@@ -845,7 +845,7 @@ class CudaEngine final : public Engine {
   cublasHandle_t cublas_ = nullptr;
   ops::LinearContext linear_;
   // Sparse-attention kernel of every layer: kAuto unless DSV4_ATTENTION_KERNEL says otherwise
-  // (an A/B switch for dsv4 bench: auto, pipelined, pingpong).
+  // (an A/B switch for dsv4 bench: auto, pipelined, pingpong, persistent).
   attention::SparseAttentionParams::Kernel attention_kernel_ = attention::SparseAttentionParams::Kernel::kAuto;
 
   static attention::SparseAttentionParams::Kernel attention_kernel_from_env() {
@@ -854,7 +854,8 @@ class CudaEngine final : public Engine {
     if (v == nullptr || std::strcmp(v, "auto") == 0) return Kernel::kAuto;
     if (std::strcmp(v, "pipelined") == 0) return Kernel::kWgmmaPipelined;
     if (std::strcmp(v, "pingpong") == 0) return Kernel::kWgmmaPingPong;
-    fail("DSV4_ATTENTION_KERNEL must be auto, pipelined or pingpong, got '{}'", v);
+    if (std::strcmp(v, "persistent") == 0) return Kernel::kWgmmaPingPongPersistent;
+    fail("DSV4_ATTENTION_KERNEL must be auto, pipelined, pingpong or persistent, got '{}'", v);
   }
   int32_t* host_meta_ = nullptr;    // pinned [4, max_tokens]
   float* host_logits_ = nullptr;    // pinned [logit_rows, vocab]

@@ -59,6 +59,45 @@ DSV4_HD uint32_t frag_decode_bits(uint32_t word, int r) {
   return (t & 0x80008000u) | ((t >> 6) & 0x01C001C0u);
 }
 
+// The same 4 registers of a word at once, d[r] == frag_decode_bits(word, r) bit for bit, in
+// fewer logic operations (the decode tile's inner loop; host test MoePack.DecodeWordBits):
+// frag_decode_bits needs two masks per register (sign 0x80008000 and magnitude 0x01C001C0
+// applied to two differently shifted words, 2 LOP3). Here the signs are masked once for the
+// two registers that share a nibble parity: s_odd = word & 0x80808080 holds the signs of
+// nibbles 1, 3, 5, 7 (registers 2, 0), s_even = word & 0x08080808 those of nibbles 0, 2, 4, 6
+// (registers 3, 1). Shifted by 4r (0 / 8 for s_odd, 4 / 12 for s_even), such a word has bits
+// only at 15 and 31 (the wanted signs) and at 7 / 23, which are magnitude positions: so one
+// bit select per register, magnitude bits (0x01C001C0) from the shifted word, every other bit
+// from the shifted sign word, is the whole decode: 2 + 4 selects, 7 shifts, no other masks.
+// BF16 bits 6..8 (mantissa top, exponent low 2) of each half: where a decoded magnitude goes.
+inline constexpr uint32_t kFragMagnitudeBits = 0x01C001C0u;
+// (magnitude & kFragMagnitudeBits) | (other & ~kFragMagnitudeBits). On the device one
+// lop3.b32 (LUT 0xE2 = (a & b) | (c & ~b)) written as such: from the C++ form ptxas narrows
+// ~mask by the known zero bits of `other` and then needs two LOP3 (two different immediates).
+DSV4_HD uint32_t frag_select_magnitude(uint32_t magnitude, uint32_t other) {
+#if defined(__CUDA_ARCH__)
+  uint32_t d;
+  asm("lop3.b32 %0, %1, 0x01C001C0, %2, 0xE2;\n" : "=r"(d) : "r"(magnitude), "r"(other));
+  return d;
+#else
+  return (magnitude & kFragMagnitudeBits) | (other & ~kFragMagnitudeBits);
+#endif
+}
+inline constexpr uint32_t kFragSignsOdd = 0x80808080u;   // sign bits of nibbles 1, 3, 5, 7
+inline constexpr uint32_t kFragSignsEven = 0x08080808u;  // sign bits of nibbles 0, 2, 4, 6
+// s_odd = word & kFragSignsOdd, s_even = word & kFragSignsEven (the kernel computes them with
+// masks ptxas cannot see, so that it keeps the two shared masks instead of re-deriving one
+// 2-instruction mask per register from the known bits).
+DSV4_HD void frag_decode_word_bits(uint32_t word, uint32_t s_odd, uint32_t s_even, uint32_t (&d)[4]) {
+  d[0] = frag_select_magnitude(word >> 6, s_odd);          // nibbles 3, 7
+  d[1] = frag_select_magnitude(word >> 2, s_even << 4);    // nibbles 2, 6
+  d[2] = frag_select_magnitude(word << 2, s_odd << 8);     // nibbles 1, 5
+  d[3] = frag_select_magnitude(word << 6, s_even << 12);   // nibbles 0, 4
+}
+DSV4_HD void frag_decode_word_bits(uint32_t word, uint32_t (&d)[4]) {
+  frag_decode_word_bits(word, word & kFragSignsOdd, word & kFragSignsEven, d);
+}
+
 // Scale byte offset inside a fragment block's scale bytes.
 //   NVFP4: step s (block of 16 = one k16 step), row half hr (0: rows g, 1: rows g + 8)
 //   MXFP4: j = s / 2 (block of 32)

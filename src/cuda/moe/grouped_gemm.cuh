@@ -74,12 +74,24 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
   const int src_size = valid ? 16 : 0;  // 0: zero-fill, nothing read
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_size));
 }
+// The same copy to a shared-window address (computed once per kernel, not per copy).
+__device__ __forceinline__ void cp_async16_u32(uint32_t smem, const void* gmem, int src_size) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// Four 8x8 matrices: lanes 8m..8m+7 address the rows of matrix m, register m gets its fragment
+// (so matrices 0, 1 / 2, 3 are two ldmatrix_x2 loads' worth, same registers, same bits).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3, const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(s));
+}
 __device__ __forceinline__ void ldmatrix_x2(uint32_t& r0, uint32_t& r1, const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(s));
@@ -105,6 +117,56 @@ __device__ __forceinline__ uint32_t scale_pair(uint32_t word, int byte) {
   }
 }
 
+// The masks of the decode tile's dequant (frag_decode_word_bits' sign masks, scale_halves'
+// byte mask) as operands ptxas cannot constant-fold: with literal masks it re-derives, from
+// the known bits, a separate two-instruction mask per register (cuobjdump: 8 LOP3 per weight
+// word instead of 6). In constant memory they are a LOP3 operand (c[0x3][..]), no extra
+// instruction. One copy per translation unit (static), initialised with the module.
+static __constant__ uint32_t kDequantMasks[4] = {kFragSignsOdd, kFragSignsEven, 0x00FF00FFu, 16u};
+
+// Block-scale multipliers of one lane from one 32-bit scale word, rows g and g + 8 apart:
+// each result holds in its two BF16 halves the multipliers of the word's two scale blocks
+// (the low half from bytes 0 / 1, the high half from bytes 2 / 3), the same BF16 bits
+// scale_pair<F> puts in both halves. The MMA operands then take the wanted half of it
+// (bf16x2_mul_by_half), so one pair of these serves two k16 steps (NVFP4: s = 2q, 2q + 1)
+// or all four (MXFP4: s / 2 = 0, 1).
+//   NVFP4 scale word q: bytes [s 2q row g, s 2q row g + 8, s 2q + 1 row g, s 2q + 1 row g + 8]
+//   MXFP4 scale word:   bytes [block 0 row g, block 0 row g + 8, block 1 row g, block 1 row g + 8]
+template <ExpertFormat F>
+__device__ __forceinline__ void scale_halves(uint32_t word, uint32_t& row_g, uint32_t& row_g8) {
+  const uint32_t even = word & kDequantMasks[2];         // bytes 0, 2 in the low byte of each half
+  const uint32_t odd = __byte_perm(word, 0u, 0x4341u);   // bytes 1, 3 likewise
+  if constexpr (F == ExpertFormat::kNVFP4) {
+    constexpr uint32_t kBias = (static_cast<uint32_t>(kNvfp4ScaleBias) << 7) * 0x10001u;
+    // (code << 4) <= 0xFF0: no carry into the other half. x * 16 + bias with the 16 from
+    // constant memory: one IMAD (FMA pipe) instead of the LEA (ALU pipe) ptxas picks for x << 4.
+    row_g = even * kDequantMasks[3] + kBias;
+    row_g8 = odd * kDequantMasks[3] + kBias;
+  } else {
+    row_g = even << 7;
+    row_g8 = odd << 7;
+  }
+}
+
+// a * (half `high` of pair, in both halves), round to nearest: the same product as
+// bf16x2_mul(a, scale_pair) when that half holds the scale_pair value (SASS: HMUL2.BF16_V2
+// with a .H0_H0 / .H1_H1 operand, no separate byte permute).
+__device__ __forceinline__ uint32_t bf16x2_mul_by_half(uint32_t a, uint32_t pair, bool high) {
+  uint32_t d;
+  if (high) {
+    asm("{\n .reg .b16 lo, hi;\n .reg .b32 b;\n mov.b32 {lo, hi}, %2;\n mov.b32 b, {hi, hi};\n"
+        " mul.rn.bf16x2 %0, %1, b;\n}\n"
+        : "=r"(d)
+        : "r"(a), "r"(pair));
+  } else {
+    asm("{\n .reg .b16 lo, hi;\n .reg .b32 b;\n mov.b32 {lo, hi}, %2;\n mov.b32 b, {lo, lo};\n"
+        " mul.rn.bf16x2 %0, %1, b;\n}\n"
+        : "=r"(d)
+        : "r"(a), "r"(pair));
+  }
+  return d;
+}
+
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // kSplit (TileConfig::kDecodeSplitK, WK == 1 tiles): K is split across the gridDim.z CTAs
@@ -126,7 +188,7 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // with the chunk's byte count and issues cp.async.bulk of the whole chunk; every thread waits
 // on the barrier (phase parity = use count & 1) before the stage's __syncthreads. The
 // activation rows stay on cp.async groups. A wait that never completes traps (no silent hang).
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0>
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
   constexpr bool kStream = kStreamMode != 0, kBulk = kStreamMode == 2;
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
@@ -189,6 +251,48 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   const int wk = Tile::WK == 1 ? 0 : warp / (Tile::WW * Tile::WT);  // K group
   const int g = lane >> 2, t = lane & 3;
 
+  // ---- Copy plan of the fragment layout (kStreamMode 0), set up once: per-thread source
+  // pointers at k-tile kt0 and shared-memory offsets; a stage's copy is then one 64-bit
+  // multiply-add per pointer (k-tile j = kt - kt0 times its stride) and cp.async at immediate
+  // offsets from it.
+  // Weights: a stage holds kFbN row blocks x kFbK fragment blocks; the kFbK blocks of a row
+  // block are one contiguous kFbK x 512 B run both in global memory ([n/16][k/64][512], next
+  // row block kb_count x 512 B further) and in shared memory ([fb = rb kFbK + kb][lane][16 B]).
+  // Thread tid copies row block tid / kWeightThreads, 16-byte chunks tid % kWeightThreads +
+  // i kWeightThreads of its run (i < kWeightPer): same bytes to the same places as a plain
+  // c = tid + i kThreads walk (kReferenceLoop), the offsets of i being the immediates
+  // 16 kWeightThreads i. A warp still reads whole 128-byte lines (runs of 16 kWeightThreads B).
+  // Decode tiles (8 slots) reading the fragment layout only: the prefill tile's 4 activation
+  // chunks per thread as 64-bit pointers cost it spills (20 B, NVFP4), so it keeps the offset
+  // form below; the stream layouts have their own copy (load_stage_stream).
+  constexpr bool kPlannedCopy = !kReferenceLoop && Tile::BT == 8 && !kStream;
+  constexpr int kRowRunBytes = Smem::kFbK * kFragBytes;
+  constexpr int kWeightThreads = kThreads / Smem::kFbN;
+  constexpr int kWeightPer = kRowRunBytes / 16 / kWeightThreads;
+  static_assert(kThreads % Smem::kFbN == 0 && (kRowRunBytes / 16) % kWeightThreads == 0,
+                "whole weight row runs per thread group");
+  const uint32_t smem_base = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int w_rb = tid / kWeightThreads, w_chunk = tid % kWeightThreads;
+  const uint32_t w_dst = static_cast<uint32_t>(w_rb * kRowRunBytes + w_chunk * 16);
+  const uint8_t* w_src =
+      g_weights + (static_cast<int64_t>(n0 / kFragRows + w_rb) * kb_count + static_cast<int64_t>(kt0) * Smem::kFbK) *
+                      kFragBytes +
+      w_chunk * 16;
+  // Scales: per row block a run of kFbK x SB bytes ([n/16][k/64][SB]); chunk c = tid + i kThreads
+  // of the stage's [rb][run] image (c < kScaleChunks), one pointer per i.
+  constexpr int kScaleRunChunks = Smem::kFbK * SB / 16;
+  constexpr int kScaleChunksAll = Smem::kScaleBytes / 16;
+  constexpr int kScaleCopies = (kScaleChunksAll + kThreads - 1) / kThreads;
+  const uint8_t* sc_src[kScaleCopies];
+#pragma unroll
+  for (int i = 0; i < kScaleCopies; ++i) {
+    const int c = tid + i * kThreads;
+    const int rb = c / kScaleRunChunks, part = c % kScaleRunChunks;
+    sc_src[i] = g_scales +
+                (static_cast<int64_t>(n0 / kFragRows + rb) * kb_count + static_cast<int64_t>(kt0) * Smem::kFbK) * SB +
+                part * 16;  // not dereferenced when c >= kScaleChunksAll
+  }
+
   // Activation rows this thread copies: chunk c = tid + i * kThreads of [BT][BK / 8].
   constexpr int kActChunks = BT * BK / 8;
   constexpr int kActIters = (kActChunks + kThreads - 1) / kThreads;
@@ -201,6 +305,12 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     act_offset[i] = -1;
     if (c < kActChunks && r < rows) act_offset[i] = (kL1 ? p.slot_token[slot0 + r] : slot0 + r) * K + (c % (BK / 8)) * 8;
   }
+  // The same rows as pointers at k-tile kt0 (k-tile kt0 + j: + j BK elements). Rows past the
+  // tile point into row 0 of act instead (inside the buffer) with src-size 0: zero-fill,
+  // nothing read, and no select per load.
+  const uint16_t* act_src[kActIters];
+#pragma unroll
+  for (int i = 0; i < kActIters; ++i) act_src[i] = p.act + (act_offset[i] >= 0 ? act_offset[i] : 0) + kt0 * BK;
 
   // Weight / scale chunks this thread copies per stage: chunk c = tid + i * kThreads of the
   // stage's [fb][lane][16 B] weights and [fb][SB] scales, as byte offsets from g_weights /
@@ -278,11 +388,40 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       }
     }
   };
+  // Fragment layout through the copy plan above: k-tile kt0 + j into the stage at byte offset
+  // stage_offset. Each source is its kt0 pointer + j strides (one 64-bit IMAD.WIDE per
+  // pointer; pointers advanced per load cost an add pair and register moves, cuobjdump).
+  auto load_stage_fragment = [&](int stage_offset, int j) {  // stage_offset = stage * kStageBytes
+    const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
+    const uint8_t* w = w_src + static_cast<int64_t>(j) * kRowRunBytes;
+#pragma unroll
+    for (int i = 0; i < kWeightPer; ++i)
+      cp_async16_u32(dst + w_dst + i * 16 * kWeightThreads, w + i * 16 * kWeightThreads, 16);
+#pragma unroll
+    for (int i = 0; i < kScaleCopies; ++i) {
+      const int c = tid + i * kThreads;
+      if (kScaleChunksAll % kThreads == 0 || c < kScaleChunksAll)
+        cp_async16_u32(dst + Smem::kWeightBytes + c * 16, sc_src[i] + static_cast<int64_t>(j) * (Smem::kFbK * SB), 16);
+    }
+    const uint32_t act_dst = dst + Smem::kWeightBytes + Smem::kScaleBytes;
+#pragma unroll
+    for (int i = 0; i < kActIters; ++i) {
+      const int c = tid + i * kThreads;
+      if (kActChunks % kThreads == 0 || c < kActChunks) {
+        const int r = c / (BK / 8), cc = c % (BK / 8);
+        cp_async16_u32(act_dst + (r * Smem::kActStride + cc * 8) * 2, act_src[i] + static_cast<int64_t>(j) * BK,
+                       act_offset[i] >= 0 ? 16 : 0);
+      }
+    }
+  };
   auto load_stage = [&](int stage, int kt) {
     uint8_t* s_weights = smem + stage * Smem::kStageBytes;
     uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     if constexpr (kStream) {
       load_stage_stream(stage, kt);
+    } else if constexpr (kPlannedCopy) {
+      load_stage_fragment(stage * Smem::kStageBytes, kt - kt0);
+      return;
     } else {
       const int64_t k_step = static_cast<int64_t>(kt) * Smem::kFbK;  // fragment blocks to k-tile kt
 #pragma unroll
@@ -333,6 +472,24 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     }
   }
 
+  // Decode tiles: the stage of k-tile kt as a wrapping byte offset (kt % STAGES) * kStageBytes
+  // instead of two divisions by 6 per k-tile; the refill of iteration kt goes to stage
+  // (kt + STAGES - 1) % STAGES, the one iteration kt - 1 read (write_offset).
+  // The other tiles count stage indices the same way (kReferenceLoop: kt % STAGES as before).
+  int read_offset = 0, write_offset = (Tile::STAGES - 1) * Smem::kStageBytes;
+  int read_stage = 0, write_stage = Tile::STAGES - 1;
+  // This thread's shared-memory reads inside a stage at kq = 0, i = 0, s = 0, j = 0 (the rest
+  // are immediates): the fragment block (ww MT + i) kFbK + kq WK + wk, lane's 16 bytes, its
+  // scale bytes at g SB / 8, and its ldmatrix row of the activation tile. Computed once, so a
+  // k-tile costs one add per base. Decode tiles on the fragment layout only (kPlannedCopy):
+  // the prefill tile spilled with them (4-16 B) and the stream tiles got longer loops.
+  const int w_read = (ww * MT * Smem::kFbK + wk) * kFragBytes + lane * 16;
+  const int sc_read = Smem::kWeightBytes + (ww * MT * Smem::kFbK + wk) * SB + g * (SB / 8);
+  // (ldmatrix.x4 of steps s, s + 1: lanes 8m.. address matrix m, columns 8 (m & 1) + 16 (m >> 1).)
+  const int act_read = Smem::kWeightBytes + Smem::kScaleBytes +
+                       ((wt * (BT / Tile::WT) + (lane & 7)) * Smem::kActStride + wk * kFragCols +
+                        ((lane >> 3) & 1) * 8 + (lane >> 4) * 16) *
+                           2;
   for (int kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<Tile::STAGES - 2>();
     if constexpr (kBulk) {  // the stage's bulk copy landed (use kt / STAGES of its barrier)
@@ -351,10 +508,22 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     __syncthreads();  // stage kt visible to all; stage kt - 1 free for the refill below
     {
       const int next = kt + Tile::STAGES - 1;
-      if (next < k_tiles) load_stage(next % Tile::STAGES, kt0 + next);
+      if (next < k_tiles) {
+        if constexpr (kPlannedCopy)
+          load_stage_fragment(write_offset, next);
+        else
+          load_stage(kReferenceLoop ? next % Tile::STAGES : write_stage, kt0 + next);
+      }
       cp_async_commit();
     }
-    const uint8_t* s_weights = smem + (kt % Tile::STAGES) * Smem::kStageBytes;
+    const uint8_t* s_weights =
+        smem + (kPlannedCopy     ? read_offset
+                : kReferenceLoop ? (kt % Tile::STAGES) * Smem::kStageBytes
+                                 : read_stage * Smem::kStageBytes);
+    write_offset = read_offset;
+    read_offset = read_offset == (Tile::STAGES - 1) * Smem::kStageBytes ? 0 : read_offset + Smem::kStageBytes;
+    write_stage = read_stage;
+    read_stage = read_stage == Tile::STAGES - 1 ? 0 : read_stage + 1;
     const uint8_t* s_scales = s_weights + Smem::kWeightBytes;
     const uint8_t* s_act = s_scales + Smem::kScaleBytes;
 #pragma unroll
@@ -365,44 +534,90 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
         const int fb = (ww * MT + i) * Smem::kFbK + kbl;
-        const uint4 w = *reinterpret_cast<const uint4*>(s_weights + fb * kFragBytes + lane * 16);
+        const uint8_t* w_src = !kPlannedCopy ? s_weights + fb * kFragBytes + lane * 16
+                                              : s_weights + w_read + (i * Smem::kFbK + kq * Tile::WK) * kFragBytes;
+        const uint8_t* sc_src = !kPlannedCopy ? s_scales + fb * SB + g * (SB / 8)
+                                               : s_weights + sc_read + (i * Smem::kFbK + kq * Tile::WK) * SB;
+        const uint4 w = *reinterpret_cast<const uint4*>(w_src);
         words[i][0] = w.x;
         words[i][1] = w.y;
         words[i][2] = w.z;
         words[i][3] = w.w;
         if constexpr (F == ExpertFormat::kNVFP4) {
-          const uint2 sw = *reinterpret_cast<const uint2*>(s_scales + fb * SB + g * 8);
+          const uint2 sw = *reinterpret_cast<const uint2*>(sc_src);
           scale_words[i][0] = sw.x;
           scale_words[i][1] = sw.y;
         } else {
-          scale_words[i][0] = *reinterpret_cast<const uint32_t*>(s_scales + fb * SB + g * 4);
+          scale_words[i][0] = *reinterpret_cast<const uint32_t*>(sc_src);
           scale_words[i][1] = 0;
         }
+      }
+      // BF16x2 multipliers, rows g / g + 8, both blocks of a scale word in one register
+      // (scale_halves): [i][q] for NVFP4 scale word q (k16 steps 2q, 2q + 1), [i][0] for MXFP4.
+      uint32_t scale_g[MT][2], scale_g8[MT][2];
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int q = 0; q < (F == ExpertFormat::kNVFP4 ? 2 : 1); ++q) {
+          if constexpr (!kReferenceLoop) scale_halves<F>(scale_words[i][q], scale_g[i][q], scale_g8[i][q]);
+        }
+      // Decode tiles: the B operands of k16 steps (0, 1) and (2, 3) as two ldmatrix.x4 per n8
+      // tile instead of four .x2 (lanes 16..31 address step s + 1: column + 16).
+      uint32_t b4[4][NT][2];
+      if constexpr (kPlannedCopy) {
+#pragma unroll
+        for (int sp = 0; sp < 4; sp += 2)
+#pragma unroll
+          for (int j = 0; j < NT; ++j)
+            ldmatrix_x4(b4[sp][j][0], b4[sp][j][1], b4[sp + 1][j][0], b4[sp + 1][j][1],
+                        s_weights + act_read +
+                            (j * 8 * Smem::kActStride + kq * Tile::WK * kFragCols + 16 * sp) * 2);
       }
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         uint32_t b[NT][2];
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
-          const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
-          const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
-          ldmatrix_x2(b[j][0], b[j][1], s_act + (row * Smem::kActStride + col) * 2);
+          if constexpr (kPlannedCopy) {
+            b[j][0] = b4[s][j][0];
+            b[j][1] = b4[s][j][1];
+          } else {
+            const int row = wt * (BT / Tile::WT) + j * 8 + (lane & 7);
+            const int col = kbl * kFragCols + 16 * s + ((lane >> 3) & 1) * 8;
+            ldmatrix_x2(b[j][0], b[j][1], s_act + (row * Smem::kActStride + col) * 2);
+          }
         }
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
-          uint32_t scale_lo, scale_hi;  // rows g and g + 8
-          if constexpr (F == ExpertFormat::kNVFP4) {
-            scale_lo = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2);
-            scale_hi = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2 + 1);
-          } else {
-            scale_lo = scale_pair<F>(scale_words[i][0], (s / 2) * 2);
-            scale_hi = scale_pair<F>(scale_words[i][0], (s / 2) * 2 + 1);
-          }
           uint32_t a[4];
-          a[0] = bf16x2_mul(frag_decode_bits(words[i][s], 0), scale_lo);
-          a[1] = bf16x2_mul(frag_decode_bits(words[i][s], 1), scale_hi);
-          a[2] = bf16x2_mul(frag_decode_bits(words[i][s], 2), scale_lo);
-          a[3] = bf16x2_mul(frag_decode_bits(words[i][s], 3), scale_hi);
+          if constexpr (kReferenceLoop) {
+            // The previous form, kept as the bit-exactness reference (tests/cuda/moe/
+            // moe_decode_dequant_test.cu instantiates it): per register a decode and a
+            // scale_pair (byte permute + shift) of its own.
+            uint32_t scale_lo, scale_hi;  // rows g and g + 8
+            if constexpr (F == ExpertFormat::kNVFP4) {
+              scale_lo = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2);
+              scale_hi = scale_pair<F>(scale_words[i][s / 2], (s % 2) * 2 + 1);
+            } else {
+              scale_lo = scale_pair<F>(scale_words[i][0], (s / 2) * 2);
+              scale_hi = scale_pair<F>(scale_words[i][0], (s / 2) * 2 + 1);
+            }
+            a[0] = bf16x2_mul(frag_decode_bits(words[i][s], 0), scale_lo);
+            a[1] = bf16x2_mul(frag_decode_bits(words[i][s], 1), scale_hi);
+            a[2] = bf16x2_mul(frag_decode_bits(words[i][s], 2), scale_lo);
+            a[3] = bf16x2_mul(frag_decode_bits(words[i][s], 3), scale_hi);
+          } else {
+            // Same BF16 bits: frag_decode_word_bits == frag_decode_bits per register, and the
+            // multiplier is the same BF16 value, taken from one half of scale_g / scale_g8.
+            const int q = F == ExpertFormat::kNVFP4 ? s / 2 : 0;
+            const bool high = F == ExpertFormat::kNVFP4 ? (s % 2) != 0 : (s / 2) != 0;
+            uint32_t d[4];
+            frag_decode_word_bits(words[i][s], words[i][s] & kDequantMasks[0], words[i][s] & kDequantMasks[1], d);
+            a[0] = bf16x2_mul_by_half(d[0], scale_g[i][q], high);
+            a[1] = bf16x2_mul_by_half(d[1], scale_g8[i][q], high);
+            a[2] = bf16x2_mul_by_half(d[2], scale_g[i][q], high);
+            a[3] = bf16x2_mul_by_half(d[3], scale_g8[i][q], high);
+          }
 #pragma unroll
           for (int j = 0; j < NT; ++j) mma_bf16(acc[i][j], a, b[j][0], b[j][1]);
         }
@@ -581,7 +796,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   }
 }
 
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0>
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>
 cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   constexpr bool kStream = kStreamMode != 0;
   using Smem = GemmSmem<Tile, F>;
@@ -593,7 +808,7 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
       return cudaErrorInvalidValue;  // split_k in [2, k / BK], workspace from moe_workspace
   }
   if (p.max_tiles <= 0) return cudaSuccess;
-  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit, kStreamMode>;
+  auto kernel = moe_grouped_gemm_kernel<Tile, F, kL1, kSplit, kStreamMode, kReferenceLoop>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Smem::kBytes);

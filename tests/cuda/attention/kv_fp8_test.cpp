@@ -18,7 +18,9 @@
 //     FP64 loop and bitwise equal to its run on the BF16 decoded rows; and kWgmmaPingPong
 //     (same producer): the same bounds, bitwise equal to its BF16-row run and to
 //     kWgmmaPipelined's FP8 run. Both ring kernels' FP8 runs again with q = nullptr and
-//     q_bf16 = the CPU RNE (float_to_bf16) of q (not BF16-exact here): bitwise the FP32-q runs.
+//     q_bf16 = the CPU RNE (float_to_bf16) of q (not BF16-exact here): bitwise the FP32-q runs;
+//     kWgmmaPingPongPersistent with that q_bf16 (FP8 and BF16 rows): bitwise kWgmmaPingPong's
+//     q_bf16 runs. One case has 300 tokens x 2 head groups (more items than 2 x SMs).
 //   Fp8RefusedByWgmma: kv_fp8 with kWgmma / kWgmmaShareP or head_dim != 512 is an error.
 #include "cuda/attention/kv_fp8.h"
 
@@ -443,9 +445,21 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
     const size_t pipe_q_bf16 = count_differing(run_q_bf16(true, Kernel::kWgmmaPipelined, splits), pipe_fp8);
     EXPECT_EQ(pipe_q_bf16, 0u) << "pipelined FP8 with q_bf16 (q null) vs FP32 q: " << pipe_q_bf16
                                << " elements differ";
-    const size_t pingpong_q_bf16 = count_differing(run_q_bf16(true, Kernel::kWgmmaPingPong, splits), pingpong_fp8);
+    const std::vector<float> pingpong_fp8_q_bf16 = run_q_bf16(true, Kernel::kWgmmaPingPong, splits);
+    const size_t pingpong_q_bf16 = count_differing(pingpong_fp8_q_bf16, pingpong_fp8);
     EXPECT_EQ(pingpong_q_bf16, 0u) << "ping-pong FP8 with q_bf16 (q null) vs FP32 q: " << pingpong_q_bf16
                                    << " elements differ";
+    // kWgmmaPingPongPersistent (q_bf16 required): bitwise kWgmmaPingPong's q_bf16 runs, FP8
+    // and BF16 rows.
+    SCOPED_TRACE("kWgmmaPingPongPersistent");
+    const size_t persist_fp8 =
+        count_differing(run_q_bf16(true, Kernel::kWgmmaPingPongPersistent, splits), pingpong_fp8_q_bf16);
+    EXPECT_EQ(persist_fp8, 0u) << "persistent vs ping-pong FP8 (q_bf16): " << persist_fp8 << " elements differ";
+    const std::vector<float> pingpong_bf16_q_bf16 = run_q_bf16(false, Kernel::kWgmmaPingPong, splits);
+    const size_t persist_bf16 =
+        count_differing(run_q_bf16(false, Kernel::kWgmmaPingPongPersistent, splits), pingpong_bf16_q_bf16);
+    EXPECT_EQ(persist_bf16, 0u) << "persistent vs ping-pong BF16 rows (q_bf16): " << persist_bf16
+                                << " elements differ";
   }
 }
 
@@ -481,6 +495,20 @@ TEST(KvFp8, SparseAttentionReadsFp8) {
     c.positions = {15, 200, 1000, 1203};  // 4, 50, 250, 300 (capped) entries
     SCOPED_TRACE("all visible, many tiles");
     run_fp8_case(c, 8);
+  }
+  {
+    // More work items than 2 x SMs (300 tokens x 2 head groups, x 3 with split-KV): the
+    // persistent kernel's CTAs loop over several items each, 1..4 tiles per item.
+    Fp8Case c;
+    c.mode = CompressedKeys::kAllVisible;
+    c.rate = 2;
+    c.window = 16;
+    c.ring_rows = 19;
+    c.max_entries = 150;
+    c.heads = 128;
+    for (int t = 0; t < 300; ++t) c.positions.push_back(t * 37 % 300);  // 1 .. 166 keys
+    SCOPED_TRACE("all visible, 300 tokens");
+    run_fp8_case(c, 9);
   }
   for (int top_k : {3, 128}) {
     Fp8Case c;

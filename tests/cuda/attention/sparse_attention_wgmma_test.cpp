@@ -26,10 +26,16 @@
 // rounding of q is RNE).
 // LayoutSingleCta48KeyTiles / KeyTiles48: key counts around multiples of 48.
 // SelectedFlashTopKAcrossSplits: 10-tile CSA lists (top_k 512) with 1..4 splits / auto.
-// BadParamsNameTheProblem: kWgmma / kWgmmaShareP / kWgmmaPipelined / kWgmmaPingPong on 8
-// heads, kv_splits without (enough) workspace, an unknown kernel value; q and q_bf16 both
-// null, q_bf16 alone for a kernel that reads the FP32 q (kSimple, kWgmma, kWgmmaShareP,
-// kAuto on a shape only the FP32 kernel takes), a misaligned q_bf16.
+// kWgmmaPingPongPersistent (the ping-pong kernel looping over work items): wherever
+// kWgmmaPingPong runs with q_bf16 (beside q, and q = nullptr on the first kv_splits
+// value) it runs too and must equal kWgmmaPingPong bit for bit (output and split
+// workspace); PersistentManyItems: 700 tokens (more items than 2 x SMs) with padding
+// tokens between; most other cases have fewer items than SMs.
+// BadParamsNameTheProblem: kWgmma / kWgmmaShareP / kWgmmaPipelined / kWgmmaPingPong /
+// kWgmmaPingPongPersistent on 8 heads, kv_splits without (enough) workspace, an unknown
+// kernel value; q and q_bf16 both null, q_bf16 alone for a kernel that reads the FP32 q
+// (kSimple, kWgmma, kWgmmaShareP, kAuto on a shape only the FP32 kernel takes), a
+// misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -46,6 +52,7 @@
 
 #include "attention/attention_test_util.h"
 #include "cuda/attention/attention.h"
+#include "cuda/attention/internal.h"
 #include "dsv4/error.h"
 
 namespace dsv4::attention_test {
@@ -276,15 +283,17 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
-  // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined and kWgmmaPingPong out, and
-  // DSV4_TEST_SKIP_PINGPONG=1 kWgmmaPingPong alone (a trap of their producer's bounded
-  // mbarrier waits is sticky for the process: this isolates the other variants).
+  // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined, kWgmmaPingPong and
+  // kWgmmaPingPongPersistent out, DSV4_TEST_SKIP_PINGPONG=1 the two ping-pong kernels and
+  // DSV4_TEST_SKIP_PERSISTENT=1 the persistent one alone (a trap of their producer's
+  // bounded mbarrier waits is sticky for the process: this isolates the other variants).
   auto env_is_1 = [](const char* name) {
     const char* value = std::getenv(name);
     return value != nullptr && std::string(value) == "1";
   };
   const bool skip_pipelined = env_is_1("DSV4_TEST_SKIP_PIPELINED");
   const bool skip_pingpong = skip_pipelined || env_is_1("DSV4_TEST_SKIP_PINGPONG");
+  const bool skip_persistent = skip_pingpong || env_is_1("DSV4_TEST_SKIP_PERSISTENT");
   // kWgmmaPipelined's output and split workspace (partial O, then (m, l) per row) per
   // kv_splits value: kWgmmaPingPong is expected to match both bit for bit.
   std::vector<std::vector<float>> pipelined_out(c.kv_splits.size()), pipelined_workspace(c.kv_splits.size());
@@ -343,6 +352,27 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
         const size_t same = count_identical_bits(with_bf16, got);
         EXPECT_EQ(same, got.size()) << "q_bf16 = RNE(q) beside q vs q alone: " << same << " of " << got.size()
                                     << " elements bitwise identical";
+        // kWgmmaPingPongPersistent (q_bf16 only) on the same inputs: bitwise kWgmmaPingPong's
+        // output and split workspace (NaN-filled first: a missing write shows).
+        const bool persistent = kernel == Kernel::kWgmmaPingPong && !skip_persistent;
+        if (persistent) {
+          SCOPED_TRACE("kWgmmaPingPongPersistent");
+          const std::vector<float> pingpong_ws = splits != 1 ? workspace.download() : std::vector<float>();
+          workspace.fill(kNaN);
+          p.kernel = Kernel::kWgmmaPingPongPersistent;
+          const std::vector<float> persist_out = run(d_q.get(), d_q_bf16.get());
+          p.kernel = kernel;
+          const size_t same_persist = count_identical_bits(persist_out, with_bf16);
+          EXPECT_EQ(same_persist, with_bf16.size())
+              << "kWgmmaPingPongPersistent vs kWgmmaPingPong (q_bf16): " << same_persist << " of "
+              << with_bf16.size() << " elements bitwise identical";
+          if (splits != 1) {
+            const std::vector<float> ws = workspace.download();
+            const size_t same_ws = count_identical_bits(ws, pingpong_ws);
+            EXPECT_EQ(same_ws, ws.size()) << "kWgmmaPingPongPersistent split workspace vs kWgmmaPingPong: "
+                                          << same_ws << " of " << ws.size() << " floats bitwise identical";
+          }
+        }
         if (split_case == 0) {
           const std::vector<float> rough = run(d_q_rough.get(), nullptr);
           const std::vector<float> rough_bf16 = run(nullptr, d_q_rough_bf16.get());
@@ -350,6 +380,16 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
           EXPECT_EQ(same_rough, rough.size())
               << "q = nullptr + q_bf16 = CPU RNE of a non-BF16 q vs that FP32 q: " << same_rough << " of "
               << rough.size() << " elements bitwise identical";
+          if (persistent) {
+            SCOPED_TRACE("kWgmmaPingPongPersistent, q = nullptr");
+            p.kernel = Kernel::kWgmmaPingPongPersistent;
+            const std::vector<float> persist_rough = run(nullptr, d_q_rough_bf16.get());
+            p.kernel = kernel;
+            const size_t same_persist_rough = count_identical_bits(persist_rough, rough_bf16);
+            EXPECT_EQ(same_persist_rough, rough_bf16.size())
+                << "kWgmmaPingPongPersistent vs kWgmmaPingPong, q = nullptr + q_bf16: " << same_persist_rough
+                << " of " << rough_bf16.size() << " elements bitwise identical";
+          }
         }
         p.q = d_q.get();
         p.q_bf16 = nullptr;
@@ -503,6 +543,26 @@ TEST(SparseAttentionWgmma, SplitKvLongHcaDecode) {
   run_wgmma_case(c, 60);
 }
 
+// kWgmmaPingPongPersistent with more work items than 2 x SMs (700 tokens: each CTA of
+// the 132-SM H200 loops over 5-6 items, 15-16 with 3 splits): HCA lists of 1..7 48-key
+// tiles (the ring's stage and phase run on across items), padding tokens (items without
+// tiles) between the sequences, split-KV off / 3 (empty split ranges: more items
+// without tiles). Every kernel runs as
+// in the other cases; the persistent one must equal kWgmmaPingPong bit for bit.
+TEST(SparseAttentionWgmma, PersistentManyItems) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kAllVisible;
+  c.window = 32;
+  c.max_entries = 300;
+  c.sequences = {{0, 0, 300}};  // 1 .. 107 keys
+  for (int i = 0; i < 20; ++i) c.sequences.push_back({2, -1, 1});
+  c.sequences.push_back({1, 900, 200});  // 257 .. 307 keys: 6 / 7 tiles
+  for (int i = 0; i < 20; ++i) c.sequences.push_back({2, -1, 1});
+  c.sequences.push_back({3, 40, 160});   // 42 .. 82 keys: 1 / 2 tiles
+  c.kv_splits = {1, 3};  // (auto would pick 1 split here)
+  run_wgmma_case(c, 80);
+}
+
 TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   // Host-side checks only (they throw before any launch).
   alignas(16) static float fake_f[4] = {};
@@ -523,6 +583,8 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.kernel = Kernel::kWgmmaPipelined;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kernel = Kernel::kWgmmaPingPong;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmmaPingPongPersistent;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.heads = 64;
   p.kernel = static_cast<Kernel>(7);
@@ -566,7 +628,29 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.kernel = Kernel::kWgmmaPipelined;
   p.q_bf16 = fake_kv + 1;  // 2-byte aligned only
   expect_error("misaligned q_bf16", "q_bf16 must be 16-byte aligned");
+  // kWgmmaPingPongPersistent requires q_bf16 (the FP32 q alone is refused).
+  p.q = fake_f;
+  p.q_bf16 = nullptr;
+  p.kernel = Kernel::kWgmmaPingPongPersistent;
+  expect_error("persistent without q_bf16", "kWgmmaPingPongPersistent requires q_bf16");
+  p.heads = 8;
+  p.q_bf16 = fake_kv;
+  expect_error("persistent on 8 heads", "heads % 64 == 0");
 }
 
 }  // namespace
 }  // namespace dsv4::attention_test
+
+// kv_splits 0's choice (host arithmetic, internal.h): the rows the model was fitted to.
+TEST(SparseAttentionWgmma, AutoSplitsFollowTheMeasuredModel) {
+  using dsv4::cuda::attention::detail::sparse_attention_auto_splits;
+  constexpr int kRowBf16 = 1024, kSms = 132;
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 640, kRowBf16, kSms, 16), 10);   // CSA decode, 1 token
+  EXPECT_EQ(sparse_attention_auto_splits(16, 64, 640, kRowBf16, kSms, 16), 5);   // 16 tokens
+  EXPECT_EQ(sparse_attention_auto_splits(64, 64, 160, kRowBf16, kSms, 16), 1);   // HCA 4k, 64 tokens: no split
+  EXPECT_EQ(sparse_attention_auto_splits(16, 64, 160, kRowBf16, kSms, 16), 1);
+  EXPECT_EQ(sparse_attention_auto_splits(64, 64, 1152, kRowBf16, kSms, 16), 2);  // HCA 128k, 64 tokens
+  EXPECT_EQ(sparse_attention_auto_splits(8192, 64, 640, kRowBf16, kSms, 16), 1);  // prefill
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 640, kRowBf16, kSms, 3), 3);     // capped by the workspace
+  EXPECT_EQ(sparse_attention_auto_splits(1, 64, 0, kRowBf16, kSms, 16), 1);      // no keys
+}
