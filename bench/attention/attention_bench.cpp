@@ -92,6 +92,10 @@ struct Problem {
     p.window_kv = on ? window_fp8 : window_bf16;
     p.entries = on ? entries_fp8 : entries_bf16;
   }
+  // CSA: the picks, and the same list with every pick -1 (rows zero-filled, never read:
+  // "_nogather" decode rows time the kernel without the compressed rows' gathers).
+  const int32_t* selected = nullptr;
+  const int32_t* selected_none = nullptr;
   std::vector<void*> owned;
   ~Problem() {
     for (void* ptr : owned) cudaFree(ptr);
@@ -159,7 +163,11 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
     }
     pr.attended += n_window + picks;
   }
-  if (csa) p.selected = keep(device_copy(selected));
+  if (csa) {
+    p.selected = keep(device_copy(selected));
+    pr.selected = p.selected;
+    pr.selected_none = keep(device_copy(std::vector<int32_t>(selected.size(), -1)));
+  }
   std::vector<int32_t> pos32(positions.begin(), positions.end()), slot32(slots.begin(), slots.end()),
       first(tokens), ids(tokens, 0);
   for (int t = 0; t < tokens; ++t) first[t] = t > 0 && slots[t] == slots[t - 1] ? first[t - 1] : t;
@@ -265,12 +273,20 @@ int run(int argc, char** argv) {
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
                                    "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
                                    "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
-                                   "persist_qbf16_s8", "simple"}) {
+                                   "persist_qbf16_s8", "pingpong_qbf16_nogather", "pingpong_qbf16_s1_nogather",
+                                   "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
           // "off": Kernel::kWgmma; a "_sN" suffix forces kv_splits = N instead of the auto choice.
           std::string name = splits;
+          // "_nogather" (CSA): every pick -1, so only the window rows are gathered; the tiles,
+          // Q copy, math and epilogue stay (the gap to the plain row prices the gathers).
+          const bool nogather = name.ends_with("_nogather");
+          if (nogather) {
+            if (!csa) continue;
+            name = name.substr(0, name.size() - 9);
+          }
           int forced_splits = 0;
           std::string forced_text;
           if (const size_t at = name.rfind("_s"); at != std::string::npos && std::isdigit(name[at + 2])) {
@@ -294,6 +310,7 @@ int run(int argc, char** argv) {
                         : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
                                    : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : forced_splits;
+          if (csa) pr.p.selected = nogather ? pr.selected_none : pr.selected;
           pr.p.split_workspace = off ? nullptr : workspace;
           pr.p.split_workspace_floats = off ? 0 : max_workspace;
           const int iters = context >= 131072 ? 10 : 20;
@@ -311,7 +328,7 @@ int run(int argc, char** argv) {
                          "\"kernel\":\"%s\",\"splits\":\"%s\",\"batch\":%d,\"context\":%d,\"heads\":%d,\"head_dim\":%d,"
                          "\"iters\":%d,\"ms\":%.5f,\"attended_keys\":%lld,\"kv_bytes\":%.0f,\"bytes\":%.0f,\"gbps\":%.1f,"
                          "\"hbm_copy_gbps\":%.1f,\"of_hbm\":%.4f,\"tflops\":%.2f,\"gemm_peak_tflops\":%.1f,"
-                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\"}\n",
+                         "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\",\"picks\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
                          simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
                                            : persist ? "persist" : "wgmma",
@@ -319,7 +336,8 @@ int run(int argc, char** argv) {
                                         : share_p || pipe || pingpong || persist ? "auto" : splits,
                          batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
-                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32");
+                         peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32",
+                         nogather ? "none" : "real");
         }
       }
     }
