@@ -340,33 +340,41 @@ __device__ __forceinline__ void wgmma_tile_store(const GroupedGemmParams& p, con
   store_out_tile<kL1, kTileSlots, kOutCols, kOutStride>(p, s_out, rows, slot0, n0, tid, threads);
 }
 
-// kPipe = false: TileConfig::kPrefillWgmma (each warpgroup waits for its wgmma group
-// before the next dequant; prefetch distance STAGES - 1).
-// kPipe = true: TileConfig::kPrefillWgmmaPipe. A sub-block's 4 k16 steps are issued as
-// two wgmma groups of 2 steps with their own A registers (2 x 8 registers, the same 16
-// as kPipe = false), so the dequant of one half overlaps the wgmma of the other and
-// groups stay in flight across the stage barrier:
-//   per half: wait_group 1 (the group that last read these A registers, the second
-//   most recent, is done) -> dequant -> fence -> 2 wgmma -> commit.
-// At the barrier of stage kt the only groups possibly in flight are the last two of
-// stage kt - 1 (both read slot kt - 1), so the refill after the barrier goes to the slot
-// of stage kt - 2: prefetch distance STAGES - 2. wait_group 0 before the epilogue.
-//
-// The kernel runs this with kPipe = false only: kPipe = true is the plain form of the
-// design, kept as its reference; kPrefillWgmmaPipe runs wgmma_tile_pipe
-// (grouped_gemm_wgmma_pipe.cuh: the same arithmetic, groups and waits with fewer
-// instructions per stage).
+// One thread's activation rows of a wgmma tile's copy plan (kPrefillWgmma, its pipe and
+// wide variants): 16-byte chunk cc of slot rows r0 + kRowsPerPass i (i < kPasses) of the
+// tile's B operand. src[i]: that chunk at k 0 (L1 gathers x rows through slot_token, L2
+// reads h rows slot0 + r; K = p.k elements per row); size[i]: 16, or 0 for a row past the
+// tile's `rows` (cp.async zero-fill, nothing read).
+template <bool kL1, int kPasses, int kRowsPerPass>
+__device__ __forceinline__ void wgmma_act_rows(const GroupedGemmParams& p, int slot0, int rows, int K, int cc, int r0,
+                                               const char* (&src)[kPasses], int (&size)[kPasses]) {
+#pragma unroll
+  for (int i = 0; i < kPasses; ++i) {
+    const int r = r0 + kRowsPerPass * i;
+    const bool valid = r < rows;
+    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
+    src[i] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
+    size[i] = valid ? 16 : 0;
+  }
+}
+
+// TileConfig::kPrefillWgmma's tile: each warpgroup waits for its wgmma group before the
+// next dequant (prefetch distance STAGES - 1). kPrefillWgmmaPipe's overlapped design
+// (two groups of 2 k16 steps with their own A registers, groups in flight across the
+// stage barrier, prefetch distance STAGES - 2) is wgmma_tile_pipe
+// (grouped_gemm_wgmma_pipe.cuh); its group pattern alone is wgmma_frag_block_overlapped
+// (above; the wide kernel's).
 //
 // One CTA's tile: main loop and epilogue with wgmma N = kN (kN >= rows; kPrefillWgmma
 // always 128).
-template <ExpertFormat F, bool kL1, bool kPipe, int kN>
+template <ExpertFormat F, bool kL1, int kN>
 __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr, int expert,
                                            int slot0, int rows, int n0) {
   using Tile = WgmmaTile;
   using Smem = WgmmaSmem<F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, SUBK = Tile::kSubK, SUBS = Tile::kSubs;
   constexpr int STAGES = Tile::STAGES;
-  constexpr int kPrefetch = kPipe ? STAGES - 2 : STAGES - 1;  // stages in flight ahead of the one computed
+  constexpr int kPrefetch = STAGES - 1;  // stages in flight ahead of the one computed
   static_assert(kPrefetch >= 1, "at least one stage ahead");
   constexpr int kThreads = Tile::kThreads;
   constexpr int SB = frag_scale_bytes(F);
@@ -390,14 +398,7 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
   const int cc = tid % kChunksPerRow, r0 = tid / kChunksPerRow;
   const char* act_src[kPasses];  // bytes of the chunk at k 0
   int act_size[kPasses];         // 16, or 0: zero-fill
-#pragma unroll
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const int r = r0 + pass * kRowsPerPass;
-    const bool valid = r < rows;
-    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
-    act_src[pass] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
-    act_size[pass] = valid ? 16 : 0;
-  }
+  wgmma_act_rows<kL1, kPasses, kRowsPerPass>(p, slot0, rows, K, cc, r0, act_src, act_size);
   const uint32_t smem_act = smem_addr + wgmma_act_offset(r0, cc);
   // Weights: thread tid copies lane (tid % 32) of m16 tile tid / 32 = exactly what it reads.
   // [experts][n/16][k/64][512]: fragment block (n0 / 16 + warp, kb).
@@ -435,14 +436,13 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
   float acc[kN / 2];
 #pragma unroll
   for (int i = 0; i < kN / 2; ++i) acc[i] = 0.0f;
-  uint32_t a_pipe[2][2][4];  // kPipe: A registers of the two in-flight groups [half][k16 step][4]
 
   cp_async_pipeline_prologue<kPrefetch>(k_tiles, load_stage);
 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const int slot = kt % STAGES;
-    // Stage kt landed everywhere; at the barrier every warpgroup's wgmma of kt - 1 (kPipe:
-    // kt - 2) is done, so the refill goes to that slot.
+    // Stage kt landed everywhere; at the barrier every warpgroup's wgmma of kt - 1 is done,
+    // so the refill goes to that slot.
     cp_async_pipeline_advance<STAGES, kPrefetch>(kt, k_tiles, load_stage);
 #pragma unroll
     for (int sub = 0; sub < SUBS; ++sub) {
@@ -456,36 +456,28 @@ __device__ __forceinline__ void wgmma_tile(const GroupedGemmParams& p, uint8_t* 
       const uint64_t desc = wgmma_desc_sw128(smem_addr + slot * Smem::kActBytes + sub * Smem::kSubActBytes);
       // Dequantizes k16 step s of the sub-block into 4 A registers.
       auto dequant_step = [&](int s, uint32_t (&a)[4]) { dequant_frag_step<F>(words, scale_words, s, a); };
-      if constexpr (!kPipe) {
-        uint32_t a[4][4];
+      uint32_t a[4][4];
 #pragma unroll
-        for (int s = 0; s < 4; ++s) dequant_step(s, a[s]);
-        fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
-        wgmma_fence();
+      for (int s = 0; s < 4; ++s) dequant_step(s, a[s]);
+      fence_acc(acc);  // accumulator writes (the zero fill) stay before the fence
+      wgmma_fence();
 #pragma unroll
-        for (int s = 0; s < 4; ++s) wgmma_m64nNk16_rs<kN>(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
-        wgmma_commit();
-        // Wait for this warpgroup's group: its A registers are rewritten by the next
-        // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
-        // the stage's smem slot is refilled after the next barrier. The other warpgroups'
-        // wgmma keep the tensor cores busy meanwhile.
-        wgmma_wait<0>();
-        fence_acc(acc);  // ... and accumulator reads after the wait
-      } else {
-        wgmma_frag_block_overlapped<F, kN>(acc, a_pipe, words, scale_words, desc);
-      }
+      for (int s = 0; s < 4; ++s) wgmma_m64nNk16_rs<kN>(acc, a[s], desc + 2 * s);  // + 32 bytes per k16 step
+      wgmma_commit();
+      // Wait for this warpgroup's group: its A registers are rewritten by the next
+      // dequant (PTX: A-fragment registers of an in-flight wgmma must not be written), and
+      // the stage's smem slot is refilled after the next barrier. The other warpgroups'
+      // wgmma keep the tensor cores busy meanwhile.
+      wgmma_wait<0>();
+      fence_acc(acc);  // ... and accumulator reads after the wait
     }
-  }
-  if constexpr (kPipe) {
-    wgmma_wait<0>();
-    fence_acc(acc);
   }
   wgmma_tile_store<kL1, kN, BT, kL1 ? BW / 2 : BW, Smem::kOutStride>(p, acc, smem, expert, rows, slot0, n0, warp, g, t,
                                                                      tid, kThreads);
 }
 
 
-// kPrefillWgmmaPipe's tile (the kPipe design above, fewer instructions per stage):
+// kPrefillWgmmaPipe's tile (the overlapped design, fewer instructions per stage):
 // grouped_gemm_wgmma_pipe.cuh, included by grouped_gemm_wgmma_pipe.cu, the one TU that
 // instantiates the kernel with kPipe = true.
 template <ExpertFormat F, bool kL1, int kN>
@@ -521,7 +513,7 @@ __global__ void __launch_bounds__(WgmmaTile::kThreads, WgmmaTile::kMinCtas)
     else
       wgmma_tile_pipe<F, kL1, 128>(p, smem, smem_addr, tile, expert, slot0, rows, n0);
   } else {
-    wgmma_tile<F, kL1, kPipe, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
+    wgmma_tile<F, kL1, 128>(p, smem, smem_addr, expert, slot0, rows, n0);
   }
 }
 

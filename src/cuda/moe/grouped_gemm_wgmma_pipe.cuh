@@ -183,14 +183,7 @@ __device__ __forceinline__ void wgmma_tile_pipe(const GroupedGemmParams& p, uint
   const int cc = tid % kChunksPerRow, r0 = tid / kChunksPerRow;
   const char* act_src[kPasses];  // the chunk of the current stage group (stage kt0, below)
   int act_size[kPasses];         // 16, or 0: zero-fill
-#pragma unroll
-  for (int pass = 0; pass < kPasses; ++pass) {
-    const int r = r0 + pass * kRowsPerPass;
-    const bool valid = r < rows;
-    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
-    act_src[pass] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
-    act_size[pass] = valid ? 16 : 0;
-  }
+  wgmma_act_rows<kL1, kPasses, kRowsPerPass>(p, slot0, rows, K, cc, r0, act_src, act_size);
   const uint32_t smem_act = smem_addr + wgmma_act_offset(r0, cc);
   // Weights: lane tid % 32 of m16 tile tid / 32 in both sub-blocks (fragment blocks kb, kb + 1
   // are 512 bytes apart in global memory), exactly the 16 bytes per sub-block the thread reads.

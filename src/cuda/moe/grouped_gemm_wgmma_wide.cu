@@ -114,14 +114,7 @@ __device__ __forceinline__ void wide_tile(const GroupedGemmParams& p, uint8_t* s
   const uint32_t act_dst0 = wgmma_act_offset(r0, cc);      // + 4096 i (= 32 rows x 128 B)
   const char* act_src[kActIters];                          // bytes of k stage 0
   int act_size[kActIters];                                 // 16, or 0: zero-fill (row >= rows)
-#pragma unroll
-  for (int i = 0; i < kActIters; ++i) {
-    const int r = r0 + kRowsPerPass * i;
-    const bool valid = r < rows;
-    const int64_t row = valid ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
-    act_src[i] = reinterpret_cast<const char*>(p.act + row * K + cc * 8);
-    act_size[i] = valid ? 16 : 0;
-  }
+  wgmma_act_rows<kL1, kActIters, kRowsPerPass>(p, slot0, rows, K, cc, r0, act_src, act_size);
   // Weights: lane (tid % 32) of m16 tile `warp` = exactly what the thread reads back.
   const char* w_src = reinterpret_cast<const char*>(p.weights) + static_cast<int64_t>(expert) * p.n * K / 2 +
                       (static_cast<int64_t>(n0 / kFragRows + warp) * kb_count) * kFragBytes + lane * 16;
