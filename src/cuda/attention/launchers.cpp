@@ -90,6 +90,17 @@ int64_t indexer_workspace_floats(int tokens, int max_entries) {
   return rows * e;
 }
 
+namespace {
+// The current device's multiprocessor count for sparse_attention's launch-shape choices
+// (132, an H100 / H200, if the query fails: only the choice depends on it; the launch
+// itself reports errors).
+int current_device_sms() {
+  int device = 0, sms = 132;
+  if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return sms;
+}
+}  // namespace
+
 void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) {
   const SparseAttentionParams& p = params;
   DSV4_CHECK(p.heads > 0 && p.head_dim > 0 && p.head_dim <= detail::kSparseMaxHeadDim &&
@@ -124,7 +135,6 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
              "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
              static_cast<int>(Kernel::kWgmmaPingPongPersistent));
   const bool persistent = p.kernel == Kernel::kWgmmaPingPongPersistent;
-  bool persistent_auto = false;  // kAuto's choice, below
   const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
                             p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
                             persistent;
@@ -164,8 +174,7 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
                "sparse_attention: kv_splits {} needs split_workspace of {} floats, got {}", splits, needed,
                p.split_workspace ? p.split_workspace_floats : 0);
   } else if (p.kv_splits == 0 && p.split_workspace) {
-    int device = 0, sms = 132;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    const int sms = current_device_sms();
     // max_keys is the capacity (max_entries), not what the tokens see.
     const int64_t max_keys = static_cast<int64_t>(p.window) + (p.compressed == CompressedKeys::kSelected ? p.top_k
                                                                : p.compressed == CompressedKeys::kAllVisible
@@ -188,15 +197,11 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   // vs 360.4 / 223.0 (FP8 cache 239.1 / 181.0 vs 225.1 / 158.4), bitwise equal outputs
   // (PersistentManyItems, KvFp8.SparseAttentionReadsFp8); one wave or less (decode) gains
   // nothing there and stays on the ping-pong kernel.
-  if (p.kernel == Kernel::kAuto && p.q_bf16 != nullptr) {
-    int device = 0, sms = 132;
-    if (cudaGetDevice(&device) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
-    persistent_auto = items >= 2 * static_cast<int64_t>(sms) && items <= INT32_MAX;
-  }
+  // Work items (token, head group, split) of the persistent kernel, an int there.
+  const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
+  const bool persistent_auto = p.kernel == Kernel::kAuto && p.q_bf16 != nullptr && items <= INT32_MAX &&
+                               items >= 2 * static_cast<int64_t>(current_device_sms());
   if (persistent || persistent_auto) {
-    // Work items (token, head group, split) as int (the kernel's item index).
-    const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
     DSV4_CHECK(items <= INT32_MAX,
                "sparse_attention: kWgmmaPingPongPersistent takes < 2^31 work items (tokens x heads / 64 x kv_splits), "
                "got {}",

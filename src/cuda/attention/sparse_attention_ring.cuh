@@ -393,6 +393,17 @@ __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, in
 // (p, splits, part_o, part_ml) as both kernels take them.
 using RingKernel = void (*)(SparseAttentionParams, int, float*, float*);
 
+// cudaFuncAttributeMaxDynamicSharedMemorySize = smem_bytes for `kernel` once per device
+// (attribute_set: the calling kernel family's flags for this instance), so no attribute
+// call lands inside a later stream capture.
+template <class KernelFn>
+inline cudaError_t set_max_dynamic_smem_once(KernelFn kernel, int smem_bytes, int device, bool (&attribute_set)[64]) {
+  if (device < 64 && attribute_set[device]) return cudaSuccess;
+  const cudaError_t error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
+  if (error == cudaSuccess && device < 64) attribute_set[device] = true;
+  return error;
+}
+
 // The launch both ring kernels share: kernels[p.kv_fp8 ? 1 : 0] with smem_bytes of dynamic
 // shared memory; splits > 1 writes the partials into p.split_workspace, then the merge.
 // attribute_set: the calling kernel family's own once-per-device-and-instance flags (no
@@ -404,11 +415,8 @@ inline cudaError_t launch_ring_kernel(const SparseAttentionParams& p, int splits
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
   const int instance = p.kv_fp8 ? 1 : 0;
-  if (device >= 64 || !attribute_set[instance][device]) {
-    error = cudaFuncSetAttribute(kernels[instance], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-    if (error != cudaSuccess) return error;
-    if (device < 64) attribute_set[instance][device] = true;
-  }
+  error = set_max_dynamic_smem_once(kernels[instance], smem_bytes, device, attribute_set[instance]);
+  if (error != cudaSuccess) return error;
   splits = max(1, splits);
   const SplitPartials parts = split_partials(p, splits);
   const dim3 grid(p.batch.tokens, p.heads / kHeads, splits);
@@ -436,11 +444,8 @@ inline cudaError_t launch_persistent_ring_kernel(const SparseAttentionParams& p,
   cudaError_t error = cudaGetDevice(&device);
   if (error != cudaSuccess) return error;
   const int instance = p.kv_fp8 ? 1 : 0;
-  if (device >= 64 || !attribute_set[instance][device]) {
-    error = cudaFuncSetAttribute(kernels[instance], cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-    if (error != cudaSuccess) return error;
-    if (device < 64) attribute_set[instance][device] = true;
-  }
+  error = set_max_dynamic_smem_once(kernels[instance], smem_bytes, device, attribute_set[instance]);
+  if (error != cudaSuccess) return error;
   int sms = 0;
   error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (error != cudaSuccess) return error;
