@@ -18,8 +18,9 @@
 //     kt % STAGES): kDecode (launch_moe_l1 / l2), kDecodeKSplit, and kDecodeSplitK with
 //     split_k 3 (uneven k-tile slices: the copy pointers start at kt0 != 0). Every output
 //     element bitwise equal, poison outside the tiles included.
-// Self-contained (no moe_fixture.h: its fmt-based checks do not compile under nvcc, and this
-// file must be CUDA to instantiate the kernels).
+// No moe_fixture.h (its fmt-based checks do not compile under nvcc, and this file must be
+// CUDA to instantiate the kernels): its random inputs come from moe_random.h, which the
+// fixture shares.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "cuda/moe/grouped_gemm.cuh"
+#include "moe/moe_random.h"
 
 namespace dsv4::moe_test {
 namespace {
@@ -39,12 +41,6 @@ namespace detail = cuda::moe::detail;
 
 #define DEQUANT_CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
 
-uint64_t splitmix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // Device copy of a host vector (freed by the caller); nullptr on failure (the test then fails
 // at its first use).
@@ -174,26 +170,6 @@ cudaError_t launch_reference(Variant variant, bool l1, const cuda::moe::GroupedG
   return cudaErrorInvalidValue;
 }
 
-// n splitmix bytes (packed E2M1 weights: every nibble a code).
-std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t r = splitmix(state);
-    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
-  }
-  return v;
-}
-// In-range kernel scale codes (as moe_fixture.h's random_scales): MXFP4 k in [244, 254], NVFP4 k in [112, 151].
-std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (auto& b : v) {
-    const uint64_t r = splitmix(state);
-    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
-  }
-  return v;
-}
 // BF16 activations in (-2, 2) (float bits truncated to BF16).
 std::vector<uint16_t> random_bf16(size_t n, uint64_t seed) {
   std::vector<uint16_t> v(n);

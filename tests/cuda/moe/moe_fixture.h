@@ -18,6 +18,7 @@
 #include "dsv4/dtype.h"
 #include "dsv4/error.h"
 #include "dsv4/weight_format.h"
+#include "moe_random.h"
 
 namespace dsv4::moe_test {
 
@@ -28,24 +29,6 @@ using cuda::moe::ExpertFormat;
     const cudaError_t err_ = (call);                                                                \
     DSV4_CHECK(err_ == cudaSuccess, "{}:{}: {} -> {}", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
   } while (0)
-
-inline uint64_t splitmix(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-// n splitmix bytes from `seed` (8 per draw, little-endian): packed weights / scales.
-inline std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t r = splitmix(state);
-    for (size_t b = 0; b < 8 && i + b < n; ++b) v[i + b] = static_cast<uint8_t>(r >> (8 * b));
-  }
-  return v;
-}
 
 // Experts 0..experts-1 routed, index `experts` the shared one. Matrices per expert:
 // 0 = w1 (gate) [I, H], 1 = w3 (up) [I, H], 2 = w2 (down) [H, I], stored as the
@@ -173,19 +156,6 @@ T* device_copy(const std::vector<T>& host) {
 }
 
 // ---- grouped GEMM tests (kernel against kernel on random packed weights) --------------
-
-// Kernel scale codes (fragment.h), one splitmix draw per byte, giving weights of magnitude
-// ~2^-9 .. 6: MXFP4 k in [244, 254] (code * 2^(k - 253)); NVFP4 k in [112, 151]
-// (code * 2^(k / 8 - 17)).
-inline std::vector<uint8_t> random_scales(ExpertFormat f, size_t n, uint64_t seed) {
-  std::vector<uint8_t> v(n);
-  uint64_t state = seed;
-  for (auto& b : v) {
-    const uint64_t r = splitmix(state);
-    b = static_cast<uint8_t>(f == ExpertFormat::kMXFP4 ? 244 + r % 11 : 112 + r % 40);
-  }
-  return v;
-}
 
 // A tile list in dispatch.cu's layout (per tile: expert, first slot, slot count) on the
 // device, followed by `spare` entries of -1: max_tiles = count + spare, as moe_forward
