@@ -57,7 +57,9 @@ __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
-// Whether the whole grid fits one CTA per SM (%nsmid: the SM count): a decode-sized launch.
+// Whether the whole grid fits one CTA per SM, roughly: a decode-sized launch. %nsmid is the
+// number of SM ids, which PTX allows to exceed the SM count (ids need not be contiguous), so
+// a grid slightly over one wave may still count as one; only the L2 prefetch depends on it.
 __device__ __forceinline__ bool one_wave() {
   uint32_t sms;
   asm("mov.u32 %0, %%nsmid;\n" : "=r"(sms));
