@@ -27,8 +27,8 @@
 //       its 32 scales with 8 conflict-free 16-byte loads; 4 floats of padding per t).
 //   raw (producer-private ring) [q 4][thread 128][16 B] packed weights, then [thread][2][4 B]
 //       scale bytes: producer thread p = (sub, m16, g) copies and reads exactly its own data.
-//   row table [item parity 2][128] int32: the activation row (L1 token, L2 slot; -1 past the
-//       tile) of slot r at (r % 16) * 8 + r / 16, written by the producer once per item, so a
+//   row table [128] int32: the activation row (L1 token, L2 slot; -1 past the tile) of slot
+//       r at (r % 16) * 8 + r / 16, written by the producer once per item, so a
 //       thread's 8 B rows r0 + 16 i are two 16-byte loads (not 8 live 64-bit pointers).
 //   out [128 slots][136] BF16: the epilogue tile (its own buffer: the ring keeps running).
 #include <cuda_bf16.h>
@@ -74,9 +74,9 @@ struct W4a8ProducerSmem {
   static constexpr int kRowFactorOffset = kBOffset + T::kStages * kBBytes;
   static constexpr int kActScaleOffset = kRowFactorOffset + T::kStages * kRowFactorBytes;
   static constexpr int kRawOffset = kActScaleOffset + T::kStages * kActScaleBytes;
-  static constexpr int kRowTableBytes = T::BT * 4;  // [2 item parities][slot r: (r % 16) * 8 + r / 16] int32
+  static constexpr int kRowTableBytes = T::BT * 4;  // [slot r: (r % 16) * 8 + r / 16] int32
   static constexpr int kRowTableOffset = kRawOffset + T::kRawStages * kRawBytes;
-  static constexpr int kOutOffset = kRowTableOffset + 2 * kRowTableBytes;
+  static constexpr int kOutOffset = kRowTableOffset + kRowTableBytes;
   static constexpr int kOutStride = T::BW + 8;  // BF16 per slot row (L1 uses BW / 2 of them)
   static constexpr int kOutBytes = T::BT * kOutStride * 2;
   static constexpr int kBarOffset = kOutOffset + kOutBytes;  // full[kStages], empty[kStages]
@@ -106,6 +106,11 @@ __device__ __forceinline__ void cp_async16_u32m(uint32_t smem, const void* gmem,
 __device__ __forceinline__ uint4 lds128(uint32_t a) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
   return v;
 }
 __device__ __forceinline__ uint2 lds64(uint32_t a) {
@@ -233,17 +238,19 @@ __device__ __forceinline__ void produce(const GroupedGemmParams& p, uint32_t sme
   const int a_row = 16 * m16 + g;  // and a_row + 8
   const uint32_t a_base = smem_addr + S::kAOffset;
   const uint32_t raw_src_w = smem_addr + S::kRawOffset + pt * 16, raw_src_s = raw_dst_s;
+  const uint32_t as_table_offset = ((pt & 15) * 8 + (pt >> 4)) * 4;  // slot pt in the row table
 
   uint32_t q = 0;  // the CTA's running stage (the consumers count the same)
-  for (int item = blockIdx.x, parity = 0;; item += gridDim.x, parity ^= 1) {
+  const uint32_t row_table = smem_addr + S::kRowTableOffset;
+  for (int item = blockIdx.x;; item += gridDim.x) {
     Item it;
     if (!load_item(p, item, items, n_blocks, tile_count, it)) break;
-    // Activation row of slot pt (-1: past the tile, zero-filled) -> the row table. Its other
-    // parity was last read in the item before the previous one, which every producer thread
-    // finished before the previous item's barrier.
+    // Activation row of slot pt (-1: past the tile, zero-filled) -> the row table, between
+    // two producer barriers: every producer thread finished the previous item's reads, and
+    // every entry is written before the first read.
     const int as_row = pt < it.rows ? (kL1 ? p.slot_token[it.slot0 + pt] : it.slot0 + pt) : -1;
-    const uint32_t row_table = smem_addr + S::kRowTableOffset + parity * S::kRowTableBytes;
-    sts32i(row_table + ((pt & 15) * 8 + (pt >> 4)) * 4, as_row);
+    producer_bar();
+    sts32i(row_table + as_table_offset, as_row);
     producer_bar();
     for (int kt = 0; kt < k_tiles; ++kt, ++q) {
       const uint32_t slot = q % T::kStages, rslot = q % T::kRawStages;
@@ -258,6 +265,7 @@ __device__ __forceinline__ void produce(const GroupedGemmParams& p, uint32_t sme
         const uint8_t* src = p.act8 + (b_row[i] >= 0 ? static_cast<int64_t>(b_row[i]) * K + kt * T::BK + b_cc * 16 : 0);
         cp_async16_u32m(b_dst0 + slot * S::kBBytes + i * 2048, src, b_row[i] >= 0 ? 16 : 0);
       }
+      const int as_row = static_cast<int>(lds32(row_table + as_table_offset));
       cp_async4_u32(as_dst0 + slot * S::kActScaleBytes,
                     p.act_scale + (as_row >= 0 ? static_cast<int64_t>(as_row) * kscale + kt : 0), as_row >= 0 ? 4 : 0);
       cp_async_mbar_arrive(full0 + slot * 8);
@@ -266,9 +274,6 @@ __device__ __forceinline__ void produce(const GroupedGemmParams& p, uint32_t sme
       // kRawStages - 1 iterations (or the prologue's (empty, raw)) and this B.
       cp_async_wait_mem<2 * T::kRawStages - 1>();
       const uint32_t rw = raw_src_w + rslot * S::kRawBytes;
-      uint4 wq[4];  // wq[t] = lane 4g + t's 4 words (k16 steps 0..3 of the fragment block)
-#pragma unroll
-      for (int t = 0; t < 4; ++t) wq[t] = lds128(rw + t * (T::kProducerThreads * 16));
       const uint2 sc = lds64(raw_src_s + rslot * S::kRawBytes);  // scale words of fragment blocks 0, 1
       // Kernel scale codes kc[row half][32-block of the stage] (MXFP4 word: [block 2][row half 2]).
       uint32_t kc[2][4];
@@ -286,6 +291,9 @@ __device__ __forceinline__ void produce(const GroupedGemmParams& p, uint32_t sme
         kmax[hr] = max(max(kc[hr][0], kc[hr][1]), max(kc[hr][2], kc[hr][3]));
         wfac[hr] = kmax[hr] > 127u ? __uint_as_float((kmax[hr] - 127u) << 23) : 0.0f;
       }
+      const uint32_t a_stage = a_base + slot * S::kABytes;
+      if (sub == 0)  // row factors 2^(kc_max - 254) of rows a_row, a_row + 8 (released with A below)
+        sts64f(smem_addr + S::kRowFactorOffset + slot * S::kRowFactorBytes + (m16 * 8 + g) * 8, wfac[0], wfac[1]);
       // Tables of this thread's two 32-blocks (2 sub, 2 sub + 1), kPrefillW4A8Lut's rule.
       uint32_t lut[2][2][2];  // [row half][32-block of the sub][lo, hi]
       int dmin = 1;
@@ -307,23 +315,26 @@ __device__ __forceinline__ void produce(const GroupedGemmParams& p, uint32_t sme
             w4a8_lut_cvt(w4a8_factor(c, kmax[hr]), lut[hr][jb][0], lut[hr][jb][1]);
           }
       }
-      // A: per k16 step s the 16-byte chunks (rows a_row, a_row + 8; chunk 4 sub + s).
-      const uint32_t a_stage = a_base + slot * S::kABytes;
+      // A: per 32-block jb of the sub (k16 steps 2 jb, 2 jb + 1 = chunks 4 sub + 2 jb + {0, 1})
+      // the words of lanes 4g + t (8-byte loads: 8 fewer live registers than 16-byte ones),
+      // converted, then the 16-byte chunks of rows a_row and a_row + 8.
 #pragma unroll
-      for (int s = 0; s < 4; ++s) {
-        uint32_t ag[4], ag8[4];
-        const int jb = s >> 1;
+      for (int jb = 0; jb < 2; ++jb) {
+        uint2 wh[4];  // wh[t] = lane 4g + t's words 2 jb, 2 jb + 1
 #pragma unroll
-        for (int t = 0; t < 4; ++t) {
-          const uint32_t w = s == 0 ? wq[t].x : s == 1 ? wq[t].y : s == 2 ? wq[t].z : wq[t].w;
-          fp8_a_regs_lut(w, lut[0][jb][0], lut[0][jb][1], lut[1][jb][0], lut[1][jb][1], ag[t], ag8[t]);
+        for (int t = 0; t < 4; ++t) wh[t] = lds64(rw + t * (T::kProducerThreads * 16) + 8 * jb);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          uint32_t ag[4], ag8[4];
+#pragma unroll
+          for (int t = 0; t < 4; ++t)
+            fp8_a_regs_lut(h ? wh[t].y : wh[t].x, lut[0][jb][0], lut[0][jb][1], lut[1][jb][0], lut[1][jb][1], ag[t],
+                           ag8[t]);
+          const int c = 4 * sub + 2 * jb + h;
+          sts128(a_stage + wgmma_act_offset(a_row, c), ag[0], ag[1], ag[2], ag[3]);
+          sts128(a_stage + wgmma_act_offset(a_row + 8, c), ag8[0], ag8[1], ag8[2], ag8[3]);
         }
-        const int c = 4 * sub + s;
-        sts128(a_stage + wgmma_act_offset(a_row, c), ag[0], ag[1], ag[2], ag[3]);
-        sts128(a_stage + wgmma_act_offset(a_row + 8, c), ag8[0], ag8[1], ag8[2], ag8[3]);
       }
-      if (sub == 0)
-        sts64f(smem_addr + S::kRowFactorOffset + slot * S::kRowFactorBytes + (m16 * 8 + g) * 8, wfac[0], wfac[1]);
       fence_proxy_async_smem();  // the st.shared above -> the consumers' wgmma (async proxy)
       mbar_arrive(full0 + slot * 8);
       // The raw slot just read is refilled (stage q + kRawStages); only this thread reads it.
