@@ -151,6 +151,12 @@ struct SparseAttentionParams {
   // across items (the next item's Q copy and first gathers overlap this item's last tiles
   // and epilogue); same conditions, kv_fp8 and split-KV, outputs bitwise kWgmmaPingPong's;
   // requires q_bf16 (an error without it: the producer copies each item's Q).
+  // kWgmmaLocalP (opt-in, not measured yet; sparse_attention_localp.cu): persistent like
+  // kWgmmaPingPongPersistent, but 64-key tiles taken in pairs, both consumer warpgroups
+  // scoring one tile each at the same time (S = 64 heads x 64 keys), one running max per
+  // pair (handshake through shared memory) and each warpgroup's own P fed to P V from
+  // registers; same conditions and split-KV, q_bf16 required, BF16 rows only (kv_fp8 is an
+  // error); outputs within the wgmma bounds of the FP64 loop, not bitwise the other kernels.
   enum class Kernel : int {
     kAuto = 0,
     kSimple = 1,
@@ -158,7 +164,8 @@ struct SparseAttentionParams {
     kWgmmaShareP = 3,
     kWgmmaPipelined = 4,
     kWgmmaPingPong = 5,
-    kWgmmaPingPongPersistent = 6
+    kWgmmaPingPongPersistent = 6,
+    kWgmmaLocalP = 7
   } kernel = Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
