@@ -237,6 +237,16 @@ __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, in
 }
 
 // ---- consumer warpgroups ----
+// make_desc(address + byte_offset, ...) from make_desc(address, ...): the start address
+// field (bits 0..13, address / 16) plus byte_offset / 16, added to the low word only (the
+// sum is the field of a shared-memory address < 256 KiB: no carry out of the field). One
+// integer add per operand instead of make_desc's mask / shift / or sequence (11 SASS
+// instructions per HGMMA in the first build, with the LBO / SBO / swizzle bits rebuilt).
+__device__ __forceinline__ uint64_t desc_at(uint64_t desc, uint32_t byte_offset) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (byte_offset >> 4);
+  return (desc & 0xffffffff00000000ull) | lo;
+}
+
 // S = Q K^T for the 64 keys of the tile at s_k: 32 k16 steps of HGMMA 64x64x16 SS;
 // committed, not waited for.
 __device__ __forceinline__ void issue_s(float (&s)[32], uint32_t s_q, uint32_t s_k) {
@@ -244,10 +254,11 @@ __device__ __forceinline__ void issue_s(float (&s)[32], uint32_t s_q, uint32_t s
   for (int i = 0; i < 32; ++i) s[i] = 0.0f;
   fence_regs(s);
   wgmma_fence();
+  const uint64_t desc_q = make_desc(s_q, 16, 1024), desc_k = make_desc(s_k, 16, 1024);
 #pragma unroll
   for (int kk = 0; kk < kDim / 16; ++kk) {
     const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
-    wgmma_m64n64k16_ss(s, make_desc(s_q + offset, 16, 1024), make_desc(s_k + offset, 16, 1024), kk);
+    wgmma_m64n64k16_ss(s, desc_at(desc_q, offset), desc_at(desc_k, offset), kk);
   }
   wgmma_commit();
 }
@@ -259,10 +270,11 @@ __device__ __forceinline__ void issue_pv_rs(float (&o)[128], uint32_t (&pa)[16],
   fence_regs(o);
   fence_regs(pa);
   wgmma_fence();
+  const uint64_t desc_v = make_desc(s_k + side * kSideBytes, kBlockBytes, 1024);
 #pragma unroll
   for (int kc = 0; kc < kTileKeys / 16; ++kc) {
     const uint32_t a[4] = {pa[4 * kc + 0], pa[4 * kc + 1], pa[4 * kc + 2], pa[4 * kc + 3]};
-    wgmma_m64n256k16_rs_tb(o, a, make_desc(s_k + side * kSideBytes + kc * 2048, kBlockBytes, 1024));
+    wgmma_m64n256k16_rs_tb(o, a, desc_at(desc_v, kc * 2048));
   }
   wgmma_commit();
 }
@@ -271,10 +283,10 @@ __device__ __forceinline__ void issue_pv_rs(float (&o)[128], uint32_t (&pa)[16],
 __device__ __forceinline__ void run_pv_ss(float (&o)[128], uint32_t s_pp, uint32_t s_k, int side) {
   fence_regs(o);
   wgmma_fence();
+  const uint64_t desc_p = make_desc(s_pp, 16, 1024), desc_v = make_desc(s_k + side * kSideBytes, kBlockBytes, 1024);
 #pragma unroll
   for (int kc = 0; kc < kTileKeys / 16; ++kc)
-    wgmma_m64n256k16_ss_tb(o, make_desc(s_pp + kc * 32, 16, 1024),
-                           make_desc(s_k + side * kSideBytes + kc * 2048, kBlockBytes, 1024));
+    wgmma_m64n256k16_ss_tb(o, desc_at(desc_p, kc * 32), desc_at(desc_v, kc * 2048));
   wgmma_commit();
   wgmma_wait_all();
   fence_regs(o);
