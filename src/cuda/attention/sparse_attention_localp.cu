@@ -247,20 +247,41 @@ __device__ __forceinline__ uint64_t desc_at(uint64_t desc, uint32_t byte_offset)
   return (desc & 0xffffffff00000000ull) | lo;
 }
 
-// S = Q K^T for the 64 keys of the tile at s_k: 32 k16 steps of HGMMA 64x64x16 SS;
-// committed, not waited for.
-__device__ __forceinline__ void issue_s(float (&s)[32], uint32_t s_q, uint32_t s_k) {
-#pragma unroll
-  for (int i = 0; i < 32; ++i) s[i] = 0.0f;
-  fence_regs(s);
+// S = Q K^T for the 64 keys of the tile at s_k, in two groups of 16 k16 steps of HGMMA
+// 64x64x16 SS, one per channel half: `first` (the half whose full barrier the caller waited
+// first; its first step overwrites s), then the caller waits the other half's full barrier
+// with the first group in flight and issues `second`. Committed, not waited for.
+__device__ __forceinline__ void issue_s_half(float (&s)[32], uint32_t s_q, uint32_t s_k, int side, bool first) {
   wgmma_fence();
   const uint64_t desc_q = make_desc(s_q, 16, 1024), desc_k = make_desc(s_k, 16, 1024);
 #pragma unroll
-  for (int kk = 0; kk < kDim / 16; ++kk) {
+  for (int step = 0; step < kDim / 32; ++step) {
+    const int kk = 16 * side + step;
     const uint32_t offset = (kk >> 2) * kBlockBytes + (kk & 3) * 32;
-    wgmma_m64n64k16_ss(s, desc_at(desc_q, offset), desc_at(desc_k, offset), kk);
+    wgmma_m64n64k16_ss(s, desc_at(desc_q, offset), desc_at(desc_k, offset), first ? step : 1);
   }
   wgmma_commit();
+}
+// S of the tile at s_k (buffer `buffer`, fill parity `parity`): the channel half filled
+// first (A left / B right), then the other one, each after its full-barrier wait (the
+// second wait with the first half's group in flight: the gather of the later half overlaps
+// tensor work); waited for.
+__device__ __forceinline__ void run_s(float (&s)[32], uint32_t s_q, uint32_t s_k, uint32_t bar_full, int buffer,
+                                      uint32_t parity) {
+  const int first = buffer == 0 ? 0 : 1;  // the side the producer fills first
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s[i] = 0.0f;
+  fence_regs(s);
+  mbar_wait_no_trap(bar_full + 8 * half_index(buffer, first), parity);
+  __syncwarp();         // converged before the .aligned wgmma instructions
+  fence_proxy_async();  // the half's cp.async writes -> this thread's wgmma reads
+  issue_s_half(s, s_q, s_k, first, true);
+  mbar_wait_no_trap(bar_full + 8 * half_index(buffer, first ^ 1), parity);
+  __syncwarp();
+  fence_proxy_async();
+  issue_s_half(s, s_q, s_k, first ^ 1, false);
+  wgmma_wait_all();
+  fence_regs(s);
 }
 
 // O += P V_side with P from registers (pa[4 kc + 0..3]: the A fragment of keys 16 kc..,
@@ -346,13 +367,7 @@ __device__ __forceinline__ void consume_wg0(int n, uint32_t f0, uint32_t f1, con
   for (int a = 0; a < n; a += 2) {
     const bool has_b = a + 1 < n;
     float s[32];
-    mbar_wait_no_trap(sm.full + 8 * half_index(0, 0), f0 & 1);
-    mbar_wait_no_trap(sm.full + 8 * half_index(0, 1), f0 & 1);
-    __syncwarp();         // converged before the .aligned wgmma instructions
-    fence_proxy_async();  // the tile's cp.async writes -> this thread's wgmma reads
-    issue_s(s, sm.q, sm.tile0);
-    wgmma_wait_all();
-    fence_regs(s);
+    run_s(s, sm.q, sm.tile0, sm.full, 0, f0 & 1);
     mbar_arrive(sm.empty + 8 * half_index(0, 1));     // A right: this warpgroup's last read (S)
     if (a + 2 >= n) mbar_arrive(sm.q_empty);          // the item's last S of this warpgroup
     float tile_max[2], m0[2], m_use[2], alpha[2];
@@ -420,13 +435,7 @@ __device__ __forceinline__ void consume_wg1(int n, uint32_t f0, uint32_t f1, con
     float s[32];
     float tile_max[2] = {-INFINITY, -INFINITY};
     if (has_b) {
-      mbar_wait_no_trap(sm.full + 8 * half_index(1, 0), f1 & 1);
-      mbar_wait_no_trap(sm.full + 8 * half_index(1, 1), f1 & 1);
-      __syncwarp();
-      fence_proxy_async();
-      issue_s(s, sm.q, sm.tile1);
-      wgmma_wait_all();
-      fence_regs(s);
+      run_s(s, sm.q, sm.tile1, sm.full, 1, f1 & 1);
       mbar_arrive(sm.empty + 8 * half_index(1, 0));  // B left: this warpgroup's last read (S)
       if (a + 3 >= n) mbar_arrive(sm.q_empty);        // the item's last S of this warpgroup
       tile_row_max(s, s_valid[1], scale_log2, r, tile_max);
