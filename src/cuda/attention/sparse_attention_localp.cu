@@ -26,7 +26,10 @@
 //   sum exchange, double-buffered by item parity), 10 mbarriers.
 // Pair (2i, 2i + 1) of an item's tiles, both warpgroups at once (A = tile 2i in buffer 0,
 // B = tile 2i + 1 in buffer 1; m = the running max after the previous pair, in both):
-//   WG0: S_A = Q K_A^T (32 x HGMMA 64x64x16 SS, 64 heads x 64 keys); m0 = max(m, rowmax
+//   WG0: S_A = Q K_A^T (32 x HGMMA 64x64x16 SS, 64 heads x 64 keys, in two groups of 16
+//        k-steps, one per channel half: the half filled first (A left; B right for WG1),
+//        then, after the other half's full wait with that group in flight, the second:
+//        the later half's gather overlaps tensor work); m0 = max(m, rowmax
 //        S_A) -> s_m0, bar.arrive M0; P_A = exp2(S_A - m0) (BF16, registers), O_left *= 2^(m
 //        - m0); O_left += P_A V_A[:, 0:256] (4 x HGMMA 64x256x16, A from registers: the S
 //        accumulator fragment is the A fragment). While it runs: bar.sync M1, read m1;

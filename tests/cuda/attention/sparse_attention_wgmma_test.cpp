@@ -518,8 +518,9 @@ TEST(SparseAttentionWgmma, LocalPKeyTiles64) {
 }
 
 // The pair handshake under changing maxima: logits growing along the list (tile 2i + 1
-// above tile 2i: m1 > m0, P of tile 2i rescaled by 2^(m0 - m1) < 1), 1..9 tiles, and the
-// same keys reversed through a CSA list (shrinking logits: m1 == m0); kWgmmaLocalP only.
+// above tile 2i: m1 > m0, P of tile 2i rescaled by 2^(m0 - m1) < 1), 2..10 tiles (HCA),
+// then CSA lists of the same entries in random order (maxima that grow in some pairs and
+// not in others), 6 tiles; kWgmmaLocalP only.
 TEST(SparseAttentionWgmma, LocalPPairMaxHandshake) {
   WgmmaCase c;
   c.mode = CompressedKeys::kAllVisible;
