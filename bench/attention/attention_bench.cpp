@@ -29,9 +29,10 @@
 //   "persist_qbf16" / "persist_fp8_qbf16" (prefill and decode; JSON kernel "persist"):
 //     the same with Kernel::kWgmmaPingPongPersistent (min(items, SMs) CTAs looping over
 //     the (token, head group, split) items; decode split-KV auto).
-//   "localp_qbf16" (prefill and decode, JSON kernel "localp_qbf16"): Kernel::kWgmmaLocalP
-//     (persistent, 64-key tiles in pairs, P V from the register-local P), q_bf16 only, BF16
-//     rows; decode split-KV auto and forced 4 / 8 ("localp_qbf16_s4", "_s8").
+//   "localp_qbf16" / "localp_fp8_qbf16" (prefill and decode; JSON kernel: the row name in
+//     prefill, "localp_qbf16" in decode, "kv_cache" telling the rows):
+//     Kernel::kWgmmaLocalP (persistent, 64-key tiles in pairs, P V from the register-local
+//     P), q_bf16 only; decode split-KV auto and forced 4 / 8 ("localp_qbf16_s4", "_s8").
 // Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
 // only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
 // 4096" matches, e.g. one row under ncu)
@@ -226,7 +227,7 @@ int run(int argc, char** argv) {
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
                                  "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "localp_qbf16",
-                                 "simple"}) {
+                                 "localp_fp8_qbf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
@@ -278,7 +279,8 @@ int run(int argc, char** argv) {
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
                                    "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
                                    "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
-                                   "persist_qbf16_s8", "localp_qbf16", "localp_qbf16_s4", "localp_qbf16_s8",
+                                   "persist_qbf16_s8", "localp_qbf16", "localp_fp8_qbf16", "localp_qbf16_s4",
+                                   "localp_qbf16_s8",
                                    "pingpong_qbf16_nogather", "pingpong_qbf16_s1_nogather", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,

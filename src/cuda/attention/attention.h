@@ -107,7 +107,7 @@ struct SparseAttentionParams {
   // Optional BF16 q: [tokens, heads, head_dim] BF16 bits, the round-to-nearest-even of q
   // (ops::rms_norm_rope's out_bf16), 16-byte aligned. Read only by kWgmmaPipelined,
   // kWgmmaPingPong (kAuto's wgmma choices; BF16 and kv_fp8 rows) and
-  // kWgmmaPingPongPersistent (which requires it): their producer warpgroup
+  // kWgmmaPingPongPersistent and kWgmmaLocalP (which require it): their producer warpgroup
   // copies the token's BF16 q with cp.async into the Q panel instead of the consumers
   // loading and rounding 128 KiB of FP32 q, so the copy overlaps the first tiles' gathers;
   // the outputs are bitwise those with q (the kernels round q this way). q may then be
@@ -155,8 +155,8 @@ struct SparseAttentionParams {
   // kWgmmaPingPongPersistent, but 64-key tiles taken in pairs, both consumer warpgroups
   // scoring one tile each at the same time (S = 64 heads x 64 keys), one running max per
   // pair (handshake through shared memory) and each warpgroup's own P fed to P V from
-  // registers; same conditions and split-KV, q_bf16 required, BF16 rows only (kv_fp8 is an
-  // error); outputs within the wgmma bounds of the FP64 loop, not bitwise the other kernels.
+  // registers; same conditions, kv_fp8 and split-KV, q_bf16 required; outputs within the
+  // wgmma bounds of the FP64 loop, not bitwise the other kernels.
   enum class Kernel : int {
     kAuto = 0,
     kSimple = 1,
@@ -179,8 +179,8 @@ struct SparseAttentionParams {
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
   // head_dim 512 only. Read by kWgmmaPingPong (kAuto's choice where it fits),
-  // kWgmmaPingPongPersistent and kWgmmaPipelined (their producer decodes the rows into
-  // the BF16 tile; same split-KV),
+  // kWgmmaPingPongPersistent, kWgmmaLocalP and kWgmmaPipelined (their producer decodes the
+  // rows into the BF16 tile; same split-KV),
   // and by the FP32 kernel (kSimple; kAuto where the wgmma kernels do not fit);
   // kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;

@@ -123,9 +123,10 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
     DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined ||
-                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent,
+                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent ||
+                   p.kernel == Kernel::kWgmmaLocalP,
                "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined, "
-               "kWgmmaPingPong and kWgmmaPingPongPersistent only, not kernel {}",
+               "kWgmmaPingPong, kWgmmaPingPongPersistent and kWgmmaLocalP only, not kernel {}",
                static_cast<int>(p.kernel));
     // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
     // and shapes the wgmma kernels do not take; kAuto the ping-pong kernel).

@@ -1,6 +1,7 @@
 // Sparse MQA attention with sinks on Hopper wgmma, 64-key tiles in pairs with P V from a
 // register-local P (SparseAttentionParams::Kernel::kWgmmaLocalP, opt-in; q_bf16 required).
-// Same contract, key list, numerics class (BF16 q and P, FP32 accumulation), split-KV
+// Same contract, key list, numerics class (BF16 q and P, FP32 accumulation), BF16 or
+// kv_fp8 rows (the producer decodes FP8 rows into the same BF16 tile), split-KV
 // partials and merge, output epilogue (store_output) and persistent work items (grid
 // min(items, SMs), item = (token, head group, split), token fastest: work_item) as
 // kWgmmaPingPongPersistent (sparse_attention_pingpong.cu); what differs is the tile and how
@@ -155,26 +156,75 @@ __device__ __forceinline__ void fetch_picks_64(const SparseAttentionParams& p, c
   }
 }
 
-// One channel half of this thread's rows into the tile at dst (skipped rows zero-filled),
-// optionally with their s_valid flags, then both arrivals on the half's full barrier.
-__device__ __forceinline__ void gather_half(const SparseAttentionParams& p, uint32_t dst,
-                                            const uint16_t* const (&rows)[kProducerRows], int row0, int chunk0,
-                                            int side, bool* valid, uint32_t bar_full) {
+// kv_fp8: this thread's 4 chunks (chunk0 + 8 (4 side + c), c < 4) of one tile row from its
+// 584-byte FP8 row (kv_fp8.h; nullptr: zeros), decoded to BF16 (exact) and stored with
+// st.shared at row_dst + c x 8 KiB. Side 0: scale blocks 0..3; side 1: blocks 4..6 and the
+// BF16 tail (channels 448..511).
+__device__ __forceinline__ void produce_fp8_half(uint32_t row_dst, int chunk0, const uint8_t* source, int side) {
+  static_assert(kKvFp8NopeDim == 7 * 64 && kKvFp8ScaleOffset % 8 == 0, "one scale block per chunk step");
+  if (source == nullptr) {
 #pragma unroll
-  for (int i = 0; i < kProducerRows; ++i) {
-    if (valid != nullptr && chunk0 == 0) valid[row0 + i] = rows[i] != nullptr;
-    // panel_offset(row, chunk0 + 8 b) = b x 8 KiB + this row's swizzled 16 bytes (same in every block).
-    const int row = row0 + i;
-    const uint32_t row_dst = dst + side * kSideBytes + row * 128 + ((chunk0 ^ (row & 7)) << 4);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      const int chunk = chunk0 + 8 * (4 * side + c);
-      cp_async_16(row_dst + c * kBlockBytes, rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
-                  rows[i] != nullptr ? 16 : 0);
-    }
+    for (int c = 0; c < 4; ++c) sparse_ring::st_shared_v4(row_dst + c * kBlockBytes, make_uint4(0u, 0u, 0u, 0u));
+    return;
   }
-  cp_async_mbar_arrive(bar_full);
-  mbar_arrive(bar_full);  // releases the s_valid stores
+  const int fp8_chunks = side == 0 ? 4 : 3;
+  uint2 raw[4];  // all loads first, then decode and store
+#pragma unroll
+  for (int c = 0; c < fp8_chunks; ++c) raw[c] = reinterpret_cast<const uint2*>(source)[chunk0 + 8 * (4 * side + c)];
+  const uint2 scales = *reinterpret_cast<const uint2*>(source + kKvFp8ScaleOffset);  // 7 scales + pad
+  uint2 lo = make_uint2(0u, 0u), hi = make_uint2(0u, 0u);
+  if (side == 1) {
+    const uint2* tail = reinterpret_cast<const uint2*>(source + kKvFp8RopeOffset) + 2 * chunk0;
+    lo = tail[0];
+    hi = tail[1];
+  }
+#pragma unroll
+  for (int c = 0; c < fp8_chunks; ++c) {
+    const uint32_t scale_byte = ((side == 0 ? scales.x : scales.y) >> (8 * c)) & 0xff;  // block 4 side + c
+    sparse_ring::st_shared_v4(row_dst + c * kBlockBytes, kv_fp8_decode8_bf16(raw[c], static_cast<int>(scale_byte) - 127));
+  }
+  if (side == 1) sparse_ring::st_shared_v4(row_dst + 3 * kBlockBytes, make_uint4(lo.x, lo.y, hi.x, hi.y));
+}
+
+// One channel half of this thread's rows of tile `tile` into the tile at dst (skipped rows
+// zero-filled), optionally with their s_valid flags, then both arrivals on the half's full
+// barrier. BF16 rows: 16-byte cp.async (the arrival fires when they land); kFp8: the rows
+// at key_row_fp8 decoded one row at a time with st.shared, fence.proxy.async, two ordinary
+// arrivals.
+template <bool kFp8>
+__device__ __forceinline__ void gather_half(const SparseAttentionParams& p, const KeyList& keys, int tile,
+                                            uint32_t dst, const uint16_t* const (&rows)[kProducerRows], int row0,
+                                            int chunk0, int side, bool* valid, uint32_t bar_full) {
+  if constexpr (kFp8) {
+    static_assert(kProducerRows == 4, "row selection below");
+#pragma unroll 1
+    for (int i = 0; i < kProducerRows; ++i) {
+      const uint16_t* row_bf16 = i == 0 ? rows[0] : i == 1 ? rows[1] : i == 2 ? rows[2] : rows[3];
+      if (valid != nullptr && chunk0 == 0) valid[row0 + i] = row_bf16 != nullptr;
+      const int row = row0 + i;
+      const uint32_t row_dst = dst + side * kSideBytes + row * 128 + ((chunk0 ^ (row & 7)) << 4);
+      produce_fp8_half(row_dst, chunk0, sparse_ring::key_row_fp8(p, keys, tile * kTileKeys + row, row_bf16), side);
+    }
+    fence_proxy_async();  // this thread's st.shared of the half -> the consumers' wgmma reads
+    mbar_arrive(bar_full);
+    mbar_arrive(bar_full);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kProducerRows; ++i) {
+      if (valid != nullptr && chunk0 == 0) valid[row0 + i] = rows[i] != nullptr;
+      // panel_offset(row, chunk0 + 8 b) = b x 8 KiB + this row's swizzled 16 bytes (same in every block).
+      const int row = row0 + i;
+      const uint32_t row_dst = dst + side * kSideBytes + row * 128 + ((chunk0 ^ (row & 7)) << 4);
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int chunk = chunk0 + 8 * (4 * side + c);
+        cp_async_16(row_dst + c * kBlockBytes, rows[i] != nullptr ? rows[i] + chunk * 8 : p.window_kv,
+                    rows[i] != nullptr ? 16 : 0);
+      }
+    }
+    cp_async_mbar_arrive(bar_full);
+    mbar_arrive(bar_full);  // releases the s_valid stores
+  }
 }
 
 // The producer's whole job: per item of the CTA (blockIdx.x, + gridDim.x, ...; c-th item),
@@ -186,7 +236,6 @@ template <bool kFp8>
 __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, int splits, int items, uint32_t s_q,
                                               uint32_t s_tiles, uint32_t bar_full, uint32_t bar_empty,
                                               uint32_t bar_q, uint32_t bar_q_empty, bool (&s_valid)[2][kTileKeys]) {
-  static_assert(!kFp8, "kv_fp8 rows: not built for this kernel (launchers.cpp refuses it)");
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
   const int pt = threadIdx.x - kConsumerThreads;
   const int chunk0 = pt & 7, row0 = kProducerRows * (pt >> 3);
@@ -214,23 +263,33 @@ __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, in
       }
 #pragma unroll
       for (int i = 0; i < kProducerRows && prefetch; ++i) {
-        if (rows_a[i] != nullptr) prefetch_l2(rows_a[i] + 64 * chunk0);  // 128-byte line chunk0 of the 1 KiB row
-        if (rows_b[i] != nullptr) prefetch_l2(rows_b[i] + 64 * chunk0);
+        if constexpr (kFp8) {  // the 584-byte row's 5 lines (chunk0 < 5: line chunk0; 5: the last bytes)
+          const uint8_t* a = sparse_ring::key_row_fp8(p, keys, tile_a * kTileKeys + row0 + i, rows_a[i]);
+          const uint8_t* b = sparse_ring::key_row_fp8(p, keys, (tile_a + 1) * kTileKeys + row0 + i, rows_b[i]);
+          const int line = chunk0 < 5 ? 128 * chunk0 : kKvFp8RowBytes - 8;
+          if (a != nullptr && chunk0 <= 5) prefetch_l2(a + line);
+          if (b != nullptr && chunk0 <= 5) prefetch_l2(b + line);
+        } else {
+          if (rows_a[i] != nullptr) prefetch_l2(rows_a[i] + 64 * chunk0);  // 128-byte line chunk0 of the 1 KiB row
+          if (rows_b[i] != nullptr) prefetch_l2(rows_b[i] + 64 * chunk0);
+        }
       }
       if (tile_a + 2 < tile_end) fetch_picks_64(p, keys, w.token, tile_a + 2, pt, picks_a);
       if (tile_a + 3 < tile_end) fetch_picks_64(p, keys, w.token, tile_a + 3, pt, picks_b);
       const uint32_t tile0 = s_tiles, tile1 = s_tiles + kPanelBytes;
+      const int tile_b = tile_a + 1;
       mbar_wait(bar_empty + 8 * half_index(0, 0), (f0 & 1) ^ 1);
-      gather_half(p, tile0, rows_a, row0, chunk0, 0, s_valid[0], bar_full + 8 * half_index(0, 0));
+      gather_half<kFp8>(p, keys, tile_a, tile0, rows_a, row0, chunk0, 0, s_valid[0], bar_full + 8 * half_index(0, 0));
       if (has_b) {
         mbar_wait(bar_empty + 8 * half_index(1, 1), (f1 & 1) ^ 1);
-        gather_half(p, tile1, rows_b, row0, chunk0, 1, s_valid[1], bar_full + 8 * half_index(1, 1));
+        gather_half<kFp8>(p, keys, tile_b, tile1, rows_b, row0, chunk0, 1, s_valid[1],
+                          bar_full + 8 * half_index(1, 1));
       }
       mbar_wait(bar_empty + 8 * half_index(0, 1), (f0 & 1) ^ 1);
-      gather_half(p, tile0, rows_a, row0, chunk0, 1, nullptr, bar_full + 8 * half_index(0, 1));
+      gather_half<kFp8>(p, keys, tile_a, tile0, rows_a, row0, chunk0, 1, nullptr, bar_full + 8 * half_index(0, 1));
       if (has_b) {
         mbar_wait(bar_empty + 8 * half_index(1, 0), (f1 & 1) ^ 1);
-        gather_half(p, tile1, rows_b, row0, chunk0, 0, nullptr, bar_full + 8 * half_index(1, 0));
+        gather_half<kFp8>(p, keys, tile_b, tile1, rows_b, row0, chunk0, 0, nullptr, bar_full + 8 * half_index(1, 0));
       }
       ++f0;
       if (has_b) ++f1;
@@ -571,11 +630,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 namespace detail {
 
 cudaError_t launch_sparse_attention_localp(const SparseAttentionParams& p, int splits, cudaStream_t stream) {
-  if (p.q_bf16 == nullptr || p.kv_fp8) return cudaErrorInvalidValue;  // launchers.cpp refuses both with a message
-  static bool attribute_set[2][64] = {};
-  // kv_fp8 is refused above; the second entry only fills the launcher's BF16 / FP8 pair.
-  static constexpr sparse_ring::PersistentRingKernel kernels[2] = {sparse_attention_localp_kernel<false>,
-                                                                   sparse_attention_localp_kernel<false>};
+  if (p.q_bf16 == nullptr) return cudaErrorInvalidValue;  // launchers.cpp refuses it with a message first
+  static bool attribute_set[2][64] = {};  // this kernel's own (per device and instance)
+  static constexpr sparse_ring::PersistentRingKernel kernels[2] = {sparse_attention_localp_kernel<false>,  // BF16 KV
+                                                                   sparse_attention_localp_kernel<true>};  // kv_fp8
   return sparse_ring::launch_persistent_ring_kernel(p, splits, stream, kernels, kSmemBytes, attribute_set);
 }
 

@@ -41,8 +41,8 @@
 // kWgmmaPingPongPersistent / kWgmmaLocalP on 8 heads, kv_splits without (enough) workspace, an unknown
 // kernel value; q and q_bf16 both null, q_bf16 alone for a kernel that reads the FP32 q
 // (kSimple, kWgmma, kWgmmaShareP, kAuto on a shape only the FP32 kernel takes), a
-// misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16; kWgmmaLocalP on head_dim 256,
-// without q_bf16, on kv_fp8 rows.
+// misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16; kWgmmaLocalP on head_dim 256
+// and without q_bf16.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -728,7 +728,7 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.heads = 8;
   p.q_bf16 = fake_kv;
   expect_error("persistent on 8 heads", "heads % 64 == 0");
-  // kWgmmaLocalP: q_bf16 required, heads % 64 and head_dim 512, BF16 rows only.
+  // kWgmmaLocalP: q_bf16 required, heads % 64 and head_dim 512.
   p.kernel = Kernel::kWgmmaLocalP;
   expect_error("local P on 8 heads", "heads % 64 == 0");
   p.heads = 64;
@@ -737,10 +737,6 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.head_dim = kDim;
   p.q_bf16 = nullptr;
   expect_error("local P without q_bf16", "kWgmmaLocalP requires q_bf16");
-  p.q_bf16 = fake_kv;
-  p.kv_fp8 = true;
-  expect_error("local P on FP8 rows", "kv_fp8 is read by");
-  p.kv_fp8 = false;
 }
 
 }  // namespace
