@@ -38,8 +38,9 @@
 //        wait, O_left *= 2^(m0 - m1); bar.sync P1 and O_left += P[1] V_B[:, 0:256] (SS).
 //   WG1: S_B (as S_A) at the same time; bar.sync M0; m1 = max(m0, rowmax S_B) -> s_m1,
 //        bar.arrive M1; P_B = exp2(S_B - m1), O_right *= 2^(m - m1); O_right += P_B V_B[:,
-//        256:512] (RS); P_B -> P[1], fence, bar.arrive P1; wait; bar.sync P0 and O_right +=
-//        P[0] V_A[:, 256:512] (SS).
+//        256:512] (RS); P_B -> P[1], fence, bar.arrive P1; bar.sync P0 and O_right +=
+//        P[0] V_A[:, 256:512] (SS) queued behind the RS group (same accumulator, nothing
+//        between them); wait_group 1 retires the RS group (B right free), then wait 0.
 //   Row sums: each warpgroup sums the BF16 weights of the tile it scored (WG0's rescaled by
 //   2^(m0 - m1) with O_left); the epilogue adds the two (quad-summed, through s_l).
 //   Numerics: P_A enters O_left rounded at m0 and O_right rounded again at m1 (a second
@@ -362,8 +363,8 @@ __device__ __forceinline__ void issue_pv_rs(float (&o)[128], uint32_t (&pa)[16],
   wgmma_commit();
 }
 
-// O += P V_side with P from the panel at s_pp (SS), issued and waited.
-__device__ __forceinline__ void run_pv_ss(float (&o)[128], uint32_t s_pp, uint32_t s_k, int side) {
+// O += P V_side with P from the panel at s_pp (SS); committed, not waited for.
+__device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t s_pp, uint32_t s_k, int side) {
   fence_regs(o);
   wgmma_fence();
   const uint64_t desc_p = make_desc(s_pp, 16, 1024), desc_v = make_desc(s_k + side * kSideBytes, kBlockBytes, 1024);
@@ -371,8 +372,6 @@ __device__ __forceinline__ void run_pv_ss(float (&o)[128], uint32_t s_pp, uint32
   for (int kc = 0; kc < kTileKeys / 16; ++kc)
     wgmma_m64n256k16_ss_tb(o, desc_at(desc_p, kc * 32), desc_at(desc_v, kc * 2048));
   wgmma_commit();
-  wgmma_wait_all();
-  fence_regs(o);
 }
 
 // Byte offset in a P panel of the BF16 pair (keys 8 j + 2 q, + 1) of row `row`.
@@ -480,7 +479,9 @@ __device__ __forceinline__ void consume_wg0(int n, uint32_t f0, uint32_t f1, con
       mbar_wait_no_trap(sm.full + 8 * half_index(1, 0), f1 & 1);  // complete: warpgroup 1's S_B needed it
       __syncwarp();
       fence_proxy_async();
-      run_pv_ss(o, sm.p1, sm.tile1, 0);  // O_left += P[1] V_B[:, 0:256]
+      issue_pv_ss(o, sm.p1, sm.tile1, 0);  // O_left += P[1] V_B[:, 0:256]
+      wgmma_wait_all();
+      fence_regs(o);
       mbar_arrive(sm.empty + 8 * half_index(1, 0));
       ++f1;
     }
@@ -527,21 +528,31 @@ __device__ __forceinline__ void consume_wg1(int n, uint32_t f0, uint32_t f1, con
         for (int h = 0; h < 2; ++h) st_shared_u32(sm.p1 + p_offset(r.row0 + 8 * h, j, r.q), pa[2 * j + h]);
       fence_proxy_async();
       named_arrive(kBarP1);
-      wgmma_wait_all();
-      fence_regs(o);
+      // O_right += P[0] V_A[:, 256:512] queued behind the RS product (same accumulator, no
+      // rescale between them), then the RS group retired first (wait_group 1).
+      named_sync(kBarP0);  // P[0] at m1 written by warpgroup 0
+      mbar_wait_no_trap(sm.full + 8 * half_index(0, 1), f0 & 1);  // complete: warpgroup 0's S_A needed it
+      __syncwarp();
+      fence_proxy_async();
+      issue_pv_ss(o, sm.p0, sm.tile0, 1);
+      wgmma_wait<1>();
       fence_regs(pa);
       mbar_arrive(sm.empty + 8 * half_index(1, 1));  // B right: S and the RS product done
+      wgmma_wait_all();
+      fence_regs(o);
       ++f1;
     } else {
 #pragma unroll
       for (int h = 0; h < 2; ++h) st.l[h] *= alpha[h];
       rescale_o(o, alpha);
+      named_sync(kBarP0);  // P[0] at m1 written by warpgroup 0
+      mbar_wait_no_trap(sm.full + 8 * half_index(0, 1), f0 & 1);
+      __syncwarp();
+      fence_proxy_async();
+      issue_pv_ss(o, sm.p0, sm.tile0, 1);  // O_right += P[0] V_A[:, 256:512]
+      wgmma_wait_all();
+      fence_regs(o);
     }
-    named_sync(kBarP0);  // P[0] at m1 written by warpgroup 0
-    mbar_wait_no_trap(sm.full + 8 * half_index(0, 1), f0 & 1);  // complete: warpgroup 0's S_A needed it
-    __syncwarp();
-    fence_proxy_async();
-    run_pv_ss(o, sm.p0, sm.tile0, 1);  // O_right += P[0] V_A[:, 256:512]
     mbar_arrive(sm.empty + 8 * half_index(0, 1));
     ++f0;
   }
