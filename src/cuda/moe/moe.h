@@ -351,6 +351,7 @@ struct MoeForwardParams {
                                            // moe_persistent_split_k's choice);
                                            // moe_workspace must be given the same value
   int persistent_grid = 0;                 // kDecodePersistent: DecodePersistentParams::grid (0: all resident CTAs)
+  bool persistent_cooperative = true;      // kDecodePersistent: DecodePersistentParams::cooperative
   bool overlap_l2 = false;                 // kDecodeStream(Bulk) only (opt-in): L2 launched with PDL
                                            // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;

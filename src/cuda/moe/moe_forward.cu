@@ -323,6 +323,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
     pp.l2 = l2;
     pp.grid_barrier = ws.grid_barrier;
     pp.grid = p.persistent_grid;
+    pp.cooperative = p.persistent_cooperative;
     if ((err = launch_moe_decode_persistent(pp)) != cudaSuccess) return err;
   } else {
     if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
