@@ -217,6 +217,8 @@ int moe_decode_persistent_ctas(ExpertFormat format);
 // (dividing k / 128) with the least  ceil(units x S / ctas) x (k / 128 / S + 2)  (the k-tiles
 // of the busiest CTA, + 2 per unit for its pipeline fill and epilogue; units = max_tiles x
 // n / 128), the smallest S on ties. Pure (host): V4-Flash at 1 token on 396 CTAs: L1 4, L2 1.
+// moe_workspace's `forced`: decode_split, else DSV4_MOE_SPLITK (both GEMMs alike), else the
+// environment DSV4_MOE_PERSISTENT_S="S1,S2" (read once; L1 / L2 apart, for sweeps), else 0.
 int moe_persistent_split_k(int max_tiles, int n, int k, int ctas, int forced);
 
 // ---- Decode stream layout (TileConfig::kDecodeStream; docs/kernels/moe.md, decode) -------

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace dsv4::cuda::moe {
 
@@ -113,10 +114,29 @@ int forced_split(int decode_split, int tokens) {
 // S shrinks as t grows, so a workspace sized for more tokens still fits fewer).
 // The S of kDecodeSplitK (persistent == false: moe_decode_split_k) or kDecodePersistent
 // (moe_persistent_split_k on `ctas` CTAs) for L1 / L2 at max_tiles tiles.
+// kDecodePersistent: DSV4_MOE_PERSISTENT_S="S1,S2" (read once) forces L1's and L2's S apart
+// (for sweeps on the GPU; decode_split / DSV4_MOE_SPLITK force both alike and win over it).
+void persistent_env_split(int* s1, int* s2) {
+  static const std::pair<int, int> env = [] {
+    const char* v = std::getenv("DSV4_MOE_PERSISTENT_S");
+    int a = 0, b = 0;
+    if (v != nullptr) {
+      a = std::atoi(v);
+      const char* comma = std::strchr(v, ',');
+      b = comma != nullptr ? std::atoi(comma + 1) : a;
+    }
+    return std::pair<int, int>(a, b);
+  }();
+  *s1 = env.first;
+  *s2 = env.second;
+}
+
 void split_choice(const MoeLayerWeights& w, int max_tiles, int forced, bool persistent, int ctas, int* s1, int* s2) {
   if (persistent) {
-    *s1 = moe_persistent_split_k(max_tiles, 2 * w.intermediate, w.hidden, ctas, forced);
-    *s2 = moe_persistent_split_k(max_tiles, w.hidden, w.intermediate, ctas, forced);
+    int env1 = 0, env2 = 0;
+    if (forced <= 0) persistent_env_split(&env1, &env2);
+    *s1 = moe_persistent_split_k(max_tiles, 2 * w.intermediate, w.hidden, ctas, forced > 0 ? forced : env1);
+    *s2 = moe_persistent_split_k(max_tiles, w.hidden, w.intermediate, ctas, forced > 0 ? forced : env2);
   } else {
     *s1 = moe_decode_split_k(max_tiles, 2 * w.intermediate, w.hidden, forced);
     *s2 = moe_decode_split_k(max_tiles, w.hidden, w.intermediate, forced);
@@ -134,7 +154,8 @@ size_t split_partial_floats(const MoeLayerWeights& w, int tokens, int pairs_per_
     const size_t pairs = static_cast<size_t>(t) * pairs_per_token;
     if (s1 > 1) best = std::max(best, s1 * pairs * 2 * w.intermediate);
     if (s2 > 1) best = std::max(best, s2 * pairs * w.hidden);
-    if (s1 == 1 && s2 == 1 && forced_split(decode_split, tokens) == 0) break;  // max_tiles grows with t: no split beyond
+    if (s1 == 1 && s2 == 1 && forced_split(decode_split, tokens) == 0 && !persistent)
+      break;  // max_tiles grows with t: no split beyond (kDecodeSplitK; the persistent choice is not monotone)
   }
   return best;
 }
