@@ -206,6 +206,10 @@ struct DecodePersistentParams {
                                           // > 0: min(grid, that) (tests: few CTAs, many units each)
   bool cooperative = true;                // cudaLaunchAttributeCooperative: the driver refuses a grid that
                                           // cannot be co-resident (false: plain launch, same grid)
+  bool chain_units = false;               // a CTA's units share one stage ring: each unit issues the next
+                                          // one's first 5 weight stages in its last 5 iterations (no drain /
+                                          // refill between units; L2's first weights during L1's tail). Same
+                                          // results bit for bit. Opt-in until measured.
 };
 cudaError_t launch_moe_decode_persistent(const DecodePersistentParams& params);
 // CTAs of kDecodePersistent resident at once on the current device (occupancy x SMs, queried
@@ -354,6 +358,7 @@ struct MoeForwardParams {
                                            // moe_workspace must be given the same value
   int persistent_grid = 0;                 // kDecodePersistent: DecodePersistentParams::grid (0: all resident CTAs)
   bool persistent_cooperative = true;      // kDecodePersistent: DecodePersistentParams::cooperative
+  bool persistent_chain = false;           // kDecodePersistent: DecodePersistentParams::chain_units
   bool overlap_l2 = false;                 // kDecodeStream(Bulk) only (opt-in): L2 launched with PDL
                                            // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;
