@@ -29,6 +29,10 @@
 //   "persist_qbf16" / "persist_fp8_qbf16" (prefill and decode; JSON kernel "persist"):
 //     the same with Kernel::kWgmmaPingPongPersistent (min(items, SMs) CTAs looping over
 //     the (token, head group, split) items; decode split-KV auto).
+//   "localp_qbf16" / "localp_fp8_qbf16" (prefill and decode; JSON kernel: the row name in
+//     prefill, "localp_qbf16" in decode, "kv_cache" telling the rows):
+//     Kernel::kWgmmaLocalP (persistent, 64-key tiles in pairs, P V from the register-local
+//     P), q_bf16 only; decode split-KV auto and forced 4 / 8 ("localp_qbf16_s4", "_s8").
 // Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
 // only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
 // 4096" matches, e.g. one row under ncu)
@@ -222,12 +226,13 @@ int run(int argc, char** argv) {
       build(pr, csa, positions, slots, kWindow - 1 + tokens, rng);
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
-                                 "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "simple"}) {
+                                 "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "localp_qbf16",
+                                 "localp_fp8_qbf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
         const bool pingpong = name.starts_with("pingpong"), qbf16 = name.ends_with("_qbf16");
-        const bool persist = name.starts_with("persist");
+        const bool persist = name.starts_with("persist"), local_p = name.starts_with("localp");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
         if (simple && tokens > 8192) continue;
@@ -237,6 +242,7 @@ int run(int argc, char** argv) {
                       : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                       : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
                       : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
+                      : local_p  ? SparseAttentionParams::Kernel::kWgmmaLocalP
                                  : SparseAttentionParams::Kernel::kWgmma;
         const int iters = simple ? 3 : tokens > 8192 ? 5 : 10;
         const double ms = timer.median_ms([&] { cuda::attention::sparse_attention(pr.p, nullptr); }, iters,
@@ -273,8 +279,9 @@ int run(int argc, char** argv) {
         for (const char* splits : {"auto", "off", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8",
                                    "pingpong_qbf16", "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16",
                                    "pingpong_qbf16_s1", "pingpong_qbf16_s2", "pingpong_qbf16_s4", "persist_qbf16_s4",
-                                   "persist_qbf16_s8", "pingpong_qbf16_nogather", "pingpong_qbf16_s1_nogather",
-                                   "simple"}) {
+                                   "persist_qbf16_s8", "localp_qbf16", "localp_fp8_qbf16", "localp_qbf16_s4",
+                                   "localp_qbf16_s8",
+                                   "pingpong_qbf16_nogather", "pingpong_qbf16_s1_nogather", "simple"}) {
           // "simple": the FP32 kernel (what kAuto gives up for the wgmma one); "sharep":
           // Kernel::kWgmmaShareP with split-KV auto; "pipe": Kernel::kWgmmaPipelined,
           // split-KV auto; "pingpong": Kernel::kWgmmaPingPong, split-KV auto; "auto" /
@@ -298,6 +305,7 @@ int run(int argc, char** argv) {
           const bool share_p = name == "sharep", fp8 = name.find("_fp8") != std::string::npos;
           const bool pipe = name.starts_with("pipe"), pingpong = name.starts_with("pingpong");
           const bool persist = name.starts_with("persist"), qbf16 = name.ends_with("_qbf16");
+          const bool local_p = name.starts_with("localp");
           if (!wanted(std::string("decode ") + (csa ? "csa " : "hca ") + splits + " " + std::to_string(batch) + " " +
                       std::to_string(context)))
             continue;
@@ -308,6 +316,7 @@ int run(int argc, char** argv) {
                         : pipe     ? SparseAttentionParams::Kernel::kWgmmaPipelined
                         : pingpong ? SparseAttentionParams::Kernel::kWgmmaPingPong
                         : persist  ? SparseAttentionParams::Kernel::kWgmmaPingPongPersistent
+                        : local_p  ? SparseAttentionParams::Kernel::kWgmmaLocalP
                                    : SparseAttentionParams::Kernel::kWgmma;
           pr.p.kv_splits = off ? 1 : forced_splits;
           if (csa) pr.p.selected = nogather ? pr.selected_none : pr.selected;
@@ -331,9 +340,9 @@ int run(int argc, char** argv) {
                          "\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\",\"picks\":\"%s\"}\n",
                          prop.name, date.c_str(), csa ? "csa" : "hca",
                          simple ? "simple" : share_p ? "sharep" : pipe ? "pipe" : pingpong ? "pingpong"
-                                           : persist ? "persist" : "wgmma",
+                                           : persist ? "persist" : local_p ? "localp_qbf16" : "wgmma",
                          simple ? "off" : forced_splits > 0 ? forced_text.c_str()
-                                        : share_p || pipe || pingpong || persist ? "auto" : splits,
+                                        : share_p || pipe || pingpong || persist || local_p ? "auto" : splits,
                          batch, context, kHeads, kDim, iters, ms,
                          static_cast<long long>(pr.attended), kv_bytes, bytes, gbps, copy_gbps, gbps / copy_gbps, tflops,
                          peak_tflops, tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32",

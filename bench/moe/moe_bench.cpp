@@ -29,7 +29,9 @@
 //   dispatch state, quantize x (launch_act_quant_fp8) + L1 W4A8 + quantize h + L2 W4A8
 //   (w4a8_ms) and L1 + L2 alone (w4a8_gemm_ms); TFLOP/s = the same useful FLOPs / time.
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
-//   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
+//   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap), prefill_w4a8_lut and
+//   prefill_w4a8_producer (kPrefillW4A8Producer: weights converted once per stage by a producer
+//   warpgroup, SS FP8 wgmma, persistent CTAs). --w4a8-config NAME prints only that W4A8 row.
 // prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
@@ -48,7 +50,7 @@
 //                   decode_stream_pdl|decode_stream_bulk|decode_persistent|decode_persistent_s1|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma|prefill_wgmma_wide] (forces one path)
 //                  [--tma 1]
-//                  [--stream 1] [--persistent 1] [--w4a8 0]
+//                  [--stream 1] [--persistent 1] [--w4a8 0] [--w4a8-config prefill_w4a8_producer]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -151,10 +153,20 @@ std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma
   return paths;
 }
 
+const char* w4a8_config_name(cuda::moe::TileConfig c) {
+  switch (c) {
+    case cuda::moe::TileConfig::kPrefillW4A8: return "prefill_w4a8";
+    case cuda::moe::TileConfig::kPrefillW4A8Lut: return "prefill_w4a8_lut";
+    case cuda::moe::TileConfig::kPrefillW4A8Producer: return "prefill_w4a8_producer";
+    default: return "prefill_w4a8_serial";
+  }
+}
+
 int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
+  std::string w4a8_only;  // --w4a8-config NAME: only that W4A8 row (prefill_w4a8_producer, ...)
   bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel: slower than the pipelined one on the H200)
   bool stream_rows = false;  // --stream 1: decode_stream* rows (opt-in kernels)
   bool persistent_rows = false;  // --persistent 1: decode_persistent rows (opt-in kernel)
@@ -165,6 +177,7 @@ int run(int argc, char** argv) {
     else if (key == "--formats") formats = value;
     else if (key == "--config") config_filter = value;
     else if (key == "--w4a8") w4a8_rows = value != "0";
+    else if (key == "--w4a8-config") w4a8_only = value;
     else if (key == "--tma") tma_rows = value != "0";
     else if (key == "--stream") stream_rows = value != "0";
     else if (key == "--persistent") persistent_rows = value != "0";
@@ -401,12 +414,12 @@ int run(int argc, char** argv) {
           // The serial kernel first (GPU-verified 2026-12-01), then the overlapped one and its
           // table-lookup variant (register hazard fixed offline, not yet run on a GPU: their
           // figures count only once cuda_moe_w4a8_test passes).
+          // Then kPrefillW4A8Producer (producer warpgroup, persistent CTAs; not yet GPU-run).
           for (const cuda::moe::TileConfig wconfig :
                {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
-                cuda::moe::TileConfig::kPrefillW4A8Lut}) {
-          const char* wname = wconfig == cuda::moe::TileConfig::kPrefillW4A8      ? "prefill_w4a8"
-                              : wconfig == cuda::moe::TileConfig::kPrefillW4A8Lut ? "prefill_w4a8_lut"
-                                                                                  : "prefill_w4a8_serial";
+                cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer}) {
+          if (!w4a8_only.empty() && w4a8_only != w4a8_config_name(wconfig)) continue;
+          const char* wname = w4a8_config_name(wconfig);
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
           q1.config = q2.config = wconfig;
           q1.act8 = d_x8;

@@ -107,7 +107,7 @@ struct SparseAttentionParams {
   // Optional BF16 q: [tokens, heads, head_dim] BF16 bits, the round-to-nearest-even of q
   // (ops::rms_norm_rope's out_bf16), 16-byte aligned. Read only by kWgmmaPipelined,
   // kWgmmaPingPong (kAuto's wgmma choices; BF16 and kv_fp8 rows) and
-  // kWgmmaPingPongPersistent (which requires it): their producer warpgroup
+  // kWgmmaPingPongPersistent and kWgmmaLocalP (which require it): their producer warpgroup
   // copies the token's BF16 q with cp.async into the Q panel instead of the consumers
   // loading and rounding 128 KiB of FP32 q, so the copy overlaps the first tiles' gathers;
   // the outputs are bitwise those with q (the kernels round q this way). q may then be
@@ -151,6 +151,12 @@ struct SparseAttentionParams {
   // across items (the next item's Q copy and first gathers overlap this item's last tiles
   // and epilogue); same conditions, kv_fp8 and split-KV, outputs bitwise kWgmmaPingPong's;
   // requires q_bf16 (an error without it: the producer copies each item's Q).
+  // kWgmmaLocalP (opt-in, not measured yet; sparse_attention_localp.cu): persistent like
+  // kWgmmaPingPongPersistent, but 64-key tiles taken in pairs, both consumer warpgroups
+  // scoring one tile each at the same time (S = 64 heads x 64 keys), one running max per
+  // pair (handshake through shared memory) and each warpgroup's own P fed to P V from
+  // registers; same conditions, kv_fp8 and split-KV, q_bf16 required; outputs within the
+  // wgmma bounds of the FP64 loop, not bitwise the other kernels.
   enum class Kernel : int {
     kAuto = 0,
     kSimple = 1,
@@ -158,7 +164,8 @@ struct SparseAttentionParams {
     kWgmmaShareP = 3,
     kWgmmaPipelined = 4,
     kWgmmaPingPong = 5,
-    kWgmmaPingPongPersistent = 6
+    kWgmmaPingPongPersistent = 6,
+    kWgmmaLocalP = 7
   } kernel = Kernel::kAuto;
   // Split-KV of the wgmma kernel (decode with long key lists): each token's key list in
   // kv_splits ranges on separate CTAs, merged by a second kernel. Needs split_workspace
@@ -172,8 +179,8 @@ struct SparseAttentionParams {
   // arrays reinterpret_cast to const uint16_t*; 16-byte aligned bases), dequantized as
   // they are loaded (exact in BF16, so the math is the BF16 path's on the decoded rows).
   // head_dim 512 only. Read by kWgmmaPingPong (kAuto's choice where it fits),
-  // kWgmmaPingPongPersistent and kWgmmaPipelined (their producer decodes the rows into
-  // the BF16 tile; same split-KV),
+  // kWgmmaPingPongPersistent, kWgmmaLocalP and kWgmmaPipelined (their producer decodes the
+  // rows into the BF16 tile; same split-KV),
   // and by the FP32 kernel (kSimple; kAuto where the wgmma kernels do not fit);
   // kWgmma / kWgmmaShareP with kv_fp8 are an error.
   bool kv_fp8 = false;

@@ -86,5 +86,9 @@ cudaError_t launch_sparse_attention_pingpong(const SparseAttentionParams& params
 // q_bf16 required; grid min(tokens x heads / 64 x kv_splits, SMs)).
 cudaError_t launch_sparse_attention_pingpong_persistent(const SparseAttentionParams& params, int kv_splits,
                                                         cudaStream_t stream);
+// sparse_attention_localp.cu: Kernel::kWgmmaLocalP (persistent like the one above, 64-key
+// tiles in pairs, P V with a register-local P; same conditions and split workspace, q_bf16
+// required; BF16 or kv_fp8 rows).
+cudaError_t launch_sparse_attention_localp(const SparseAttentionParams& params, int kv_splits, cudaStream_t stream);
 
 }  // namespace dsv4::cuda::attention::detail

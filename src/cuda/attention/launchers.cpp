@@ -123,21 +123,23 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     DSV4_CHECK(p.head_dim == kKvFp8HeadDim, "sparse_attention: kv_fp8 rows hold head_dim {}, not {}", kKvFp8HeadDim,
                p.head_dim);
     DSV4_CHECK(p.kernel == Kernel::kAuto || p.kernel == Kernel::kSimple || p.kernel == Kernel::kWgmmaPipelined ||
-                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent,
+                   p.kernel == Kernel::kWgmmaPingPong || p.kernel == Kernel::kWgmmaPingPongPersistent ||
+                   p.kernel == Kernel::kWgmmaLocalP,
                "sparse_attention: kv_fp8 is read by the FP32 kernel (kAuto, kSimple), kWgmmaPipelined, "
-               "kWgmmaPingPong and kWgmmaPingPongPersistent only, not kernel {}",
+               "kWgmmaPingPong, kWgmmaPingPongPersistent and kWgmmaLocalP only, not kernel {}",
                static_cast<int>(p.kernel));
     // kv_fp8 takes the same kernel choice as BF16 rows below (the FP32 kernel for kSimple
     // and shapes the wgmma kernels do not take; kAuto the ping-pong kernel).
   }
   const bool wgmma_fits = detail::sparse_attention_wgmma_supported(p);
-  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaPingPongPersistent,
+  DSV4_CHECK(p.kernel >= Kernel::kAuto && p.kernel <= Kernel::kWgmmaLocalP,
              "sparse_attention: unknown kernel {} (expected 0..{})", static_cast<int>(p.kernel),
-             static_cast<int>(Kernel::kWgmmaPingPongPersistent));
+             static_cast<int>(Kernel::kWgmmaLocalP));
   const bool persistent = p.kernel == Kernel::kWgmmaPingPongPersistent;
+  const bool local_p = p.kernel == Kernel::kWgmmaLocalP;
   const bool wgmma_forced = p.kernel == Kernel::kWgmma || p.kernel == Kernel::kWgmmaShareP ||
                             p.kernel == Kernel::kWgmmaPipelined || p.kernel == Kernel::kWgmmaPingPong ||
-                            persistent;
+                            persistent || local_p;
   DSV4_CHECK(!wgmma_forced || wgmma_fits,
              "sparse_attention: the wgmma kernel takes heads % 64 == 0 and head_dim 512, not heads {} head_dim {}",
              p.heads, p.head_dim);
@@ -151,12 +153,16 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   DSV4_CHECK(!persistent || p.q_bf16,
              "sparse_attention: kWgmmaPingPongPersistent requires q_bf16 (its producer copies each work item's BF16 "
              "q); q_bf16 is null (the FP32 q alone is not supported: use kWgmmaPingPong)");
+  DSV4_CHECK(!local_p || p.q_bf16,
+             "sparse_attention: kWgmmaLocalP requires q_bf16 (its producer copies each work item's BF16 q); q_bf16 "
+             "is null (the FP32 q alone is not supported: use kWgmmaPingPong)");
   // q_bf16 feeds the ring kernels only; every other kernel reads the FP32 q.
   const bool fp32_kernel = p.kernel == Kernel::kSimple || !wgmma_fits;
   const bool ring_kernel = !fp32_kernel && (p.kernel == Kernel::kAuto || p.kernel == Kernel::kWgmmaPipelined ||
-                                            p.kernel == Kernel::kWgmmaPingPong || persistent);
+                                            p.kernel == Kernel::kWgmmaPingPong || persistent || local_p);
   DSV4_CHECK(p.q || ring_kernel,
-             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong / kWgmmaPingPongPersistent; "
+             "sparse_attention: q_bf16 is read only by kWgmmaPipelined / kWgmmaPingPong / kWgmmaPingPongPersistent / "
+             "kWgmmaLocalP; "
              "kernel {} ({}) needs the FP32 q, which is null",
              static_cast<int>(p.kernel),
              fp32_kernel ? (wgmma_fits ? "the FP32 kernel" : "the FP32 kernel: the shape does not fit the wgmma ones")
@@ -201,6 +207,13 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
   const bool persistent_auto = p.kernel == Kernel::kAuto && p.q_bf16 != nullptr && items <= INT32_MAX &&
                                items >= 2 * static_cast<int64_t>(current_device_sms());
+  if (local_p) {
+    DSV4_CHECK(items <= INT32_MAX,
+               "sparse_attention: kWgmmaLocalP takes < 2^31 work items (tokens x heads / 64 x kv_splits), got {}",
+               items);
+    DSV4_CUDA_CHECK(detail::launch_sparse_attention_localp(p, std::max(1, splits), stream));
+    return;
+  }
   if (persistent || persistent_auto) {
     DSV4_CHECK(items <= INT32_MAX,
                "sparse_attention: kWgmmaPingPongPersistent takes < 2^31 work items (tokens x heads / 64 x kv_splits), "

@@ -104,6 +104,10 @@ enum class TileConfig : int {
   kPrefillWgmmaWide = 13,  // opt-in (not yet GPU-run): kPrefillWgmmaPipe's math with wgmma N = 256: 128 weight
                            // rows x 256 slots per CTA (2 warpgroups), tiles of 256 slots (tile_config_rows);
                            // expected bitwise equal to kPrefillWgmmaPipe. grouped_gemm_wgmma_wide.cu
+  kPrefillW4A8Producer = 14,  // opt-in (not yet GPU-run), MXFP4, launch_moe_l1 / l2 only: kPrefillW4A8's math
+                              // (expected bitwise equal) with the weights converted to E4M3 once per stage by a
+                              // producer warpgroup into shared memory, SS FP8 wgmma, persistent CTAs.
+                              // grouped_gemm_w4a8_producer.cu, docs/kernels/moe.md (W4A8)
   kDecodePersistent = 15,  // opt-in (not yet GPU-run), moe_forward / launch_moe_decode_persistent only: L1 (+ SwiGLU)
                            // and L2 (+ routing weight, fused combine) in ONE launch of resident CTAs: kDecode's
                            // 128 x 8 units (or kDecodeSplitK's K slices) dealt round-robin, a grid barrier between

@@ -14,6 +14,7 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_w4a8_producer(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_wide(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
@@ -30,6 +31,7 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial ||
       p.config == TileConfig::kPrefillW4A8Lut)
     return detail::launch_w4a8(p, l1);  // opt-in W4A8
+  if (p.config == TileConfig::kPrefillW4A8Producer) return detail::launch_w4a8_producer(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmmaTma) return detail::launch_wgmma_tma(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmmaWide) return detail::launch_wgmma_wide(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)

@@ -20,7 +20,9 @@
 //     kWgmmaPipelined's FP8 run. Both ring kernels' FP8 runs again with q = nullptr and
 //     q_bf16 = the CPU RNE (float_to_bf16) of q (not BF16-exact here): bitwise the FP32-q runs;
 //     kWgmmaPingPongPersistent with that q_bf16 (FP8 and BF16 rows): bitwise kWgmmaPingPong's
-//     q_bf16 runs. One case has 300 tokens x 2 head groups (more items than 2 x SMs).
+//     q_bf16 runs; kWgmmaLocalP with that q_bf16: within the same bounds of the FP64 loop and
+//     bitwise its own BF16-row run. One case has 300 tokens x 2 head groups (more items
+//     than 2 x SMs).
 //   Fp8RefusedByWgmma: kv_fp8 with kWgmma / kWgmmaShareP or head_dim != 512 is an error.
 #include "cuda/attention/kv_fp8.h"
 
@@ -460,6 +462,14 @@ void run_fp8_case(const Fp8Case& c, uint64_t seed) {
         count_differing(run_q_bf16(false, Kernel::kWgmmaPingPongPersistent, splits), pingpong_bf16_q_bf16);
     EXPECT_EQ(persist_bf16, 0u) << "persistent vs ping-pong BF16 rows (q_bf16): " << persist_bf16
                                 << " elements differ";
+    // kWgmmaLocalP (q_bf16 required; its own tiles and roundings): within the FP8 bounds of
+    // the FP64 loop, and bitwise its own BF16-row run (the producer decodes into the same
+    // BF16 tile).
+    SCOPED_TRACE("kWgmmaLocalP");
+    const std::vector<float> local_p_fp8 = run_q_bf16(true, Kernel::kWgmmaLocalP, splits);
+    expect_close("local-P FP8 attention output", local_p_fp8.data(), want.data(), want.size(), 2e-2, 2e-2, where);
+    const size_t local_p_vs_bf16 = count_differing(local_p_fp8, run_q_bf16(false, Kernel::kWgmmaLocalP, splits));
+    EXPECT_EQ(local_p_vs_bf16, 0u) << "local-P FP8 vs BF16 rows (q_bf16): " << local_p_vs_bf16 << " elements differ";
   }
 }
 

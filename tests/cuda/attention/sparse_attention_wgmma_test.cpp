@@ -31,11 +31,18 @@
 // value) it runs too and must equal kWgmmaPingPong bit for bit (output and split
 // workspace); PersistentManyItems: 700 tokens (more items than 2 x SMs) with padding
 // tokens between; most other cases have fewer items than SMs.
+// kWgmmaLocalP (64-key tiles in pairs, register-local P; not bitwise any other kernel):
+// after the other kernels of every case, with q_bf16 and each kv_splits value, against the
+// FP64 loop at the same bounds; on the first value again with q = nullptr (bitwise equal);
+// LocalPKeyTiles64 (64 t + {0, 1, -1, -63} keys, t = 1, 2, 3, 8, 17) and
+// LocalPPairMaxHandshake (growing / shrinking logits) run it alone. DSV4_TEST_SKIP_LOCALP=1
+// leaves it out.
 // BadParamsNameTheProblem: kWgmma / kWgmmaShareP / kWgmmaPipelined / kWgmmaPingPong /
-// kWgmmaPingPongPersistent on 8 heads, kv_splits without (enough) workspace, an unknown
+// kWgmmaPingPongPersistent / kWgmmaLocalP on 8 heads, kv_splits without (enough) workspace, an unknown
 // kernel value; q and q_bf16 both null, q_bf16 alone for a kernel that reads the FP32 q
 // (kSimple, kWgmma, kWgmmaShareP, kAuto on a shape only the FP32 kernel takes), a
-// misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16.
+// misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16; kWgmmaLocalP on head_dim 256
+// and without q_bf16.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -74,6 +81,7 @@ struct WgmmaCase {
   bool growing_logits = false;   // later keys of a token get much larger logits
   bool structured = false;       // small-integer patterns (LayoutSingleCta)
   std::vector<int> kv_splits = {1};  // each run separately; 0 = auto (workspace given)
+  bool local_p_only = false;     // run only the FP32 kernel and kWgmmaLocalP (its 64-key tile sweeps)
 };
 
 int keys_of(const WgmmaCase& c, int position) {
@@ -294,10 +302,12 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   const bool skip_pipelined = env_is_1("DSV4_TEST_SKIP_PIPELINED");
   const bool skip_pingpong = skip_pipelined || env_is_1("DSV4_TEST_SKIP_PINGPONG");
   const bool skip_persistent = skip_pingpong || env_is_1("DSV4_TEST_SKIP_PERSISTENT");
+  const bool skip_local_p = env_is_1("DSV4_TEST_SKIP_LOCALP");
   // kWgmmaPipelined's output and split workspace (partial O, then (m, l) per row) per
   // kv_splits value: kWgmmaPingPong is expected to match both bit for bit.
   std::vector<std::vector<float>> pipelined_out(c.kv_splits.size()), pipelined_workspace(c.kv_splits.size());
   for (Kernel kernel : {Kernel::kWgmma, Kernel::kWgmmaShareP, Kernel::kWgmmaPipelined, Kernel::kWgmmaPingPong}) {
+    if (c.local_p_only) break;
     if (kernel == Kernel::kWgmmaPipelined && skip_pipelined) continue;
     if (kernel == Kernel::kWgmmaPingPong && skip_pingpong) continue;
     p.kernel = kernel;
@@ -397,6 +407,44 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
       if (::testing::Test::HasFailure() && c.structured) return;  // the first layout failure is the informative one
     }
   }
+
+  // kWgmmaLocalP (q_bf16 required; 64-key tiles in pairs, P rounded at the tile's and at the
+  // pair's max): against the FP64 loop at the wgmma bounds (check), with every kv_splits of
+  // the case (NaN-filled output and workspace: a missing write shows); on the first value
+  // again with q = nullptr, which must give the same bits (it reads only q_bf16; also a
+  // determinism check). DSV4_TEST_SKIP_LOCALP=1 leaves it out.
+  if (skip_local_p) return;
+  for (size_t split_case = 0; split_case < c.kv_splits.size(); ++split_case) {
+    const int splits = c.kv_splits[split_case];
+    SCOPED_TRACE("kWgmmaLocalP, kv_splits " + std::to_string(splits));
+    const int64_t floats = cuda::attention::sparse_attention_workspace_floats(tokens, c.heads, splits == 0 ? 16 : splits);
+    DeviceArray<float> workspace(static_cast<size_t>(std::max<int64_t>(floats, 1)));
+    workspace.fill(kNaN);
+    p.kernel = Kernel::kWgmmaLocalP;
+    p.kv_splits = splits;
+    p.split_workspace = splits == 1 ? nullptr : workspace.get();
+    p.split_workspace_floats = splits == 1 ? 0 : floats;
+    p.q = d_q.get();
+    p.q_bf16 = d_q_bf16.get();
+    d_out.fill(kNaN);
+    cuda::attention::sparse_attention(p, nullptr);
+    DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> got = d_out.download();
+    check("kWgmmaLocalP", got, c.structured);
+    if (split_case == 0) {
+      p.q = nullptr;
+      d_out.fill(kNaN);
+      cuda::attention::sparse_attention(p, nullptr);
+      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
+      const std::vector<float> again = d_out.download();
+      const size_t same = count_identical_bits(again, got);
+      EXPECT_EQ(same, got.size()) << "kWgmmaLocalP with q = nullptr vs q beside q_bf16: " << same << " of "
+                                  << got.size() << " elements bitwise identical";
+    }
+    p.q = d_q.get();
+    p.q_bf16 = nullptr;
+    if (::testing::Test::HasFailure() && c.structured) return;
+  }
 }
 
 TEST(SparseAttentionWgmma, LayoutSingleCta) {
@@ -445,6 +493,48 @@ TEST(SparseAttentionWgmma, KeyTiles48) {
       run_wgmma_case(c, 70 + tiles * 48 + extra);
     }
   }
+}
+
+// kWgmmaLocalP's tiles: key counts 64 t + {0, 1, -1, -63} for t = 1, 2, 3, 8, 17 (odd and
+// even tile counts: the last pair with and without its second tile), HCA lists, split-KV
+// off / 2 / 3 (split ranges of odd length, empty ranges); the FP32 kernel and kWgmmaLocalP only.
+TEST(SparseAttentionWgmma, LocalPKeyTiles64) {
+  for (int tiles : {1, 2, 3, 8, 17}) {
+    for (int extra : {0, 1, -1, -63}) {
+      WgmmaCase c;
+      c.mode = CompressedKeys::kAllVisible;
+      c.window = 32;
+      c.max_entries = 1200;
+      c.local_p_only = true;
+      const int want_keys = 64 * tiles + extra;
+      const int p = position_with_keys(c, want_keys);
+      ASSERT_GE(p, 0) << want_keys << " keys";
+      c.sequences = {{0, p, 1}, {1, p / 2, 1}, {2, -1, 1}, {3, p / 3, 1}};
+      c.kv_splits = {1, 2, 3};
+      SCOPED_TRACE("keys " + std::to_string(keys_of(c, p)));
+      run_wgmma_case(c, 90 + tiles * 64 + extra);
+    }
+  }
+}
+
+// The pair handshake under changing maxima: logits growing along the list (tile 2i + 1
+// above tile 2i: m1 > m0, P of tile 2i rescaled by 2^(m0 - m1) < 1), 2..10 tiles (HCA),
+// then CSA lists of the same entries in random order (maxima that grow in some pairs and
+// not in others), 6 tiles; kWgmmaLocalP only.
+TEST(SparseAttentionWgmma, LocalPPairMaxHandshake) {
+  WgmmaCase c;
+  c.mode = CompressedKeys::kAllVisible;
+  c.growing_logits = true;
+  c.window = 64;
+  c.max_entries = 600;
+  c.local_p_only = true;
+  c.sequences = {{0, 63, 1}, {1, 200, 1}, {2, 700, 1}, {3, 1500, 1}, {4, 2300, 1}};
+  c.kv_splits = {1, 2};
+  run_wgmma_case(c, 57);
+  c.mode = CompressedKeys::kSelected;
+  c.top_k = 300;
+  c.junk_fraction = 0.2;
+  run_wgmma_case(c, 58);
 }
 
 TEST(SparseAttentionWgmma, PartialTilesAndSequenceStart) {
@@ -586,8 +676,10 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kernel = Kernel::kWgmmaPingPongPersistent;
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
+  p.kernel = Kernel::kWgmmaLocalP;
+  EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.heads = 64;
-  p.kernel = static_cast<Kernel>(7);
+  p.kernel = static_cast<Kernel>(8);
   EXPECT_THROW(cuda::attention::sparse_attention(p, nullptr), Error);
   p.kernel = Kernel::kWgmma;
   p.kv_splits = 2;  // no workspace
@@ -636,6 +728,15 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.heads = 8;
   p.q_bf16 = fake_kv;
   expect_error("persistent on 8 heads", "heads % 64 == 0");
+  // kWgmmaLocalP: q_bf16 required, heads % 64 and head_dim 512.
+  p.kernel = Kernel::kWgmmaLocalP;
+  expect_error("local P on 8 heads", "heads % 64 == 0");
+  p.heads = 64;
+  p.head_dim = 256;
+  expect_error("local P on head_dim 256", "head_dim 512");
+  p.head_dim = kDim;
+  p.q_bf16 = nullptr;
+  expect_error("local P without q_bf16", "kWgmmaLocalP requires q_bf16");
 }
 
 }  // namespace
