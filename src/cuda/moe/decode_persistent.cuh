@@ -117,29 +117,28 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
     if (!arrived) grid_barrier(a.grid_barrier);
     cp_async_wait<0>();  // nothing should be pending (the last unit had no next one); cheap
   } else {
+    for (int u = blockIdx.x; u < units1; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y1, s1, tile);
+      __syncthreads();  // the previous unit's epilogue is done with shared memory
+      grouped_gemm_unit<Tile, F, true, kSplitL1>(a.l1, tile, tile_total, unit);
+    }
 
-  for (int u = blockIdx.x; u < units1; u += grid) {
-    int tile;
-    const DealtUnit unit = deal_unit(u, tile_total, y1, s1, tile);
-    __syncthreads();  // the previous unit's epilogue is done with shared memory
-    grouped_gemm_unit<Tile, F, true, kSplitL1>(a.l1, tile, tile_total, unit);
-  }
-
-  // Every CTA arrives exactly once: inside its first L2 unit (after that unit's weight
-  // prefetch), or below when it has none. Later L2 units take the same prologue without
-  // the wait (their first k-tile then waits for all 5 prefetched weight stages).
-  bool arrived = false;
-  const auto barrier_once = [&] {
+    // Every CTA arrives exactly once: inside its first L2 unit (after that unit's weight
+    // prefetch), or below when it has none. Later L2 units take the same prologue without
+    // the wait (their first k-tile then waits for all 5 prefetched weight stages).
+    bool arrived = false;
+    const auto barrier_once = [&] {
+      if (!arrived) grid_barrier(a.grid_barrier);
+      arrived = true;
+    };
+    for (int u = blockIdx.x; u < units2; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
+      __syncthreads();
+      grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true>(a.l2, tile, tile_total, unit, barrier_once);
+    }
     if (!arrived) grid_barrier(a.grid_barrier);
-    arrived = true;
-  };
-  for (int u = blockIdx.x; u < units2; u += grid) {
-    int tile;
-    const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
-    __syncthreads();
-    grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true>(a.l2, tile, tile_total, unit, barrier_once);
-  }
-  if (!arrived) grid_barrier(a.grid_barrier);
   }
 
   // Fused combine with no tile at all: nobody counts, so the CTAs write the combine's
