@@ -200,7 +200,8 @@ cudaError_t launch_moe_l2(const GroupedGemmParams& params);
 // l1 and l2 may share split_partials). S: moe_persistent_split_k (moe_workspace picks it).
 // grid_barrier: a 64-bit counter each launch adds `grid` to; it must hold a multiple of the
 // grid at launch (0 once at allocation; moe_forward's dispatch zeroes it every forward), so
-// repeated launches need no re-zeroing. A barrier wait longer than ~2 s traps (no hang).
+// repeated launches need no re-zeroing (launches sharing one counter must use the same grid,
+// or zero it in between). A barrier wait longer than ~2 s traps (no hang).
 // Refused (cudaErrorInvalidValue): n or k not multiples of 128, l1.n != 2 * l2.k, different
 // formats / tile lists, l1.combine_out set, missing split buffers for S > 1, null grid_barrier.
 struct DecodePersistentParams {
