@@ -44,10 +44,13 @@
 //   cannot take the other rows with it): L1 + L2 (+ fused combine in the layer) in one launch of resident
 //   CTAs with a grid barrier; gemm_ms = that one launch without the combine (as the other rows' L1 + L2);
 //   gemm_l1_ms / gemm_l2_ms read -1 (no separate GEMMs). decode_persistent: K slices from
-//   moe_persistent_split_k (S1/S2 column); decode_persistent_s1: S = 1 forced (kDecode's arithmetic).
+//   moe_persistent_split_k (S1/S2 column); decode_persistent_chain: the same with chained units
+//   (MoeForwardParams::persistent_chain: the next unit's weights prefetched in each unit's tail);
+//   decode_persistent_s1: S = 1 forced (kDecode's arithmetic), unchained.
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
-//                   decode_stream_pdl|decode_stream_bulk|decode_persistent|decode_persistent_s1|prefill_mma|
+//                   decode_stream_pdl|decode_stream_bulk|decode_persistent|decode_persistent_chain|
+//                   decode_persistent_s1|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma|prefill_wgmma_wide] (forces one path)
 //                  [--tma 1]
 //                  [--stream 1] [--persistent 1] [--w4a8 0] [--w4a8-config prefill_w4a8_producer]
@@ -112,7 +115,8 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
              "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, decode_stream_kmajor, "
-             "decode_stream_pdl, decode_stream_bulk, decode_persistent, decode_persistent_s1, prefill_mma, "
+             "decode_stream_pdl, decode_stream_bulk, decode_persistent, decode_persistent_chain, decode_persistent_s1, "
+             "prefill_mma, "
              "prefill_wgmma, prefill_wgmma_pipe, "
              "prefill_wgmma_tma or prefill_wgmma_wide",
              filter);
@@ -125,24 +129,29 @@ struct BenchPath {
   bool k_major = false;  // kDecodeStream: the k-major chunk order
   bool pdl = false;      // kDecodeStream: L2 launched with PDL (overlap_l2)
   int decode_split = 0;  // kDecodePersistent: forced S (MoeForwardParams::decode_split; 0 automatic)
+  bool chain = false;    // kDecodePersistent: chained units (MoeForwardParams::persistent_chain)
 };
 const char* path_name(const BenchPath& path) {
   if (path.k_major) return "decode_stream_kmajor";
   if (path.pdl) return "decode_stream_pdl";
   if (path.config == cuda::moe::TileConfig::kDecodePersistent && path.decode_split == 1) return "decode_persistent_s1";
+  if (path.config == cuda::moe::TileConfig::kDecodePersistent && path.chain) return "decode_persistent_chain";
   return config_name(path.config);
 }
 std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows, bool stream_rows,
                                  bool persistent_rows) {
   std::vector<BenchPath> paths;
   const bool kmajor_only = filter == "decode_stream_kmajor", pdl_only = filter == "decode_stream_pdl";
-  const bool s1_only = filter == "decode_persistent_s1";
+  const bool s1_only = filter == "decode_persistent_s1", chain_only = filter == "decode_persistent_chain";
   const bool variant_only = kmajor_only || pdl_only;
-  const std::string base = variant_only ? std::string("decode_stream") : s1_only ? std::string("decode_persistent") : filter;
+  const std::string base = variant_only            ? std::string("decode_stream")
+                           : s1_only || chain_only ? std::string("decode_persistent")
+                                                   : filter;
   for (cuda::moe::TileConfig c : configs_for(tokens, base, tma_rows, stream_rows, persistent_rows)) {
-    if (c == cuda::moe::TileConfig::kDecodePersistent) {  // automatic S, then S = 1 (kDecode's arithmetic)
-      if (!s1_only) paths.push_back({c, false, false, 0});
-      if (filter.empty() || s1_only) paths.push_back({c, false, false, 1});
+    if (c == cuda::moe::TileConfig::kDecodePersistent) {  // automatic S (unchained, chained), then S = 1
+      if (!s1_only && !chain_only) paths.push_back({c, false, false, 0, false});
+      if (filter.empty() || chain_only) paths.push_back({c, false, false, 0, true});
+      if (filter.empty() || s1_only) paths.push_back({c, false, false, 1, false});
       continue;
     }
     if (!variant_only) paths.push_back({c, false, false});
@@ -265,6 +274,7 @@ int run(int argc, char** argv) {
         p.config = config;
         p.overlap_l2 = path.pdl;
         p.decode_split = path.decode_split;
+        p.persistent_chain = path.chain;
         p.workspace = d_ws;
         p.out = d_out;
         p.error_flag = d_flag;
@@ -341,6 +351,7 @@ int run(int argc, char** argv) {
         pp.l1 = l1;
         pp.l2 = l2;
         pp.grid_barrier = ws.grid_barrier;
+        pp.chain_units = path.chain;
         const double gemm_ms = timer.median_ms(
             [&] {
               if (persistent) {

@@ -62,7 +62,11 @@ __device__ __forceinline__ DealtUnit deal_unit(int u, int tiles, int y_count, in
 
 // kSplitL1 / kSplitL2: that GEMM runs K slices (split_k > 1, kDecodeSplitK's code path); false:
 // kDecode's (split_k is then ignored). The host picks the instantiation from split_k.
-template <ExpertFormat F, bool kSplitL1, bool kSplitL2>
+// kChained (DecodePersistentParams::chain_units): a CTA's units share one stage ring, each
+// unit issuing the next one's first 5 weight stages in its own last 5 iterations
+// (grouped_gemm_unit's kChain), so the pipeline does not drain and refill between units; the
+// CTA's last L1 unit issues its first L2 unit's weights, which then land during the barrier.
+template <ExpertFormat F, bool kSplitL1, bool kSplitL2, bool kChained>
 __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
     moe_decode_persistent_kernel(const DecodePersistentParams a) {
   using Tile = DecodeTile;
@@ -71,29 +75,71 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
   const int y1 = a.l1.n / Tile::BW, y2 = a.l2.n / Tile::BW;
   const int s1 = kSplitL1 ? a.l1.split_k : 1, s2 = kSplitL2 ? a.l2.split_k : 1;
   const int units1 = tile_total * y1 * s1, units2 = tile_total * y2 * s2;
-
-  for (int u = blockIdx.x; u < units1; u += grid) {
-    int tile;
-    const DealtUnit unit = deal_unit(u, tile_total, y1, s1, tile);
-    __syncthreads();  // the previous unit's epilogue is done with shared memory
-    grouped_gemm_unit<Tile, F, true, kSplitL1>(a.l1, tile, tile_total, unit);
-  }
-
-  // Every CTA arrives exactly once: inside its first L2 unit (after that unit's weight
-  // prefetch), or below when it has none. Later L2 units take the same prologue without
-  // the wait (their first k-tile then waits for all 5 prefetched weight stages).
-  bool arrived = false;
-  const auto barrier_once = [&] {
+  if constexpr (kChained) {
+    // This CTA's units: c, c + grid, ... of L1, then c, c + grid, ... of L2; sources(l2, u):
+    // the weight sources of unit u of that GEMM, for the unit before it to prefetch.
+    auto sources = [&](bool l2, int u) {
+      int tile;
+      if (!l2) {
+        const DealtUnit d = deal_unit(u, tile_total, y1, s1, tile);
+        return chain_next_sources<Tile, F>(a.l1, tile, static_cast<int>(d.y()), static_cast<int>(d.z()), s1);
+      }
+      const DealtUnit d = deal_unit(u, tile_total, y2, s2, tile);
+      return chain_next_sources<Tile, F>(a.l2, tile, static_cast<int>(d.y()), static_cast<int>(d.z()), s2);
+    };
+    ChainState chain;
+    for (int u = blockIdx.x; u < units1; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y1, s1, tile);
+      ChainNext next;  // k_tiles 0: none
+      if (u + grid < units1)
+        next = sources(false, u + grid);
+      else if (static_cast<int>(blockIdx.x) < units2)
+        next = sources(true, blockIdx.x);
+      __syncthreads();
+      grouped_gemm_unit<Tile, F, true, kSplitL1, 0, false, true, DealtUnit, NoActWait, true>(
+          a.l1, tile, tile_total, unit, NoActWait(), &chain, next);
+    }
+    bool arrived = false;
+    const auto barrier_once = [&] {
+      if (!arrived) grid_barrier(a.grid_barrier);
+      arrived = true;
+    };
+    for (int u = blockIdx.x; u < units2; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
+      ChainNext next;
+      if (u + grid < units2) next = sources(true, u + grid);
+      __syncthreads();
+      grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true, DealtUnit, decltype(barrier_once), true>(
+          a.l2, tile, tile_total, unit, barrier_once, &chain, next);
+    }
     if (!arrived) grid_barrier(a.grid_barrier);
-    arrived = true;
-  };
-  for (int u = blockIdx.x; u < units2; u += grid) {
-    int tile;
-    const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
-    __syncthreads();
-    grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true>(a.l2, tile, tile_total, unit, barrier_once);
+    cp_async_wait<0>();  // nothing should be pending (the last unit had no next one); cheap
+  } else {
+    for (int u = blockIdx.x; u < units1; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y1, s1, tile);
+      __syncthreads();  // the previous unit's epilogue is done with shared memory
+      grouped_gemm_unit<Tile, F, true, kSplitL1>(a.l1, tile, tile_total, unit);
+    }
+
+    // Every CTA arrives exactly once: inside its first L2 unit (after that unit's weight
+    // prefetch), or below when it has none. Later L2 units take the same prologue without
+    // the wait (their first k-tile then waits for all 5 prefetched weight stages).
+    bool arrived = false;
+    const auto barrier_once = [&] {
+      if (!arrived) grid_barrier(a.grid_barrier);
+      arrived = true;
+    };
+    for (int u = blockIdx.x; u < units2; u += grid) {
+      int tile;
+      const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
+      __syncthreads();
+      grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true>(a.l2, tile, tile_total, unit, barrier_once);
+    }
+    if (!arrived) grid_barrier(a.grid_barrier);
   }
-  if (!arrived) grid_barrier(a.grid_barrier);
 
   // Fused combine with no tile at all: nobody counts, so the CTAs write the combine's
   // result, zeros, for column blocks y = blockIdx.x, + grid, ... (as moe_grouped_gemm_kernel's CTA (0, y)).
@@ -112,10 +158,10 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
 // CTAs of moe_decode_persistent_kernel<F, ...> resident at once on the current device,
 // queried once per instantiation (its dynamic shared memory attribute set on the way).
 // 0 on an error (no device).
-template <ExpertFormat F, bool kSplitL1, bool kSplitL2>
+template <ExpertFormat F, bool kSplitL1, bool kSplitL2, bool kChained>
 int decode_persistent_resident_ctas() {
   static const int ctas = [] {
-    auto kernel = moe_decode_persistent_kernel<F, kSplitL1, kSplitL2>;
+    auto kernel = moe_decode_persistent_kernel<F, kSplitL1, kSplitL2, kChained>;
     constexpr int kBytes = GemmSmem<DecodeTile, F>::kBytes;
     int device = 0, sms = 0, per_sm = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
@@ -130,9 +176,9 @@ int decode_persistent_resident_ctas() {
   return ctas;
 }
 
-template <ExpertFormat F, bool kSplitL1, bool kSplitL2>
+template <ExpertFormat F, bool kSplitL1, bool kSplitL2, bool kChained>
 cudaError_t launch_decode_persistent(const DecodePersistentParams& a) {
-  const int resident = decode_persistent_resident_ctas<F, kSplitL1, kSplitL2>();
+  const int resident = decode_persistent_resident_ctas<F, kSplitL1, kSplitL2, kChained>();
   if (resident <= 0) return cudaErrorInvalidDevice;
   const int grid = a.grid > 0 && a.grid < resident ? a.grid : resident;
   cudaLaunchConfig_t config = {};
@@ -145,17 +191,21 @@ cudaError_t launch_decode_persistent(const DecodePersistentParams& a) {
   attribute[0].val.cooperative = 1;
   config.attrs = attribute;
   config.numAttrs = a.cooperative ? 1 : 0;
-  return cudaLaunchKernelEx(&config, moe_decode_persistent_kernel<F, kSplitL1, kSplitL2>, a);
+  return cudaLaunchKernelEx(&config, moe_decode_persistent_kernel<F, kSplitL1, kSplitL2, kChained>, a);
 }
 
-// The four instantiations of one format by split_k (S > 1 per GEMM).
+// The eight instantiations of one format by split_k (S > 1 per GEMM) and chain_units.
+template <ExpertFormat F, bool kChained>
+cudaError_t launch_decode_persistent_split(const DecodePersistentParams& a) {
+  const bool split1 = a.l1.split_k > 1, split2 = a.l2.split_k > 1;
+  if (split1 && split2) return launch_decode_persistent<F, true, true, kChained>(a);
+  if (split1) return launch_decode_persistent<F, true, false, kChained>(a);
+  if (split2) return launch_decode_persistent<F, false, true, kChained>(a);
+  return launch_decode_persistent<F, false, false, kChained>(a);
+}
 template <ExpertFormat F>
 cudaError_t launch_decode_persistent_format(const DecodePersistentParams& a) {
-  const bool split1 = a.l1.split_k > 1, split2 = a.l2.split_k > 1;
-  if (split1 && split2) return launch_decode_persistent<F, true, true>(a);
-  if (split1) return launch_decode_persistent<F, true, false>(a);
-  if (split2) return launch_decode_persistent<F, false, true>(a);
-  return launch_decode_persistent<F, false, false>(a);
+  return a.chain_units ? launch_decode_persistent_split<F, true>(a) : launch_decode_persistent_split<F, false>(a);
 }
 
 }  // namespace dsv4::cuda::moe::detail

@@ -7,6 +7,6 @@ namespace dsv4::cuda::moe::detail {
 cudaError_t launch_persistent_nvfp4(const DecodePersistentParams& p) {
   return launch_decode_persistent_format<ExpertFormat::kNVFP4>(p);
 }
-int persistent_ctas_nvfp4() { return decode_persistent_resident_ctas<ExpertFormat::kNVFP4, false, false>(); }
+int persistent_ctas_nvfp4() { return decode_persistent_resident_ctas<ExpertFormat::kNVFP4, false, false, false>(); }
 
 }  // namespace dsv4::cuda::moe::detail

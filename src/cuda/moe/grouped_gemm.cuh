@@ -210,6 +210,21 @@ struct DealtUnit {
 struct NoActWait {
   __device__ __forceinline__ void operator()() const {}
 };
+// kChain (persistent decode kernel, DecodeTile): consecutive units of a CTA share one stage
+// ring. ChainNext: where the CTA's next unit reads its weights (this thread's copy-plan sources
+// at the next unit's first k-tile, chain_next_sources) and how many k-tiles it has (0: none).
+struct ChainNext {
+  const uint8_t* w_src = nullptr;
+  const uint8_t* sc_src = nullptr;
+  int k_tiles = 0;
+};
+// ChainState, carried from unit to unit: ring position of the unit's k-tile 0, and whether
+// the previous unit already issued the weight + scale copies of its first
+// min(STAGES - 1, k_tiles) k-tiles (into positions base, base + 1, ...).
+struct ChainState {
+  int base = 0;
+  bool in_flight = false;
+};
 
 // One unit of the grouped GEMM: the whole per-CTA body of moe_grouped_gemm_kernel, callable
 // once per unit from a persistent kernel (forceinline: the kernel's SASS is that of the body).
@@ -218,15 +233,24 @@ struct NoActWait {
 // scale copies of the first STAGES - 1 stages are issued first (no commit: they join group
 // 0), then before_act() runs (all threads; the persistent kernel's grid barrier: h complete),
 // then the activation rows of each stage, one group per stage (as the PDL path of kStream).
+// kChain (implies kPrefetch's order; the persistent kernel's chained variant): the stage ring
+// starts at position chain->base; weights of the first stages are skipped when
+// chain->in_flight (the previous unit issued them). In its last STAGES - 1 iterations, whose
+// refill slots would stay empty, the unit issues the next unit's first STAGES - 1 weight +
+// scale stages (next_unit; needs k_tiles >= STAGES - 1) into the ring positions that unit
+// will read; the output tile goes to the position of the unit's last k-tile (the one the
+// prefetches do not touch), and the unit does not drain cp.async at its end (the pending
+// groups are the next unit's weights). On return *chain describes the next unit's ring.
 template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false,
-          bool kPrefetch = false, class Unit = GridUnit, class BeforeAct = NoActWait>
+          bool kPrefetch = false, class Unit = GridUnit, class BeforeAct = NoActWait, bool kChain = false>
 __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, const int tile, const int tile_total,
-                                                  const Unit unit, const BeforeAct& before_act = BeforeAct()) {
+                                                  const Unit unit, const BeforeAct& before_act = BeforeAct(),
+                                                  ChainState* chain = nullptr, const ChainNext& next_unit = ChainNext()) {
   constexpr bool kStream = kStreamMode != 0, kBulk = kStreamMode == 2;
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
   static_assert(!kStream || (Tile::BW == kDecodeStreamRows && Tile::BK == kDecodeStreamK && !kSplit),
                 "the stream layout's chunk is DecodeTile's stage");
-  static_assert(!kPrefetch || (!kStream && !kReferenceLoop && Tile::BT == 8),
+  static_assert(!(kPrefetch || kChain) || (!kStream && !kReferenceLoop && Tile::BT == 8 && Tile::WK == 1),
                 "the weight prefetch is written for the decode tiles' planned fragment copy");
   using Smem = GemmSmem<Tile, F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
@@ -463,6 +487,29 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
     load_stage_act(stage, kt);
   };
 
+  // kChain: byte offset of the ring position of this unit's k-tile j (j < 2 STAGES - base).
+  const int chain_base = kChain ? chain->base : 0;
+  const bool chain_in_flight = kChain && chain->in_flight;
+  auto ring_offset = [&](int j) {
+    const int pos = chain_base + j;
+    return (pos >= Tile::STAGES ? pos - Tile::STAGES : pos) * Smem::kStageBytes;
+  };
+  // kChain: this unit issues the next unit's first weight stages in its last iterations.
+  const bool chain_ahead = kChain && k_tiles >= Tile::STAGES - 1 && next_unit.k_tiles > 0;
+  // The next unit's weights + scales of its k-tile j into the stage at stage_offset (the plan
+  // of load_stage_fragment_weights from next_unit's sources: same thread -> chunk mapping).
+  auto load_next_weights = [&](int stage_offset, int j) {
+    const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
+    const uint8_t* w = next_unit.w_src + static_cast<int64_t>(j) * kRowRunBytes;
+#pragma unroll
+    for (int i = 0; i < kWeightPer; ++i)
+      cp_async16_u32(dst + w_dst + i * 16 * kWeightThreads, w + i * 16 * kWeightThreads, 16);
+    static_assert(!kChain || kScaleCopies == 1, "ChainNext holds one scale source per thread");
+    if (kScaleChunksAll % kThreads == 0 || tid < kScaleChunksAll)
+      cp_async16_u32(dst + Smem::kWeightBytes + tid * 16, next_unit.sc_src + static_cast<int64_t>(j) * (Smem::kFbK * SB),
+                     16);
+  };
+
   float acc[MT][NT][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
@@ -485,6 +532,18 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
 #pragma unroll
     for (int s = 0; s < Tile::STAGES - 1; ++s) {
       if (s < k_tiles) load_stage_act(s, kt0 + s);
+      cp_async_commit();
+    }
+  } else if constexpr (kChain) {
+    // kPrefetch's order on the shared ring: weights (unless in flight), before_act(), act rows.
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles && !chain_in_flight) load_stage_fragment_weights(ring_offset(s), s);
+    }
+    before_act();
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage_fragment_act(ring_offset(s), s);
       cp_async_commit();
     }
   } else if constexpr (kPrefetch) {
@@ -512,7 +571,8 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
   // instead of two divisions by 6 per k-tile; the refill of iteration kt goes to stage
   // (kt + STAGES - 1) % STAGES, the one iteration kt - 1 read (write_offset).
   // The other tiles count stage indices the same way (kReferenceLoop: kt % STAGES as before).
-  int read_offset = 0, write_offset = (Tile::STAGES - 1) * Smem::kStageBytes;
+  int read_offset = kChain ? ring_offset(0) : 0;
+  int write_offset = kChain ? ring_offset(Tile::STAGES - 1) : (Tile::STAGES - 1) * Smem::kStageBytes;
   int read_stage = 0, write_stage = Tile::STAGES - 1;
   // This thread's shared-memory reads inside a stage at kq = 0, i = 0, s = 0, j = 0 (the rest
   // are immediates): the fragment block (ww MT + i) kFbK + kq WK + wk, lane's 16 bytes, its
@@ -549,6 +609,11 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
           load_stage_fragment(write_offset, next);
         else
           load_stage(kReferenceLoop ? next % Tile::STAGES : write_stage, kt0 + next);
+      } else if constexpr (kChain) {
+        // The slot stays free in this unit: k-tile next - k_tiles of the next unit goes there
+        // (ring position base + next = the next unit's base + that k-tile).
+        const int m = next - k_tiles;
+        if (chain_ahead && m < next_unit.k_tiles) load_next_weights(write_offset, m);
       }
       cp_async_commit();
     }
@@ -660,8 +725,15 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
       }
     }
   }
-  cp_async_wait<0>();
+  if constexpr (!kChain) cp_async_wait<0>();  // kChain: what is pending is the next unit's weights
   __syncthreads();  // pipeline buffers are reused for the output tile
+  // kChain: the output tile's stage (the last k-tile's, write_offset now) and the next unit's ring.
+  const int out_offset = kChain ? write_offset : 0;
+  if constexpr (kChain) {
+    const int after = chain_base + k_tiles % Tile::STAGES;
+    chain->base = after >= Tile::STAGES ? after - Tile::STAGES : after;
+    chain->in_flight = chain_ahead;
+  }
 
   if constexpr (Tile::WK > 1) {
     // K groups 1..WK-1 park their partial sums; group 0 adds them in order wk = 1, 2, ...
@@ -746,7 +818,7 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
     }
   }
 
-  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [BT][kOutStride]
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem + out_offset);  // [BT][kOutStride]
   constexpr int kOutCols = kL1 ? BW / 2 : BW;
   if (wk != 0) {
     // K groups > 0 hold no sums any more (group 0 added them): nothing to write.
@@ -830,6 +902,36 @@ __device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, co
       }
     }
   }
+}
+
+// kChain: this thread's copy-plan sources (grouped_gemm_unit's w_src and sc_src[0], the same
+// formulas) for unit (tile, y, K slice z of S) of GEMM p, and its k-tile count.
+template <class Tile, ExpertFormat F>
+__device__ __forceinline__ ChainNext chain_next_sources(const GroupedGemmParams& p, int tile, int y, int z, int slices) {
+  using Smem = GemmSmem<Tile, F>;
+  constexpr int SB = frag_scale_bytes(F);
+  constexpr int kRowRunBytes = Smem::kFbK * kFragBytes;
+  constexpr int kWeightThreads = Tile::kThreads / Smem::kFbN;
+  constexpr int kScaleRunChunks = Smem::kFbK * SB / 16;
+  const int expert = p.tile_expert[tile];
+  const int K = p.k, kb_count = K / kFragCols, all = K / Tile::BK;
+  const int kt0 = z * all / slices;
+  const int n0 = y * Tile::BW, tid = threadIdx.x;
+  const uint8_t* g_weights = p.weights + static_cast<int64_t>(expert) * p.n * K / 2;
+  const uint8_t* g_scales = p.scales + static_cast<int64_t>(expert) * (p.n / kFragRows) * kb_count * SB;
+  const int w_rb = tid / kWeightThreads, w_chunk = tid % kWeightThreads;
+  const int rb = tid / kScaleRunChunks, part = tid % kScaleRunChunks;
+  ChainNext next;
+  next.w_src = g_weights +
+               (static_cast<int64_t>(n0 / kFragRows + w_rb) * kb_count + static_cast<int64_t>(kt0) * Smem::kFbK) *
+                   kFragBytes +
+               w_chunk * 16;
+  next.sc_src = g_scales +
+                (static_cast<int64_t>(n0 / kFragRows + rb) * kb_count + static_cast<int64_t>(kt0) * Smem::kFbK) * SB +
+                part * 16;
+  next.k_tiles = (z + 1) * all / slices - kt0;
+  (void)kRowRunBytes;
+  return next;
 }
 
 // The grouped GEMM as one CTA per unit: grid (max_tiles, n / BW, S), tile = blockIdx.x.

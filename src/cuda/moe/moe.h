@@ -200,7 +200,8 @@ cudaError_t launch_moe_l2(const GroupedGemmParams& params);
 // l1 and l2 may share split_partials). S: moe_persistent_split_k (moe_workspace picks it).
 // grid_barrier: a 64-bit counter each launch adds `grid` to; it must hold a multiple of the
 // grid at launch (0 once at allocation; moe_forward's dispatch zeroes it every forward), so
-// repeated launches need no re-zeroing. A barrier wait longer than ~2 s traps (no hang).
+// repeated launches need no re-zeroing (launches sharing one counter must use the same grid,
+// or zero it in between). A barrier wait longer than ~2 s traps (no hang).
 // Refused (cudaErrorInvalidValue): n or k not multiples of 128, l1.n != 2 * l2.k, different
 // formats / tile lists, l1.combine_out set, missing split buffers for S > 1, null grid_barrier.
 struct DecodePersistentParams {
@@ -210,6 +211,10 @@ struct DecodePersistentParams {
                                           // > 0: min(grid, that) (tests: few CTAs, many units each)
   bool cooperative = true;                // cudaLaunchAttributeCooperative: the driver refuses a grid that
                                           // cannot be co-resident (false: plain launch, same grid)
+  bool chain_units = false;               // a CTA's units share one stage ring: each unit issues the next
+                                          // one's first 5 weight stages in its last 5 iterations (no drain /
+                                          // refill between units; L2's first weights during L1's tail). Same
+                                          // results bit for bit. Opt-in until measured.
 };
 cudaError_t launch_moe_decode_persistent(const DecodePersistentParams& params);
 // CTAs of kDecodePersistent resident at once on the current device (occupancy x SMs, queried
@@ -358,6 +363,7 @@ struct MoeForwardParams {
                                            // moe_workspace must be given the same value
   int persistent_grid = 0;                 // kDecodePersistent: DecodePersistentParams::grid (0: all resident CTAs)
   bool persistent_cooperative = true;      // kDecodePersistent: DecodePersistentParams::cooperative
+  bool persistent_chain = false;           // kDecodePersistent: DecodePersistentParams::chain_units
   bool overlap_l2 = false;                 // kDecodeStream(Bulk) only (opt-in): L2 launched with PDL
                                            // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;

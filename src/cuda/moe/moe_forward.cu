@@ -347,6 +347,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
     pp.grid_barrier = ws.grid_barrier;
     pp.grid = p.persistent_grid;
     pp.cooperative = p.persistent_cooperative;
+    pp.chain_units = p.persistent_chain;
     if ((err = launch_moe_decode_persistent(pp)) != cudaSuccess) return err;
   } else {
     if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;

@@ -14,8 +14,11 @@
 //       bitwise == the kDecodeSplitK forward with the same decode_split;
 //     - 5 and 37 CTAs instead of every resident one (many units per CTA, the barrier of a
 //       small grid), a non-cooperative launch, the combine kernel instead of the fused
-//       combine: bitwise == the automatic run.
-//   MoePersistent.RepeatedLaunchesAndGraph*  1 and 8 tokens: after one forward, 4 direct
+//       combine: bitwise == the automatic run;
+//     - chained units (persistent_chain: one stage ring per CTA, the next unit's weights
+//       prefetched in the current one's tail): the S = 1 / 3 / 4 / 16 comparisons and the full,
+//       5- and 37-CTA grids again, all bitwise.
+//   MoePersistent.RepeatedLaunchesAndGraph*  1 and 8 tokens, unchained and chained: after one forward, 4 direct
 //                               launches on the same workspace (the epoch barrier: its counter
 //                               is not re-zeroed) give the same output each time; moe_forward
 //                               captured in a CUDA graph and replayed 3 times == eager.
@@ -112,7 +115,7 @@ struct Knobs {
   int decode_split = 0;
   int persistent_grid = 0;
   bool fuse_combine = true;
-  bool cooperative = true;  // only through direct launches (moe_forward always asks for it)
+  bool chain = false;       // MoeForwardParams::persistent_chain (units share one stage ring)
 };
 
 // One forward on a poisoned workspace; the workspace stays allocated for follow-up launches.
@@ -156,6 +159,7 @@ struct Forward {
     p.fuse_combine = knobs.fuse_combine;
     p.decode_split = knobs.decode_split;
     p.persistent_grid = knobs.persistent_grid;
+    p.persistent_chain = knobs.chain;
     p.workspace = d_ws;
     p.out = d_out;
     p.error_flag = d_flag;
@@ -296,24 +300,37 @@ void run_flash(ExpertFormat format) {
         Forward v(w, x, tokens, k);
         return v.run();
       };
-      {  // S == 1 forced: kDecode's arithmetic
-        Knobs k;
-        k.decode_split = 1;
-        Knobs d = k;
-        d.config = TileConfig::kDecode;
-        EXPECT_TRUE(same_bits(variant(k), variant(d))) << "S = 1 differs from kDecode";
-      }
-      for (int s : {3, 4}) {  // K slices: kDecodeSplitK's arithmetic with the same S
-        Knobs k;
-        k.decode_split = s;
-        Knobs d = k;
-        d.config = TileConfig::kDecodeSplitK;
-        EXPECT_TRUE(same_bits(variant(k), variant(d))) << "S = " << s << " differs from kDecodeSplitK";
-      }
-      for (int grid : {5, 37}) {  // few CTAs, many units each
-        Knobs k;
-        k.persistent_grid = grid;
-        EXPECT_TRUE(same_bits(got, variant(k))) << grid << " CTAs differ from the full grid";
+      for (bool chain : {false, true}) {
+        SCOPED_TRACE(chain ? "chained units" : "unchained units");
+        {  // S == 1 forced: kDecode's arithmetic
+          Knobs k;
+          k.decode_split = 1;
+          k.chain = chain;
+          Knobs d;
+          d.decode_split = 1;
+          d.config = TileConfig::kDecode;
+          EXPECT_TRUE(same_bits(variant(k), variant(d))) << "S = 1 differs from kDecode";
+        }
+        // K slices: kDecodeSplitK's arithmetic with the same S. 3: uneven slices (L1 10-11
+        // k-tiles, L2 5-6: a chained unit of exactly STAGES - 1); 16: units of 2 (L1) and 1 (L2)
+        // k-tiles, too short to prefetch the next unit (the ring base still moves).
+        for (int s : {3, 4, 16}) {
+          if (s == 16 && tokens > 8) continue;  // 64 tokens x 16 slices: many units, no new path
+          Knobs k;
+          k.decode_split = s;
+          k.chain = chain;
+          Knobs d;
+          d.decode_split = s;
+          d.config = TileConfig::kDecodeSplitK;
+          EXPECT_TRUE(same_bits(variant(k), variant(d))) << "S = " << s << " differs from kDecodeSplitK";
+        }
+        for (int grid : {0, 5, 37}) {  // every resident CTA; few CTAs, many units each
+          if (grid == 0 && !chain) continue;  // that is `got`
+          Knobs k;
+          k.persistent_grid = grid;
+          k.chain = chain;
+          EXPECT_TRUE(same_bits(got, variant(k))) << grid << " CTAs differ from the full unchained grid";
+        }
       }
       {
         Knobs k;
@@ -341,14 +358,18 @@ void run_repeated_and_graph(ExpertFormat format) {
   const ExpertSet set = make_expert_set(format, kHidden, kInter, kExperts, 31);
   const RouterWeights router = make_router(kExperts, kHidden, 32);
   const DeviceMoe dev(set, router, kTopK, kScaling, kLimit);
+  for (bool chain : {false, true})
   for (int tokens : {1, 8}) {
-    SCOPED_TRACE("tokens " + std::to_string(tokens));
+    SCOPED_TRACE("tokens " + std::to_string(tokens) + (chain ? " chained" : ""));
     const std::vector<uint16_t> x = make_activations(tokens, kHidden, 9500 + tokens);
-    Forward f(dev.weights, x, tokens, Knobs{});
+    Knobs knobs;
+    knobs.chain = chain;
+    Forward f(dev.weights, x, tokens, knobs);
     const std::vector<float> eager = f.run();
     // Direct launches on the same workspace: the barrier counter keeps counting (epochs), the
     // split counters are reset by their last arrivers; only combine_done needs zeroing.
     cuda::moe::DecodePersistentParams p = persistent_params(f.w, f.ws, f.d_x, tokens, f.d_out);
+    p.chain_units = chain;
     for (int rep = 0; rep < 4; ++rep) {
       DSV4_CUDA_OK(cudaMemsetAsync(f.ws.combine_done, 0, (kHidden / 16 + 1) * sizeof(int32_t)));
       DSV4_CUDA_OK(cudaMemsetAsync(f.d_out, 0xff, static_cast<size_t>(tokens) * kHidden * 4));
