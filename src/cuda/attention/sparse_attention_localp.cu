@@ -48,11 +48,13 @@
 //   other wgmma kernels, within the FP64-loop bounds of the tests.
 //   An odd last tile (no B): WG1 scores nothing (m1 = m0, O_right *= 2^(m - m1)) and only
 //   runs P[0] V_A[:, 256:512]; WG0 skips the P[1] product. Every wgmma block is issued and
-//   waited inside one branch (no wgmma in flight across a data-dependent branch or an
-//   mbarrier wait loop: ptxas would serialise every wgmma, C7514 / C7518).
+//   waited inside one branch (a wgmma in flight across a data-dependent branch makes ptxas
+//   serialise every wgmma, C7514 / C7518); in flight across the consumers' mbarrier wait
+//   loops (no trap path) and named barriers it is fine (no advisory, SASS checked).
 // Ring: two buffers x two channel halves, each half with a full mbarrier (256 arrivals: each
 //   producer thread's cp.async.mbarrier.arrive.noinc plus an ordinary arrive that releases
-//   its s_valid stores) and an empty mbarrier counting the threads that read the half:
+//   its s_valid stores; kv_fp8: st.shared of the decoded rows, fence.proxy.async, two
+//   ordinary arrivals) and an empty mbarrier counting the threads that read the half:
 //     A left  (buffer 0, side 0): WG0 (S_A, P_A V_A left)                 128
 //     A right (buffer 0, side 1): WG0 (S_A) + WG1 (P[0] V_A right)       256
 //     B left  (buffer 1, side 0): WG1 (S_B) + WG0 (P[1] V_B left)        256
@@ -421,7 +423,7 @@ __device__ __forceinline__ void softmax_tile(const float (&s)[32], const float (
 __device__ __forceinline__ float use_of(float m) { return m == -INFINITY ? 0.0f : m; }
 
 // Warpgroup 0 over the item's n tiles (pairs of local tiles 2i, 2i + 1; f0 / f1: the fills
-// of buffers 0 / 1 before this item). kQEmpty: arrive on q empty after the last S.
+// of buffers 0 / 1 before this item); arrives on q empty after its last S of the item.
 __device__ __forceinline__ void consume_wg0(int n, uint32_t f0, uint32_t f1, const Smem& sm,
                                             const bool (*s_valid)[kTileKeys], float* s_m0, const float* s_m1,
                                             float scale_log2, const Rows& r, RowState& st, float (&o)[128]) {
