@@ -29,7 +29,9 @@
 //   dispatch state, quantize x (launch_act_quant_fp8) + L1 W4A8 + quantize h + L2 W4A8
 //   (w4a8_ms) and L1 + L2 alone (w4a8_gemm_ms); TFLOP/s = the same useful FLOPs / time.
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
-//   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap).
+//   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap), prefill_w4a8_lut and
+//   prefill_w4a8_producer (kPrefillW4A8Producer: weights converted once per stage by a producer
+//   warpgroup, SS FP8 wgmma, persistent CTAs). --w4a8-config NAME prints only that W4A8 row.
 // prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
@@ -37,12 +39,18 @@
 // prefill_wgmma_wide rows (TileConfig::kPrefillWgmmaWide, opt-in, not yet GPU-run; > 512 tokens,
 //   printed by default after the prefill_wgmma_pipe row and its W4A8 rows): wgmma N = 256, 128
 //   weight rows x 256 slots per CTA, the dispatch builds 256-slot tiles for it; same columns.
+// decode_persistent rows (TileConfig::kDecodePersistent, opt-in, not yet GPU-run; <= 64 tokens, only with
+//   --persistent 1 or --config decode_persistent / decode_persistent_s1, so that a trapping first run
+//   cannot take the other rows with it): L1 + L2 (+ fused combine in the layer) in one launch of resident
+//   CTAs with a grid barrier; gemm_ms = that one launch without the combine (as the other rows' L1 + L2);
+//   gemm_l1_ms / gemm_l2_ms read -1 (no separate GEMMs). decode_persistent: K slices from
+//   moe_persistent_split_k (S1/S2 column); decode_persistent_s1: S = 1 forced (kDecode's arithmetic).
 // Usage: bench_moe [--json PATH] [--tokens 1,8,64,4096,16384] [--formats nvfp4,mxfp4]
 //                  [--config decode|decode_ksplit|decode_splitk|decode_stream|decode_stream_kmajor|
-//                   decode_stream_pdl|decode_stream_bulk|prefill_mma|
+//                   decode_stream_pdl|decode_stream_bulk|decode_persistent|decode_persistent_s1|prefill_mma|
 //                   prefill_wgmma|prefill_wgmma_pipe|prefill_wgmma_tma|prefill_wgmma_wide] (forces one path)
 //                  [--tma 1]
-//                  [--stream 1] [--w4a8 0]
+//                  [--stream 1] [--persistent 1] [--w4a8 0] [--w4a8-config prefill_w4a8_producer]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -67,13 +75,14 @@ const char* config_name(cuda::moe::TileConfig config) {
   if (config == TileConfig::kDecodeSplitK) return "decode_splitk";
   if (config == TileConfig::kDecodeStream) return "decode_stream";
   if (config == TileConfig::kDecodeStreamBulk) return "decode_stream_bulk";
+  if (config == TileConfig::kDecodePersistent) return "decode_persistent";
   return config == TileConfig::kDecode ? "decode" : config == TileConfig::kPrefill ? "prefill_mma" : "prefill_wgmma";
 }
 
 // Compute paths measured per token count: the default one, and above 512 tokens both
 // prefill paths (wgmma, the default, and the mma.sync one). --config NAME keeps one.
 std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& filter, bool tma_rows,
-                                               bool stream_rows) {
+                                               bool stream_rows, bool persistent_rows) {
   using cuda::moe::TileConfig;
   std::vector<TileConfig> all = {cuda::moe::moe_default_tile_config(tokens)};
   if (tokens > 512) all.push_back(TileConfig::kPrefill);
@@ -86,6 +95,8 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStream) all.push_back(TileConfig::kDecodeStream);
   if (stream_rows && tokens <= 64 && all.front() != TileConfig::kDecodeStreamBulk)
     all.push_back(TileConfig::kDecodeStreamBulk);
+  // <= 64 tokens, --persistent 1: the opt-in one-launch decode (L1 + L2, grid barrier)
+  if ((persistent_rows || filter == "decode_persistent") && tokens <= 64) all.push_back(TileConfig::kDecodePersistent);
   if (tokens > 512 && all.front() != TileConfig::kPrefillWgmmaPipe) all.push_back(TileConfig::kPrefillWgmmaPipe);
   // opt-in kPrefillWgmmaWide (wgmma N = 256, 256-slot tiles): right after prefill_wgmma_pipe's rows
   if (tokens > 512) {
@@ -95,12 +106,14 @@ std::vector<cuda::moe::TileConfig> configs_for(int tokens, const std::string& fi
   if (tokens > 512 && tma_rows) all.push_back(TileConfig::kPrefillWgmmaTma);  // opt-in (--tma 1), last
   if (filter.empty()) return all;
   for (TileConfig c : {TileConfig::kDecode, TileConfig::kDecodeKSplit, TileConfig::kDecodeSplitK,
-                       TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk, TileConfig::kPrefill, TileConfig::kPrefillWgmma,
+                       TileConfig::kDecodeStream, TileConfig::kDecodeStreamBulk, TileConfig::kDecodePersistent,
+                       TileConfig::kPrefill, TileConfig::kPrefillWgmma,
                        TileConfig::kPrefillWgmmaPipe, TileConfig::kPrefillWgmmaTma, TileConfig::kPrefillWgmmaWide})
     if (filter == config_name(c)) return {c};
   DSV4_CHECK(false,
              "--config {}: expected decode, decode_ksplit, decode_splitk, decode_stream, decode_stream_kmajor, "
-             "decode_stream_pdl, decode_stream_bulk, prefill_mma, prefill_wgmma, prefill_wgmma_pipe, "
+             "decode_stream_pdl, decode_stream_bulk, decode_persistent, decode_persistent_s1, prefill_mma, "
+             "prefill_wgmma, prefill_wgmma_pipe, "
              "prefill_wgmma_tma or prefill_wgmma_wide",
              filter);
   return {};
@@ -111,18 +124,27 @@ struct BenchPath {
   cuda::moe::TileConfig config;
   bool k_major = false;  // kDecodeStream: the k-major chunk order
   bool pdl = false;      // kDecodeStream: L2 launched with PDL (overlap_l2)
+  int decode_split = 0;  // kDecodePersistent: forced S (MoeForwardParams::decode_split; 0 automatic)
 };
 const char* path_name(const BenchPath& path) {
   if (path.k_major) return "decode_stream_kmajor";
   if (path.pdl) return "decode_stream_pdl";
+  if (path.config == cuda::moe::TileConfig::kDecodePersistent && path.decode_split == 1) return "decode_persistent_s1";
   return config_name(path.config);
 }
-std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows, bool stream_rows) {
+std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma_rows, bool stream_rows,
+                                 bool persistent_rows) {
   std::vector<BenchPath> paths;
   const bool kmajor_only = filter == "decode_stream_kmajor", pdl_only = filter == "decode_stream_pdl";
+  const bool s1_only = filter == "decode_persistent_s1";
   const bool variant_only = kmajor_only || pdl_only;
-  for (cuda::moe::TileConfig c :
-       configs_for(tokens, variant_only ? std::string("decode_stream") : filter, tma_rows, stream_rows)) {
+  const std::string base = variant_only ? std::string("decode_stream") : s1_only ? std::string("decode_persistent") : filter;
+  for (cuda::moe::TileConfig c : configs_for(tokens, base, tma_rows, stream_rows, persistent_rows)) {
+    if (c == cuda::moe::TileConfig::kDecodePersistent) {  // automatic S, then S = 1 (kDecode's arithmetic)
+      if (!s1_only) paths.push_back({c, false, false, 0});
+      if (filter.empty() || s1_only) paths.push_back({c, false, false, 1});
+      continue;
+    }
     if (!variant_only) paths.push_back({c, false, false});
     if (c != cuda::moe::TileConfig::kDecodeStream) continue;
     if (filter.empty() || kmajor_only) paths.push_back({c, true, false});
@@ -131,12 +153,23 @@ std::vector<BenchPath> paths_for(int tokens, const std::string& filter, bool tma
   return paths;
 }
 
+const char* w4a8_config_name(cuda::moe::TileConfig c) {
+  switch (c) {
+    case cuda::moe::TileConfig::kPrefillW4A8: return "prefill_w4a8";
+    case cuda::moe::TileConfig::kPrefillW4A8Lut: return "prefill_w4a8_lut";
+    case cuda::moe::TileConfig::kPrefillW4A8Producer: return "prefill_w4a8_producer";
+    default: return "prefill_w4a8_serial";
+  }
+}
+
 int run(int argc, char** argv) {
   std::string json_path, formats = "nvfp4,mxfp4", config_filter;
   std::vector<int> token_counts = {1, 8, 64, 4096, 16384};
   bool w4a8_rows = true;  // --w4a8 0: no W4A8 rows
+  std::string w4a8_only;  // --w4a8-config NAME: only that W4A8 row (prefill_w4a8_producer, ...)
   bool tma_rows = false;  // --tma 1: prefill_wgmma_tma rows (opt-in kernel: slower than the pipelined one on the H200)
   bool stream_rows = false;  // --stream 1: decode_stream* rows (opt-in kernels)
+  bool persistent_rows = false;  // --persistent 1: decode_persistent rows (opt-in kernel)
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string key = argv[i], value = argv[i + 1];
     if (key == "--json") json_path = value;
@@ -144,8 +177,10 @@ int run(int argc, char** argv) {
     else if (key == "--formats") formats = value;
     else if (key == "--config") config_filter = value;
     else if (key == "--w4a8") w4a8_rows = value != "0";
+    else if (key == "--w4a8-config") w4a8_only = value;
     else if (key == "--tma") tma_rows = value != "0";
     else if (key == "--stream") stream_rows = value != "0";
+    else if (key == "--persistent") persistent_rows = value != "0";
   }
   FILE* json = json_path.empty() ? nullptr : std::fopen(json_path.c_str(), "a");
   cudaDeviceProp prop{};
@@ -204,14 +239,15 @@ int run(int argc, char** argv) {
       target.stream_k_major = k_major;
     };
     for (int tokens : token_counts) {
-      for (const BenchPath path : paths_for(tokens, config_filter, tma_rows, stream_rows)) {
+      for (const BenchPath path : paths_for(tokens, config_filter, tma_rows, stream_rows, persistent_rows)) {
         const cuda::moe::TileConfig config = path.config;
         if (config == cuda::moe::TileConfig::kDecodeStream || config == cuda::moe::TileConfig::kDecodeStreamBulk)
           ensure_stream_layout(path.k_major);
         const cuda::moe::MoeLayerWeights& weights = path.k_major ? weights_kmajor : weights_default;
         const std::vector<uint16_t> x = make_activations(tokens, kHidden, 500 + tokens);
         uint16_t* d_x = device_copy(x);
-        const cuda::moe::MoeWorkspace size = cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr);
+        const cuda::moe::MoeWorkspace size =
+            cuda::moe::moe_workspace(dev.weights, tokens, config, nullptr, path.decode_split);
         void* d_ws = nullptr;
         float* d_out = nullptr;
         int32_t* d_flag = nullptr;
@@ -219,7 +255,7 @@ int run(int argc, char** argv) {
         DSV4_CUDA_OK(cudaMalloc(&d_out, static_cast<size_t>(tokens) * kHidden * 4));
         DSV4_CUDA_OK(cudaMalloc(&d_flag, 4));
         DSV4_CUDA_OK(cudaMemset(d_flag, 0, 4));
-        const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(dev.weights, tokens, config, d_ws);
+        const cuda::moe::MoeWorkspace ws = cuda::moe::moe_workspace(dev.weights, tokens, config, d_ws, path.decode_split);
         cudaStream_t stream;
         DSV4_CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
         cuda::moe::MoeForwardParams p;
@@ -228,6 +264,7 @@ int run(int argc, char** argv) {
         p.tokens = tokens;
         p.config = config;
         p.overlap_l2 = path.pdl;
+        p.decode_split = path.decode_split;
         p.workspace = d_ws;
         p.out = d_out;
         p.error_flag = d_flag;
@@ -297,8 +334,19 @@ int run(int argc, char** argv) {
         l2.programmatic_wait = path.pdl;
         l1.act_rows = l2.act_rows = ws.split_slots;  // kPrefillWgmmaTma: rows the TMA reads (pairs = slots)
         l1.act_perm = ws.x_perm;                     // kPrefillWgmmaTma: L1's slot-order copy of x  // L2 right after L1 in the gemm-only loop (PDL needs that)
+        // kDecodePersistent: both GEMMs in its one launch (no combine), on the same dispatch state;
+        // repeated launches need no re-zeroing (epoch barrier; split counters reset by their last arrivers).
+        const bool persistent = config == cuda::moe::TileConfig::kDecodePersistent;
+        cuda::moe::DecodePersistentParams pp;
+        pp.l1 = l1;
+        pp.l2 = l2;
+        pp.grid_barrier = ws.grid_barrier;
         const double gemm_ms = timer.median_ms(
             [&] {
+              if (persistent) {
+                DSV4_CUDA_OK(cuda::moe::launch_moe_decode_persistent(pp));
+                return;
+              }
               DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1));
               DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2));
             },
@@ -306,7 +354,7 @@ int run(int argc, char** argv) {
         // <= 64 tokens: L1 and L2 alone too (JSON gemm_l1_ms / gemm_l2_ms; -1 above), to see
         // which GEMM loses the time at decode (docs/kernels/moe.md, decode analysis).
         double gemm_l1_ms = -1.0, gemm_l2_ms = -1.0;
-        if (tokens <= cuda::moe::kFusedRouteMaxTokens) {
+        if (tokens <= cuda::moe::kFusedRouteMaxTokens && !persistent) {
           gemm_l1_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::launch_moe_l1(l1)); }, iters);
           gemm_l2_ms = timer.median_ms([&] { DSV4_CUDA_OK(cuda::moe::launch_moe_l2(l2)); }, iters);
         }
@@ -366,12 +414,12 @@ int run(int argc, char** argv) {
           // The serial kernel first (GPU-verified 2026-12-01), then the overlapped one and its
           // table-lookup variant (register hazard fixed offline, not yet run on a GPU: their
           // figures count only once cuda_moe_w4a8_test passes).
+          // Then kPrefillW4A8Producer (producer warpgroup, persistent CTAs; not yet GPU-run).
           for (const cuda::moe::TileConfig wconfig :
                {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
-                cuda::moe::TileConfig::kPrefillW4A8Lut}) {
-          const char* wname = wconfig == cuda::moe::TileConfig::kPrefillW4A8      ? "prefill_w4a8"
-                              : wconfig == cuda::moe::TileConfig::kPrefillW4A8Lut ? "prefill_w4a8_lut"
-                                                                                  : "prefill_w4a8_serial";
+                cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer}) {
+          if (!w4a8_only.empty() && w4a8_only != w4a8_config_name(wconfig)) continue;
+          const char* wname = w4a8_config_name(wconfig);
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
           q1.config = q2.config = wconfig;
           q1.act8 = d_x8;

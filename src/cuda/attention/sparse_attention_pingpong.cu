@@ -308,6 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_attention_pingpong_kernel(
                                                                                 int splits, float* part_o,
                                                                                 float* part_ml) {
   extern __shared__ uint8_t smem_raw[];
+  allow_dependent_launch();  // the split merge (PDL) may be scheduled once every CTA runs
   __shared__ bool s_valid[kStages][kTileKeys];
   __shared__ float s_m[2][kHeads];          // per parity: row maxima m_i after the last tile i of that parity
   __shared__ uint64_t s_bars[2 * kStages + 1];  // full[0..2], empty[0..2], q full (q_bf16)
@@ -362,6 +363,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sparse_attention_pingpong_persistent_kernel(const SparseAttentionParams p, int splits, int items,
                                                 float* part_o, float* part_ml) {
   extern __shared__ uint8_t smem_raw[];
+  allow_dependent_launch();  // the split merge (PDL) may be scheduled once every CTA runs
   __shared__ bool s_valid[kStages][kTileKeys];
   __shared__ float s_m[2][kHeads];              // per parity: row maxima m_i after the last tile i of that parity
   __shared__ uint64_t s_bars[2 * kStages + 2];  // full[0..2], empty[0..2], q full, q empty

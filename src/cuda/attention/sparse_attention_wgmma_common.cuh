@@ -147,6 +147,15 @@ __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& 
   return p.entries + (static_cast<int64_t>(keys.slot) * p.max_entries + w) * kDim;
 }
 
+// Programmatic dependent launch (PDL) of the split-KV merge: the attention kernels allow
+// their dependents to be scheduled as soon as every CTA has started (a no-op unless the next
+// launch carries cudaLaunchAttributeProgrammaticStreamSerialization); the merge waits for the
+// whole attention grid and its memory before it reads a partial. Dependents launch only once
+// every CTA of this grid has issued the instruction (or exited), so they never take an SM a
+// not-yet-started CTA of this grid needs.
+__device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
+__device__ __forceinline__ void wait_for_prerequisite_grids() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+
 // Consumer epilogue: this thread's O fragment (columns [256 wg, 256 wg + 256) of rows
 // row0, row0 + 8: o[4 j + 2 h + 0/1] at column 8 j + 2 (lane % 4) + 0/1), its rows'
 // running max m (log2 domain) and full row sums l (every key of the range). part_o

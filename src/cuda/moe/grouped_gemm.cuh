@@ -188,45 +188,61 @@ __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 // with the chunk's byte count and issues cp.async.bulk of the whole chunk; every thread waits
 // on the barrier (phase parity = use count & 1) before the stage's __syncthreads. The
 // activation rows stay on cp.async groups. A wait that never completes traps (no silent hang).
-template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>
-__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
+// Where one output unit (BW weight rows x BT slots of tile-list entry `tile`, one K slice)
+// of the grouped GEMM lies: column block y() of y_count(), K slice z() of slices().
+// GridUnit reads them from the grid at each use, as moe_grouped_gemm_kernel always did (so
+// its SASS is unchanged: same instructions in the same order, cuobjdump); DealtUnit holds
+// what the persistent decode kernel (decode_persistent.cuh) dealt to a CTA.
+struct GridUnit {
+  __device__ __forceinline__ unsigned y() const { return blockIdx.y; }
+  __device__ __forceinline__ unsigned y_count() const { return gridDim.y; }
+  __device__ __forceinline__ unsigned z() const { return blockIdx.z; }
+  __device__ __forceinline__ unsigned slices() const { return gridDim.z; }
+};
+struct DealtUnit {
+  unsigned y_, y_count_, z_, slices_;  // unsigned, as blockIdx / gridDim: the same conversions
+  __device__ __forceinline__ unsigned y() const { return y_; }
+  __device__ __forceinline__ unsigned y_count() const { return y_count_; }
+  __device__ __forceinline__ unsigned z() const { return z_; }
+  __device__ __forceinline__ unsigned slices() const { return slices_; }
+};
+// No wait between the weight prefetch and the activation copies (kPrefetch == false).
+struct NoActWait {
+  __device__ __forceinline__ void operator()() const {}
+};
+
+// One unit of the grouped GEMM: the whole per-CTA body of moe_grouped_gemm_kernel, callable
+// once per unit from a persistent kernel (forceinline: the kernel's SASS is that of the body).
+// The caller separates two units of one CTA by __syncthreads() (shared memory is reused).
+// kPrefetch (fragment layout, decode tiles only; the persistent kernel's L2): the weight +
+// scale copies of the first STAGES - 1 stages are issued first (no commit: they join group
+// 0), then before_act() runs (all threads; the persistent kernel's grid barrier: h complete),
+// then the activation rows of each stage, one group per stage (as the PDL path of kStream).
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false,
+          bool kPrefetch = false, class Unit = GridUnit, class BeforeAct = NoActWait>
+__device__ __forceinline__ void grouped_gemm_unit(const GroupedGemmParams& p, const int tile, const int tile_total,
+                                                  const Unit unit, const BeforeAct& before_act = BeforeAct()) {
   constexpr bool kStream = kStreamMode != 0, kBulk = kStreamMode == 2;
   static_assert(!kSplit || Tile::WK == 1, "split-K across CTAs on WK == 1 tiles only");
   static_assert(!kStream || (Tile::BW == kDecodeStreamRows && Tile::BK == kDecodeStreamK && !kSplit),
                 "the stream layout's chunk is DecodeTile's stage");
+  static_assert(!kPrefetch || (!kStream && !kReferenceLoop && Tile::BT == 8),
+                "the weight prefetch is written for the decode tiles' planned fragment copy");
   using Smem = GemmSmem<Tile, F>;
   constexpr int BW = Tile::BW, BT = Tile::BT, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
   constexpr int SB = frag_scale_bytes(F);
   extern __shared__ __align__(16) uint8_t smem[];
 
-  const int tile = blockIdx.x;
-  const int tile_total = *p.tile_count;
-  if (tile >= tile_total) {
-    if constexpr (!kL1 && Tile::BT == 8) {
-      // Fused combine with no tile at all (every pick dropped, no shared expert): nobody
-      // would count, so CTA (0, y) writes the combine's result, zeros, for its columns.
-      if (p.combine_out != nullptr && tile_total == 0 && tile == 0 && blockIdx.z == 0) {
-        constexpr int kChunks = Tile::BW / 8;
-        for (int c = threadIdx.x; c < p.combine_tokens * kChunks; c += Tile::kThreads) {
-          float4* o = reinterpret_cast<float4*>(p.combine_out + static_cast<int64_t>(c / kChunks) * p.n +
-                                                blockIdx.y * Tile::BW + (c % kChunks) * 8);
-          o[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          o[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-      }
-    }
-    return;
-  }
   const int expert = p.tile_expert[tile];
   const int slot0 = p.tile_slot_begin[tile];
   const int rows = p.tile_row_count[tile];
-  const int n0 = blockIdx.y * BW;
+  const int n0 = unit.y() * BW;
   const int K = p.k;
   const int kb_count = K / kFragCols;
   int kt0 = 0, k_tiles = K / BK;  // this CTA's k-tiles: [kt0, kt0 + k_tiles)
   if constexpr (kSplit) {
-    const int all = K / BK, z = blockIdx.z, slices = gridDim.z;
+    const int all = K / BK, z = unit.z(), slices = unit.slices();
     kt0 = z * all / slices;
     k_tiles = (z + 1) * all / slices - kt0;
   }
@@ -240,7 +256,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   int64_t stream_step = kChunkBytes;
   if constexpr (kStream) {
     const int64_t group_chunks = static_cast<int64_t>(p.n / BW) * (K / BK);
-    const int64_t first = p.stream_k_major ? blockIdx.y : static_cast<int64_t>(blockIdx.y) * (K / BK);
+    const int64_t first = p.stream_k_major ? unit.y() : static_cast<int64_t>(unit.y()) * (K / BK);
     g_stream = p.stream_weights + (expert * group_chunks + first) * kChunkBytes;
     if (p.stream_k_major) stream_step = static_cast<int64_t>(p.n / BW) * kChunkBytes;
   }
@@ -391,7 +407,8 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
   // Fragment layout through the copy plan above: k-tile kt0 + j into the stage at byte offset
   // stage_offset. Each source is its kt0 pointer + j strides (one 64-bit IMAD.WIDE per
   // pointer; pointers advanced per load cost an add pair and register moves, cuobjdump).
-  auto load_stage_fragment = [&](int stage_offset, int j) {  // stage_offset = stage * kStageBytes
+  // Weights + scales of the stage (kPrefetch issues them ahead of the activation rows).
+  auto load_stage_fragment_weights = [&](int stage_offset, int j) {  // stage_offset = stage * kStageBytes
     const uint32_t dst = smem_base + static_cast<uint32_t>(stage_offset);
     const uint8_t* w = w_src + static_cast<int64_t>(j) * kRowRunBytes;
 #pragma unroll
@@ -403,7 +420,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       if (kScaleChunksAll % kThreads == 0 || c < kScaleChunksAll)
         cp_async16_u32(dst + Smem::kWeightBytes + c * 16, sc_src[i] + static_cast<int64_t>(j) * (Smem::kFbK * SB), 16);
     }
-    const uint32_t act_dst = dst + Smem::kWeightBytes + Smem::kScaleBytes;
+  };
+  auto load_stage_fragment_act = [&](int stage_offset, int j) {  // the stage's activation rows
+    const uint32_t act_dst = smem_base + static_cast<uint32_t>(stage_offset) + Smem::kWeightBytes + Smem::kScaleBytes;
 #pragma unroll
     for (int i = 0; i < kActIters; ++i) {
       const int c = tid + i * kThreads;
@@ -413,6 +432,10 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
                        act_offset[i] >= 0 ? 16 : 0);
       }
     }
+  };
+  auto load_stage_fragment = [&](int stage_offset, int j) {
+    load_stage_fragment_weights(stage_offset, j);
+    load_stage_fragment_act(stage_offset, j);
   };
   auto load_stage = [&](int stage, int kt) {
     uint8_t* s_weights = smem + stage * Smem::kStageBytes;
@@ -462,6 +485,19 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 #pragma unroll
     for (int s = 0; s < Tile::STAGES - 1; ++s) {
       if (s < k_tiles) load_stage_act(s, kt0 + s);
+      cp_async_commit();
+    }
+  } else if constexpr (kPrefetch) {
+    // The same order for the fragment layout: weights + scales of stages 0..STAGES-2 (group 0),
+    // before_act() (the persistent kernel's grid barrier), then the activation rows per stage.
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage_fragment_weights(s * Smem::kStageBytes, s);
+    }
+    before_act();
+#pragma unroll
+    for (int s = 0; s < Tile::STAGES - 1; ++s) {
+      if (s < k_tiles) load_stage_fragment_act(s * Smem::kStageBytes, s);
       cp_async_commit();
     }
   } else {
@@ -659,9 +695,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   if constexpr (kSplit) {
     // acc[i][j][v]: weight row (ww * MT + i) * 16 + g + 8 * (v / 2), slot wt * (BT / WT) + j * 8 + 2t + v % 2.
-    const int slices = gridDim.z;
+    const int slices = unit.slices();
     const int64_t slice_stride = static_cast<int64_t>(p.split_slots) * p.n;
-    float* part = p.split_partials + blockIdx.z * slice_stride;
+    float* part = p.split_partials + unit.z() * slice_stride;
 #pragma unroll
     for (int i = 0; i < MT; ++i)
 #pragma unroll
@@ -678,7 +714,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
     __threadfence();
     __syncthreads();
     if (tid == 0) {
-      int32_t* counter = p.split_done + static_cast<int64_t>(tile) * gridDim.y + blockIdx.y;
+      int32_t* counter = p.split_done + static_cast<int64_t>(tile) * unit.y_count() + unit.y();
       const int last = atomicAdd(counter, 1) == slices - 1;
       if (last) atomicExch(counter, 0);
       s_split_last = last;
@@ -759,14 +795,14 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
 
   if constexpr (!kL1 && BT == 8) {  // decode tiles only (launch_gemm rejects combine_out otherwise)
     if (p.combine_out != nullptr) {
-      // Fused combine (decode): the CTA that finishes column block blockIdx.y last (of the
+      // Fused combine (decode): the CTA that finishes column block unit.y() last (of the
       // tile_total CTAs that run it) sums every token's slots for these BW columns, in k
       // order, exactly as combine_kernel does. Fence / count / fence: the slot_out rows of
       // every CTA of the block are visible before the last one reads them (from L2, .cg).
       __shared__ int s_last;
       __threadfence();
       __syncthreads();
-      if (tid == 0) s_last = atomicAdd(p.combine_done + blockIdx.y, 1) == tile_total - 1;
+      if (tid == 0) s_last = atomicAdd(p.combine_done + unit.y(), 1) == tile_total - 1;
       __syncthreads();
       if (s_last) {
         __threadfence();
@@ -794,6 +830,30 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_ge
       }
     }
   }
+}
+
+// The grouped GEMM as one CTA per unit: grid (max_tiles, n / BW, S), tile = blockIdx.x.
+template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
+  const int tile = blockIdx.x;
+  const int tile_total = *p.tile_count;
+  if (tile >= tile_total) {
+    if constexpr (!kL1 && Tile::BT == 8) {
+      // Fused combine with no tile at all (every pick dropped, no shared expert): nobody
+      // would count, so CTA (0, y) writes the combine's result, zeros, for its columns.
+      if (p.combine_out != nullptr && tile_total == 0 && tile == 0 && blockIdx.z == 0) {
+        constexpr int kChunks = Tile::BW / 8;
+        for (int c = threadIdx.x; c < p.combine_tokens * kChunks; c += Tile::kThreads) {
+          float4* o = reinterpret_cast<float4*>(p.combine_out + static_cast<int64_t>(c / kChunks) * p.n +
+                                                blockIdx.y * Tile::BW + (c % kChunks) * 8);
+          o[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          o[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+    }
+    return;
+  }
+  grouped_gemm_unit<Tile, F, kL1, kSplit, kStreamMode, kReferenceLoop>(p, tile, tile_total, GridUnit());
 }
 
 template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>

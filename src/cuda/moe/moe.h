@@ -104,10 +104,20 @@ enum class TileConfig : int {
   kPrefillWgmmaWide = 13,  // opt-in (not yet GPU-run): kPrefillWgmmaPipe's math with wgmma N = 256: 128 weight
                            // rows x 256 slots per CTA (2 warpgroups), tiles of 256 slots (tile_config_rows);
                            // expected bitwise equal to kPrefillWgmmaPipe. grouped_gemm_wgmma_wide.cu
+  kPrefillW4A8Producer = 14,  // opt-in (not yet GPU-run), MXFP4, launch_moe_l1 / l2 only: kPrefillW4A8's math
+                              // (expected bitwise equal) with the weights converted to E4M3 once per stage by a
+                              // producer warpgroup into shared memory, SS FP8 wgmma, persistent CTAs.
+                              // grouped_gemm_w4a8_producer.cu, docs/kernels/moe.md (W4A8)
+  kDecodePersistent = 15,  // opt-in (not yet GPU-run), moe_forward / launch_moe_decode_persistent only: L1 (+ SwiGLU)
+                           // and L2 (+ routing weight, fused combine) in ONE launch of resident CTAs: kDecode's
+                           // 128 x 8 units (or kDecodeSplitK's K slices) dealt round-robin, a grid barrier between
+                           // L1 and L2, L2's first weight stages prefetched before it. Bitwise equal to kDecode
+                           // (S == 1) / kDecodeSplitK (same S). decode_persistent.cuh, docs/kernels/moe.md
 };
 // Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide, else 128.
 int tile_config_rows(TileConfig config);
-// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk).
+// The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk,
+// kDecodePersistent).
 bool is_decode_tile_config(TileConfig config);
 
 // K slices S for kDecodeSplitK on a GEMM [n, k] with max_tiles tiles: forced > 0 takes
@@ -176,6 +186,44 @@ struct GroupedGemmParams {
 cudaError_t launch_moe_l1(const GroupedGemmParams& params);
 // L2: slot_out = (h W2^T) * factor * slot_weight.
 cudaError_t launch_moe_l2(const GroupedGemmParams& params);
+
+// ---- Persistent decode GEMMs (TileConfig::kDecodePersistent; docs/kernels/moe.md) --------
+// L1 and L2 of launch_moe_l1 / launch_moe_l2 in one launch of `grid` CTAs that are all resident
+// at once. Work units = (tile, 128-row column block, K slice) of kDecode's tile, dealt
+// round-robin (unit u to CTA u mod grid; tile fastest, then slice, then column block). After
+// its L1 units a CTA issues the weight + scale copies of the first 5 stages of its first L2
+// unit, then waits at a grid barrier (h complete), then runs its L2 units (the fused combine
+// when l2.combine_out is set, as launch_moe_l2).
+// K slices: l1.split_k / l2.split_k (S <= 1: kDecode's arithmetic, bitwise equal to kDecode;
+// S > 1: kDecodeSplitK's partials + last-arriver sum in slice order, bitwise equal to
+// kDecodeSplitK with the same S; split_partials / split_done / split_slots as for kDecodeSplitK,
+// l1 and l2 may share split_partials). S: moe_persistent_split_k (moe_workspace picks it).
+// grid_barrier: a 64-bit counter each launch adds `grid` to; it must hold a multiple of the
+// grid at launch (0 once at allocation; moe_forward's dispatch zeroes it every forward), so
+// repeated launches need no re-zeroing. A barrier wait longer than ~2 s traps (no hang).
+// Refused (cudaErrorInvalidValue): n or k not multiples of 128, l1.n != 2 * l2.k, different
+// formats / tile lists, l1.combine_out set, missing split buffers for S > 1, null grid_barrier.
+struct DecodePersistentParams {
+  GroupedGemmParams l1, l2;               // config ignored; l1.stream is the launch's stream
+  unsigned long long* grid_barrier = nullptr;  // [1] in the workspace (MoeWorkspace::grid_barrier)
+  int grid = 0;                           // CTAs: 0 = all that fit at once (moe_decode_persistent_ctas);
+                                          // > 0: min(grid, that) (tests: few CTAs, many units each)
+  bool cooperative = true;                // cudaLaunchAttributeCooperative: the driver refuses a grid that
+                                          // cannot be co-resident (false: plain launch, same grid)
+};
+cudaError_t launch_moe_decode_persistent(const DecodePersistentParams& params);
+// CTAs of kDecodePersistent resident at once on the current device (occupancy x SMs, queried
+// once per format); kPersistentFallbackCtas when no device answers (sizing on a host).
+inline constexpr int kPersistentFallbackCtas = 396;  // H200: 3 CTAs x 132 SMs
+int moe_decode_persistent_ctas(ExpertFormat format);
+// K slices S of kDecodePersistent on a GEMM [n, k] with max_tiles tiles and `ctas` CTAs:
+// forced > 0 takes min(forced, k / 128, 16); forced == 0 takes the S in {1, 2, 4, 8, 16}
+// (dividing k / 128) with the least  ceil(units x S / ctas) x (k / 128 / S + 2)  (the k-tiles
+// of the busiest CTA, + 2 per unit for its pipeline fill and epilogue; units = max_tiles x
+// n / 128), the smallest S on ties. Pure (host): V4-Flash at 1 token on 396 CTAs: L1 4, L2 1.
+// moe_workspace's `forced`: decode_split, else DSV4_MOE_SPLITK (both GEMMs alike), else the
+// environment DSV4_MOE_PERSISTENT_S="S1,S2" (read once; L1 / L2 apart, for sweeps), else 0.
+int moe_persistent_split_k(int max_tiles, int n, int k, int ctas, int forced);
 
 // ---- Decode stream layout (TileConfig::kDecodeStream; docs/kernels/moe.md, decode) -------
 // The packed weights + scales of a matrix [n, k] re-ordered so that what one decode CTA
@@ -277,6 +325,10 @@ struct MoeWorkspace {
   float* split_partials;  // [S][pairs][n] FP32, sized for the largest need at <= tokens
   int split_l1, split_l2, split_slots;
   uint16_t* x_perm;       // kPrefillWgmmaTma only: [pairs, H] BF16, x in slot order (else null)
+  // kDecodePersistent only (else null): the grid barrier's counter, 8-byte aligned, after the
+  // split-K counters in the region the dispatch zeroes. split_l1 / split_l2 are then
+  // moe_persistent_split_k's S and split_partials is sized for them.
+  unsigned long long* grid_barrier;
 };
 // Layout of the workspace for `tokens` tokens with tile config `config`; base may be
 // null to only compute the size. decode_split: MoeForwardParams::decode_split (0: auto).
@@ -301,15 +353,19 @@ struct MoeForwardParams {
   bool fuse_combine = true;                // tokens <= kFusedRouteMaxTokens, decode tiles:
                                            // combine in L2's last CTA per column block (false: combine kernel)
   bool split_router_rows = true;           // RouterParams::split_rows
-  int decode_split = 0;                    // kDecodeSplitK: forced S (0: moe_decode_split_k's choice);
+  int decode_split = 0;                    // kDecodeSplitK / kDecodePersistent: forced S (0: moe_decode_split_k's /
+                                           // moe_persistent_split_k's choice);
                                            // moe_workspace must be given the same value
+  int persistent_grid = 0;                 // kDecodePersistent: DecodePersistentParams::grid (0: all resident CTAs)
+  bool persistent_cooperative = true;      // kDecodePersistent: DecodePersistentParams::cooperative
   bool overlap_l2 = false;                 // kDecodeStream(Bulk) only (opt-in): L2 launched with PDL
                                            // (GroupedGemmParams::programmatic_wait), bitwise the same result
   cudaStream_t stream = nullptr;
 };
 // Router, dispatch, L1, L2, combine, no host synchronisation: 6 kernels (router scores,
 // top-k, dispatch, L1, L2, combine); at <= 64 tokens 5 with fuse_route_dispatch and 4 with
-// fuse_combine too (scores, top-k + dispatch, L1, L2 + combine).
+// fuse_combine too (scores, top-k + dispatch, L1, L2 + combine); kDecodePersistent: L1 + L2
+// one launch (3 kernels at <= 64 tokens with both fusions).
 cudaError_t moe_forward(const MoeForwardParams& params);
 
 }  // namespace dsv4::cuda::moe

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace dsv4::cuda::moe {
 
@@ -13,6 +14,7 @@ cudaError_t launch_nvfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_mxfp4(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_w4a8_producer(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_wide(const GroupedGemmParams& p, bool l1);
 }  // namespace detail
@@ -24,9 +26,12 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
       (l1 || !is_decode_tile_config(p.config) || p.n % 128 != 0 ||
        p.slot_of_pair == nullptr || p.combine_done == nullptr))
     return cudaErrorInvalidValue;  // fused combine: L2 on the decode tiles only
+  if (p.config == TileConfig::kDecodePersistent)
+    return cudaErrorInvalidValue;  // L1 + L2 in one launch: launch_moe_decode_persistent
   if (p.config == TileConfig::kPrefillW4A8 || p.config == TileConfig::kPrefillW4A8Serial ||
       p.config == TileConfig::kPrefillW4A8Lut)
     return detail::launch_w4a8(p, l1);  // opt-in W4A8
+  if (p.config == TileConfig::kPrefillW4A8Producer) return detail::launch_w4a8_producer(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillWgmmaTma) return detail::launch_wgmma_tma(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmmaWide) return detail::launch_wgmma_wide(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
@@ -51,7 +56,8 @@ struct Carver {
 
 bool is_decode_tile_config(TileConfig config) {
   return config == TileConfig::kDecode || config == TileConfig::kDecodeKSplit || config == TileConfig::kDecodeSplitK ||
-         config == TileConfig::kDecodeStream || config == TileConfig::kDecodeStreamBulk;
+         config == TileConfig::kDecodeStream || config == TileConfig::kDecodeStreamBulk ||
+         config == TileConfig::kDecodePersistent;
 }
 
 int tile_config_rows(TileConfig config) {
@@ -108,17 +114,50 @@ int forced_split(int decode_split, int tokens) {
 
 // FP32 partial sums kDecodeSplitK needs at t <= tokens (the largest of L1's and L2's, over t:
 // S shrinks as t grows, so a workspace sized for more tokens still fits fewer).
-size_t split_partial_floats(const MoeLayerWeights& w, int tokens, int pairs_per_token, int groups, int decode_split) {
+// The S of kDecodeSplitK (persistent == false: moe_decode_split_k) or kDecodePersistent
+// (moe_persistent_split_k on `ctas` CTAs) for L1 / L2 at max_tiles tiles.
+// kDecodePersistent: DSV4_MOE_PERSISTENT_S="S1,S2" (read once) forces L1's and L2's S apart
+// (for sweeps on the GPU; decode_split / DSV4_MOE_SPLITK force both alike and win over it).
+void persistent_env_split(int* s1, int* s2) {
+  static const std::pair<int, int> env = [] {
+    const char* v = std::getenv("DSV4_MOE_PERSISTENT_S");
+    int a = 0, b = 0;
+    if (v != nullptr) {
+      a = std::atoi(v);
+      const char* comma = std::strchr(v, ',');
+      b = comma != nullptr ? std::atoi(comma + 1) : a;
+    }
+    return std::pair<int, int>(a, b);
+  }();
+  *s1 = env.first;
+  *s2 = env.second;
+}
+
+void split_choice(const MoeLayerWeights& w, int max_tiles, int forced, bool persistent, int ctas, int* s1, int* s2) {
+  if (persistent) {
+    int env1 = 0, env2 = 0;
+    if (forced <= 0) persistent_env_split(&env1, &env2);
+    *s1 = moe_persistent_split_k(max_tiles, 2 * w.intermediate, w.hidden, ctas, forced > 0 ? forced : env1);
+    *s2 = moe_persistent_split_k(max_tiles, w.hidden, w.intermediate, ctas, forced > 0 ? forced : env2);
+  } else {
+    *s1 = moe_decode_split_k(max_tiles, 2 * w.intermediate, w.hidden, forced);
+    *s2 = moe_decode_split_k(max_tiles, w.hidden, w.intermediate, forced);
+  }
+}
+
+size_t split_partial_floats(const MoeLayerWeights& w, int tokens, int pairs_per_token, int groups, int decode_split,
+                            bool persistent = false, int ctas = 0) {
   size_t best = 0;
   for (int t = decode_split > 0 ? tokens : 1; t <= tokens; ++t) {
     const int forced = forced_split(decode_split, t);
     const int mt = moe_max_tiles(t, pairs_per_token, groups, 8);
-    const int s1 = moe_decode_split_k(mt, 2 * w.intermediate, w.hidden, forced);
-    const int s2 = moe_decode_split_k(mt, w.hidden, w.intermediate, forced);
+    int s1 = 1, s2 = 1;
+    split_choice(w, mt, forced, persistent, ctas, &s1, &s2);
     const size_t pairs = static_cast<size_t>(t) * pairs_per_token;
     if (s1 > 1) best = std::max(best, s1 * pairs * 2 * w.intermediate);
     if (s2 > 1) best = std::max(best, s2 * pairs * w.hidden);
-    if (s1 == 1 && s2 == 1 && forced_split(decode_split, tokens) == 0) break;  // max_tiles grows with t: no split beyond
+    if (s1 == 1 && s2 == 1 && forced_split(decode_split, tokens) == 0 && !persistent)
+      break;  // max_tiles grows with t: no split beyond (kDecodeSplitK; the persistent choice is not monotone)
   }
   return best;
 }
@@ -152,19 +191,27 @@ MoeWorkspace moe_workspace(const MoeLayerWeights& w, int tokens, TileConfig conf
   const size_t combine_ints = w.hidden / 16 + 1;
   const size_t split_l1_ints = decode ? static_cast<size_t>(ws.max_tiles) * (2 * w.intermediate / 128) : 0;
   const size_t split_l2_ints = decode ? static_cast<size_t>(ws.max_tiles) * (w.hidden / 128) : 0;
-  ws.combine_done = carve.take<int32_t>(combine_ints + split_l1_ints + split_l2_ints);
+  // kDecodePersistent: its grid barrier's 64-bit counter after the split counters (8-byte
+  // aligned: the region starts 256-aligned), zeroed with them; other configs' layout unchanged.
+  const bool persistent = config == TileConfig::kDecodePersistent;
+  const size_t counter_ints = combine_ints + split_l1_ints + split_l2_ints;
+  const size_t barrier_int = (counter_ints + 1) / 2 * 2;
+  ws.combine_done = carve.take<int32_t>(persistent ? barrier_int + 2 : counter_ints);
   ws.split_done_l1 = ws.combine_done ? ws.combine_done + combine_ints : nullptr;
   ws.split_done_l2 = ws.split_done_l1 ? ws.split_done_l1 + split_l1_ints : nullptr;
+  ws.grid_barrier = persistent && ws.combine_done
+                        ? reinterpret_cast<unsigned long long*>(ws.combine_done + barrier_int)
+                        : nullptr;
   ws.split_l1 = ws.split_l2 = 1;
-  if (config == TileConfig::kDecodeSplitK) {
-    const int forced = forced_split(decode_split, tokens);
-    ws.split_l1 = moe_decode_split_k(ws.max_tiles, 2 * w.intermediate, w.hidden, forced);
-    ws.split_l2 = moe_decode_split_k(ws.max_tiles, w.hidden, w.intermediate, forced);
-  }
+  const int persistent_ctas = persistent ? moe_decode_persistent_ctas(w.format) : 0;
+  if (config == TileConfig::kDecodeSplitK || persistent)
+    split_choice(w, ws.max_tiles, forced_split(decode_split, tokens), persistent, persistent_ctas, &ws.split_l1,
+                 &ws.split_l2);
   ws.split_slots = static_cast<int>(pairs);
   ws.split_partials =
       decode ? carve.take<float>(split_partial_floats(w, tokens, static_cast<int>(pairs_per_token),
-                                                      static_cast<int>(groups), decode_split))
+                                                      static_cast<int>(groups), decode_split, persistent,
+                                                      persistent_ctas))
              : nullptr;
   // kPrefillWgmmaTma: x in slot order for L1's TMA (carved last: other configs' layout unchanged).
   ws.x_perm = config == TileConfig::kPrefillWgmmaTma ? carve.take<uint16_t>(pairs * w.hidden) : nullptr;
@@ -221,11 +268,14 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   const bool fuse_combine =
       p.fuse_combine && p.tokens <= kFusedRouteMaxTokens && is_decode_tile_config(p.config);
   const bool split = ws.split_l1 > 1 || ws.split_l2 > 1;
-  if (fuse_combine || split) {
+  const bool persistent = p.config == TileConfig::kDecodePersistent;
+  if (fuse_combine || split || persistent) {
     dispatch.zero_ints = ws.combine_done;
     dispatch.zero_count = w.hidden / 16 + 1;
     if (split)  // the split-K counters follow combine_done in the same region
       dispatch.zero_count = static_cast<int>(ws.split_done_l2 - ws.combine_done) + ws.max_tiles * (w.hidden / 128);
+    if (persistent)  // and the grid barrier's counter after them (2 ints)
+      dispatch.zero_count = static_cast<int>(reinterpret_cast<int32_t*>(ws.grid_barrier) - ws.combine_done) + 2;
   }
   cudaError_t err = cudaSuccess;
   if (p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens) {
@@ -264,7 +314,6 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.stream_k_major = w.stream_k_major;
   l1.act_rows = ws.split_slots;  // kPrefillWgmmaTma: pairs = slots
   l1.act_perm = ws.x_perm;
-  if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
 
   GroupedGemmParams l2 = gemm;
   l2.weights = w.w2;
@@ -290,9 +339,20 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
     l2.combine_done = ws.combine_done;
     l2.combine_tokens = p.tokens;
     l2.pairs_per_token = pairs_per_token;
-    return launch_moe_l2(l2);
   }
-  if ((err = launch_moe_l2(l2)) != cudaSuccess) return err;
+  if (persistent) {  // L1 + L2 (+ fused combine) in one launch
+    DecodePersistentParams pp;
+    pp.l1 = l1;
+    pp.l2 = l2;
+    pp.grid_barrier = ws.grid_barrier;
+    pp.grid = p.persistent_grid;
+    pp.cooperative = p.persistent_cooperative;
+    if ((err = launch_moe_decode_persistent(pp)) != cudaSuccess) return err;
+  } else {
+    if ((err = launch_moe_l1(l1)) != cudaSuccess) return err;
+    if ((err = launch_moe_l2(l2)) != cudaSuccess) return err;
+  }
+  if (fuse_combine) return cudaSuccess;
 
   CombineParams combine;
   combine.slot_out = ws.slot_out;

@@ -3,6 +3,10 @@
 //   MoeW4a8.ActQuantMatchesCpu: launch_act_quant_fp8 vs a CPU quantizer, bit for bit
 //     (E4M3 bytes in the fragment K order and the FP32 scales), ragged rows, a zero block
 //     and a block with values far outside E4M3's range.
+//   kPrefillW4A8Producer (the producer-warpgroup kernel, grouped_gemm_w4a8_producer.cu) runs
+//   beside them in GemmL1L2MatchEmulation (same bounds; its output must equal kPrefillW4A8's
+//   bit for bit; tile lists with 3 spare entries; one layer with more work items than SMs)
+//   and in LauncherRejectsBadArguments.
 //   MoeW4a8.GemmL1L2MatchEmulation: kPrefillW4A8 (convert / wgmma overlap, K loop unrolled
 //     by 2), kPrefillW4A8Lut (the same with the PRMT table conversion: its output must equal
 //     kPrefillW4A8's bit for bit; the test scales span 11 octaves, so both the table-add
@@ -227,11 +231,14 @@ float emu_acc(const EmuWeights& w, const Quantized& q, int e, int row, int act_r
 
 double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
 
+// spare: tile-list entries past *tile_count (as moe_forward sizes it: the persistent
+// kPrefillW4A8Producer must stop at the first item past the count).
 std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t* d_w, uint8_t* d_s, float* d_f,
-                              const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob) {
+                              const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob,
+                              int spare = 0) {
   int32_t* d_st = device_copy(prob.slot_token);
   float* d_sw = device_copy(prob.slot_weight);
-  const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, 0);
+  const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, spare);
   const int cols = l1 ? n / 2 : n;
   std::vector<uint16_t> out(size_t(prob.slots) * cols, 0xffff);
   uint16_t* d_out = device_copy(out);
@@ -252,8 +259,11 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 903);
   const std::vector<uint16_t> hin = make_activations(prob.slots, kInter, 904);
   const std::vector<float> factors(kExperts, kFactor);
+  // The last layer has 16 row blocks x 11 tiles = 176 work items: more than the H200's 132
+  // SMs, so persistent kPrefillW4A8Producer CTAs take 2 items (ring phases across items, an
+  // odd stage count: 3).
   for (const GemmLayer layer : {GemmLayer{true, 2 * kInter, kHidden}, GemmLayer{false, kHidden, kInter},
-                                GemmLayer{false, 256, 384}, GemmLayer{true, 256, 128}}) {
+                                GemmLayer{false, 256, 384}, GemmLayer{true, 256, 128}, GemmLayer{false, 2048, 384}}) {
     SCOPED_TRACE(std::string(layer.l1 ? "l1" : "l2") + " n=" + std::to_string(layer.n) + " k=" + std::to_string(layer.k));
     const int n = layer.n, k = layer.k;
     const bool standard = layer.k == (layer.l1 ? kHidden : kInter);
@@ -289,6 +299,18 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
       EXPECT_EQ(differ, 0) << "kPrefillW4A8Lut != kPrefillW4A8 at element " << first << ": " << got_lut[first]
                            << " vs " << got_overlap[first];
     }
+    const std::vector<uint16_t> got_producer =
+        run_gpu(TileConfig::kPrefillW4A8Producer, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob, 3);
+    {  // the producer kernel: the same E4M3 bytes, the same wgmma k order and promotion order
+      int64_t differ = 0;
+      size_t first = 0;
+      for (size_t i = 0; i < got_producer.size(); ++i)
+        if (got_producer[i] != got_overlap[i] && differ++ == 0) first = i;
+      EXPECT_EQ(differ, 0) << "kPrefillW4A8Producer != kPrefillW4A8 in " << differ << " elements, first " << first
+                           << ": " << got_producer[first] << " vs " << got_overlap[first];
+      std::printf("[moe_w4a8] producer %s n=%d k=%d: %lld of %zu elements differ from kPrefillW4A8\n",
+                  layer.l1 ? "l1" : "l2", n, k, static_cast<long long>(differ), got_producer.size());
+    }
     const std::vector<uint16_t> w16 = run_gpu(TileConfig::kPrefillWgmma, layer.l1, n, k, d_w, d_s, d_f, d_act, nullptr, nullptr, prob);
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
                       static_cast<void*>(d_act8), static_cast<void*>(d_as)})
@@ -321,10 +343,11 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
       max_row_all = std::max(max_row_all, emu_row_max[slot]);
     }
     EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
-    for (const int variant : {0, 1, 2}) {
-      const char* vname = variant == 0 ? "serial" : variant == 1 ? "overlap" : "lut";
+    for (const int variant : {0, 1, 2, 3}) {
+      const char* vname = variant == 0 ? "serial" : variant == 1 ? "overlap" : variant == 2 ? "lut" : "producer";
       SCOPED_TRACE(vname);
-      const std::vector<uint16_t>& got = variant == 0 ? got_serial : variant == 1 ? got_overlap : got_lut;
+      const std::vector<uint16_t>& got =
+          variant == 0 ? got_serial : variant == 1 ? got_overlap : variant == 2 ? got_lut : got_producer;
       int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
       double err2 = 0, ref2 = 0;
       std::string first_emu, first_w16;
@@ -378,8 +401,8 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   static float dummyf[4];
   p.act8 = dummy8;
   p.act_scale = dummyf;
-  for (const TileConfig config :
-       {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut}) {
+  for (const TileConfig config : {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut,
+                                  TileConfig::kPrefillW4A8Producer}) {
     p.config = config;
     cuda::moe::GroupedGemmParams q = p;
     q.format = ExpertFormat::kNVFP4;
