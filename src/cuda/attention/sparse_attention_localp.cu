@@ -576,6 +576,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sparse_attention_localp_kernel(const SparseAttentionParams p, int splits, int items, float* part_o,
                                    float* part_ml) {
   extern __shared__ uint8_t smem_raw[];
+  allow_dependent_launch();  // the split merge (PDL) may be scheduled once every CTA runs
   __shared__ bool s_valid[2][kTileKeys];
   __shared__ float s_m0[kHeads], s_m1[kHeads];  // the current pair's row maxima m0, m1
   __shared__ float s_l[2][2][kHeads];           // [item parity][warpgroup]: quad-summed row sums
