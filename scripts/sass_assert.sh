@@ -46,10 +46,11 @@ expect 'sparse_attention_pipelined_kernel' hgmma      # sparse MQA attention, pi
 expect 'sparse_attention_wgmma_kernel' hgmma
 expect 'sparse_attention_pingpong_kernel' hgmma       # ping-pong attention (kAuto)
 expect 'sparse_attention_pingpong_persistent_kernel' hgmma  # opt-in persistent ping-pong
+expect 'sparse_attention_localp_kernel' hgmma         # opt-in local-P pairs (kWgmmaLocalP)
 expect 'moe_grouped_gemm_wgmma_wide_kernel' hgmma     # opt-in N = 256 MoE prefill
 expect 'indexer_scores_wgmma_kernel' hgmma            # Lightning indexer scores
 expect 'moe_grouped_gemm_kernel' hmma                 # MoE decode tiles (mma.sync)
-none_local 'moe_grouped_gemm_wgmma_kernel|moe_grouped_gemm_wgmma_wide_kernel|sparse_attention_pipelined_kernel|sparse_attention_pingpong_kernel|sparse_attention_pingpong_persistent_kernel|indexer_scores_wgmma_kernel'
+none_local 'moe_grouped_gemm_wgmma_kernel|moe_grouped_gemm_wgmma_wide_kernel|sparse_attention_pipelined_kernel|sparse_attention_pingpong_kernel|sparse_attention_pingpong_persistent_kernel|sparse_attention_localp_kernel|indexer_scores_wgmma_kernel'
 none_local 'moe_grouped_gemm_kernelINS2_8GemmTileILi128ELi8ELi128E'  # the default decode tile
 if ((fail)); then exit 1; fi
 echo "sass_assert: $(wc -l <<< "$lines") kernels checked: tensor-core instructions present, no spills in the default kernels"

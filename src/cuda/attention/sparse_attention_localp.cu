@@ -34,25 +34,29 @@
 //        S_A) -> s_m0, bar.arrive M0; P_A = exp2(S_A - m0) (BF16, registers), O_left *= 2^(m
 //        - m0); O_left += P_A V_A[:, 0:256] (4 x HGMMA 64x256x16, A from registers: the S
 //        accumulator fragment is the A fragment). While it runs: bar.sync M1, read m1;
-//        P_A x 2^(m0 - m1) rounded to BF16 -> P[0], fence.proxy.async, bar.arrive P0. Then
+//        exp2(S_A - m1) (from the FP32 S_A) rounded to BF16 -> P[0], fence.proxy.async,
+//        bar.arrive P0. Then
 //        wait, O_left *= 2^(m0 - m1); bar.sync P1 and O_left += P[1] V_B[:, 0:256] (SS).
 //   WG1: S_B (as S_A) at the same time; bar.sync M0; m1 = max(m0, rowmax S_B) -> s_m1,
-//        bar.arrive M1; P_B = exp2(S_B - m1), O_right *= 2^(m - m1); O_right += P_B V_B[:,
-//        256:512] (RS); P_B -> P[1], fence, bar.arrive P1; bar.sync P0 and O_right +=
+//        bar.arrive M1; P_B = exp2(S_B - m1) -> P[1], fence, bar.arrive P1; O_right *=
+//        2^(m - m1); O_right += P_B V_B[:, 256:512] (RS); bar.sync P0 and O_right +=
 //        P[0] V_A[:, 256:512] (SS) queued behind the RS group (same accumulator, nothing
 //        between them); wait_group 1 retires the RS group (B right free), then wait 0.
 //   Row sums: each warpgroup sums the BF16 weights of the tile it scored (WG0's rescaled by
 //   2^(m0 - m1) with O_left); the epilogue adds the two (quad-summed, through s_l).
-//   Numerics: P_A enters O_left rounded at m0 and O_right rounded again at m1 (a second
-//   BF16 rounding of the scaled BF16 value; identical when m1 == m0): not bitwise the
-//   other wgmma kernels, within the FP64-loop bounds of the tests.
+//   Numerics: P_A enters O_left as exp2(S_A - m0) and O_right as exp2(S_A - m1), each
+//   rounded to BF16 once (the same bits when m1 == m0, but for weights < 2^-126, flushed
+//   to 0 in the second); l uses the first, rescaled: not bitwise the other wgmma kernels,
+//   within the FP64-loop bounds of the tests.
 //   An odd last tile (no B): WG1 scores nothing (m1 = m0, O_right *= 2^(m - m1)) and only
 //   runs P[0] V_A[:, 256:512]; WG0 skips the P[1] product. Every wgmma block is issued and
-//   waited inside one branch (no wgmma in flight across a data-dependent branch or an
-//   mbarrier wait loop: ptxas would serialise every wgmma, C7514 / C7518).
+//   waited inside one branch (a wgmma in flight across a data-dependent branch makes ptxas
+//   serialise every wgmma, C7514 / C7518); in flight across the consumers' mbarrier wait
+//   loops (no trap path) and named barriers it is fine (no advisory, SASS checked).
 // Ring: two buffers x two channel halves, each half with a full mbarrier (256 arrivals: each
 //   producer thread's cp.async.mbarrier.arrive.noinc plus an ordinary arrive that releases
-//   its s_valid stores) and an empty mbarrier counting the threads that read the half:
+//   its s_valid stores; kv_fp8: st.shared of the decoded rows, fence.proxy.async, two
+//   ordinary arrivals) and an empty mbarrier counting the threads that read the half:
 //     A left  (buffer 0, side 0): WG0 (S_A, P_A V_A left)                 128
 //     A right (buffer 0, side 1): WG0 (S_A) + WG1 (P[0] V_A right)       256
 //     B left  (buffer 1, side 0): WG1 (S_B) + WG0 (P[1] V_B left)        256
@@ -379,11 +383,6 @@ __device__ __forceinline__ uint32_t p_offset(int row, int j, int q) {
   return row * 128 + ((j ^ (row & 7)) << 4) + 4 * q;
 }
 
-// BF16 pair x factor, rounded to BF16 again (FP32 product of the exact BF16 values).
-__device__ __forceinline__ uint32_t scale_bf16x2(uint32_t packed, float factor) {
-  return pack_bf16(__uint_as_float(packed << 16) * factor, __uint_as_float(packed & 0xffff0000u) * factor);
-}
-
 // A consumer thread's view: rows row0, row0 + 8 (heads head0 + row), quad lane q.
 struct Rows {
   int row0, q;
@@ -420,8 +419,16 @@ __device__ __forceinline__ void softmax_tile(const float (&s)[32], const float (
 
 __device__ __forceinline__ float use_of(float m) { return m == -INFINITY ? 0.0f : m; }
 
+// 2^x with subnormal results flushed to 0 (one MUFU.EX2; exp2f adds a range fix-up for
+// them): the same value as exp2f wherever that is >= 2^-126.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Warpgroup 0 over the item's n tiles (pairs of local tiles 2i, 2i + 1; f0 / f1: the fills
-// of buffers 0 / 1 before this item). kQEmpty: arrive on q empty after the last S.
+// of buffers 0 / 1 before this item); arrives on q empty after its last S of the item.
 __device__ __forceinline__ void consume_wg0(int n, uint32_t f0, uint32_t f1, const Smem& sm,
                                             const bool (*s_valid)[kTileKeys], float* s_m0, const float* s_m1,
                                             float scale_log2, const Rows& r, RowState& st, float (&o)[128]) {
@@ -453,18 +460,22 @@ __device__ __forceinline__ void consume_wg0(int n, uint32_t f0, uint32_t f1, con
     issue_pv_rs(o, pa, sm.tile0, 0);  // O_left += P_A V_A[:, 0:256], in flight ...
     // ... while the pair's max comes back and P_A at m1 goes to P[0] for warpgroup 1.
     named_sync(kBarM1);
-    float beta[2];
+    float beta[2], m1_use[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const float m1 = s_m1[r.row0 + 8 * h];
       beta[h] = m0[h] == -INFINITY ? 0.0f : exp2f(m0[h] - m1);  // m1 >= m0
+      m1_use[h] = use_of(m1);
       st.m[h] = m1;
     }
+    // P_A at m1 from the FP32 logits (still live): one rounding, and none of the in-flight
+    // RS product's A registers (pa) is involved.
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int h = 0; h < 2; ++h)
-        st_shared_u32(sm.p0 + p_offset(r.row0 + 8 * h, j, r.q), scale_bf16x2(pa[2 * j + h], beta[h]));
+        st_shared_u32(sm.p0 + p_offset(r.row0 + 8 * h, j, r.q),
+                      pack_bf16(exp2_ftz(s[4 * j + 2 * h] - m1_use[h]), exp2_ftz(s[4 * j + 2 * h + 1] - m1_use[h])));
     fence_proxy_async();  // P[0] (st.shared) -> warpgroup 1's wgmma reads
     named_arrive(kBarP0);
     wgmma_wait_all();
@@ -520,14 +531,14 @@ __device__ __forceinline__ void consume_wg1(int n, uint32_t f0, uint32_t f1, con
       softmax_tile(s, m_use, pa, row_sum);
 #pragma unroll
       for (int h = 0; h < 2; ++h) st.l[h] = st.l[h] * alpha[h] + row_sum[h];
-      rescale_o(o, alpha);
-      issue_pv_rs(o, pa, sm.tile1, 1);  // O_right += P_B V_B[:, 256:512], in flight ...
 #pragma unroll
-      for (int j = 0; j < 8; ++j)  // ... while P_B goes to P[1] for warpgroup 0
+      for (int j = 0; j < 8; ++j)  // P_B to P[1] first: warpgroup 0's SS product waits for it
 #pragma unroll
         for (int h = 0; h < 2; ++h) st_shared_u32(sm.p1 + p_offset(r.row0 + 8 * h, j, r.q), pa[2 * j + h]);
       fence_proxy_async();
       named_arrive(kBarP1);
+      rescale_o(o, alpha);
+      issue_pv_rs(o, pa, sm.tile1, 1);  // O_right += P_B V_B[:, 256:512]
       // O_right += P[0] V_A[:, 256:512] queued behind the RS product (same accumulator, no
       // rescale between them), then the RS group retired first (wait_group 1).
       named_sync(kBarP0);  // P[0] at m1 written by warpgroup 0
@@ -565,6 +576,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sparse_attention_localp_kernel(const SparseAttentionParams p, int splits, int items, float* part_o,
                                    float* part_ml) {
   extern __shared__ uint8_t smem_raw[];
+  allow_dependent_launch();  // the split merge (PDL) may be scheduled once every CTA runs
   __shared__ bool s_valid[2][kTileKeys];
   __shared__ float s_m0[kHeads], s_m1[kHeads];  // the current pair's row maxima m0, m1
   __shared__ float s_l[2][2][kHeads];           // [item parity][warpgroup]: quad-summed row sums
