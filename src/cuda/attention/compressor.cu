@@ -298,7 +298,10 @@ __global__ void __launch_bounds__(kWidePoolMaxThreads, kSlotBatch <= 8 ? 2 : 1)
   __shared__ int s_count;
   const int first = blockIdx.x * tokens_per_cta;
   const int count = min(tokens_per_cta, p.batch.tokens - first);
-  if (threadIdx.x == 0) s_count = 0;
+  if (threadIdx.x == 0) {
+    s_count = 0;
+    s_closing[kWideMaxTokensPerCta - 1] = 0;  // kFusedSave: no "save it" mark unless set below
+  }
   __syncthreads();
   if (threadIdx.x < count) {
     const int token = first + threadIdx.x;
