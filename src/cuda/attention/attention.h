@@ -38,6 +38,9 @@ void kv_window_write(const float* kv /*[tokens, head_dim]*/, int head_dim, uint1
 // Value OR-ed into *error_flag when a closing window's entry index is >= max_entries
 // (the entry is not written). Values 1 and 2 belong to the MoE router/dispatch.
 inline constexpr int32_t kErrorCompressedEntryOverflow = 4;
+// OR-ed in by Kernel::kWide with single_token_chunks when a token's sequence has another
+// token in the batch (that token is neither pooled nor saved).
+inline constexpr int32_t kErrorCompressorNotSingleToken = 8;
 struct CompressorParams {
   const float* kv_proj = nullptr;     // [tokens, width] x Wkv^T of the batch, width = (overlapping ? 2 : 1) * dim
   const float* gate_proj = nullptr;   // [tokens, width] x Wgate^T
@@ -56,6 +59,18 @@ struct CompressorParams {
   int max_entries = 0;                // a window past it is an error (kErrorCompressedEntryOverflow)
   TokenBatch batch;
   int32_t* error_flag = nullptr;
+  // Kernels (compressor.cu; issue 6 item 3): kAuto takes kSimple (kWide is not measured
+  // yet). kSimple: the issue-4 pool and save kernels. kWide (opt-in): a pool CTA of one
+  // thread per channel (up to 512) whose slot loads are issued 16 at a time before the
+  // same online-softmax updates, the RMSNorm sum in kSimple's order: entries and ring
+  // bitwise kSimple's (asserted by cuda_compressor_test); a float4 save.
+  enum class Kernel : int { kAuto = 0, kSimple = 1, kWide = 2 } kernel = Kernel::kAuto;
+  // Caller's promise that every sequence has exactly one token in the batch (decode:
+  // first_rows[t] == t, no later row of the same slot). kWide then pools and saves in one
+  // launch (a one-token chunk's save overwrites ring row p % state_rows = position
+  // p - state_rows, which its pool never reads); a token breaking it sets
+  // kErrorCompressorNotSingleToken and is not written. Ignored by kSimple.
+  bool single_token_chunks = false;
 };
 void compressor_update(const CompressorParams& params, cudaStream_t stream);
 

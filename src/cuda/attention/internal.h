@@ -58,6 +58,10 @@ inline constexpr int kSparseHeadDimMultiple = 8;          // 16-byte BF16 row lo
 cudaError_t launch_kv_window_write(const float* kv, int head_dim, uint16_t* window_kv, int ring_rows,
                                    const TokenBatch& batch, cudaStream_t stream);
 cudaError_t launch_compressor_update(const CompressorParams& params, cudaStream_t stream);
+// Its two halves (the benchmark times them apart): the pool kernel (kWide with
+// single_token_chunks: pool and save), then the save kernel (none in that case).
+cudaError_t launch_compressor_pool(const CompressorParams& params, cudaStream_t stream);
+cudaError_t launch_compressor_save(const CompressorParams& params, cudaStream_t stream);
 cudaError_t launch_indexer_topk(const IndexerParams& params, cudaStream_t stream);
 // indexer_mma.cu: BF16 tensor-core scores into params.scores (heads 64, dim 128 only).
 cudaError_t launch_indexer_scores_mma(const IndexerParams& params, cudaStream_t stream);

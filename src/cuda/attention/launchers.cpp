@@ -31,6 +31,9 @@ void compressor_update(const CompressorParams& params, cudaStream_t stream) {
   DSV4_CHECK(p.state_rows >= needed_rows,
              "compressor_update: state_rows {} < {} (pooling reads that many positions back)", p.state_rows,
              needed_rows);
+  const int kernel = static_cast<int>(p.kernel);
+  DSV4_CHECK(kernel >= 0 && kernel <= static_cast<int>(CompressorParams::Kernel::kWide),
+             "compressor_update: kernel {} is not a CompressorParams::Kernel", kernel);
   if (p.batch.tokens <= 0) return;
   DSV4_CHECK(p.kv_proj && p.gate_proj && p.ape && p.norm_weight && p.state_kv && p.state_gate && p.entries &&
                  (p.rope_dim == 0 || p.inv_freq) && p.batch.positions && p.batch.slots && p.batch.first_rows,

@@ -35,6 +35,7 @@ struct LayerShape {
   int heads = 4, head_dim = 64, rope_dim = 16, window = 8, rate = 4;
   int index_heads = 0, index_dim = 0, top_k = 0;  // CSA only
   int hidden = 32;                                // compressor input width (x)
+  cuda::attention::CompressorParams::Kernel compressor_kernel = cuda::attention::CompressorParams::Kernel::kAuto;
 };
 
 using Batch = std::vector<std::pair<int, int>>;  // (sequence, tokens) in row order
@@ -201,6 +202,7 @@ class Pipeline {
     p.max_entries = max_entries_;
     p.batch = batch;
     p.error_flag = d_error_.get();
+    p.kernel = s_.compressor_kernel;
     return p;
   }
 
@@ -644,6 +646,22 @@ TEST(AttentionPipeline, CompressedSparse) {
   for (const Schedule& schedule : standard_schedules()) run(csa(4, 64, 16, 8, 4, 32, 3), schedule);
   for (const Schedule& schedule : standard_schedules()) run(csa(8, 128, 64, 16, 8, 32, 6), schedule);
   run(csa(6, 64, 16, 128, 32, 32, 128), prefill_then_decode(530, 3));  // visible crosses top_k 128
+}
+
+// The same pipelines with the opt-in kWide compressor kernels (CompressorParams::kernel):
+// entries vs the CPU twin at the same bounds (cuda_compressor_test: bitwise kSimple's).
+LayerShape wide(LayerShape shape) {
+  shape.name += " wide compressor";
+  shape.compressor_kernel = cuda::attention::CompressorParams::Kernel::kWide;
+  return shape;
+}
+TEST(AttentionPipeline, WideCompressor) {
+  for (const Schedule& schedule : standard_schedules()) run(wide(hca(5, 128, 64, 16, 16)), schedule);
+  for (const Schedule& schedule : standard_schedules()) run(wide(csa(8, 128, 64, 16, 8, 32, 6)), schedule);
+  run(wide(hca(8, 128, 64, 128, 128)), {"prefill 200, 57, 140, decode", 1, {{{0, 200}}, {{0, 57}}, {{0, 140}}, {{0, 1}}}});
+  const Schedule prefill_decode{"flash prefill 263 + decode", 1, {{{0, 263}}, {{0, 1}}, {{0, 1}}, {{0, 5}}}};
+  run(wide(csa(64, 512, 64, 128, 64, 128, 512)), prefill_decode);
+  run(wide(hca(64, 512, 64, 128, 128)), prefill_decode);
 }
 
 // V4-Flash attention shapes at a few hundred positions (visible < top_k for CSA).
