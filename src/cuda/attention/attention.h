@@ -59,8 +59,8 @@ struct CompressorParams {
   int max_entries = 0;                // a window past it is an error (kErrorCompressedEntryOverflow)
   TokenBatch batch;
   int32_t* error_flag = nullptr;
-  // Kernels (compressor.cu; issue 6 item 3): kAuto takes kSimple (kWide is not measured
-  // yet). kSimple: the issue-4 pool and save kernels. kWide (opt-in): a pool CTA of one
+  // Kernels (compressor.cu; issue 6 item 3): kAuto takes kWide with single_token_chunks
+  // (decode) or rate >= 64 (HCA), else kSimple (measured, compressor.cu). kSimple: the issue-4 pool and save kernels. kWide (opt-in): a pool CTA of one
   // thread per channel (up to 512) whose slot loads are issued 16 at a time before the
   // same online-softmax updates, the RMSNorm sum in kSimple's order: entries and ring
   // bitwise kSimple's (asserted by cuda_compressor_test); a float4 save.

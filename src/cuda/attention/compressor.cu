@@ -376,7 +376,18 @@ __global__ void __launch_bounds__(kSaveThreads) compressor_save_kernel(const Com
 namespace detail {
 
 namespace {
-bool use_wide(const CompressorParams& p) { return p.kernel == CompressorParams::Kernel::kWide; }
+// kAuto takes kWide for single-token batches (decode: pool + save in one launch) and for
+// the long HCA windows (rate >= 64), kSimple otherwise. H200, 2026-12-02 08:50 UTC
+// (bench_compressor; outputs bitwise kSimple's in every row): decode batch 1 / 16 / 64 CSA
+// 0.0327 / 0.0346 / 0.0349 -> 0.0127 / 0.0127 / 0.0128 ms, HCA 0.313 / 0.304 / 0.307 ->
+// 0.090 / 0.090 / 0.091, indexer 0.0140 / 0.0144 / 0.0147 -> 0.0118 / 0.0116 / 0.0118; HCA
+// prefill 2048 / 8192 tokens 0.263 / 0.276 -> 0.084 / 0.101 ms; CSA prefill 8192 kSimple
+// 0.0654 vs kWide 0.0827 and the indexer's equal, so those stay on kSimple.
+bool use_wide(const CompressorParams& p) {
+  using Kernel = CompressorParams::Kernel;
+  if (p.kernel != Kernel::kAuto) return p.kernel == Kernel::kWide;
+  return p.single_token_chunks || p.rate >= 64;
+}
 // float4 rows: width % 4 == 0 and every base the save touches 16-byte aligned.
 bool save_vector4(const CompressorParams& p) {
   const int width = p.overlapping ? 2 * p.dim : p.dim;

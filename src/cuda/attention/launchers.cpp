@@ -210,7 +210,13 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
   const int64_t items = static_cast<int64_t>(p.batch.tokens) * (p.heads / 64) * std::max(1, splits);
   const bool persistent_auto = p.kernel == Kernel::kAuto && p.q_bf16 != nullptr && items <= INT32_MAX &&
                                items >= 2 * static_cast<int64_t>(current_device_sms());
-  if (local_p) {
+  // kAuto over selected (CSA) lists with BF16 rows, in the same prefill regime, takes
+  // kWgmmaLocalP: H200 2026-12-02 08:50 UTC, CSA 8 k / 32 k prefill 400.2 / 438.5 TFLOP/s vs
+  // the persistent ping-pong's 372.0 / 412.2 (HCA lists: 242.6 / 323.9 vs 252.4 / 321.6, so
+  // HCA stays; FP8 rows not measured yet). Not bitwise the ping-pong kernels (P rounded at the
+  // pair's max), within the same FP64-loop bounds (SparseAttentionWgmma.*, all passed).
+  const bool local_p_auto = persistent_auto && !p.kv_fp8 && p.compressed == CompressedKeys::kSelected;
+  if (local_p || local_p_auto) {
     DSV4_CHECK(items <= INT32_MAX,
                "sparse_attention: kWgmmaLocalP takes < 2^31 work items (tokens x heads / 64 x kv_splits), got {}",
                items);

@@ -538,7 +538,11 @@ class CudaEngine final : public Engine {
   // logits, the greedy ids and the error flag to the host (the logits stay on the device).
   void decode_step(int batch) {
     upload_meta();
+    // One token per distinct sequence (run_decode_step checked it): the compressors may
+    // pool and save in one launch (CompressorParams::single_token_chunks).
+    single_token_batch_ = true;
     forward_layers(batch);
+    single_token_batch_ = false;
     head(0, batch);
     ops::argmax_rows(layout_.buffers.logits, batch, static_cast<int>(config_.vocab_size), layout_.buffers.next_ids,
                      stream_);
@@ -675,6 +679,7 @@ class CudaEngine final : public Engine {
     p.max_entries = max_entries;
     p.batch = batch;
     p.error_flag = b.error_flag;
+    p.single_token_chunks = single_token_batch_;
     attention::compressor_update(p, stream_);
   }
 
@@ -845,7 +850,7 @@ class CudaEngine final : public Engine {
   cublasHandle_t cublas_ = nullptr;
   ops::LinearContext linear_;
   // Sparse-attention kernel of every layer: kAuto unless DSV4_ATTENTION_KERNEL says otherwise
-  // (an A/B switch for dsv4 bench: auto, pipelined, pingpong, persistent).
+  // (an A/B switch for dsv4 bench: auto, pipelined, pingpong, persistent, localp).
   attention::SparseAttentionParams::Kernel attention_kernel_ = attention::SparseAttentionParams::Kernel::kAuto;
 
   static attention::SparseAttentionParams::Kernel attention_kernel_from_env() {
@@ -855,8 +860,10 @@ class CudaEngine final : public Engine {
     if (std::strcmp(v, "pipelined") == 0) return Kernel::kWgmmaPipelined;
     if (std::strcmp(v, "pingpong") == 0) return Kernel::kWgmmaPingPong;
     if (std::strcmp(v, "persistent") == 0) return Kernel::kWgmmaPingPongPersistent;
-    fail("DSV4_ATTENTION_KERNEL must be auto, pipelined, pingpong or persistent, got '{}'", v);
+    if (std::strcmp(v, "localp") == 0) return Kernel::kWgmmaLocalP;
+    fail("DSV4_ATTENTION_KERNEL must be auto, pipelined, pingpong, persistent or localp, got '{}'", v);
   }
+  bool single_token_batch_ = false;  // inside decode_step: one token per sequence
   int32_t* host_meta_ = nullptr;    // pinned [4, max_tokens]
   float* host_logits_ = nullptr;    // pinned [logit_rows, vocab]
   int32_t* host_error_ = nullptr;   // pinned [1]
