@@ -79,7 +79,7 @@
 // Persistent items: the q full / q empty protocol of kWgmmaPingPongPersistent (produce_q;
 //   each consumer thread arrives on q empty after the wait of its warpgroup's last S of
 //   the item, or at once when it scores none: n <= wg); both roles compute every item's n
-//   from key_list / split_tiles_64 and so agree on the fill counters. Item end: the row-sum
+//   from key_list / split_tiles<64> and so agree on the fill counters. Item end: the row-sum
 //   exchange (s_l[item parity]) and consumer_sync, then store_output.
 #include <cuda_bf16.h>
 
@@ -107,6 +107,8 @@ using sparse_ring::mbar_wait;
 using sparse_ring::mbar_wait_no_trap;
 using sparse_ring::prefetch_l2;
 using sparse_ring::produce_q;
+using sparse_ring::fetch_picks;
+using sparse_ring::split_tiles;
 using sparse_ring::TileRange;
 using sparse_ring::work_item;
 using sparse_ring::WorkItem;
@@ -131,14 +133,6 @@ __host__ __device__ constexpr int half_index(int buffer, int side) { return 2 * 
 __device__ __forceinline__ void named_sync(int id) { asm volatile("bar.sync %0, 256;\n" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void named_arrive(int id) { asm volatile("bar.arrive %0, 256;\n" ::"r"(id) : "memory"); }
 
-// The CTA's tiles [begin, end) of 64 keys: range `split` of `splits` equal ranges (empty,
-// never end < begin, past the list: the fill counters add n = end - begin).
-__device__ __forceinline__ TileRange split_tiles_64(const KeyList& keys, int splits, int split) {
-  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
-  const int per_split = (n_tiles + splits - 1) / splits;
-  const int tile_begin = split * per_split;
-  return {tile_begin, max(tile_begin, min(n_tiles, tile_begin + per_split))};
-}
 
 // ---- producer warpgroup ----
 // Thread pt gathers rows 4 (pt / 8) + i (i < 4) of a tile, 16-byte chunks pt % 8 + 8 c of
@@ -147,19 +141,6 @@ __device__ __forceinline__ TileRange split_tiles_64(const KeyList& keys, int spl
 constexpr int kProducerRows = 4;
 static_assert(kProducerRows * 128 / 8 == kTileKeys, "producer row mapping");
 
-// The compressed-list entries of this thread's rows of tile `tile` (kSelected: from
-// selected[]; other rows get a value key_row ignores), loaded a pair ahead.
-__device__ __forceinline__ void fetch_picks_64(const SparseAttentionParams& p, const KeyList& keys, int token,
-                                               int tile, int pt, int (&picks)[kProducerRows]) {
-#pragma unroll
-  for (int i = 0; i < kProducerRows; ++i) {
-    const int k = tile * kTileKeys + kProducerRows * (pt >> 3) + i;
-    const int j = k - keys.n_window;
-    picks[i] = p.compressed == CompressedKeys::kSelected && j >= 0 && k < keys.n_total
-                   ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
-                   : j;
-  }
-}
 
 // kv_fp8: this thread's 4 chunks (chunk0 + 8 (4 side + c), c < 4) of one tile row from its
 // 584-byte FP8 row (kv_fp8.h; nullptr: zeros), decoded to BF16 (exact) and stored with
@@ -249,10 +230,10 @@ __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, in
   for (int item = blockIdx.x; item < items; item += gridDim.x, ++count) {
     const WorkItem w = work_item(p, item);
     const KeyList keys = key_list(p, w.token);
-    const auto [tile_begin, tile_end] = split_tiles_64(keys, splits, w.split);
+    const auto [tile_begin, tile_end] = split_tiles<kTileKeys>(keys, splits, w.split);
     int picks_a[kProducerRows], picks_b[kProducerRows];
-    if (tile_begin < tile_end) fetch_picks_64(p, keys, w.token, tile_begin, pt, picks_a);
-    if (tile_begin + 1 < tile_end) fetch_picks_64(p, keys, w.token, tile_begin + 1, pt, picks_b);
+    if (tile_begin < tile_end) fetch_picks<kTileKeys>(p, keys, w.token, tile_begin, pt, picks_a);
+    if (tile_begin + 1 < tile_end) fetch_picks<kTileKeys>(p, keys, w.token, tile_begin + 1, pt, picks_b);
     if (count > 0) mbar_wait(bar_q_empty, (count - 1) & 1);
     int pt_q = pt;  // opaque per item: else the Q copy's 32 panel addresses are hoisted and spilled
     asm volatile("" : "+r"(pt_q));
@@ -279,8 +260,8 @@ __device__ __forceinline__ void produce_items(const SparseAttentionParams& p, in
           if (rows_b[i] != nullptr) prefetch_l2(rows_b[i] + 64 * chunk0);
         }
       }
-      if (tile_a + 2 < tile_end) fetch_picks_64(p, keys, w.token, tile_a + 2, pt, picks_a);
-      if (tile_a + 3 < tile_end) fetch_picks_64(p, keys, w.token, tile_a + 3, pt, picks_b);
+      if (tile_a + 2 < tile_end) fetch_picks<kTileKeys>(p, keys, w.token, tile_a + 2, pt, picks_a);
+      if (tile_a + 3 < tile_end) fetch_picks<kTileKeys>(p, keys, w.token, tile_a + 3, pt, picks_b);
       const uint32_t tile0 = s_tiles, tile1 = s_tiles + kPanelBytes;
       const int tile_b = tile_a + 1;
       mbar_wait(bar_empty + 8 * half_index(0, 0), (f0 & 1) ^ 1);
@@ -619,7 +600,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int item = blockIdx.x; item < items; item += gridDim.x, ++count) {
     const WorkItem w = work_item(p, item);
     const KeyList keys = key_list(p, w.token);
-    const auto [tile_begin, tile_end] = split_tiles_64(keys, splits, w.split);
+    const auto [tile_begin, tile_end] = split_tiles<kTileKeys>(keys, splits, w.split);
     const int n = tile_end - tile_begin;
     float o[128];
 #pragma unroll

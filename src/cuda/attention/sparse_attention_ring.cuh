@@ -24,10 +24,20 @@
 #include "cuda/attention/internal.h"
 #include "cuda/attention/kv_fp8.h"
 #include "cuda/attention/sparse_attention_wgmma_common.cuh"
+#include "cuda/common/mbarrier.cuh"
 
 namespace dsv4::cuda::attention::sparse_ring {
 
 using namespace sparse_wgmma;  // kHeads, kDim, kBlockBytes, wgmma / smem helpers, key_row, store_output
+// mbarrier plumbing (cuda/common/mbarrier.cuh), named here for the kernels that take them
+// from this header (sparse_attention_localp.cu); mbar_wait traps after 2^32 clocks,
+// mbar_wait_no_trap (consumer code: no trap path under setmaxnreg) gives up instead.
+using dsv4::cuda::cp_async_mbar_arrive;
+using dsv4::cuda::mbar_arrive;
+using dsv4::cuda::mbar_init;
+using dsv4::cuda::mbar_try_wait;
+using dsv4::cuda::mbar_wait;
+using dsv4::cuda::mbar_wait_no_trap;
 
 inline constexpr int kTileKeys = 48;       // keys per tile
 inline constexpr int kStages = 3;
@@ -45,17 +55,6 @@ __device__ __forceinline__ uint32_t tile_offset(int row, int c) {
   return (c >> 3) * kTileBlockBytes + row * 128 + (((c & 7) ^ (row & 7)) << 4);
 }
 
-__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");
-}
-// Arrives on `bar` once all of this thread's earlier cp.asyncs have completed (counts
-// against the init count: .noinc).
-__device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 // Whether the whole grid fits one CTA per SM, roughly: a decode-sized launch. %nsmid is the
 // number of SM ids, which PTX allows to exceed the SM count (ids need not be contiguous), so
@@ -71,34 +70,6 @@ __device__ __forceinline__ void prefetch_l2(const void* address) {
   asm volatile("prefetch.global.L2 [%0];\n" ::"l"(address));
 }
 
-// Waits until the phase of parity `parity` of `bar` has completed; traps after 2^32
-// SM clocks (~2 s: a deadlock becomes a launch error, not a hung run).
-__device__ __forceinline__ bool mbar_try_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  asm volatile(
-      "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(bar), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long start = clock64();
-  while (!mbar_try_wait(bar, parity))
-    if (clock64() - start > (1ll << 32)) __trap();
-}
-// Consumer wait, bounded like mbar_wait but without its trap: a trap path anywhere in the
-// ping-pong consumer code makes ptxas allocate it as if setmaxnreg had not raised the
-// budget (168 registers: O spilled, every wgmma serialised, C7512). After 2^32 clocks it
-// gives up and goes on (wrong values, never a hang; a stuck ring also leaves the producer
-// in its trapping wait on an empty barrier).
-__device__ __forceinline__ void mbar_wait_no_trap(uint32_t bar, uint32_t parity) {
-  if (mbar_try_wait(bar, parity)) return;
-  const long long start = clock64();
-  while (!mbar_try_wait(bar, parity) && clock64() - start <= (1ll << 32)) {
-  }
-}
 // Named barrier 1 over the 256 consumer threads (the producer never joins).
 __device__ __forceinline__ void consumer_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
 
@@ -110,12 +81,14 @@ static_assert(kProducerRows * 128 / 8 == kTileKeys, "producer row mapping");
 // The compressed-list entries of this producer thread's rows of key tile `tile`
 // (kSelected: loaded from selected[]; window rows and rows past the list get a value
 // key_row ignores). Called one tile ahead, so the loads are in flight while the
-// producer waits for the stage.
+// producer waits for the stage. kKeys / kRows: the tile's keys and the rows per producer
+// thread (this ring's 48 / 3; kWgmmaLocalP's 64 / 4), thread pt taking rows kRows (pt / 8) + i.
+template <int kKeys = kTileKeys, int kRows = kProducerRows>
 __device__ __forceinline__ void fetch_picks(const SparseAttentionParams& p, const KeyList& keys, int token, int tile,
-                                            int pt, int (&picks)[kProducerRows]) {
+                                            int pt, int (&picks)[kRows]) {
 #pragma unroll
-  for (int i = 0; i < kProducerRows; ++i) {
-    const int k = tile * kTileKeys + kProducerRows * (pt >> 3) + i;
+  for (int i = 0; i < kRows; ++i) {
+    const int k = tile * kKeys + kRows * (pt >> 3) + i;
     const int j = k - keys.n_window;
     picks[i] = p.compressed == CompressedKeys::kSelected && j >= 0 && k < keys.n_total
                    ? p.selected[static_cast<int64_t>(token) * p.top_k + j]
@@ -195,12 +168,13 @@ __device__ __forceinline__ void stage_q(const SparseAttentionParams& p, int toke
 // start_consumers on the consumer side and produce_tiles on the producer side.
 
 // The CTA's tiles [begin, end) of the token's key list: range `split` of `splits` equal
-// ranges of kTileKeys-key tiles (empty past the list).
+// ranges of kKeys-key tiles (empty past the list; kWgmmaLocalP: kKeys 64).
 struct TileRange {
   int begin, end;
 };
+template <int kKeys = kTileKeys>
 __device__ __forceinline__ TileRange split_tiles(const KeyList& keys, int splits, int split) {
-  const int n_tiles = (keys.n_total + kTileKeys - 1) / kTileKeys;
+  const int n_tiles = (keys.n_total + kKeys - 1) / kKeys;
   const int per_split = (n_tiles + splits - 1) / splits;
   const int tile_begin = split * per_split;
   // A split past the list (e.g. 1 tile over 3 splits) is empty, never end < begin: the

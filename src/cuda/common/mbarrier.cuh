@@ -1,8 +1,8 @@
 // Shared-memory mbarrier plumbing for warp-specialised kernels (sm_90): init, arrivals
 // (ordinary and cp.async-tracking), and bounded parity waits. Addresses are shared-window
-// addresses (smem_u32). Used by the MoE W4A8 producer kernel; the attention ring
-// (sparse_attention_ring.cuh) and the MoE TMA kernel keep their own copies of the same
-// instructions (moving them here is a separate clean-up: their SASS is measured).
+// addresses (smem_u32). Used by the MoE W4A8 producer kernel and the attention ring
+// (sparse_attention_ring.cuh, hence the ring kernels and kWgmmaLocalP); the MoE TMA kernel
+// keeps its own (other instruction forms: .release / .acquire, expect_tx).
 #pragma once
 #include <cstdint>
 
