@@ -78,6 +78,34 @@ __device__ __forceinline__ int64_t projection_row(int q, int chunk_start, int fi
                      : static_cast<int64_t>(slot) * state_rows + q % state_rows;
 }
 
+// The pooled entry in s_entry [dim] (FP32, every channel written, visible to the block)
+// finished and stored, by the whole block: x norm_weight x inv_rms (RMSNorm), RoPE at the
+// window's first position w * rate (interleaved pairs on the last rope_dim channels), then
+// entry w of `slot` as BF16 (RNE) or FP32. Shared by the kSimple and kWide pool kernels
+// (the same instructions, so their entries are bitwise equal).
+__device__ __forceinline__ void write_entry(const CompressorParams& p, float* s_entry, float inv_rms, int slot, int w) {
+  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) s_entry[c] = p.norm_weight[c] * (s_entry[c] * inv_rms);
+  __syncthreads();
+
+  const int rope_offset = p.dim - p.rope_dim;
+  const float rope_position = static_cast<float>(w * p.rate);
+  const int64_t entry_base = (static_cast<int64_t>(slot) * p.max_entries + w) * p.dim;
+  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
+    float value = s_entry[c];
+    if (c >= rope_offset) {
+      const int pair = (c - rope_offset) >> 1;
+      const float angle = p.inv_freq[pair] * rope_position;
+      const float cos_a = cosf(angle), sin_a = sinf(angle);
+      const float even = s_entry[rope_offset + 2 * pair], odd = s_entry[rope_offset + 2 * pair + 1];
+      value = ((c - rope_offset) & 1) == 0 ? even * cos_a - odd * sin_a : odd * cos_a + even * sin_a;
+    }
+    if (p.entries_bf16)
+      reinterpret_cast<__nv_bfloat16*>(p.entries)[entry_base + c] = __float2bfloat16_rn(value);
+    else
+      reinterpret_cast<float*>(p.entries)[entry_base + c] = value;
+  }
+}
+
 // grid (tokens), block kPoolThreads; dynamic smem s_entry [dim] FP32.
 __global__ void __launch_bounds__(kPoolThreads) compressor_pool_kernel(const CompressorParams p) {
   extern __shared__ float s_entry[];  // [dim] pooled, then normed entry
@@ -122,27 +150,7 @@ __global__ void __launch_bounds__(kPoolThreads) compressor_pool_kernel(const Com
   // RMSNorm with the compressor's weight (cpu: rms_norm).
   const float mean_square = block_sum(sum_squares, s_partials) / static_cast<float>(p.dim);
   const float inv_rms = 1.0f / sqrtf(mean_square + p.rms_eps);
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) s_entry[c] = p.norm_weight[c] * (s_entry[c] * inv_rms);
-  __syncthreads();
-
-  // RoPE at the window's first position, interleaved pairs on the last rope_dim channels.
-  const int rope_offset = p.dim - p.rope_dim;
-  const float rope_position = static_cast<float>(w * p.rate);
-  const int64_t entry_base = (static_cast<int64_t>(slot) * p.max_entries + w) * p.dim;
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    float value = s_entry[c];
-    if (c >= rope_offset) {
-      const int pair = (c - rope_offset) >> 1;
-      const float angle = p.inv_freq[pair] * rope_position;
-      const float cos_a = cosf(angle), sin_a = sinf(angle);
-      const float even = s_entry[rope_offset + 2 * pair], odd = s_entry[rope_offset + 2 * pair + 1];
-      value = ((c - rope_offset) & 1) == 0 ? even * cos_a - odd * sin_a : odd * cos_a + even * sin_a;
-    }
-    if (p.entries_bf16)
-      reinterpret_cast<__nv_bfloat16*>(p.entries)[entry_base + c] = __float2bfloat16_rn(value);
-    else
-      reinterpret_cast<float*>(p.entries)[entry_base + c] = value;
-  }
+  write_entry(p, s_entry, inv_rms, slot, w);
 }
 
 // ---- kWide ------------------------------------------------------------------------------
@@ -257,27 +265,7 @@ __device__ __forceinline__ void pool_wide_token(const CompressorParams& p, int t
   for (int i = 0; i < kPoolThreads / 32; ++i) total += s_partials[i];
   const float mean_square = total / static_cast<float>(p.dim);
   const float inv_rms = 1.0f / sqrtf(mean_square + p.rms_eps);
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) s_entry[c] = p.norm_weight[c] * (s_entry[c] * inv_rms);
-  __syncthreads();
-
-  // RoPE at the window's first position (as compressor_pool_kernel).
-  const int rope_offset = p.dim - p.rope_dim;
-  const float rope_position = static_cast<float>(w * p.rate);
-  const int64_t entry_base = (static_cast<int64_t>(slot) * p.max_entries + w) * p.dim;
-  for (int c = threadIdx.x; c < p.dim; c += blockDim.x) {
-    float value = s_entry[c];
-    if (c >= rope_offset) {
-      const int pair = (c - rope_offset) >> 1;
-      const float angle = p.inv_freq[pair] * rope_position;
-      const float cos_a = cosf(angle), sin_a = sinf(angle);
-      const float even = s_entry[rope_offset + 2 * pair], odd = s_entry[rope_offset + 2 * pair + 1];
-      value = ((c - rope_offset) & 1) == 0 ? even * cos_a - odd * sin_a : odd * cos_a + even * sin_a;
-    }
-    if (p.entries_bf16)
-      reinterpret_cast<__nv_bfloat16*>(p.entries)[entry_base + c] = __float2bfloat16_rn(value);
-    else
-      reinterpret_cast<float*>(p.entries)[entry_base + c] = value;
-  }
+  write_entry(p, s_entry, inv_rms, slot, w);
   __syncthreads();  // s_entry and s_partials free again
 }
 
