@@ -75,6 +75,15 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
   const int y1 = a.l1.n / Tile::BW, y2 = a.l2.n / Tile::BW;
   const int s1 = kSplitL1 ? a.l1.split_k : 1, s2 = kSplitL2 ? a.l2.split_k : 1;
   const int units1 = tile_total * y1 * s1, units2 = tile_total * y2 * s2;
+  // Every CTA arrives at the grid barrier exactly once: inside its first L2 unit (after that
+  // unit's weight prefetch), or after the L2 loop when it has none. Later L2 units take the
+  // same prologue without the wait (their first k-tile then waits for all 5 prefetched
+  // weight stages).
+  bool arrived = false;
+  const auto barrier_once = [&] {
+    if (!arrived) grid_barrier(a.grid_barrier);
+    arrived = true;
+  };
   if constexpr (kChained) {
     // This CTA's units: c, c + grid, ... of L1, then c, c + grid, ... of L2; sources(l2, u):
     // the weight sources of unit u of that GEMM, for the unit before it to prefetch.
@@ -100,11 +109,6 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
       grouped_gemm_unit<Tile, F, true, kSplitL1, 0, false, true, DealtUnit, NoActWait, true>(
           a.l1, tile, tile_total, unit, NoActWait(), &chain, next);
     }
-    bool arrived = false;
-    const auto barrier_once = [&] {
-      if (!arrived) grid_barrier(a.grid_barrier);
-      arrived = true;
-    };
     for (int u = blockIdx.x; u < units2; u += grid) {
       int tile;
       const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
@@ -114,7 +118,7 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
       grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true, DealtUnit, decltype(barrier_once), true>(
           a.l2, tile, tile_total, unit, barrier_once, &chain, next);
     }
-    if (!arrived) grid_barrier(a.grid_barrier);
+    barrier_once();
     cp_async_wait<0>();  // nothing should be pending (the last unit had no next one); cheap
   } else {
     for (int u = blockIdx.x; u < units1; u += grid) {
@@ -124,21 +128,13 @@ __global__ void __launch_bounds__(DecodeTile::kThreads, DecodeTile::kMinCtas)
       grouped_gemm_unit<Tile, F, true, kSplitL1>(a.l1, tile, tile_total, unit);
     }
 
-    // Every CTA arrives exactly once: inside its first L2 unit (after that unit's weight
-    // prefetch), or below when it has none. Later L2 units take the same prologue without
-    // the wait (their first k-tile then waits for all 5 prefetched weight stages).
-    bool arrived = false;
-    const auto barrier_once = [&] {
-      if (!arrived) grid_barrier(a.grid_barrier);
-      arrived = true;
-    };
     for (int u = blockIdx.x; u < units2; u += grid) {
       int tile;
       const DealtUnit unit = deal_unit(u, tile_total, y2, s2, tile);
       __syncthreads();
       grouped_gemm_unit<Tile, F, false, kSplitL2, 0, false, true>(a.l2, tile, tile_total, unit, barrier_once);
     }
-    if (!arrived) grid_barrier(a.grid_barrier);
+    barrier_once();
   }
 
   // Fused combine with no tile at all: nobody counts, so the CTAs write the combine's
