@@ -37,6 +37,7 @@
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
 #include "cuda/attention/sparse_attention_wgmma_common.cuh"
+#include "cuda/common/pdl_launch.h"
 
 namespace dsv4::cuda::attention {
 
@@ -400,21 +401,16 @@ cudaError_t launch_sparse_attention_merge(const SparseAttentionParams& p, int sp
                                           const float* part_ml, cudaStream_t stream) {
   // Programmatic dependent launch: the merge's CTAs are scheduled while the attention grid
   // drains (its CTAs allow it once all have started) and wait in griddepcontrol.wait, so
-  // the launch latency overlaps the attention tail. Graph capture keeps the attribute as a
-  // programmatic edge.
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(p.batch.tokens, p.heads);
-  config.blockDim = dim3(128);
-  config.dynamicSmemBytes = 0;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
-  if (splits <= 4) return cudaLaunchKernelEx(&config, sparse_attention_merge_kernel<4>, p, splits, part_o, part_ml);
-  if (splits <= 16) return cudaLaunchKernelEx(&config, sparse_attention_merge_kernel<16>, p, splits, part_o, part_ml);
-  return cudaLaunchKernelEx(&config, sparse_attention_merge_kernel<0>, p, splits, part_o, part_ml);
+  // the launch latency overlaps the attention tail.
+  const dim3 grid(p.batch.tokens, p.heads);
+  if (splits <= 4)
+    return launch_programmatic(sparse_attention_merge_kernel<4>, grid, dim3(128), 0, stream, p, splits,
+                               part_o, part_ml);
+  if (splits <= 16)
+    return launch_programmatic(sparse_attention_merge_kernel<16>, grid, dim3(128), 0, stream, p, splits,
+                               part_o, part_ml);
+  return launch_programmatic(sparse_attention_merge_kernel<0>, grid, dim3(128), 0, stream, p, splits,
+                             part_o, part_ml);
 }
 
 }  // namespace detail

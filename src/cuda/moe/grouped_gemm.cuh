@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/common/bf16x2.cuh"
+#include "cuda/common/pdl_launch.h"
 #include "cuda/moe/fragment.h"
 #include "cuda/moe/moe.h"
 
@@ -984,19 +985,8 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   }
   const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW),
                   kSplit ? static_cast<unsigned>(p.split_k) : 1u);
-  if (kStream && !kL1 && p.programmatic_wait) {  // PDL: may start before L1 ends (waits in the kernel)
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(Tile::kThreads);
-    config.dynamicSmemBytes = Smem::kBytes;
-    config.stream = p.stream;
-    cudaLaunchAttribute attribute[1];
-    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute[0].val.programmaticStreamSerializationAllowed = 1;
-    config.attrs = attribute;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, kernel, p);
-  }
+  if (kStream && !kL1 && p.programmatic_wait)  // PDL: may start before L1 ends (waits in the kernel)
+    return launch_programmatic(kernel, grid, dim3(Tile::kThreads), Smem::kBytes, p.stream, p);
   kernel<<<grid, Tile::kThreads, Smem::kBytes, p.stream>>>(p);
   return cudaGetLastError();
 }
