@@ -16,6 +16,7 @@
 #include "cuda/attention/attention.h"
 #include "cuda/attention/key_list.cuh"
 #include "cuda/common/bf16x2.cuh"
+#include "cuda/common/rope_pair.cuh"
 #include "cuda/common/wgmma_sync.cuh"
 
 namespace dsv4::cuda::attention::sparse_wgmma {
@@ -156,6 +157,8 @@ __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& 
 __device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 __device__ __forceinline__ void wait_for_prerequisite_grids() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
+inline constexpr int kOutRopeDim = kSparseOutRopeDim;  // the inverse RoPE width (attention.h)
+
 // Consumer epilogue: this thread's O fragment (columns [256 wg, 256 wg + 256) of rows
 // row0, row0 + 8: o[4 j + 2 h + 0/1] at column 8 j + 2 (lane % 4) + 0/1), its rows'
 // running max m (log2 domain) and full row sums l (every key of the range). part_o
@@ -180,12 +183,36 @@ __device__ __forceinline__ void store_output_rows(const SparseAttentionParams& p
       const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
       factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
     }
+    // Epilogue options (SparseAttentionParams): FP32 or BF16 stores; the inverse RoPE of the
+    // last kOutRopeDim channels (pair (col, col + 1) is this thread's): warpgroup 1, j >= 24.
+    const int64_t row_offset = (static_cast<int64_t>(token) * p.heads + head0 + row0) * kDim + col0;
+    auto store = [&](int j, int h, float2 v) {
+      const int64_t at = row_offset + static_cast<int64_t>(8 * h) * kDim + 8 * j;
+      if (p.out_bf16 != nullptr)
+        *reinterpret_cast<uint32_t*>(p.out_bf16 + at) = pack_bf16(v.x, v.y);
+      else
+        *reinterpret_cast<float2*>(p.out + at) = v;
+    };
+    constexpr int kRopeJ = (kDim - kOutRopeDim) / 8 - 32;  // first rotated j of warpgroup 1
+    const bool rope = p.out_rope_inv_freq != nullptr && wg == 1;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float* out = p.out + (static_cast<int64_t>(token) * p.heads + head0 + row0 + 8 * h) * kDim + col0;
+    for (int j = 0; j < 32; ++j) {
 #pragma unroll
-      for (int j = 0; j < 32; ++j)
-        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+      for (int h = 0; h < 2; ++h) {
+        const float2 v = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+        if (j < kRopeJ || !rope) store(j, h, v);
+      }
+    }
+    if (rope) {
+      const float position = static_cast<float>(p.batch.positions[token]);
+#pragma unroll
+      for (int j = kRopeJ; j < 32; ++j) {
+        const int col = col0 + 8 * j;
+        const RopeSinCos sc = rope_sincos(p.out_rope_inv_freq[(col - (kDim - kOutRopeDim)) >> 1], position, true);
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          store(j, h, rope_apply(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h], sc));
+      }
     }
   } else {
     // Partial: [splits, tokens, heads, 512] unnormalised O, [splits, tokens, heads, 2] (m, l).

@@ -3,6 +3,7 @@
 // throughout. Argument checks: embed_norm_rope.cpp.
 #include <cuda_bf16.h>
 
+#include "cuda/common/rope_pair.cuh"
 #include "cuda/ops/block_reduce.cuh"
 #include "cuda/ops/kernels.h"
 #include "cuda/ops/weight_decode.cuh"
@@ -59,14 +60,10 @@ __global__ void rope_kernel(float* x, int64_t tokens, int vectors, int width, in
     const int64_t vector = item / pairs;  // t * vectors + v
     const int64_t t = vector / vectors;
     // transformers: freqs = inv_freq (fp32) * float(position); cos/sin in fp32.
-    const float angle = inv_freq[i] * static_cast<float>(positions[t]);
-    float sine, cosine;
-    sincosf(angle, &sine, &cosine);
-    if (inverse) sine = -sine;
     float* pair = x + vector * width + (width - rope_dim) + 2 * i;
-    const float even = pair[0], odd = pair[1];
-    pair[0] = even * cosine - odd * sine;
-    pair[1] = odd * cosine + even * sine;
+    const float2 rotated = rope_rotate_pair(pair[0], pair[1], inv_freq[i], static_cast<float>(positions[t]), inverse);
+    pair[0] = rotated.x;
+    pair[1] = rotated.y;
   }
 }
 
@@ -101,12 +98,9 @@ __global__ void rms_norm_rope_kernel(float* x, int vectors, int64_t width, const
   const int pairs = rope_dim / 2;
   const float position = pairs > 0 ? static_cast<float>(positions[vector / vectors]) : 0.0f;
   for (int i = threadIdx.x; i < pairs; i += blockDim.x) {
-    const float angle = inv_freq[i] * position;
-    float sine, cosine;
-    sincosf(angle, &sine, &cosine);
     float* pair = row + (width - rope_dim) + 2 * i;
-    const float even = pair[0], odd = pair[1];
-    const float rotated_even = even * cosine - odd * sine, rotated_odd = odd * cosine + even * sine;
+    const float2 rotated = rope_rotate_pair(pair[0], pair[1], inv_freq[i], position, false);
+    const float rotated_even = rotated.x, rotated_odd = rotated.y;
     pair[0] = rotated_even;
     pair[1] = rotated_odd;
     if (row_bf16 != nullptr) {
