@@ -35,8 +35,8 @@
 //     P), q_bf16 only; decode split-KV auto and forced 4 / 8 ("localp_qbf16_s4", "_s8").
 //   "persist_qbf16_rope" / "localp_qbf16_rope" (prefill): those kernels with the inverse RoPE of
 //     the output fused in the epilogue (SparseAttentionParams::out_rope_inv_freq, rope_dim 64:
-//     the engine's call); "_obf16": the same writing the BF16 out (out_bf16, half the output
-//     bytes). JSON "out": "fp32" / "bf16", "out_rope": true / false.
+//     the engine's call); "_obf16" / "_obf16_rope": the BF16 out (out_bf16, half the output
+//     bytes) without / with it. JSON "out": "fp32" / "bf16", "out_rope": true / false.
 // Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
 // only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
 // 4096" matches, e.g. one row under ncu)
@@ -250,16 +250,16 @@ int run(int argc, char** argv) {
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
                                  "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "localp_qbf16",
-                                 "localp_fp8_qbf16", "persist_qbf16_rope", "persist_qbf16_obf16", "localp_qbf16_rope",
-                                 "localp_qbf16_obf16", "simple"}) {
+                                 "localp_fp8_qbf16", "persist_qbf16_rope", "persist_qbf16_obf16", "persist_qbf16_obf16_rope",
+                                 "localp_qbf16_rope", "localp_qbf16_obf16", "localp_qbf16_obf16_rope", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
         const bool pingpong = name.starts_with("pingpong"), qbf16 = name.find("_qbf16") != std::string::npos;
         const bool persist = name.starts_with("persist"), local_p = name.starts_with("localp");
-        // "_rope": the fused inverse RoPE (FP32 out, the engine's call); "_obf16": the same
-        // with the BF16 out.
-        const bool obf16 = name.ends_with("_obf16"), rope = obf16 || name.ends_with("_rope");
+        // "_rope": the fused inverse RoPE (with the FP32 out: the engine's call); "_obf16": the
+        // BF16 out.
+        const bool obf16 = name.find("_obf16") != std::string::npos, rope = name.ends_with("_rope");
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
         pr.use_epilogue(rope, obf16);

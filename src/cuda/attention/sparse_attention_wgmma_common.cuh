@@ -183,35 +183,60 @@ __device__ __forceinline__ void store_output_rows(const SparseAttentionParams& p
       const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
       factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
     }
-    // Epilogue options (SparseAttentionParams): FP32 or BF16 stores; the inverse RoPE of the
-    // last kOutRopeDim channels (pair (col, col + 1) is this thread's): warpgroup 1, j >= 24.
-    const int64_t row_offset = (static_cast<int64_t>(token) * p.heads + head0 + row0) * kDim + col0;
-    auto store = [&](int j, int h, float2 v) {
-      const int64_t at = row_offset + static_cast<int64_t>(8 * h) * kDim + 8 * j;
-      if (p.out_bf16 != nullptr)
-        *reinterpret_cast<uint32_t*>(p.out_bf16 + at) = pack_bf16(v.x, v.y);
-      else
-        *reinterpret_cast<float2*>(p.out + at) = v;
-    };
+    // Epilogue options (SparseAttentionParams): the inverse RoPE of the last kOutRopeDim
+    // channels (pair (col, col + 1) is this thread's: warpgroup 1, j >= kRopeJ), then FP32
+    // stores (8 bytes a lane: a quad writes one 32-byte sector per row and j) or BF16 ones.
     constexpr int kRopeJ = (kDim - kOutRopeDim) / 8 - 32;  // first rotated j of warpgroup 1
     const bool rope = p.out_rope_inv_freq != nullptr && wg == 1;
+    RopeSinCos sc[32 - kRopeJ];
 #pragma unroll
-    for (int j = 0; j < 32; ++j) {
+    for (int j = kRopeJ; j < 32; ++j)
+      sc[j - kRopeJ] = rope ? rope_sincos(p.out_rope_inv_freq[(col0 + 8 * j - (kDim - kOutRopeDim)) >> 1],
+                                          static_cast<float>(p.batch.positions[token]), true)
+                            : RopeSinCos{0.0f, 1.0f};
+    auto value = [&](int j, int h) {
+      const float2 v = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
+      return j >= kRopeJ && rope ? rope_apply(v.x, v.y, sc[j - kRopeJ]) : v;
+    };
+    const int64_t row_base = (static_cast<int64_t>(token) * p.heads + head0 + row0) * kDim + wg * 256;
+    if (p.out_bf16 == nullptr) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int j = 0; j < 32; ++j)
+          *reinterpret_cast<float2*>(p.out + row_base + static_cast<int64_t>(8 * h) * kDim + 8 * j + 2 * (lane & 3)) =
+              value(j, h);
+    } else {
+      // BF16: per row h and block of 4 j, lane t of the quad holds the words (pairs) of
+      // columns 8 j + 2 t (j = 4 b .. 4 b + 3); a 4 x 4 transpose across the quad (two
+      // butterfly steps through __shfl_xor_sync, on lane bits 1 then 0) gives lane t the
+      // four words of j = 4 b + t, i.e. 8 contiguous columns: one 16-byte store, a quad
+      // covering 64 contiguous bytes (instead of 4-byte stores into half sectors).
+      const int t = lane & 3;
+      const bool hi1 = (t & 2) != 0, hi0 = (t & 1) != 0;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const float2 v = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
-        if (j < kRopeJ || !rope) store(j, h, v);
-      }
-    }
-    if (rope) {
-      const float position = static_cast<float>(p.batch.positions[token]);
 #pragma unroll
-      for (int j = kRopeJ; j < 32; ++j) {
-        const int col = col0 + 8 * j;
-        const RopeSinCos sc = rope_sincos(p.out_rope_inv_freq[(col - (kDim - kOutRopeDim)) >> 1], position, true);
+        for (int b = 0; b < 8; ++b) {
+          uint32_t x[4];
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          store(j, h, rope_apply(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h], sc));
+          for (int jj = 0; jj < 4; ++jj) {
+            const float2 v = value(4 * b + jj, h);
+            x[jj] = pack_bf16(v.x, v.y);
+          }
+          // Step 1 (xor 2): swap lane bit 1 with word-index bit 1.
+          const uint32_t s0 = __shfl_xor_sync(0xffffffffu, hi1 ? x[0] : x[2], 2);
+          const uint32_t s1 = __shfl_xor_sync(0xffffffffu, hi1 ? x[1] : x[3], 2);
+          if (hi1) x[0] = s0, x[1] = s1;
+          else x[2] = s0, x[3] = s1;
+          // Step 2 (xor 1): swap lane bit 0 with word-index bit 0.
+          const uint32_t r0 = __shfl_xor_sync(0xffffffffu, hi0 ? x[0] : x[1], 1);
+          const uint32_t r1 = __shfl_xor_sync(0xffffffffu, hi0 ? x[2] : x[3], 1);
+          if (hi0) x[0] = r0, x[2] = r1;
+          else x[1] = r0, x[3] = r1;
+          *reinterpret_cast<uint4*>(p.out_bf16 + row_base + static_cast<int64_t>(8 * h) * kDim + 8 * (4 * b + t)) =
+              make_uint4(x[0], x[1], x[2], x[3]);
+        }
       }
     }
   } else {
