@@ -2,6 +2,7 @@
 // and the deterministic combine.
 #include <cuda_bf16.h>
 
+#include "cuda/common/pdl_launch.h"
 #include "cuda/moe/moe.h"
 #include "cuda/moe/route_topk.cuh"
 
@@ -115,7 +116,11 @@ __global__ void __launch_bounds__(kDispatchThreads) dispatch_kernel(const Dispat
 // per-token code as router_topk_kernel, so ids and weights are bit-identical), then the
 // dispatch of the same CTA. The CTA barrier makes the top-k writes (global memory)
 // visible to the dispatch's reads.
+// Launched with programmatic stream serialization after the scores kernel (which triggers
+// at its start), so the CTA is resident before the scores are done; griddepcontrol.wait
+// returns once that grid has completed and its scores are visible.
 __global__ void __launch_bounds__(kDispatchThreads) topk_dispatch_kernel(const RouterParams r, const DispatchParams p) {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int token = warp; token < r.tokens; token += kDispatchThreads / 32) detail::route_topk_token(r, token, lane);
   __syncthreads();
@@ -175,8 +180,8 @@ cudaError_t launch_route_dispatch(const RouterParams& r, const DispatchParams& p
   cudaError_t err = detail::check_router(r);
   if (err != cudaSuccess) return err;
   if ((err = detail::launch_router_scores(r)) != cudaSuccess) return err;
-  topk_dispatch_kernel<<<1, kDispatchThreads, 0, p.stream>>>(r, p);
-  return cudaGetLastError();
+  // PDL: the launch and scheduling of the one dispatch CTA overlap the scores kernel.
+  return launch_programmatic(topk_dispatch_kernel, dim3(1), dim3(kDispatchThreads), 0, p.stream, r, p);
 }
 
 cudaError_t launch_combine(const CombineParams& p) {

@@ -32,6 +32,9 @@ __global__ void __launch_bounds__(256) router_scores_kernel(const RouterParams p
   const int expert = blockIdx.x * kExpertsPerCta + warp / kParts;
   const int part = warp % kParts;
   const int t0 = blockIdx.y * kScoreTokens;
+  // The fused top-k + dispatch (launch_route_dispatch, PDL) may be scheduled now: its one
+  // CTA waits in griddepcontrol.wait for this grid's scores (a no-op trigger otherwise).
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if (kParts == 1 && expert >= p.experts) return;
   const bool active = expert < p.experts;
   float acc[kScoreTokens] = {};
