@@ -121,6 +121,8 @@ __global__ void __launch_bounds__(kDispatchThreads) dispatch_kernel(const Dispat
 // returns once that grid has completed and its scores are visible.
 __global__ void __launch_bounds__(kDispatchThreads) topk_dispatch_kernel(const RouterParams r, const DispatchParams p) {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  // L1 (launched with PDL by moe_forward) may be scheduled now; it waits for this grid.
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   for (int token = warp; token < r.tokens; token += kDispatchThreads / 32) detail::route_topk_token(r, token, lane);
   __syncthreads();

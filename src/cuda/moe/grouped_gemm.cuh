@@ -939,6 +939,11 @@ __device__ __forceinline__ ChainNext chain_next_sources(const GroupedGemmParams&
 template <class Tile, ExpertFormat F, bool kL1, bool kSplit = false, int kStreamMode = 0, bool kReferenceLoop = false>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinCtas) moe_grouped_gemm_kernel(const GroupedGemmParams p) {
   const int tile = blockIdx.x;
+  // L1 launched with PDL after the fused top-k + dispatch (GroupedGemmParams::
+  // programmatic_wait): the tile list is the dispatch's output, so wait for it first.
+  if constexpr (kL1) {
+    if (p.programmatic_wait) asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  }
   const int tile_total = *p.tile_count;
   if (tile >= tile_total) {
     if constexpr (!kL1 && Tile::BT == 8) {
@@ -985,7 +990,8 @@ cudaError_t launch_grouped_gemm(const GroupedGemmParams& p) {
   }
   const dim3 grid(static_cast<unsigned>(p.max_tiles), static_cast<unsigned>(p.n / Tile::BW),
                   kSplit ? static_cast<unsigned>(p.split_k) : 1u);
-  if (kStream && !kL1 && p.programmatic_wait)  // PDL: may start before L1 ends (waits in the kernel)
+  // PDL: L2 (kStream) may start before L1 ends, L1 before the dispatch ends (both wait in the kernel).
+  if ((kL1 || kStream) && p.programmatic_wait)
     return launch_programmatic(kernel, grid, dim3(Tile::kThreads), Smem::kBytes, p.stream, p);
   kernel<<<grid, Tile::kThreads, Smem::kBytes, p.stream>>>(p);
   return cudaGetLastError();

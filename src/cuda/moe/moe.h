@@ -169,10 +169,12 @@ struct GroupedGemmParams {
   // weights / scales are then not read. Required (else cudaErrorInvalidValue).
   const uint8_t* stream_weights = nullptr;
   bool stream_k_major = false;            // stream_weights' chunk order (StreamRepackParams::k_major)
-  // kDecodeStream / kDecodeStreamBulk L2 only: launch with programmatic stream serialization (PDL). Its CTAs may
-  // start while L1 runs (L1's kDecodeStream kernel triggers at its start), prefetch their
-  // first 5 weight stages, then wait (griddepcontrol.wait) for L1's h before reading it.
-  // The previous kernel on the stream must be L1 (launch_moe_l1 with kDecodeStream).
+  // Launch with programmatic stream serialization (PDL). kDecodeStream / kDecodeStreamBulk L2:
+  // its CTAs may start while L1 runs (L1's kDecodeStream kernel triggers at its start),
+  // prefetch their first 5 weight stages, then wait (griddepcontrol.wait) for L1's h before
+  // reading it; the previous kernel on the stream must be L1 (launch_moe_l1 with kDecodeStream).
+  // L1 (every moe_grouped_gemm_kernel config; moe_forward sets it after the fused top-k +
+  // dispatch, which triggers at its start): waits at its start, before the tile list.
   bool programmatic_wait = false;
   // kPrefillWgmmaTma only: act_rows = rows of the activation matrix the TMA reads (L1: the
   // slot count, rows of act_perm and entries of slot_token; L2: rows of h); act_perm (L1):

@@ -314,6 +314,9 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.stream_k_major = w.stream_k_major;
   l1.act_rows = ws.split_slots;  // kPrefillWgmmaTma: pairs = slots
   l1.act_perm = ws.x_perm;
+  // PDL after the fused top-k + dispatch (it triggers at its start; L1 waits before the tile list).
+  l1.programmatic_wait = p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens && is_decode_tile_config(p.config) &&
+                         p.config != TileConfig::kDecodePersistent;
 
   GroupedGemmParams l2 = gemm;
   l2.weights = w.w2;
