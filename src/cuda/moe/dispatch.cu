@@ -2,6 +2,9 @@
 // and the deterministic combine.
 #include <cuda_bf16.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "cuda/common/pdl_launch.h"
 #include "cuda/moe/moe.h"
 #include "cuda/moe/route_topk.cuh"
@@ -169,6 +172,15 @@ cudaError_t launch_dispatch(const DispatchParams& p) {
 }
 
 namespace detail {
+// The decode path's programmatic launches (the fused top-k + dispatch after the scores, L1
+// after it): on unless the environment says DSV4_MOE_PDL=0 (read once; A/B timing).
+bool decode_pdl_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("DSV4_MOE_PDL");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
 cudaError_t check_router(const RouterParams& p);
 cudaError_t launch_router_scores(const RouterParams& p);
 }  // namespace detail
@@ -183,6 +195,10 @@ cudaError_t launch_route_dispatch(const RouterParams& r, const DispatchParams& p
   if (err != cudaSuccess) return err;
   if ((err = detail::launch_router_scores(r)) != cudaSuccess) return err;
   // PDL: the launch and scheduling of the one dispatch CTA overlap the scores kernel.
+  if (!detail::decode_pdl_enabled()) {
+    topk_dispatch_kernel<<<1, kDispatchThreads, 0, p.stream>>>(r, p);  // griddepcontrol.wait: a no-op
+    return cudaGetLastError();
+  }
   return launch_programmatic(topk_dispatch_kernel, dim3(1), dim3(kDispatchThreads), 0, p.stream, r, p);
 }
 

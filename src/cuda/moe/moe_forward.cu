@@ -17,6 +17,7 @@ cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8_producer(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_wide(const GroupedGemmParams& p, bool l1);
+bool decode_pdl_enabled();  // dispatch.cu: DSV4_MOE_PDL=0 turns the decode path's PDL off
 }  // namespace detail
 
 namespace {
@@ -316,7 +317,7 @@ cudaError_t moe_forward(const MoeForwardParams& p) {
   l1.act_perm = ws.x_perm;
   // PDL after the fused top-k + dispatch (it triggers at its start; L1 waits before the tile list).
   l1.programmatic_wait = p.fuse_route_dispatch && p.tokens <= kFusedRouteMaxTokens && is_decode_tile_config(p.config) &&
-                         p.config != TileConfig::kDecodePersistent;
+                         p.config != TileConfig::kDecodePersistent && detail::decode_pdl_enabled();
 
   GroupedGemmParams l2 = gemm;
   l2.weights = w.w2;
