@@ -31,7 +31,10 @@
 //   A failing launch prints the error and the bench goes on (JSON "error"). Then the same for
 //   prefill_w4a8_serial (kPrefillW4A8Serial: no convert / wgmma overlap), prefill_w4a8_lut and
 //   prefill_w4a8_producer (kPrefillW4A8Producer: weights converted once per stage by a producer
-//   warpgroup, SS FP8 wgmma, persistent CTAs). --w4a8-config NAME prints only that W4A8 row.
+//   warpgroup, SS FP8 wgmma, persistent CTAs) and prefill_w4a8_ws (kPrefillW4A8Ws: producer
+//   warpgroup moving bytes through mbarriers, 2 converting consumer warpgroups, 128 x 256 tiles:
+//   its own 256-slot dispatch of the same top-k and the per-row references launch_w4a8_row_ref,
+//   both made before timing and not timed). --w4a8-config NAME prints only that W4A8 row.
 // prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
@@ -64,6 +67,7 @@
 #include <vector>
 
 #include "common/bench_util.h"
+#include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
 #include "moe/moe_fixture.h"
 
 namespace dsv4::moe_test {
@@ -167,6 +171,7 @@ const char* w4a8_config_name(cuda::moe::TileConfig c) {
     case cuda::moe::TileConfig::kPrefillW4A8: return "prefill_w4a8";
     case cuda::moe::TileConfig::kPrefillW4A8Lut: return "prefill_w4a8_lut";
     case cuda::moe::TileConfig::kPrefillW4A8Producer: return "prefill_w4a8_producer";
+    case cuda::moe::TileConfig::kPrefillW4A8Ws: return "prefill_w4a8_ws";
     default: return "prefill_w4a8_serial";
   }
 }
@@ -428,7 +433,8 @@ int run(int argc, char** argv) {
           // Then kPrefillW4A8Producer (producer warpgroup, persistent CTAs; not yet GPU-run).
           for (const cuda::moe::TileConfig wconfig :
                {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
-                cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer}) {
+                cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer,
+                cuda::moe::TileConfig::kPrefillW4A8Ws}) {
           if (!w4a8_only.empty() && w4a8_only != w4a8_config_name(wconfig)) continue;
           const char* wname = w4a8_config_name(wconfig);
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
@@ -437,6 +443,64 @@ int run(int argc, char** argv) {
           q1.act_scale = d_xs;
           q2.act8 = d_h8;
           q2.act_scale = d_hs;
+          // kPrefillW4A8Ws: 256-slot tiles (a second dispatch of the forward's top-k into its own
+          // slot arrays and tile list) and the per-row weight references of W13 / W2.
+          std::vector<void*> ws_buffers;
+          if (wconfig == cuda::moe::TileConfig::kPrefillW4A8Ws) {
+            auto alloc = [&](size_t bytes) {
+              void* ptr = nullptr;
+              DSV4_CUDA_OK(cudaMalloc(&ptr, bytes));
+              ws_buffers.push_back(ptr);
+              return ptr;
+            };
+            const int groups = kExperts + 1;
+            const int max_tiles256 = cuda::moe::moe_max_tiles(tokens, kTopK + 1, groups, 256);
+            cuda::moe::DispatchParams dp;
+            dp.topk_ids = ws.topk_ids;
+            dp.topk_weights = ws.topk_weights;
+            dp.tokens = tokens;
+            dp.top_k = kTopK;
+            dp.experts = kExperts;
+            dp.has_shared = true;
+            dp.tile_rows = 256;
+            dp.max_tiles = max_tiles256;
+            dp.expert_counts = static_cast<int32_t*>(alloc(groups * 4));
+            dp.expert_offsets = static_cast<int32_t*>(alloc((groups + 1) * 4));
+            dp.slot_of_pair = static_cast<int32_t*>(alloc(pairs * 4));
+            dp.slot_token = static_cast<int32_t*>(alloc(pairs * 4));
+            dp.slot_weight = static_cast<float*>(alloc(pairs * 4));
+            dp.tile_expert = static_cast<int32_t*>(alloc(max_tiles256 * 4));
+            dp.tile_slot_begin = static_cast<int32_t*>(alloc(max_tiles256 * 4));
+            dp.tile_row_count = static_cast<int32_t*>(alloc(max_tiles256 * 4));
+            dp.tile_count = static_cast<int32_t*>(alloc(4));
+            dp.error_flag = d_flag;
+            DSV4_CUDA_OK(cuda::moe::launch_dispatch(dp));
+            cuda::moe::W4a8RowRefParams r13, r2;
+            r13.scales = dev.weights.w13_scales;
+            r13.groups = groups;
+            r13.n = 2 * kInter;
+            r13.k = kHidden;
+            r13.row_ref = static_cast<uint8_t*>(alloc(static_cast<size_t>(groups) * r13.n));
+            r2.scales = dev.weights.w2_scales;
+            r2.groups = groups;
+            r2.n = kHidden;
+            r2.k = kInter;
+            r2.row_ref = static_cast<uint8_t*>(alloc(static_cast<size_t>(groups) * r2.n));
+            DSV4_CUDA_OK(cuda::moe::launch_w4a8_row_ref(r13));
+            DSV4_CUDA_OK(cuda::moe::launch_w4a8_row_ref(r2));
+            DSV4_CUDA_OK(cudaDeviceSynchronize());
+            for (cuda::moe::GroupedGemmParams* q : {&q1, &q2}) {
+              q->tile_expert = dp.tile_expert;
+              q->tile_slot_begin = dp.tile_slot_begin;
+              q->tile_row_count = dp.tile_row_count;
+              q->tile_count = dp.tile_count;
+              q->max_tiles = max_tiles256;
+            }
+            q1.slot_token = dp.slot_token;
+            q2.slot_weight = dp.slot_weight;
+            q1.w4a8_row_ref = r13.row_ref;
+            q2.w4a8_row_ref = r2.row_ref;
+          }
           cudaError_t err = cudaSuccess;
           auto keep = [&](cudaError_t e) { if (err == cudaSuccess) err = e; };
           const double w4a8_ms = timer.median_ms(
@@ -476,6 +540,7 @@ int run(int argc, char** argv) {
                            w4a8_gemm_ms, tf, tf_gemm, gemm_ms, tflops_gemm);
           }
           std::fflush(stdout);
+          for (void* ptr : ws_buffers) cudaFree(ptr);
           }
           cudaFree(d_x8);
           cudaFree(d_xs);

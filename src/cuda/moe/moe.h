@@ -113,8 +113,11 @@ enum class TileConfig : int {
                            // 128 x 8 units (or kDecodeSplitK's K slices) dealt round-robin, a grid barrier between
                            // L1 and L2, L2's first weight stages prefetched before it. Bitwise equal to kDecode
                            // (S == 1) / kDecodeSplitK (same S). decode_persistent.cuh, docs/kernels/moe.md
+  kPrefillW4A8Ws = 16,  // opt-in, MXFP4, launch_moe_l1 / l2 only: warp-specialised W4A8 (producer warpgroup moving bytes
+                        // through mbarriers, 2 converting consumer warpgroups), 128 x 256 tiles (tile_config_rows 256),
+                        // per-row weight exponent reference (w4a8_row_ref). grouped_gemm_w4a8_ws.cu, docs/kernels/moe.md
 };
-// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide, else 128.
+// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide / kPrefillW4A8Ws, else 128.
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk,
 // kDecodePersistent).
@@ -141,6 +144,7 @@ struct GroupedGemmParams {
   const int32_t* slot_token = nullptr;    // L1: row of x for each slot
   const uint8_t* act8 = nullptr;          // kPrefillW4A8: act as E4M3 [rows, k] (launch_act_quant_fp8)
   const float* act_scale = nullptr;       // kPrefillW4A8: [rows, k / 128] FP32 block scales
+  const uint8_t* w4a8_row_ref = nullptr;  // kPrefillW4A8Ws: [experts + 1][n] max MXFP4 scale code per weight row (launch_w4a8_row_ref)
   const float* slot_weight = nullptr;     // L2: routing weight per slot
   const int32_t* tile_expert = nullptr;
   const int32_t* tile_slot_begin = nullptr;

@@ -7,6 +7,14 @@
 //   beside them in GemmL1L2MatchEmulation (same bounds; its output must equal kPrefillW4A8's
 //   bit for bit; tile lists with 3 spare entries; one layer with more work items than SMs)
 //   and in LauncherRejectsBadArguments.
+//   kPrefillW4A8Ws (warp-specialised, 128 x 256 tiles, per-row weight exponent reference,
+//   grouped_gemm_w4a8_ws.cu) runs in GemmL1L2MatchEmulation on a tile list of 256-slot tiles
+//   (tiles of 1..256 rows: one-half and two-half CTAs) against its own emulation (row
+//   reference: d = kc - row_ref + 6, one FFMA per block with the activation scale, the row
+//   factor 2^(row_ref - 259) after the K loop) with the same bounds, and against W4A16 with
+//   the same statistical bound; an extra layer with scale codes spread over 25 octaves runs
+//   its cvt-table path (d < -5) and the RN-rounded blocks (d < -8). RowRefMatchesCpu checks
+//   launch_w4a8_row_ref bit for bit; LauncherRejectsBadArguments covers it (null row_ref too).
 //   MoeW4a8.GemmL1L2MatchEmulation: kPrefillW4A8 (convert / wgmma overlap, K loop unrolled
 //     by 2), kPrefillW4A8Lut (the same with the PRMT table conversion: its output must equal
 //     kPrefillW4A8's bit for bit; the test scales span 11 octaves, so both the table-add
@@ -25,6 +33,7 @@
 
 #include <cstdio>
 
+#include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
 #include "moe/moe_fixture.h"
 
 namespace dsv4::moe_test {
@@ -154,14 +163,15 @@ struct Problem {
   std::vector<float> slot_weight;
   int slots = 0;
 };
-Problem make_problem() {
+// tile_rows: slots per tile-list entry (128; 256 for kPrefillWgmmaWide / kPrefillW4A8Ws).
+Problem make_problem(int tile_rows = 128) {
   Problem p;
   uint64_t state = 4321;
   for (int e = 0; e < kExperts; ++e) {
-    for (int r = 0; r < kCounts[e]; r += 128) {
+    for (int r = 0; r < kCounts[e]; r += tile_rows) {
       p.tile_expert.push_back(e);
       p.tile_begin.push_back(p.slots + r);
-      p.tile_rows.push_back(std::min(128, kCounts[e] - r));
+      p.tile_rows.push_back(std::min(tile_rows, kCounts[e] - r));
     }
     for (int r = 0; r < kCounts[e]; ++r) p.slot_expert.push_back(e);
     p.slots += kCounts[e];
@@ -229,13 +239,90 @@ float emu_acc(const EmuWeights& w, const Quantized& q, int e, int row, int act_r
   return acc;
 }
 
+// kPrefillW4A8Ws: the row reference row_ref = max kernel scale code over the row's whole K
+// (launch_w4a8_row_ref), weights E4M3_rn(code * 2^(kc - row_ref + 6)) (exact for d >= -8,
+// RN below: the kernel's table-add path for d >= -5 and its cvt table below give exactly
+// this), row factor 2^(row_ref - 259) (0 when row_ref <= 132). a8 [e][n][k], rf [e][n].
+struct EmuWeightsWs {
+  std::vector<float> a8, rf;
+  std::vector<uint8_t> row_ref;  // [e][n]
+};
+EmuWeightsWs emulate_weights_ws(const std::vector<uint8_t>& w, const std::vector<uint8_t>& s, int n, int k) {
+  constexpr double kCode[8] = {0, 0.5, 1, 1.5, 2, 3, 4, 6};
+  EmuWeightsWs out;
+  out.a8.resize(size_t(kExperts) * n * k);
+  out.rf.resize(size_t(kExperts) * n);
+  out.row_ref.resize(size_t(kExperts) * n);
+  const int kb_count = k / 64;
+  for (int e = 0; e < kExperts; ++e)
+    for (int row = 0; row < n; ++row) {
+      const int rr = row % 16, g = rr % 8, hr = rr / 8;
+      const size_t fb_row = (size_t(e) * (n / 16) + row / 16) * kb_count;
+      auto kc_of = [&](int col) {
+        const size_t fb = fb_row + col / 64;
+        return static_cast<int>(s[fb * 32 + cuda::moe::frag_scale_offset(ExpertFormat::kMXFP4, g, (col % 64) / 16, hr)]);
+      };
+      int ref = 0;
+      for (int c = 0; c < k; c += 32) ref = std::max(ref, kc_of(c));
+      out.row_ref[size_t(e) * n + row] = static_cast<uint8_t>(ref);
+      out.rf[size_t(e) * n + row] = ref > 132 ? static_cast<float>(std::ldexp(1.0, ref - 259)) : 0.0f;
+      for (int c = 0; c < k; ++c) {
+        const size_t fb = fb_row + c / 64;
+        const int cc = c % 64, sw = cc / 16, c16 = cc % 16;
+        const int r = hr + 2 * (c16 / 8), t = (c16 % 8) / 2, h = c16 % 2;
+        uint32_t word;
+        std::memcpy(&word, &w[fb * 512 + (4 * g + t) * 16 + sw * 4], 4);
+        const uint32_t code = (word >> (4 * cuda::moe::frag_nibble(r, h))) & 0xF;
+        const double mag = kCode[code & 7] * std::ldexp(1.0, kc_of(c) - ref + 6);
+        out.a8[(size_t(e) * n + row) * k + c] = static_cast<float>(e4m3_value(e4m3_rn(code & 8 ? -mag : mag)));
+      }
+    }
+  return out;
+}
+float emu_acc_ws(const EmuWeightsWs& w, const Quantized& q, int e, int row, int act_row, int n, int k) {
+  const float* a = &w.a8[(size_t(e) * n + row) * k];
+  const float* x = &q.value[size_t(act_row) * k];
+  float acc = 0.0f;
+  for (int b = 0; b < k / 128; ++b) {
+    double blk = 0;
+    for (int c = b * 128; c < b * 128 + 128; ++c) blk += double(a[c]) * double(x[c]);
+    acc = std::fma(static_cast<float>(blk), q.scale[size_t(act_row) * (k / 128) + b], acc);
+  }
+  return acc * w.rf[size_t(e) * n + row];
+}
+
+// Scale codes spread over 25 octaves (230..254): kPrefillW4A8Ws's cvt-table path (a 32-block
+// more than 11 octaves below its row's largest) and RN-rounded weights (more than 14 below).
+std::vector<uint8_t> wide_scales(size_t count, uint64_t seed) {
+  std::vector<uint8_t> v(count);
+  uint64_t state = seed;
+  for (auto& b : v) b = static_cast<uint8_t>(230 + splitmix(state) % 25);
+  return v;
+}
+
+// launch_w4a8_row_ref over `groups` groups of [n, k] scale bytes, copied back.
+std::vector<uint8_t> gpu_row_ref(const uint8_t* d_scales, int groups, int n, int k, uint8_t** d_out) {
+  std::vector<uint8_t> ref(size_t(groups) * n, 0xEE);
+  *d_out = device_copy(ref);
+  cuda::moe::W4a8RowRefParams rp;
+  rp.scales = d_scales;
+  rp.groups = groups;
+  rp.n = n;
+  rp.k = k;
+  rp.row_ref = *d_out;
+  DSV4_CUDA_OK(cuda::moe::launch_w4a8_row_ref(rp));
+  DSV4_CUDA_OK(cudaDeviceSynchronize());
+  DSV4_CUDA_OK(cudaMemcpy(ref.data(), *d_out, ref.size(), cudaMemcpyDeviceToHost));
+  return ref;
+}
+
 double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
 
 // spare: tile-list entries past *tile_count (as moe_forward sizes it: the persistent
 // kPrefillW4A8Producer must stop at the first item past the count).
 std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t* d_w, uint8_t* d_s, float* d_f,
                               const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob,
-                              int spare = 0) {
+                              int spare = 0, const uint8_t* d_row_ref = nullptr) {
   int32_t* d_st = device_copy(prob.slot_token);
   float* d_sw = device_copy(prob.slot_weight);
   const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, spare);
@@ -246,6 +333,7 @@ std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t*
       gemm_test_params(ExpertFormat::kMXFP4, config, n, k, d_w, d_s, d_f, d_f, d_act, d_st, d_sw, tiles, kLimit, d_out);
   p.act8 = d_act8;
   p.act_scale = d_as;
+  p.w4a8_row_ref = d_row_ref;
   DSV4_CUDA_OK(l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
   DSV4_CUDA_OK(cudaDeviceSynchronize());
   DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
@@ -256,20 +344,30 @@ std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t*
 TEST(MoeW4a8, GemmL1L2MatchEmulation) {
   if (!have_device()) GTEST_FAIL() << "no CUDA device";
   const Problem prob = make_problem();
+  const Problem prob256 = make_problem(256);  // kPrefillW4A8Ws: the same slots in 256-slot tiles
   const std::vector<uint16_t> x = make_activations(kTokens, kHidden, 903);
   const std::vector<uint16_t> hin = make_activations(prob.slots, kInter, 904);
   const std::vector<float> factors(kExperts, kFactor);
   // The last layer has 16 row blocks x 11 tiles = 176 work items: more than the H200's 132
   // SMs, so persistent kPrefillW4A8Producer CTAs take 2 items (ring phases across items, an
   // odd stage count: 3).
-  for (const GemmLayer layer : {GemmLayer{true, 2 * kInter, kHidden}, GemmLayer{false, kHidden, kInter},
-                                GemmLayer{false, 256, 384}, GemmLayer{true, 256, 128}, GemmLayer{false, 2048, 384}}) {
-    SCOPED_TRACE(std::string(layer.l1 ? "l1" : "l2") + " n=" + std::to_string(layer.n) + " k=" + std::to_string(layer.k));
+  // The last layer: scale codes over 25 octaves (wide_scales), L1 k = 512.
+  struct W4a8Layer {
+    GemmLayer layer;
+    bool wide_scales;
+  };
+  for (const W4a8Layer wl : {W4a8Layer{{true, 2 * kInter, kHidden}, false}, W4a8Layer{{false, kHidden, kInter}, false},
+                             W4a8Layer{{false, 256, 384}, false}, W4a8Layer{{true, 256, 128}, false},
+                             W4a8Layer{{false, 2048, 384}, false}, W4a8Layer{{true, 256, 512}, true}}) {
+    const GemmLayer layer = wl.layer;
+    SCOPED_TRACE(std::string(layer.l1 ? "l1" : "l2") + " n=" + std::to_string(layer.n) + " k=" + std::to_string(layer.k) +
+                 (wl.wide_scales ? " wide scales" : ""));
     const int n = layer.n, k = layer.k;
     const bool standard = layer.k == (layer.l1 ? kHidden : kInter);
     const std::vector<uint8_t> w = random_bytes(size_t(kExperts) * n * k / 2, layer.l1 ? 21 : 22);
-    const std::vector<uint8_t> s =
-        random_scales(ExpertFormat::kMXFP4, size_t(kExperts) * (n / 16) * (k / 64) * 32, layer.l1 ? 23 : 24);
+    const size_t scale_count = size_t(kExperts) * (n / 16) * (k / 64) * 32;
+    const std::vector<uint8_t> s = wl.wide_scales ? wide_scales(scale_count, 25)
+                                                  : random_scales(ExpertFormat::kMXFP4, scale_count, layer.l1 ? 23 : 24);
     const int act_rows = layer.l1 ? kTokens : prob.slots;
     const std::vector<uint16_t> act_odd = standard ? std::vector<uint16_t>() : make_activations(act_rows, k, 905 + k);
     const std::vector<uint16_t>& act = !standard ? act_odd : layer.l1 ? x : hin;
@@ -312,51 +410,77 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
                   layer.l1 ? "l1" : "l2", n, k, static_cast<long long>(differ), got_producer.size());
     }
     const std::vector<uint16_t> w16 = run_gpu(TileConfig::kPrefillWgmma, layer.l1, n, k, d_w, d_s, d_f, d_act, nullptr, nullptr, prob);
+    // kPrefillW4A8Ws: its row reference first (bit for bit vs the CPU), then the GEMM on the
+    // 256-slot tile list (3 spare entries past *tile_count).
+    const EmuWeightsWs ew_ws = emulate_weights_ws(w, s, n, k);
+    uint8_t* d_rr = nullptr;
+    {
+      const std::vector<uint8_t> rr = gpu_row_ref(d_s, kExperts, n, k, &d_rr);
+      EXPECT_TRUE(rr == ew_ws.row_ref) << "launch_w4a8_row_ref differs from the CPU row maxima";
+    }
+    const std::vector<uint16_t> got_ws =
+        run_gpu(TileConfig::kPrefillW4A8Ws, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob256, 3, d_rr);
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
-                      static_cast<void*>(d_act8), static_cast<void*>(d_as)})
+                      static_cast<void*>(d_act8), static_cast<void*>(d_as), static_cast<void*>(d_rr)})
       cudaFree(ptr);
 
     const EmuWeights ew = emulate_weights(w, s, n, k);
     const int cols = layer.l1 ? n / 2 : n;
     std::vector<double> emu(size_t(prob.slots) * cols), emu_row_max(prob.slots, 0.0), w16_row_max(prob.slots, 0.0);
+    std::vector<double> emu_ws(size_t(prob.slots) * cols), emu_ws_row_max(prob.slots, 0.0);
     double max_row_all = 0;
     for (int slot = 0; slot < prob.slots; ++slot) {
       const int e = prob.slot_expert[slot];
       const int arow = layer.l1 ? prob.slot_token[slot] : slot;
       for (int c = 0; c < cols; ++c) {
-        double v;
+        double v, v_ws;
         if (layer.l1) {
           const int tile16 = c / 8, gate_row = 16 * tile16 + c % 8, up_row = gate_row + 8;
-          const float ga = emu_acc(ew, qv, e, gate_row, arow, n, k), ua = emu_acc(ew, qv, e, up_row, arow, n, k);
-          const double gate = std::min(double(ga * kFactor), double(kLimit));
-          const double up = std::min(std::max(double(ua * kFactor), -double(kLimit)), double(kLimit));
-          v = silu_ref(gate) * up;
+          auto swiglu = [&](float ga, float ua) {
+            const double gate = std::min(double(ga * kFactor), double(kLimit));
+            const double up = std::min(std::max(double(ua * kFactor), -double(kLimit)), double(kLimit));
+            return silu_ref(gate) * up;
+          };
+          v = swiglu(emu_acc(ew, qv, e, gate_row, arow, n, k), emu_acc(ew, qv, e, up_row, arow, n, k));
+          v_ws = swiglu(emu_acc_ws(ew_ws, qv, e, gate_row, arow, n, k), emu_acc_ws(ew_ws, qv, e, up_row, arow, n, k));
         } else {
-          const float acc = emu_acc(ew, qv, e, c, arow, n, k);
-          v = double(acc) * double(kFactor * prob.slot_weight[slot]);
+          v = double(emu_acc(ew, qv, e, c, arow, n, k)) * double(kFactor * prob.slot_weight[slot]);
+          v_ws = double(emu_acc_ws(ew_ws, qv, e, c, arow, n, k)) * double(kFactor * prob.slot_weight[slot]);
         }
         emu[size_t(slot) * cols + c] = v;
         emu_row_max[slot] = std::max(emu_row_max[slot], std::abs(v));
+        emu_ws[size_t(slot) * cols + c] = v_ws;
+        emu_ws_row_max[slot] = std::max(emu_ws_row_max[slot], std::abs(v_ws));
         w16_row_max[slot] =
             std::max(w16_row_max[slot], std::abs(double(bf16_to_float(w16[size_t(slot) * cols + c]))));
       }
       max_row_all = std::max(max_row_all, emu_row_max[slot]);
     }
     EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
-    for (const int variant : {0, 1, 2, 3}) {
-      const char* vname = variant == 0 ? "serial" : variant == 1 ? "overlap" : variant == 2 ? "lut" : "producer";
+    for (const int variant : {0, 1, 2, 3, 4}) {
+      const char* vname = variant == 0   ? "serial"
+                          : variant == 1 ? "overlap"
+                          : variant == 2 ? "lut"
+                          : variant == 3 ? "producer"
+                                         : "ws";
       SCOPED_TRACE(vname);
-      const std::vector<uint16_t>& got =
-          variant == 0 ? got_serial : variant == 1 ? got_overlap : variant == 2 ? got_lut : got_producer;
+      const std::vector<uint16_t>& got = variant == 0   ? got_serial
+                                         : variant == 1 ? got_overlap
+                                         : variant == 2 ? got_lut
+                                         : variant == 3 ? got_producer
+                                                        : got_ws;
+      // kPrefillW4A8Ws has its own emulation (row reference); the others share kPrefillW4A8's.
+      const std::vector<double>& emu_v = variant == 4 ? emu_ws : emu;
+      const std::vector<double>& emu_v_row_max = variant == 4 ? emu_ws_row_max : emu_row_max;
       int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
       double err2 = 0, ref2 = 0;
       std::string first_emu, first_w16;
       for (int slot = 0; slot < prob.slots; ++slot)
         for (int c = 0; c < cols; ++c) {
           const size_t i = size_t(slot) * cols + c;
-          const double g = bf16_to_float(got[i]), r16 = bf16_to_float(w16[i]), em = emu[i];
+          const double g = bf16_to_float(got[i]), r16 = bf16_to_float(w16[i]), em = emu_v[i];
           if (got[i] == float_to_bf16(static_cast<float>(em))) ++identical;
-          if (!(std::isfinite(g) && std::abs(g - em) <= 1e-2 * std::abs(em) + 4e-3 * emu_row_max[slot] + 1e-30)) {
+          if (!(std::isfinite(g) && std::abs(g - em) <= 1e-2 * std::abs(em) + 4e-3 * emu_v_row_max[slot] + 1e-30)) {
             if (bad_emu++ == 0)
               first_emu = "slot " + std::to_string(slot) + " col " + std::to_string(c) + ": gpu " + std::to_string(g) +
                           " emu " + std::to_string(em);
@@ -401,8 +525,9 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   static float dummyf[4];
   p.act8 = dummy8;
   p.act_scale = dummyf;
+  p.w4a8_row_ref = dummy8;  // kPrefillW4A8Ws only (the others ignore it)
   for (const TileConfig config : {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut,
-                                  TileConfig::kPrefillW4A8Producer}) {
+                                  TileConfig::kPrefillW4A8Producer, TileConfig::kPrefillW4A8Ws}) {
     p.config = config;
     cuda::moe::GroupedGemmParams q = p;
     q.format = ExpertFormat::kNVFP4;
@@ -414,9 +539,32 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
     q.act8 = nullptr;
     EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
     q = p;
+    q.act_scale = nullptr;
+    EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+    q = p;
     q.max_tiles = 0;
     EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaSuccess);
   }
+  // kPrefillW4A8Ws: the row reference is required; 256-slot tiles; the pre-pass checks its arguments.
+  cuda::moe::GroupedGemmParams q = p;
+  q.config = TileConfig::kPrefillW4A8Ws;
+  q.w4a8_row_ref = nullptr;
+  EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+  q.w4a8_row_ref = dummy8;
+  q.n = 192;  // n % 128
+  EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::moe::tile_config_rows(TileConfig::kPrefillW4A8Ws), 256);
+  cuda::moe::W4a8RowRefParams rp;
+  rp.scales = dummy8;
+  rp.groups = 1;
+  rp.n = 16;
+  rp.k = 64;
+  rp.row_ref = nullptr;
+  EXPECT_EQ(cuda::moe::launch_w4a8_row_ref(rp), cudaErrorInvalidValue);
+  rp.row_ref = dummy8;
+  rp.k = 96;
+  EXPECT_EQ(cuda::moe::launch_w4a8_row_ref(rp), cudaErrorInvalidValue);
 }
 
 }  // namespace

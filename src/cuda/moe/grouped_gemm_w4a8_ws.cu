@@ -1,0 +1,451 @@
+// TileConfig::kPrefillW4A8Ws (opt-in, MXFP4 only): a warp-specialised W4A8 grouped GEMM
+// (MXFP4 weights x E4M3 activations, FP8 wgmma, FP32 promotion per 128-K block), reached
+// through launch_moe_l1 / launch_moe_l2 with the inputs of kPrefillW4A8Lut (act8 /
+// act_scale from launch_act_quant_fp8, the same packed weights) plus the per-row weight
+// exponent reference GroupedGemmParams::w4a8_row_ref (launch_w4a8_row_ref, once per weight
+// set). docs/kernels/moe.md, "Warp-specialised W4A8 kernel".
+//   - CTA = 3 warpgroups (384 threads): WG 0 / 1 consumers (m64 slab each of a 128-row
+//     block; warp w = m16 tile w), WG 2 the producer, which only moves bytes (cp.async into
+//     a kStages ring, one cp.async.mbarrier.arrive.noinc per thread and stage on the full
+//     barrier); setmaxnreg gives the consumers kConsumerRegs, the producer kProducerRegs.
+//     No __syncthreads in the K loop, no consumer-issued copies.
+//   - Tile = 128 weight rows x 256 slots (tile_config_rows = 256, the dispatch cuts each
+//     expert's slots into runs of 256): each consumer converts its A fragment (E2M1 -> E4M3
+//     in registers, kPrefillW4A8Lut's PRMT table) once per stage and feeds it to TWO
+//     m64n128k32 halves (slots 0..127, 128..255); a tile of <= 128 slots runs one half.
+//   - Weight exponent reference per ROW over the whole K (row_ref = max kernel scale code of
+//     the row): the E4M3 weight byte of 32-block code kc is code * 2^d, d = kc - row_ref + 6
+//     (the row's largest block at the top of E4M3: 6 * 2^6 = 384), exact for d >= -8, RN
+//     below. So a stage's promotion is one FFMA per accumulator: acc = fma(blk, act_scale
+//     [slot], acc); the row factor 2^(row_ref - 259) multiplies in the epilogue.
+//   - Per stage and half: 4 wgmma into blk (scale-d 0 first), wait, promote (one blk: the
+//     other warpgroup's wgmma keep the tensor core busy meanwhile).
+// Shared memory (from the 1024-aligned base, WsSmem; per ring stage s):
+//   B          [kStages][256 slots][128 E4M3]  K-major, row r at r * 128, 16-byte chunk c at
+//              c ^ (r % 8) (wgmma_act_offset); slots 128..255 = the second half's B operand
+//              (+16 KB); rows past the tile zero-filled (cp.async src-size 0).
+//   weights    [kStages][m16 8][sub 2][lane 32][16 B]  the fragment blocks (2 kt, 2 kt + 1) of
+//              each m16 tile as stored (one contiguous 1 KB per m16 tile in global memory).
+//   scales     [kStages][m16 8][sub 2][32 B]  their MXFP4 scale bytes, as stored.
+//   act scales [kStages][half 2][t 4][36] FP32: slot 128 half + 8 j + 2 t + v at
+//              (4 half + t) * 36 + 2 j + v (lane t: 8 conflict-free 16-byte loads per half).
+//   row table  [256] uint32: byte offset row * K in act8 of slot r's activation row (L1 token,
+//              L2 slot; row 0 past the tile) at (r % 16) * 16 + r / 16, written once by the producer.
+//   barriers   full[kStages] (128 producer arrivals, noinc), empty[kStages] (256 consumers).
+//   out        [256 slots][136] BF16 over the B ring after the K loop (epilogue).
+#include <cuda_bf16.h>
+
+#include "cuda/common/mbarrier.cuh"
+#include "cuda/moe/grouped_gemm_w4a8.cuh"
+#include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
+#include "cuda/moe/moe.h"
+
+#define DSV4_WS_ACC64(c) c(d[0]), c(d[1]), c(d[2]), c(d[3]), c(d[4]), c(d[5]), c(d[6]), c(d[7]), c(d[8]), c(d[9]), c(d[10]), c(d[11]), c(d[12]), c(d[13]), c(d[14]), c(d[15]), c(d[16]), c(d[17]), c(d[18]), c(d[19]), c(d[20]), c(d[21]), c(d[22]), c(d[23]), c(d[24]), c(d[25]), c(d[26]), c(d[27]), c(d[28]), c(d[29]), c(d[30]), c(d[31]), c(d[32]), c(d[33]), c(d[34]), c(d[35]), c(d[36]), c(d[37]), c(d[38]), c(d[39]), c(d[40]), c(d[41]), c(d[42]), c(d[43]), c(d[44]), c(d[45]), c(d[46]), c(d[47]), c(d[48]), c(d[49]), c(d[50]), c(d[51]), c(d[52]), c(d[53]), c(d[54]), c(d[55]), c(d[56]), c(d[57]), c(d[58]), c(d[59]), c(d[60]), c(d[61]), c(d[62]), c(d[63])
+#define DSV4_WS_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
+
+namespace dsv4::cuda::moe {
+namespace detail {
+namespace {
+
+struct WsTile {
+  static constexpr int BW = 128;  // weight rows per CTA (2 consumer warpgroups x m64)
+  static constexpr int BT = 256;  // slots per CTA (2 halves of wgmma N = 128)
+  static constexpr int BK = 128;  // K per stage = one promotion block = one 128-byte swizzle row of E4M3
+  static constexpr int kHalfSlots = 128;
+  static constexpr int kStages = 5;
+  static constexpr int kConsumerThreads = 256;
+  static constexpr int kProducerThreads = 128;
+  static constexpr int kThreads = kConsumerThreads + kProducerThreads;
+  static constexpr int kM16 = BW / kFragRows;  // 8
+  // 384 threads x 168 registers (__launch_bounds__(384, 1)) = 64512, re-dealt by setmaxnreg.
+  static constexpr int kConsumerRegs = 232;
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kRefBias = 6;  // d = kc - row_ref + kRefBias: 6 * 2^6 = 384 <= 448, 6 * 2^7 is not
+  static_assert(kConsumerThreads * kConsumerRegs + kProducerThreads * kProducerRegs <= kThreads * 168,
+                "setmaxnreg budget: the launch's registers");
+  static_assert(kM16 == kConsumerThreads / 32, "one m16 tile per consumer warp");
+  static_assert(BT == 2 * kHalfSlots && BT * 8 == 16 * kProducerThreads, "B: 16 chunks per producer thread");
+};
+
+struct WsSmem {
+  using T = WsTile;
+  static constexpr int SB = 32;                                   // MXFP4 scale bytes per fragment block
+  static constexpr int kBBytes = T::BT * T::BK;                   // 32 KB
+  static constexpr int kBHalfBytes = T::kHalfSlots * T::BK;       // 16 KB
+  static constexpr int kWeightBytes = T::kM16 * 2 * kFragBytes;   // 8 KB
+  static constexpr int kScaleBytes = T::kM16 * 2 * SB;            // 512 B
+  static constexpr int kActScaleStride = 36;                      // floats per (half, t)
+  static constexpr int kActScaleHalfBytes = 4 * kActScaleStride * 4;
+  static constexpr int kActScaleBytes = 2 * kActScaleHalfBytes;   // 1152 B
+  static constexpr int kBOffset = 0;
+  static constexpr int kWeightOffset = kBOffset + T::kStages * kBBytes;
+  static constexpr int kScaleOffset = kWeightOffset + T::kStages * kWeightBytes;
+  static constexpr int kActScaleOffset = kScaleOffset + T::kStages * kScaleBytes;
+  static constexpr int kRowTableOffset = kActScaleOffset + T::kStages * kActScaleBytes;
+  static constexpr int kBarOffset = kRowTableOffset + T::BT * 4;
+  static constexpr int kOutStride = T::BW + 8;                    // BF16 per slot row (L1 uses BW / 2)
+  static constexpr int kOutBytes = T::BT * kOutStride * 2;
+  static constexpr int kAlign = 1024;
+  static constexpr int kBytes = kBarOffset + 2 * T::kStages * 8 + kAlign;
+  static_assert(kBHalfBytes == kWgmmaSubBytes, "one 128-byte swizzle row per slot, as wgmma_layout.h");
+  static_assert(kBBytes % kAlign == 0, "swizzle atoms 1024-aligned");
+  static_assert(kOutBytes <= kWeightOffset, "the output tile lies in the B ring");
+  static_assert(kActScaleOffset % 16 == 0 && kRowTableOffset % 16 == 0 && kBarOffset % 8 == 0, "alignment");
+  static_assert(kBytes <= 227 * 1024, "fits one SM");
+};
+
+constexpr int kFullArrivals = WsTile::kProducerThreads;   // one cp.async.mbarrier.arrive.noinc each
+constexpr int kEmptyArrivals = WsTile::kConsumerThreads;  // every consumer thread, after its reads
+
+__device__ __forceinline__ uint4 ws_lds128(uint32_t a) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t ws_lds32(uint32_t a) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ void ws_sts32(uint32_t a, int v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory");
+}
+__device__ __forceinline__ void ws_cp16(uint32_t smem, const void* gmem, int src_size) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
+}
+__device__ __forceinline__ void ws_cp4(uint32_t smem, const void* gmem, int src_size) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
+}
+// Named barrier 1 over the 256 consumer threads, 2 over the 128 producer threads.
+__device__ __forceinline__ void ws_consumer_bar() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+__device__ __forceinline__ void ws_producer_bar() { asm volatile("bar.sync 2, 128;\n" ::: "memory"); }
+
+// D[64 x 128] (+)= A[64 x 32] E4M3 (registers) * B[32 x 128] E4M3 (descriptor, K-major).
+// kFirst: D = A B (scale-d false; D write-only, so the previous block's values are not
+// inputs and need not stay live into the stage); else D += A B.
+template <bool kFirst>
+__device__ __forceinline__ void ws_wgmma(float (&d)[64], const uint32_t (&a)[4], uint64_t desc_b) {
+#define DSV4_WS_IN(x) "+f"(x)
+#define DSV4_WS_OUT(x) "=f"(x)
+  if constexpr (kFirst) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WS_REGS64 ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+        : DSV4_WS_ACC64(DSV4_WS_OUT)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  } else {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WS_REGS64 ", {%64, %65, %66, %67}, %68, 1, 1, 1;\n"
+        : DSV4_WS_ACC64(DSV4_WS_IN)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
+  }
+#undef DSV4_WS_IN
+#undef DSV4_WS_OUT
+}
+
+// f16x2 factor 2^(14 + d) for the cvt table (d < -5 only; clamped to >= -24, where every
+// product rounds to E4M3 0 anyway).
+__device__ __forceinline__ uint32_t ws_cvt_factor(int d) {
+  d = d < -24 ? -24 : d;
+  const uint32_t bits = static_cast<uint32_t>(29 + d) << 10;
+  return bits | (bits << 16);
+}
+
+// Row constants of one lane (rows g, g + 8 of its m16 tile): the table bases of
+// w4a8_lut_fast folded with the reference (lo = kc * 0x08080800 + base_lo = 0x3C383000 + 8 d
+// per nonzero byte, d = kc - row_ref + 6; hi likewise), and the slow-path threshold
+// (kc < row_ref - 11 <=> d < -5: the table-add bytes would borrow).
+struct WsRowConsts {
+  uint32_t base_lo[2], base_hi[2];
+  int ref[2];
+};
+
+// One stage's A fragment of this warp (16 E4M3 registers: a[j] = k32 step j = 32-block j),
+// from the stage's weights and scale bytes in shared memory.
+__device__ __forceinline__ void ws_convert(uint32_t w_addr, uint32_t s_addr, const WsRowConsts& rc,
+                                           uint32_t (&a)[4][4]) {
+  const uint4 w0 = ws_lds128(w_addr), w1 = ws_lds128(w_addr + kFragBytes);
+  const uint32_t sc0 = ws_lds32(s_addr), sc1 = ws_lds32(s_addr + WsSmem::SB);
+  const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+  uint32_t kc[2][4];  // [row half][32-block]: MXFP4 scale word = bytes [block 2][row half 2]
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) {
+    kc[hr][0] = (sc0 >> (8 * hr)) & 0xFFu;
+    kc[hr][1] = (sc0 >> (8 * (2 + hr))) & 0xFFu;
+    kc[hr][2] = (sc1 >> (8 * hr)) & 0xFFu;
+    kc[hr][3] = (sc1 >> (8 * (2 + hr))) & 0xFFu;
+  }
+  uint32_t lut[2][4][2];  // [row half][32-block][lo, hi]
+  bool slow = false;
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      lut[hr][j][0] = kc[hr][j] * 0x08080800u + rc.base_lo[hr];
+      lut[hr][j][1] = kc[hr][j] * 0x08080808u + rc.base_hi[hr];
+      slow |= static_cast<int>(kc[hr][j]) < rc.ref[hr] - 11;
+    }
+  if (slow) {  // a 32-block more than 11 octaves below its row's largest (rare in real weights)
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int d = static_cast<int>(kc[hr][j]) - rc.ref[hr] + WsTile::kRefBias;
+        if (d < -5) w4a8_lut_cvt(ws_cvt_factor(d), lut[hr][j][0], lut[hr][j][1]);
+      }
+  }
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int sw = 0; sw < 2; ++sw)
+      fp8_a_regs_lut(words[2 * j + sw], lut[0][j][0], lut[0][j][1], lut[1][j][0], lut[1][j][1], a[j][2 * sw],
+                     a[j][2 * sw + 1]);
+}
+
+// acc[64 h + 4 j + v] (+ 2: row g + 8) = slot 128 h + 8 j + 2 t + v: acc = fma(blk, act_scale[slot], acc).
+template <int kAcc>
+__device__ __forceinline__ void ws_promote(float (&acc)[kAcc], int h, const float (&blk)[64], uint32_t scale_addr) {
+#pragma unroll
+  for (int jj = 0; jj < 8; ++jj) {
+    const uint4 s4 = ws_lds128(scale_addr + 16 * jj);  // slots 16 jj + 2t + {0, 1}, 16 jj + 8 + 2t + {0, 1}
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const int j = 2 * jj + hh, o = 64 * h + 4 * j;
+      const float asx = __uint_as_float(hh ? s4.z : s4.x), asy = __uint_as_float(hh ? s4.w : s4.y);
+      acc[o + 0] = fmaf(blk[4 * j + 0], asx, acc[o + 0]);
+      acc[o + 1] = fmaf(blk[4 * j + 1], asy, acc[o + 1]);
+      acc[o + 2] = fmaf(blk[4 * j + 2], asx, acc[o + 2]);
+      acc[o + 3] = fmaf(blk[4 * j + 3], asy, acc[o + 3]);
+    }
+  }
+}
+
+// ---- producer warpgroup ------------------------------------------------------------------
+// Thread pt (0..127) per stage: B chunk pt % 8 of slot rows pt / 8 + 16 i (i < 16: 16
+// cp.async of 16 B, destinations 2 KB apart, same swizzle phase); weights: 4 x 16 B of m16
+// tile pt / 16 (chunks pt % 16 + 16 i of its 1 KB); scales: pt < 32, 16 B; activation scales
+// of slots pt and pt + 128 (4 B each); then one noinc arrival on full[stage].
+template <bool kL1>
+__device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t smem_addr, int expert, int slot0,
+                                           int rows, int n0) {
+  using T = WsTile;
+  using S = WsSmem;
+  const int pt = static_cast<int>(threadIdx.x) - T::kConsumerThreads;
+  const int K = p.k, k_tiles = K / T::BK, kb_count = K / kFragCols;
+  const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
+  const uint32_t row_table = smem_addr + S::kRowTableOffset;
+#pragma unroll
+  for (int r = pt; r < T::BT; r += T::kProducerThreads) {
+    const int row = r < rows ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
+    ws_sts32(row_table + ((r % 16) * 16 + r / 16) * 4, static_cast<int>(static_cast<uint32_t>(row) * static_cast<uint32_t>(K)));
+  }
+  ws_producer_bar();  // the row table complete before any thread reads it
+
+  const int b_cc = pt & 7, b_r0 = pt >> 3;
+  const uint32_t b_dst0 = smem_addr + S::kBOffset + wgmma_act_offset(b_r0, b_cc);
+  const uint8_t* b_src0 = p.act8 + b_cc * 16;
+  const int b_valid = rows > b_r0 ? (rows - b_r0 + 15) / 16 : 0;  // rows b_r0 + 16 i < rows <=> i < b_valid
+  const int as_index = ((pt >> 1) & 3) * S::kActScaleStride + 2 * (pt >> 3) + (pt & 1);
+  const uint32_t as_dst0 = smem_addr + S::kActScaleOffset + as_index * 4;  // slot pt; + kActScaleHalfBytes: pt + 128
+  const int as_size0 = pt < rows ? 4 : 0, as_size1 = pt + T::kHalfSlots < rows ? 4 : 0;
+  // Row byte offsets row * K (32-bit: act8 < 4 GiB, checked by the launcher's caller contract) / 128 =
+  // row * (K / 128), the row's first activation scale.
+  const float* as_src0 = p.act_scale + (ws_lds32(row_table + ((pt % 16) * 16 + pt / 16) * 4) >> 7);
+  const int pt1 = pt + T::kHalfSlots;
+  const float* as_src1 = p.act_scale + (ws_lds32(row_table + ((pt1 % 16) * 16 + pt1 / 16) * 4) >> 7);
+  const int64_t fb_row = static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows;  // first m16 tile
+  const uint8_t* w_src = p.weights + ((fb_row + (pt >> 4)) * kb_count) * kFragBytes + (pt & 15) * 16;
+  const uint32_t w_dst = smem_addr + S::kWeightOffset + (pt >> 4) * 1024 + (pt & 15) * 16;
+  const uint8_t* s_src = p.scales + ((fb_row + (pt >> 2)) * kb_count) * S::SB + (pt & 3) * 16;
+  const uint32_t s_dst = smem_addr + S::kScaleOffset + pt * 16;
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
+    mbar_wait(empty0 + slot * 8, ((kt / T::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+    const uint32_t bd = b_dst0 + slot * S::kBBytes;
+    const uint8_t* bs = b_src0 + static_cast<int64_t>(kt) * T::BK;
+#pragma unroll
+    for (int i4 = 0; i4 < 4; ++i4) {
+      const uint4 r4 = ws_lds128(row_table + (b_r0 * 16 + 4 * i4) * 4);
+      const uint32_t off[4] = {r4.x, r4.y, r4.z, r4.w};
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int i = 4 * i4 + u;
+        ws_cp16(bd + i * 2048, bs + off[u], i < b_valid ? 16 : 0);
+      }
+    }
+    const uint32_t wd = w_dst + slot * S::kWeightBytes;
+    const uint8_t* ws = w_src + static_cast<int64_t>(kt) * 2 * kFragBytes;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) ws_cp16(wd + i * 256, ws + i * 256, 16);
+    if (pt < 32) ws_cp16(s_dst + slot * S::kScaleBytes, s_src + static_cast<int64_t>(kt) * 2 * S::SB, 16);
+    const uint32_t ad = as_dst0 + slot * S::kActScaleBytes;
+    ws_cp4(ad, as_src0 + kt, as_size0);
+    ws_cp4(ad + S::kActScaleHalfBytes, as_src1 + kt, as_size1);
+    cp_async_mbar_arrive(full0 + slot * 8);
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");  // nothing of this thread in flight at exit
+}
+
+// ---- consumer warpgroups -----------------------------------------------------------------
+template <bool kL1, int kHalves>
+__device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr, int expert,
+                                           int slot0, int rows, int n0) {
+  using T = WsTile;
+  using S = WsSmem;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int k_tiles = p.k / T::BK;
+  const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
+  WsRowConsts rc;
+  {
+    const uint8_t* ref = p.w4a8_row_ref + static_cast<int64_t>(expert) * p.n + n0 + 16 * warp + g;
+#pragma unroll
+    for (int hr = 0; hr < 2; ++hr) {
+      rc.ref[hr] = ref[8 * hr];
+      const uint32_t shift = static_cast<uint32_t>(rc.ref[hr] - T::kRefBias);
+      rc.base_lo[hr] = 0x3C383000u - shift * 0x08080800u;
+      rc.base_hi[hr] = 0x4C484440u - shift * 0x08080808u;
+    }
+  }
+  const uint32_t w_addr0 = smem_addr + S::kWeightOffset + warp * 2 * kFragBytes + lane * 16;
+  const uint32_t s_addr0 = smem_addr + S::kScaleOffset + warp * 2 * S::SB + g * 4;
+  const uint32_t as_addr0 = smem_addr + S::kActScaleOffset + t * S::kActScaleStride * 4;
+  // B descriptor of stage 0, half 0; stage s adds 32 KB, half h 16 KB, k32 step j 32 bytes
+  // (>> 4 in the start field; no carry: the window is < 256 KB).
+  const uint64_t desc_b0 = wgmma_desc_sw128(smem_addr + S::kBOffset);
+  constexpr int kAcc = 64 * kHalves;
+  float acc[kAcc], blk[64];
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+  const bool never = rows < 0;  // false for every valid tile list; opaque to the compiler
+
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
+    mbar_wait_no_trap(full0 + slot * 8, (kt / T::kStages) & 1);
+    fence_proxy_async_smem();  // the producer's cp.async writes (generic proxy) -> wgmma reads
+    uint32_t a[4][4];
+    ws_convert(w_addr0 + slot * S::kWeightBytes, s_addr0 + slot * S::kScaleBytes, rc, a);
+    const uint64_t db = desc_b0 + ((slot * S::kBBytes) >> 4);
+#pragma unroll
+    for (int h = 0; h < kHalves; ++h) {
+      const uint64_t dh = db + ((h * S::kBHalfBytes) >> 4);
+      wgmma_fence();
+      ws_wgmma<true>(blk, a[0], dh);
+#pragma unroll
+      for (int j = 1; j < 4; ++j) ws_wgmma<false>(blk, a[j], dh + 2 * j);
+      wgmma_commit();
+      // The last half: wait, then read A again (predicated-off stores), so ptxas keeps the A
+      // registers until the wait (grouped_gemm_w4a8.cuh, wgmma_wait0_keep_a).
+      if (h + 1 < kHalves) wgmma_wait<0>();
+      else wgmma_wait0_keep_a(a, never, smem_addr);
+      fence_acc(blk);
+      ws_promote(acc, h, blk, as_addr0 + slot * S::kActScaleBytes + h * S::kActScaleHalfBytes);
+    }
+    mbar_arrive(empty0 + slot * 8);  // this thread's reads of the stage are done (wgmma waited)
+  }
+
+  // Epilogue over the B ring: every consumer past its last wgmma; the producer's last
+  // copies landed (every full phase completed before its stage was read).
+  ws_consumer_bar();
+  float rf[2];  // row factor 2^(row_ref - 259) (0 when it is below FP32's normal range)
+#pragma unroll
+  for (int hr = 0; hr < 2; ++hr) rf[hr] = rc.ref[hr] > 132 ? __uint_as_float(static_cast<uint32_t>(rc.ref[hr] - 132) << 23) : 0.0f;
+#pragma unroll
+  for (int i = 0; i < kAcc; ++i) acc[i] *= rf[(i >> 1) & 1];
+  __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [128 kHalves][kOutStride]
+  wgmma_epilogue_to_smem<kL1, 128 * kHalves, S::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
+  ws_consumer_bar();
+  store_out_tile<kL1, 128 * kHalves, kL1 ? T::BW / 2 : T::BW, S::kOutStride>(p, s_out, rows, slot0, n0, tid,
+                                                                              T::kConsumerThreads);
+}
+
+template <bool kL1>
+__global__ void __launch_bounds__(WsTile::kThreads, 1)
+    moe_grouped_gemm_w4a8_ws_kernel(const __grid_constant__ GroupedGemmParams p) {
+  using T = WsTile;
+  using S = WsSmem;
+  const int tile = blockIdx.y;
+  if (tile >= *p.tile_count) return;
+  const int expert = p.tile_expert[tile];
+  const int slot0 = p.tile_slot_begin[tile];
+  const int rows = p.tile_row_count[tile];
+  const int n0 = blockIdx.x * T::BW;
+  if (rows > T::BT) __trap();  // a tile list cut for more than 256 slots per tile (not a silent wrong result)
+  extern __shared__ uint8_t smem_raw[];
+  uint32_t smem_addr;
+  uint8_t* smem = align_dynamic_smem<S::kAlign>(smem_raw, smem_addr);
+  const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < T::kStages; ++s) {
+      mbar_init(full0 + s * 8, kFullArrivals);
+      mbar_init(empty0 + s * 8, kEmptyArrivals);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();  // the only CTA-wide barrier
+  if (threadIdx.x >= T::kConsumerThreads) {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs));
+    ws_produce<kL1>(p, smem_addr, expert, slot0, rows, n0);
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs));
+  if (rows > T::kHalfSlots) ws_consume<kL1, 2>(p, smem, smem_addr, expert, slot0, rows, n0);
+  else ws_consume<kL1, 1>(p, smem, smem_addr, expert, slot0, rows, n0);
+}
+
+template <bool kL1>
+cudaError_t launch_ws_impl(const GroupedGemmParams& p) {
+  auto kernel = moe_grouped_gemm_w4a8_ws_kernel<kL1>;
+  static bool configured = false;  // attribute set once per instantiation (idempotent)
+  if (!configured) {
+    const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WsSmem::kBytes);
+    if (err != cudaSuccess) return err;
+    configured = true;
+  }
+  const dim3 grid(static_cast<unsigned>(p.n / WsTile::BW), static_cast<unsigned>(p.max_tiles));
+  kernel<<<grid, WsTile::kThreads, WsSmem::kBytes, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+// One thread per (group, row): the largest of the row's scale bytes over K.
+__global__ void w4a8_row_ref_kernel(const W4a8RowRefParams p) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= static_cast<int64_t>(p.groups) * p.n) return;
+  const int64_t group = idx / p.n;
+  const int row = static_cast<int>(idx % p.n);
+  const int kb_count = p.k / kFragCols, g = row % 8, hr = (row % 16) / 8;
+  const uint8_t* s = p.scales + (group * (p.n / kFragRows) + row / kFragRows) * kb_count * WsSmem::SB;
+  const int o0 = frag_scale_offset(ExpertFormat::kMXFP4, g, 0, hr), o1 = frag_scale_offset(ExpertFormat::kMXFP4, g, 2, hr);
+  uint32_t m = 0;
+  for (int kb = 0; kb < kb_count; ++kb) m = max(m, max(static_cast<uint32_t>(s[kb * WsSmem::SB + o0]),
+                                                       static_cast<uint32_t>(s[kb * WsSmem::SB + o1])));
+  p.row_ref[idx] = static_cast<uint8_t>(m);
+}
+
+}  // namespace
+
+cudaError_t launch_w4a8_ws(const GroupedGemmParams& p, bool l1) {
+  // MXFP4 only; act8 / act_scale from launch_act_quant_fp8, w4a8_row_ref from
+  // launch_w4a8_row_ref; n % 128, k % 128; act8 [rows, k] under 4 GiB (32-bit row offsets).
+  if (p.format != ExpertFormat::kMXFP4 || p.act8 == nullptr || p.act_scale == nullptr || p.w4a8_row_ref == nullptr)
+    return cudaErrorInvalidValue;
+  if (p.n % WsTile::BW != 0 || p.k % WsTile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
+  if (p.max_tiles <= 0) return cudaSuccess;
+  if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
+  return l1 ? launch_ws_impl<true>(p) : launch_ws_impl<false>(p);
+}
+
+}  // namespace detail
+
+cudaError_t launch_w4a8_row_ref(const W4a8RowRefParams& p) {
+  if (p.scales == nullptr || p.row_ref == nullptr || p.groups <= 0 || p.n <= 0 || p.k <= 0 || p.n % kFragRows != 0 ||
+      p.k % kFragCols != 0)
+    return cudaErrorInvalidValue;
+  const int64_t rows = static_cast<int64_t>(p.groups) * p.n;
+  const int threads = 256;
+  detail::w4a8_row_ref_kernel<<<static_cast<unsigned>((rows + threads - 1) / threads), threads, 0, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace dsv4::cuda::moe
