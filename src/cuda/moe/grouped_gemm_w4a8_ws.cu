@@ -20,6 +20,9 @@
 //     [slot], acc); the row factor 2^(row_ref - 259) multiplies in the epilogue.
 //   - Per stage and half: 4 wgmma into blk (scale-d 0 first), wait, promote (one blk: the
 //     other warpgroup's wgmma keep the tensor core busy meanwhile).
+//     (A quarter-pipelined body, two m64n64k32 quarters per half into 2 x 32 block registers
+//     with one quarter promoted while the next runs, measured the same on the H200, 585.6 vs
+//     585.2 TFLOP/s, and was removed again: commit f3fd4cb, docs/kernels/moe.md.)
 // Shared memory (from the 1024-aligned base, WsSmem; per ring stage s):
 //   B          [kStages][256 slots][128 E4M3]  K-major, row r at r * 128, 16-byte chunk c at
 //              c ^ (r % 8) (wgmma_act_offset); slots 128..255 = the second half's B operand
@@ -35,16 +38,12 @@
 //   out        [256 slots][136] BF16 over the B ring after the K loop (epilogue).
 #include <cuda_bf16.h>
 
-#include <cstdlib>
-
 #include "cuda/common/mbarrier.cuh"
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
 #include "cuda/moe/moe.h"
 
 #define DSV4_WS_ACC64(c) c(d[0]), c(d[1]), c(d[2]), c(d[3]), c(d[4]), c(d[5]), c(d[6]), c(d[7]), c(d[8]), c(d[9]), c(d[10]), c(d[11]), c(d[12]), c(d[13]), c(d[14]), c(d[15]), c(d[16]), c(d[17]), c(d[18]), c(d[19]), c(d[20]), c(d[21]), c(d[22]), c(d[23]), c(d[24]), c(d[25]), c(d[26]), c(d[27]), c(d[28]), c(d[29]), c(d[30]), c(d[31]), c(d[32]), c(d[33]), c(d[34]), c(d[35]), c(d[36]), c(d[37]), c(d[38]), c(d[39]), c(d[40]), c(d[41]), c(d[42]), c(d[43]), c(d[44]), c(d[45]), c(d[46]), c(d[47]), c(d[48]), c(d[49]), c(d[50]), c(d[51]), c(d[52]), c(d[53]), c(d[54]), c(d[55]), c(d[56]), c(d[57]), c(d[58]), c(d[59]), c(d[60]), c(d[61]), c(d[62]), c(d[63])
-#define DSV4_WS_ACC32(c) c(d[0]), c(d[1]), c(d[2]), c(d[3]), c(d[4]), c(d[5]), c(d[6]), c(d[7]), c(d[8]), c(d[9]), c(d[10]), c(d[11]), c(d[12]), c(d[13]), c(d[14]), c(d[15]), c(d[16]), c(d[17]), c(d[18]), c(d[19]), c(d[20]), c(d[21]), c(d[22]), c(d[23]), c(d[24]), c(d[25]), c(d[26]), c(d[27]), c(d[28]), c(d[29]), c(d[30]), c(d[31])
-#define DSV4_WS_REGS32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
 #define DSV4_WS_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 namespace dsv4::cuda::moe {
@@ -147,37 +146,6 @@ __device__ __forceinline__ void ws_wgmma(float (&d)[64], const uint32_t (&a)[4],
 #undef DSV4_WS_OUT
 }
 
-// D[64 x 64] (+)= A[64 x 32] E4M3 (registers) * B[32 x 64] E4M3: the quarter-pipelined body's
-// wgmma. kMode 0: D = A B with D write-only (as kFirst above); 1: D = A B with D as an in-out
-// operand (scale-d false: the values are not used, but the registers are the same variables,
-// so a quarter's block accumulator takes the registers of the one two quarters back);
-// 2: D += A B.
-template <int kMode>
-__device__ __forceinline__ void ws_wgmma_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t desc_b) {
-#define DSV4_WS_IN(x) "+f"(x)
-#define DSV4_WS_OUT(x) "=f"(x)
-  if constexpr (kMode == 1) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " DSV4_WS_REGS32 ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
-        : DSV4_WS_ACC32(DSV4_WS_IN)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-  } else if constexpr (kMode == 0) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " DSV4_WS_REGS32 ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
-        : DSV4_WS_ACC32(DSV4_WS_OUT)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-  } else {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " DSV4_WS_REGS32 ", {%32, %33, %34, %35}, %36, 1, 1, 1;\n"
-        : DSV4_WS_ACC32(DSV4_WS_IN)
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b));
-  }
-#undef DSV4_WS_IN
-#undef DSV4_WS_OUT
-}
-
 // f16x2 factor 2^(14 + d) for the cvt table (d < -5 only; clamped to >= -24, where every
 // product rounds to E4M3 0 anyway).
 __device__ __forceinline__ uint32_t ws_cvt_factor(int d) {
@@ -235,26 +203,6 @@ __device__ __forceinline__ void ws_convert(uint32_t w_addr, uint32_t s_addr, con
     for (int sw = 0; sw < 2; ++sw)
       fp8_a_regs_lut(words[2 * j + sw], lut[0][j][0], lut[0][j][1], lut[1][j][0], lut[1][j][1], a[j][2 * sw],
                      a[j][2 * sw + 1]);
-}
-
-// Quarter q (slots 64 q .. 64 q + 63) of the stage: acc[32 q + 4 j + v] (j < 8), blk the
-// m64n64 block accumulator; the scales of slots 64 q + 8 j + 2 t + v are floats 2 j + v of
-// half q / 2's lane-t row, from 16 (q % 2) on.
-template <int kAcc>
-__device__ __forceinline__ void ws_promote_quarter(float (&acc)[kAcc], int q, const float (&blk)[32], uint32_t scale_addr) {
-#pragma unroll
-  for (int jj = 0; jj < 4; ++jj) {
-    const uint4 s4 = ws_lds128(scale_addr + 16 * jj);
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      const int j = 2 * jj + hh, o = 32 * q + 4 * j;
-      const float asx = __uint_as_float(hh ? s4.z : s4.x), asy = __uint_as_float(hh ? s4.w : s4.y);
-      acc[o + 0] = fmaf(blk[4 * j + 0], asx, acc[o + 0]);
-      acc[o + 1] = fmaf(blk[4 * j + 1], asy, acc[o + 1]);
-      acc[o + 2] = fmaf(blk[4 * j + 2], asx, acc[o + 2]);
-      acc[o + 3] = fmaf(blk[4 * j + 3], asy, acc[o + 3]);
-    }
-  }
 }
 
 // acc[64 h + 4 j + v] (+ 2: row g + 8) = slot 128 h + 8 j + 2 t + v: acc = fma(blk, act_scale[slot], acc).
@@ -343,12 +291,7 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
 }
 
 // ---- consumer warpgroups -----------------------------------------------------------------
-// kQuarters (the default): each half as two m64n64k32 quarters into two block accumulators
-// (blk_q[2], 32 registers each), so a quarter's promotion runs while the next quarter's wgmma
-// are in flight (wait_group 1); the stage's last quarter is drained (wait_group 0) before the
-// next conversion rewrites A. !kQuarters: per half 4 x m64n128k32 into one blk, wait 0, promote
-// (the first version, measured 2026-12-03 10:01 UTC; DSV4_MOE_W4A8_WS_HALVES=1).
-template <bool kL1, int kHalves, bool kQuarters>
+template <bool kL1, int kHalves>
 __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr, int expert,
                                            int slot0, int rows, int n0) {
   using T = WsTile;
@@ -375,8 +318,7 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
   // (>> 4 in the start field; no carry: the window is < 256 KB).
   const uint64_t desc_b0 = wgmma_desc_sw128(smem_addr + S::kBOffset);
   constexpr int kAcc = 64 * kHalves;
-  float acc[kAcc];
-  [[maybe_unused]] float blk[64];
+  float acc[kAcc], blk[64];
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
   const bool never = rows < 0;  // false for every valid tile list; opaque to the compiler
@@ -388,33 +330,6 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
     uint32_t a[4][4];
     ws_convert(w_addr0 + slot * S::kWeightBytes, s_addr0 + slot * S::kScaleBytes, rc, a);
     const uint64_t db = desc_b0 + ((slot * S::kBBytes) >> 4);
-    if constexpr (kQuarters) {
-      constexpr int kQ = 2 * kHalves;  // quarters of 64 slots (8 KB of B each)
-      float blk_q[2][32];
-      const uint32_t as_stage = as_addr0 + slot * S::kActScaleBytes;
-      auto issue_q = [&](int q, float (&b)[32]) {
-        const uint64_t dq = db + ((q * (S::kBHalfBytes / 2)) >> 4);
-        wgmma_fence();
-        if (q < 2) ws_wgmma_n64<0>(b, a[0], dq);  // the stage's first use of b: registers free during the conversion
-        else ws_wgmma_n64<1>(b, a[0], dq);        // b's registers again (2 x 32 block registers in all)
-#pragma unroll
-        for (int j = 1; j < 4; ++j) ws_wgmma_n64<2>(b, a[j], dq + 2 * j);
-        wgmma_commit();
-      };
-      auto promote_q = [&](int q, float (&b)[32]) {
-        fence_acc(b);
-        ws_promote_quarter(acc, q, b, as_stage + (q >> 1) * S::kActScaleHalfBytes + (q & 1) * 64);
-      };
-      issue_q(0, blk_q[0]);
-#pragma unroll
-      for (int q = 1; q < kQ; ++q) {
-        issue_q(q, blk_q[q & 1]);
-        wgmma_wait<1>();  // quarter q - 1 retired, q in flight
-        promote_q(q - 1, blk_q[(q - 1) & 1]);
-      }
-      wgmma_wait0_keep_a(a, never, smem_addr);
-      promote_q(kQ - 1, blk_q[(kQ - 1) & 1]);
-    } else {
 #pragma unroll
     for (int h = 0; h < kHalves; ++h) {
       const uint64_t dh = db + ((h * S::kBHalfBytes) >> 4);
@@ -429,7 +344,6 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
       else wgmma_wait0_keep_a(a, never, smem_addr);
       fence_acc(blk);
       ws_promote(acc, h, blk, as_addr0 + slot * S::kActScaleBytes + h * S::kActScaleHalfBytes);
-    }
     }
     mbar_arrive(empty0 + slot * 8);  // this thread's reads of the stage are done (wgmma waited)
   }
@@ -449,7 +363,7 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
                                                                               T::kConsumerThreads);
 }
 
-template <bool kL1, bool kQuarters>
+template <bool kL1>
 __global__ void __launch_bounds__(WsTile::kThreads, 1)
     moe_grouped_gemm_w4a8_ws_kernel(const __grid_constant__ GroupedGemmParams p) {
   using T = WsTile;
@@ -479,13 +393,13 @@ __global__ void __launch_bounds__(WsTile::kThreads, 1)
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs));
-  if (rows > T::kHalfSlots) ws_consume<kL1, 2, kQuarters>(p, smem, smem_addr, expert, slot0, rows, n0);
-  else ws_consume<kL1, 1, kQuarters>(p, smem, smem_addr, expert, slot0, rows, n0);
+  if (rows > T::kHalfSlots) ws_consume<kL1, 2>(p, smem, smem_addr, expert, slot0, rows, n0);
+  else ws_consume<kL1, 1>(p, smem, smem_addr, expert, slot0, rows, n0);
 }
 
-template <bool kL1, bool kQuarters>
+template <bool kL1>
 cudaError_t launch_ws_impl(const GroupedGemmParams& p) {
-  auto kernel = moe_grouped_gemm_w4a8_ws_kernel<kL1, kQuarters>;
+  auto kernel = moe_grouped_gemm_w4a8_ws_kernel<kL1>;
   static bool configured = false;  // attribute set once per instantiation (idempotent)
   if (!configured) {
     const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WsSmem::kBytes);
@@ -522,15 +436,7 @@ cudaError_t launch_w4a8_ws(const GroupedGemmParams& p, bool l1) {
   if (p.n % WsTile::BW != 0 || p.k % WsTile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
   if (p.max_tiles <= 0) return cudaSuccess;
   if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
-  // Debug switch (read once): DSV4_MOE_W4A8_WS_HALVES=1 runs the first consumer body (per half
-  // 4 x m64n128k32, wait 0, promote) instead of the quarter-pipelined one; same arithmetic
-  // per element, so the same outputs bit for bit up to the tensor core's block sums.
-  static const bool halves = [] {
-    const char* env = std::getenv("DSV4_MOE_W4A8_WS_HALVES");
-    return env != nullptr && env[0] == '1';
-  }();
-  if (halves) return l1 ? launch_ws_impl<true, false>(p) : launch_ws_impl<false, false>(p);
-  return l1 ? launch_ws_impl<true, true>(p) : launch_ws_impl<false, true>(p);
+  return l1 ? launch_ws_impl<true>(p) : launch_ws_impl<false>(p);
 }
 
 }  // namespace detail
