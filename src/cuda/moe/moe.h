@@ -82,7 +82,7 @@ enum class TileConfig : int {
   kPrefillWgmma = 2,  // 128 weight rows x 128 slots per CTA, wgmma (Hopper tensor cores): default prefill
   kPrefillWgmmaPipe = 3,  // kPrefillWgmma with dequant / wgmma overlap (2 groups per sub-block in flight)
   kPrefillW4A8 = 4,  // opt-in, MXFP4 only, launch_moe_l1 / l2 only (not moe_forward): W4A8 FP8 wgmma, 128 x 128
-  //   (its first version raced on the H200; fixed 2026-12-01, see grouped_gemm_w4a8.cu; re-run pending)
+  //   (its first version raced on the H200; fixed 2026-12-01 and equal to its emulation since)
                      // tiles; act8 / act_scale from launch_act_quant_fp8 (docs/kernels/moe.md, W4A8)
   kPrefillW4A8Serial = 5,  // kPrefillW4A8 without the convert / wgmma overlap (opt-in, the simpler oracle)
   kPrefillW4A8Lut = 6,  // opt-in: kPrefillW4A8 converting weights through a PRMT table of E4M3 codes per
@@ -101,19 +101,19 @@ enum class TileConfig : int {
   kPrefillWgmmaTma = 12,  // opt-in: kPrefillWgmmaPipe's math (bitwise equal) fed by a TMA producer warp (full /
                           // empty mbarriers, 3 stages), persistent CTAs; needs act_rows (and act_perm for L1:
                           // x gathered into slot order first). grouped_gemm_wgmma_tma.cu, docs/kernels/moe.md
-  kPrefillWgmmaWide = 13,  // opt-in (not yet GPU-run): kPrefillWgmmaPipe's math with wgmma N = 256: 128 weight
+  kPrefillWgmmaWide = 13,  // opt-in (measured slower on the H200): kPrefillWgmmaPipe's math with wgmma N = 256: 128 weight
                            // rows x 256 slots per CTA (2 warpgroups), tiles of 256 slots (tile_config_rows);
                            // expected bitwise equal to kPrefillWgmmaPipe. grouped_gemm_wgmma_wide.cu
-  kPrefillW4A8Producer = 14,  // opt-in (not yet GPU-run), MXFP4, launch_moe_l1 / l2 only: kPrefillW4A8's math
+  kPrefillW4A8Producer = 14,  // opt-in (measured slower than kPrefillW4A8Lut on the H200), MXFP4, launch_moe_l1 / l2 only: kPrefillW4A8's math
                               // (expected bitwise equal) with the weights converted to E4M3 once per stage by a
                               // producer warpgroup into shared memory, SS FP8 wgmma, persistent CTAs.
                               // grouped_gemm_w4a8_producer.cu, docs/kernels/moe.md (W4A8)
-  kDecodePersistent = 15,  // opt-in (not yet GPU-run), moe_forward / launch_moe_decode_persistent only: L1 (+ SwiGLU)
+  kDecodePersistent = 15,  // opt-in (measured slower than kDecode on the H200), moe_forward / launch_moe_decode_persistent only: L1 (+ SwiGLU)
                            // and L2 (+ routing weight, fused combine) in ONE launch of resident CTAs: kDecode's
                            // 128 x 8 units (or kDecodeSplitK's K slices) dealt round-robin, a grid barrier between
                            // L1 and L2, L2's first weight stages prefetched before it. Bitwise equal to kDecode
                            // (S == 1) / kDecodeSplitK (same S). decode_persistent.cuh, docs/kernels/moe.md
-  kPrefillW4A8Ws = 16,  // opt-in, MXFP4, launch_moe_l1 / l2 only: warp-specialised W4A8 (producer warpgroup moving bytes
+  kPrefillW4A8Ws = 16,  // opt-in, MXFP4, launch_moe_l1 / l2 only (the fastest W4A8: 585 TFLOP/s, H200): warp-specialised W4A8 (producer warpgroup moving bytes
                         // through mbarriers, 2 converting consumer warpgroups), 128 x 256 tiles (tile_config_rows 256),
                         // per-row weight exponent reference (w4a8_row_ref). grouped_gemm_w4a8_ws.cu, docs/kernels/moe.md
 };
