@@ -370,7 +370,6 @@ class CudaEngine final : public Engine {
       linear_.small_gemv = false;
     linear_.small_gemv_max_tokens = 2;  // measured: faster at 1 token, slower at 8 (ops.h)
     attention_kernel_ = attention_kernel_from_env();
-    attention_out_bf16_ = attention_out_bf16_from_env();
 
     DSV4_CUDA_CHECK(cudaMallocHost(&host_meta_, 4 * sizeof(int32_t) * limits_.max_tokens));
     DSV4_CUDA_CHECK(cudaMallocHost(&host_logits_, sizeof(float) * limits_.logit_rows * config_.vocab_size));
@@ -783,16 +782,6 @@ class CudaEngine final : public Engine {
     const bool fused_rope = rope_dim == attention::kSparseOutRopeDim;
     sp.out_rope_inv_freq = fused_rope ? inv_freq : nullptr;
     sp.out_rope_dim = fused_rope ? rope_dim : 0;
-    // Opt-in (DSV4_ATTENTION_OUT=bf16): the attention writes its output as BF16 (half the
-    // bytes; the reference's own rounding of it) into b.attn's storage and the grouped output
-    // projection reads it directly (one BF16 GEMM instead of the split's two parts), for
-    // batches the few-token GEMV does not take.
-    const bool out_bf16 = attention_out_bf16_ && fused_rope && T > linear_.small_gemv_max_tokens;
-    uint16_t* attn_bf16 = reinterpret_cast<uint16_t*>(b.attn);
-    if (out_bf16) {
-      sp.out = nullptr;
-      sp.out_bf16 = attn_bf16;
-    }
     attention::sparse_attention(sp, stream_);
     if (!fused_rope)
       ops::rope(b.attn, T, static_cast<int>(heads), static_cast<int>(hd), rope_dim, inv_freq, batch.positions, true,
@@ -805,10 +794,7 @@ class CudaEngine final : public Engine {
     DSV4_CHECK(a.wo_a.cols == group_width && a.wo_a.rows == groups * rank,
                "wo_a is [{}, {}], expected [o_groups {} x o_lora_rank {}, heads x head_dim / o_groups = {}]",
                a.wo_a.rows, a.wo_a.cols, groups, rank, group_width);
-    if (out_bf16)
-      ops::linear_grouped_bf16(linear_, a.wo_a, groups, attn_bf16, heads * hd, T, b.grouped, groups * rank);
-    else
-      ops::linear_grouped(linear_, a.wo_a, groups, b.attn, heads * hd, T, b.grouped, groups * rank);
+    ops::linear_grouped(linear_, a.wo_a, groups, b.attn, heads * hd, T, b.grouped, groups * rank);
     linear(a.wo_b, b.grouped, T, b.sub_out);
     profiler_.mark(stream_, "attn.out_proj");
   }
@@ -883,14 +869,6 @@ class CudaEngine final : public Engine {
     if (std::strcmp(v, "localp") == 0) return Kernel::kWgmmaLocalP;
     fail("DSV4_ATTENTION_KERNEL must be auto, pipelined, pingpong, persistent or localp, got '{}'", v);
   }
-  // DSV4_ATTENTION_OUT=bf16 (opt-in; fp32 the default): see attention_sublayer.
-  static bool attention_out_bf16_from_env() {
-    const char* v = std::getenv("DSV4_ATTENTION_OUT");
-    if (v == nullptr || std::strcmp(v, "fp32") == 0) return false;
-    if (std::strcmp(v, "bf16") == 0) return true;
-    fail("DSV4_ATTENTION_OUT must be fp32 or bf16, got '{}'", v);
-  }
-  bool attention_out_bf16_ = false;
   bool single_token_batch_ = false;  // inside decode_step: one token per sequence
   int32_t* host_meta_ = nullptr;    // pinned [4, max_tokens]
   float* host_logits_ = nullptr;    // pinned [logit_rows, vocab]

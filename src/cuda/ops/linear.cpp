@@ -329,44 +329,6 @@ void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_
   split_gemm(ctx, plan, rank, tokens, gw, w_bf16, gw, rank * gw, x_cols, gw, y, y_stride, static_cast<int>(groups));
 }
 
-void linear_grouped_bf16(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups,
-                         const uint16_t* x_bf16, int64_t x_stride, int64_t tokens, float* y, int64_t y_stride) {
-  DSV4_CHECK(groups >= 1 && weight.rows > 0 && weight.rows % groups == 0,
-             "linear_grouped_bf16: the weight's {} rows do not split into {} groups", weight.rows, groups);
-  const int64_t rank = weight.rows / groups, gw = weight.cols, x_cols = groups * gw;
-  DSV4_CHECK(x_stride >= x_cols, "linear_grouped_bf16: x_stride {} is less than groups {} x group width {}",
-             x_stride, groups, gw);
-  DSV4_CHECK(y_stride >= groups * rank, "linear_grouped_bf16: y_stride {} is less than groups {} x rank {}",
-             y_stride, groups, rank);
-  DSV4_CHECK(tokens >= 0, "linear_grouped_bf16: tokens {}", tokens);
-  if (tokens == 0) return;
-  DSV4_CHECK(x_bf16 != nullptr && y != nullptr, "linear_grouped_bf16: null x or y");
-  DSV4_CHECK(weight.format != static_cast<int>(WeightFormat::kF32),
-             "linear_grouped_bf16: an FP32 weight takes FP32 activations (linear_grouped)");
-  const bool bf16 = weight.format == static_cast<int>(WeightFormat::kBF16);
-  DSV4_CHECK(bf16 || (ctx.weight_bf16 != nullptr && weight.rows * gw <= ctx.weight_capacity),
-             "linear_grouped_bf16: a {} x {} quantized weight needs weight_bf16 scratch of that size, capacity {}",
-             weight.rows, gw, ctx.weight_bf16 ? ctx.weight_capacity : 0);
-  check_context(ctx, "linear_grouped_bf16");
-  check_int(tokens, "tokens", "linear_grouped_bf16");
-  check_int(x_stride, "x_stride", "linear_grouped_bf16");
-  check_int(y_stride, "y_stride", "linear_grouped_bf16");
-  const uint16_t* w_bf16 = reinterpret_cast<const uint16_t*>(weight.data);
-  if (!bf16) {
-    DequantizeParams params{weight.format, weight.rows, gw,         weight.data,     weight.scales,
-                            weight.scale_is_f32, weight.scale_cols, weight.tensor_scale, ctx.weight_bf16, ctx.stream};
-    params.row_begin = 0;
-    params.row_count = weight.rows;
-    DSV4_CUDA_CHECK(dequantize_to_bf16(params));
-    w_bf16 = ctx.weight_bf16;
-  }
-  // Group g: A = W rows [g rank, +rank), B = x columns [g gw, +gw) of rows of x_stride,
-  // C = y columns [g rank, +rank) (linear_grouped's mapping with one part).
-  bf16_gemm(ctx, static_cast<int>(rank), static_cast<int>(tokens), static_cast<int>(gw), w_bf16,
-            static_cast<int>(gw), rank * gw, x_bf16, static_cast<int>(x_stride), gw, 0.0f, y,
-            static_cast<int>(y_stride), rank, static_cast<int>(groups));
-}
-
 void linear_f32(const LinearContext& ctx, const float* weight_f32, int64_t rows, int64_t cols, const float* x,
                 int64_t tokens, float* y) {
   DSV4_CHECK(rows > 0 && cols > 0 && tokens >= 0, "linear_f32: rows {} cols {} tokens {}", rows, cols, tokens);

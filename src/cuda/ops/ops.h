@@ -162,12 +162,6 @@ void linear_same_input(const LinearContext& ctx, const LinearOutput* outputs, in
 // to cuBLAS's summation order).
 void linear_grouped(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups, const float* x,
                     int64_t x_stride, int64_t tokens, float* y, int64_t y_stride);
-// linear_grouped on BF16 activations: x_bf16 [tokens, x_stride] BF16 bits (e.g. the
-// attention's out_bf16). x is BF16-exact, so no conversion and no split (the split's low
-// parts would be zero): one strided-batched BF16 GEMM over the groups, FP32 out; the cuBLAS
-// path at every token count (the few-token GEMV reads FP32 x). Weights as linear_grouped.
-void linear_grouped_bf16(const LinearContext& ctx, const DeviceMatrix& weight, int64_t groups,
-                         const uint16_t* x_bf16, int64_t x_stride, int64_t tokens, float* y, int64_t y_stride);
 // The same in FP32 throughout (router gate scores: selection must follow the reference).
 // weight_f32: [rows, cols] FP32 on the device.
 // x: [tokens, cols] dense, y: [tokens, rows] dense. CUBLAS_COMPUTE_32F_PEDANTIC (never TF32).

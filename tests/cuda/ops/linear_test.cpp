@@ -254,66 +254,6 @@ TEST(CudaOpsLinear, LinearGroupedMatchesCpu) {
       << "10 rows do not split into 3 groups";
 }
 
-// linear_grouped_bf16 (BF16 activations, e.g. the attention's out_bf16): on BF16-exact x
-// it must give linear_grouped's result on the same values as FP32 (the split's low parts are
-// zero there), up to cuBLAS's summation order: 1e-5 x sum |x W|; padding columns untouched;
-// bad arguments named.
-TEST(CudaOpsLinear, LinearGroupedBf16MatchesFp32Path) {
-  struct Case {
-    WeightFormat format;
-    int64_t tokens, groups, gw, rank;
-  };
-  const Case cases[] = {{WeightFormat::kBF16, 7, 4, 64, 24}, {WeightFormat::kBF16, 70, 8, 64, 32},
-                        {WeightFormat::kFP8Block, 33, 4, 64, 24}};
-  uint64_t seed = 900;
-  for (const Case& c : cases) {
-    SCOPED_TRACE(std::string(weight_format_name(c.format)) + " tokens " + std::to_string(c.tokens) + " groups " +
-                 std::to_string(c.groups));
-    const int64_t rows = c.groups * c.rank, x_stride = c.groups * c.gw + 8, y_stride = rows + 2;
-    const TestWeight w = make_weight(c.format, rows, c.gw, random_normal(rows * c.gw, 0.5f, seed++));
-    std::vector<float> x = random_normal(c.tokens * x_stride, 1.0f, seed++);
-    std::vector<uint16_t> x_bits(x.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      x_bits[i] = float_to_bf16(x[i]);
-      x[i] = bf16_to_float(x_bits[i]);
-    }
-    TestLinearContext context(2 * c.tokens * c.groups * c.gw, rows * c.gw);
-    context.ctx.split_activations = true;
-    context.ctx.small_gemv = false;
-    DeviceBuffer<float> d_x(x), d_want(static_cast<size_t>(c.tokens * y_stride)), d_y(static_cast<size_t>(c.tokens * y_stride));
-    DeviceBuffer<uint16_t> d_x_bits(x_bits);
-    cuda::ops::linear_grouped(context.ctx, w.device(), c.groups, d_x.get(), x_stride, c.tokens, d_want.get(), y_stride);
-    d_y.poison();
-    cuda::ops::linear_grouped_bf16(context.ctx, w.device(), c.groups, d_x_bits.get(), x_stride, c.tokens, d_y.get(),
-                                   y_stride);
-    const std::vector<float> y = d_y.download(), want_padded = d_want.download();
-    const std::vector<float> wf = w.dequantized();
-    std::vector<float> got(c.tokens * rows), want(got.size());
-    std::vector<double> scale(got.size());
-    for (int64_t g = 0; g < c.groups; ++g) {
-      std::vector<float> xg(c.tokens * c.gw);
-      for (int64_t t = 0; t < c.tokens; ++t)
-        for (int64_t k = 0; k < c.gw; ++k) xg[t * c.gw + k] = x[t * x_stride + g * c.gw + k];
-      const std::vector<double> mg = magnitude(xg, c.gw, wf, c.gw, c.tokens, g * c.rank, c.rank);
-      for (int64_t t = 0; t < c.tokens; ++t)
-        for (int64_t r = 0; r < c.rank; ++r) scale[t * rows + g * c.rank + r] = mg[t * c.rank + r];
-    }
-    for (int64_t t = 0; t < c.tokens; ++t) {
-      for (int64_t r = 0; r < rows; ++r) got[t * rows + r] = y[t * y_stride + r], want[t * rows + r] = want_padded[t * y_stride + r];
-      for (int64_t r = rows; r < y_stride; ++r) ASSERT_TRUE(std::isnan(y[t * y_stride + r])) << "wrote y padding";
-    }
-    expect_close("grouped y (BF16 x)", got, want, {1e-5, 0}, {c.tokens, c.groups, c.rank}, {"t", "group", "r"}, scale);
-  }
-  TestLinearContext context(16, 16);
-  const TestWeight w = make_weight(WeightFormat::kBF16, 10, 8, random_normal(80, 0.5f, 1));
-  DeviceBuffer<uint16_t> d_x(64);
-  DeviceBuffer<float> d_y(64);
-  EXPECT_THROW(cuda::ops::linear_grouped_bf16(context.ctx, w.device(), 3, d_x.get(), 24, 1, d_y.get(), 12), Error)
-      << "10 rows do not split into 3 groups";
-  EXPECT_THROW(cuda::ops::linear_grouped_bf16(context.ctx, w.device(), 2, d_x.get(), 15, 1, d_y.get(), 12), Error)
-      << "x_stride 15 < 2 groups x 8";
-}
-
 // The few-token GEMV (small_gemv_kernels.cu): split activations, tokens <= 8, cols % 8 == 0.
 // It reads x in FP32, so with a BF16 weight only the summation order differs from the
 // CPU's FP32 sum: 2e-6 x sum |x W| (the 3-part bound). The activation scratch is taken
