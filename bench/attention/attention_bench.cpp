@@ -33,10 +33,8 @@
 //     prefill, "localp_qbf16" in decode, "kv_cache" telling the rows):
 //     Kernel::kWgmmaLocalP (persistent, 64-key tiles in pairs, P V from the register-local
 //     P), q_bf16 only; decode split-KV auto and forced 4 / 8 ("localp_qbf16_s4", "_s8").
-//   "persist_qbf16_rope" / "localp_qbf16_rope" (prefill): those kernels with the inverse RoPE of
-//     the output fused in the epilogue (SparseAttentionParams::out_rope_inv_freq, rope_dim 64:
-//     the engine's call); "_obf16" / "_obf16_rope": the BF16 out (out_bf16, half the output
-//     bytes) without / with it. JSON "out": "fp32" / "bf16", "out_rope": true / false.
+//   "persist_qbf16_obf16" / "localp_qbf16_obf16" (prefill): those kernels writing the BF16 out
+//     (SparseAttentionParams::out_bf16, half the output bytes). JSON "out": "fp32" / "bf16".
 // Usage: bench_attention [--json PATH] [--quick 1] [--only REGEX]  (--quick: 8k prefill, contexts 4k/32k
 // only; --only: the rows whose key "prefill csa persist_qbf16 8192" / "decode hca pingpong_qbf16_s1 64
 // 4096" matches, e.g. one row under ncu)
@@ -100,16 +98,12 @@ struct Problem {
     p.window_kv = on ? window_fp8 : window_bf16;
     p.entries = on ? entries_fp8 : entries_bf16;
   }
-  // The epilogue options: the FP32 out, a BF16 out (out_bf16) and the 32 inverse
-  // frequencies of a 64-channel RoPE (out_rope_inv_freq: the engine's fused inverse RoPE).
+  // The FP32 out or a BF16 out (out_bf16).
   float* out_fp32 = nullptr;
   uint16_t* out_bf16 = nullptr;
-  const float* inv_freq = nullptr;
-  void use_epilogue(bool rope, bool bf16) {
+  void use_out_bf16(bool bf16) {
     p.out = bf16 ? nullptr : out_fp32;
     p.out_bf16 = bf16 ? out_bf16 : nullptr;
-    p.out_rope_inv_freq = rope ? inv_freq : nullptr;
-    p.out_rope_dim = rope ? 64 : 0;
   }
   // CSA: the picks, and the same list with every pick -1 (rows zero-filled, never read:
   // "_nogather" decode rows time the kernel without the compressed rows' gathers).
@@ -149,13 +143,6 @@ void build(Problem& pr, bool csa, const std::vector<int>& positions, const std::
   pr.q_bf16 = keep(device_alloc<uint16_t>(static_cast<size_t>(tokens) * kHeads * kDim));
   p.out = pr.out_fp32 = keep(device_alloc<float>(static_cast<size_t>(tokens) * kHeads * kDim));
   pr.out_bf16 = keep(device_alloc<uint16_t>(static_cast<size_t>(tokens) * kHeads * kDim));
-  {
-    std::vector<float> inv_freq(32);
-    for (int i = 0; i < 32; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / 64);
-    float* d_inv_freq = keep(device_alloc<float>(inv_freq.size()));
-    DSV4_CUDA_CHECK(cudaMemcpy(d_inv_freq, inv_freq.data(), inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice));
-    pr.inv_freq = d_inv_freq;
-  }
   p.window_kv = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * ring_rows * kDim));
   p.entries = keep(device_alloc<uint16_t>(static_cast<size_t>(n_slots) * max_entries * kDim));
   constexpr size_t kFp8Row = cuda::attention::kKvFp8RowBytes;
@@ -250,19 +237,16 @@ int run(int argc, char** argv) {
       const uint16_t *window_bf16 = pr.p.window_kv, *entries_bf16 = pr.p.entries;
       for (const char* kernel : {"wgmma", "sharep", "pipe", "pingpong", "pipe_fp8", "pingpong_fp8", "pingpong_qbf16",
                                  "pingpong_fp8_qbf16", "persist_qbf16", "persist_fp8_qbf16", "localp_qbf16",
-                                 "localp_fp8_qbf16", "persist_qbf16_rope", "persist_qbf16_obf16", "persist_qbf16_obf16_rope",
-                                 "localp_qbf16_rope", "localp_qbf16_obf16", "localp_qbf16_obf16_rope", "simple"}) {
+                                 "localp_fp8_qbf16", "persist_qbf16_obf16", "localp_qbf16_obf16", "simple"}) {
         const std::string name = kernel;
         const bool simple = name == "simple", share_p = name == "sharep";
         const bool fp8 = name.find("_fp8") != std::string::npos, pipe = name.starts_with("pipe");
         const bool pingpong = name.starts_with("pingpong"), qbf16 = name.find("_qbf16") != std::string::npos;
         const bool persist = name.starts_with("persist"), local_p = name.starts_with("localp");
-        // "_rope": the fused inverse RoPE (with the FP32 out: the engine's call); "_obf16": the
-        // BF16 out.
-        const bool obf16 = name.find("_obf16") != std::string::npos, rope = name.ends_with("_rope");
+        const bool obf16 = name.ends_with("_obf16");  // the BF16 out
         pr.use_fp8(fp8, window_bf16, entries_bf16);
         pr.use_q_bf16(qbf16);
-        pr.use_epilogue(rope, obf16);
+        pr.use_out_bf16(obf16);
         if (simple && tokens > 8192) continue;
         if (!wanted(std::string("prefill ") + (csa ? "csa " : "hca ") + name + " " + std::to_string(tokens))) continue;
         pr.p.kernel = simple     ? SparseAttentionParams::Kernel::kSimple
@@ -284,14 +268,12 @@ int run(int argc, char** argv) {
                        "{\"bench\":\"attention\",\"device\":\"%s\",\"date\":\"%s\",\"case\":\"prefill\",\"layer\":\"%s\","
                        "\"kernel\":\"%s\",\"tokens\":%d,\"heads\":%d,\"head_dim\":%d,\"window\":%d,\"top_k\":%d,"
                        "\"rate\":%d,\"iters\":%d,\"ms\":%.4f,\"attended_keys\":%lld,\"tflops\":%.2f,"
-                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\",\"out\":\"%s\","
-                       "\"out_rope\":%s}\n",
+                       "\"gemm_peak_tflops\":%.1f,\"of_peak\":%.4f,\"kv_cache\":\"%s\",\"q\":\"%s\",\"out\":\"%s\"}\n",
                        prop.name, date.c_str(), csa ? "csa" : "hca", kernel, tokens, kHeads, kDim, kWindow, kTopK,
                        csa ? kCsaRate : kHcaRate, iters, ms, static_cast<long long>(pr.attended), tflops, peak_tflops,
-                       tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32", obf16 ? "bf16" : "fp32",
-                       rope ? "true" : "false");
+                       tflops / peak_tflops, fp8 ? "fp8" : "bf16", qbf16 ? "bf16" : "fp32", obf16 ? "bf16" : "fp32");
       }
-      pr.use_epilogue(false, false);
+      pr.use_out_bf16(false);
     }
   }
 

@@ -117,9 +117,6 @@ int64_t indexer_workspace_floats(int tokens, int max_entries);
 // out[t,h] = sum_k softmax_k(q.key_k * scale with the sink logit sinks[h] in the
 // denominator only) * key_k. FP32 math, BF16 keys.
 enum class CompressedKeys : int { kNone = 0, kAllVisible = 1, kSelected = 2 };
-// The RoPE width the wgmma kernels' epilogue rotates back (SparseAttentionParams::
-// out_rope_dim must be this for them; the FP32 kernel takes any even width): V4's RoPE part.
-inline constexpr int kSparseOutRopeDim = 64;
 struct SparseAttentionParams {
   const float* q = nullptr;             // [tokens, heads, head_dim]
   // Optional BF16 q: [tokens, heads, head_dim] BF16 bits, the round-to-nearest-even of q
@@ -144,19 +141,11 @@ struct SparseAttentionParams {
   float scale = 0.0f;                   // 1 / sqrt(head_dim)
   TokenBatch batch;
   float* out = nullptr;                 // [tokens, heads, head_dim]
-  // Epilogue options (every kernel; with split-KV the merge applies them to the merged rows):
-  // out_bf16: [tokens, heads, head_dim] BF16 bits written INSTEAD of out (exactly one of the
-  // two is set; 16-byte aligned): the round-to-nearest-even of each value out would hold,
-  // half the output bytes (the ring kernels' epilogue writes 128 KiB of FP32 per token).
+  // out_bf16 (every kernel; with split-KV the merge writes it): [tokens, heads, head_dim]
+  // BF16 bits written INSTEAD of out (exactly one of the two is set; 16-byte aligned): the
+  // round-to-nearest-even of each value out would hold, half the output bytes (the ring
+  // kernels' epilogue writes 128 KiB of FP32 per token).
   uint16_t* out_bf16 = nullptr;
-  // out_rope_inv_freq: [out_rope_dim / 2] FP32 or null. When set, the last out_rope_dim
-  // channels of every output row (pairs (2i, 2i + 1)) are rotated back by -inv_freq[i] x
-  // position before the store: bitwise ops::rope(out, ..., inverse = true) after the
-  // unfused call (the same rope_rotate_pair), so the engine's separate pass over O goes.
-  // out_rope_dim even, 0 < out_rope_dim <= head_dim; the wgmma kernels take
-  // kSparseOutRopeDim (64) only, the FP32 kernel any such width.
-  const float* out_rope_inv_freq = nullptr;
-  int out_rope_dim = 0;
   // Kernel choice (issue 6): kAuto takes kWgmmaPingPong (below; BF16 or kv_fp8 rows), or
   // kWgmmaPingPongPersistent when q_bf16 is given and there are >= 2 x SMs work items, where
   // a wgmma kernel (sparse_attention_wgmma.cu: heads % 64 == 0, head_dim 512; BF16 q and

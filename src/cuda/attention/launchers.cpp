@@ -156,10 +156,6 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
              "sparse_attention: exactly one of out (FP32) and out_bf16 must be set, got {}",
              p.out ? "both" : "neither");
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.out_bf16) % 16 == 0, "sparse_attention: out_bf16 must be 16-byte aligned");
-  DSV4_CHECK(p.out_rope_inv_freq == nullptr ||
-                 (p.out_rope_dim > 0 && p.out_rope_dim % 2 == 0 && p.out_rope_dim <= p.head_dim),
-             "sparse_attention: out_rope_dim {} must be even and in (0, head_dim {}] when out_rope_inv_freq is set",
-             p.out_rope_dim, p.head_dim);
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q_bf16) % 16 == 0, "sparse_attention: q_bf16 must be 16-byte aligned");
   DSV4_CHECK(!persistent || p.q_bf16,
              "sparse_attention: kWgmmaPingPongPersistent requires q_bf16 (its producer copies each work item's BF16 "
@@ -182,10 +178,6 @@ void sparse_attention(const SparseAttentionParams& params, cudaStream_t stream) 
     DSV4_CUDA_CHECK(detail::launch_sparse_attention(p, stream));
     return;
   }
-  DSV4_CHECK(p.out_rope_inv_freq == nullptr || p.out_rope_dim == kSparseOutRopeDim,
-             "sparse_attention: the wgmma kernels rotate back out_rope_dim {} channels only (V4's RoPE part), "
-             "got out_rope_dim {} (the FP32 kernel, kSimple, takes any even width)",
-             kSparseOutRopeDim, p.out_rope_dim);
   DSV4_CHECK(reinterpret_cast<uintptr_t>(p.q) % 16 == 0, "sparse_attention: q must be 16-byte aligned");
   int splits = 1;
   if (p.kv_splits > 1) {

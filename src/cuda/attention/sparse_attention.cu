@@ -24,7 +24,6 @@
 #include "cuda/attention/internal.h"
 #include "cuda/attention/key_list.cuh"
 #include "cuda/attention/kv_fp8.h"
-#include "cuda/common/rope_pair.cuh"
 
 namespace dsv4::cuda::attention {
 
@@ -165,26 +164,12 @@ __global__ void __launch_bounds__(kThreads) sparse_attention_kernel(const Sparse
   const float rescale = m == -INFINITY ? 0.0f : expf(m - m_final);
   const float denominator = l * rescale + (sink == -INFINITY ? 0.0f : expf(sink - m_final));
   const float inv = denominator > 0.0f ? rescale / denominator : 0.0f;
-  // Epilogue options (SparseAttentionParams): the inverse RoPE of the last out_rope_dim
-  // channels (pair (d, d ^ 1) sits in lanes lane, lane ^ 1: whole warps run this, one head
-  // each), then FP32 or BF16 stores.
-  const bool rope = p.out_rope_inv_freq != nullptr;
-  const int rope_begin = p.head_dim - p.out_rope_dim;
-  const float position = rope ? static_cast<float>(p.batch.positions[token]) : 0.0f;
+  // FP32 or BF16 stores (SparseAttentionParams::out_bf16).
   const int64_t row = (static_cast<int64_t>(token) * p.heads + head) * p.head_dim;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) {
     const int d = lane + 32 * i;
-    float v = acc[i] * inv;
-    if (rope) {
-      const float partner = __shfl_xor_sync(0xffffffffu, v, 1);
-      if (d < p.head_dim && d >= rope_begin) {
-        const bool even = (d & 1) == 0;
-        const float2 r = rope_rotate_pair(even ? v : partner, even ? partner : v,
-                                          p.out_rope_inv_freq[(d - rope_begin) >> 1], position, true);
-        v = even ? r.x : r.y;
-      }
-    }
+    const float v = acc[i] * inv;
     if (d >= p.head_dim) continue;
     if (p.out_bf16 != nullptr)
       p.out_bf16[row + d] = __bfloat16_as_ushort(__float2bfloat16_rn(v));

@@ -350,18 +350,8 @@ __global__ void __launch_bounds__(128) sparse_attention_merge_kernel(const Spars
     }
   }
   const float inv = denominator > 0.0f ? 1.0f / denominator : 0.0f;
-  float4 v = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
-  // Epilogue options (SparseAttentionParams): inverse RoPE of the thread's two pairs
-  // (columns 4 tid .. 4 tid + 3) where they lie in the last out_rope_dim channels, then
-  // FP32 or BF16 stores.
-  const int col = 4 * threadIdx.x, rope_begin = kDim - p.out_rope_dim;
-  if (p.out_rope_inv_freq != nullptr && col >= rope_begin) {
-    const float position = static_cast<float>(p.batch.positions[token]);
-    const int pair = (col - rope_begin) >> 1;
-    const float2 lo = rope_rotate_pair(v.x, v.y, p.out_rope_inv_freq[pair], position, true);
-    const float2 hi = rope_rotate_pair(v.z, v.w, p.out_rope_inv_freq[pair + 1], position, true);
-    v = make_float4(lo.x, lo.y, hi.x, hi.y);
-  }
+  const float4 v = make_float4(acc.x * inv, acc.y * inv, acc.z * inv, acc.w * inv);
+  // FP32 or BF16 stores (SparseAttentionParams::out_bf16; 128 threads = one contiguous row).
   if (p.out_bf16 != nullptr)
     reinterpret_cast<uint2*>(p.out_bf16 + row * kDim)[threadIdx.x] = make_uint2(pack_bf16(v.x, v.y), pack_bf16(v.z, v.w));
   else

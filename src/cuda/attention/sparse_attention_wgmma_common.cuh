@@ -16,7 +16,6 @@
 #include "cuda/attention/attention.h"
 #include "cuda/attention/key_list.cuh"
 #include "cuda/common/bf16x2.cuh"
-#include "cuda/common/rope_pair.cuh"
 #include "cuda/common/wgmma_sync.cuh"
 
 namespace dsv4::cuda::attention::sparse_wgmma {
@@ -157,7 +156,6 @@ __device__ __forceinline__ const uint16_t* key_row(const SparseAttentionParams& 
 __device__ __forceinline__ void allow_dependent_launch() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 __device__ __forceinline__ void wait_for_prerequisite_grids() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 
-inline constexpr int kOutRopeDim = kSparseOutRopeDim;  // the inverse RoPE width (attention.h)
 
 // Consumer epilogue: this thread's O fragment (columns [256 wg, 256 wg + 256) of rows
 // row0, row0 + 8: o[4 j + 2 h + 0/1] at column 8 j + 2 (lane % 4) + 0/1), its rows'
@@ -183,20 +181,10 @@ __device__ __forceinline__ void store_output_rows(const SparseAttentionParams& p
       const float denominator = l[h] * rescale + (sink == -INFINITY ? 0.0f : exp2f(sink - m_final));
       factor[h] = denominator > 0.0f ? rescale / denominator : 0.0f;
     }
-    // Epilogue options (SparseAttentionParams): the inverse RoPE of the last kOutRopeDim
-    // channels (pair (col, col + 1) is this thread's: warpgroup 1, j >= kRopeJ), then FP32
-    // stores (8 bytes a lane: a quad writes one 32-byte sector per row and j) or BF16 ones.
-    constexpr int kRopeJ = (kDim - kOutRopeDim) / 8 - 32;  // first rotated j of warpgroup 1
-    const bool rope = p.out_rope_inv_freq != nullptr && wg == 1;
-    RopeSinCos sc[32 - kRopeJ];
-#pragma unroll
-    for (int j = kRopeJ; j < 32; ++j)
-      sc[j - kRopeJ] = rope ? rope_sincos(p.out_rope_inv_freq[(col0 + 8 * j - (kDim - kOutRopeDim)) >> 1],
-                                          static_cast<float>(p.batch.positions[token]), true)
-                            : RopeSinCos{0.0f, 1.0f};
+    // FP32 stores (8 bytes a lane: a quad writes one 32-byte sector per row and j) or BF16
+    // ones (SparseAttentionParams::out_bf16).
     auto value = [&](int j, int h) {
-      const float2 v = make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
-      return j >= kRopeJ && rope ? rope_apply(v.x, v.y, sc[j - kRopeJ]) : v;
+      return make_float2(o[4 * j + 2 * h] * factor[h], o[4 * j + 2 * h + 1] * factor[h]);
     };
     const int64_t row_base = (static_cast<int64_t>(token) * p.heads + head0 + row0) * kDim + wg * 256;
     if (p.out_bf16 == nullptr) {

@@ -1,8 +1,7 @@
-// The rotation of one RoPE pair, shared by ops::rope / rms_norm_rope and the attention
-// epilogues that fuse the inverse rotation of their output, so that a fused rotation
-// gives exactly the bits of the separate launch. transformers: angle = inv_freq (FP32) x
-// float(position), cos / sin in FP32. The products and sums are explicit round-to-nearest
-// operations (no FMA contraction), so the result does not depend on the surrounding code.
+// The rotation of one RoPE pair (ops::rope and rms_norm_rope). transformers: angle =
+// inv_freq (FP32) x float(position), cos / sin in FP32. The products and sums are explicit
+// round-to-nearest operations (no FMA contraction), so any kernel that calls these gets the
+// same bits for the same pair, whatever the surrounding code.
 #pragma once
 #include <cuda_runtime.h>
 

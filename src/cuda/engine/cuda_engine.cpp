@@ -776,16 +776,10 @@ class CudaEngine final : public Engine {
     sp.split_workspace = b.attn_split;
     sp.split_workspace_floats = b.attn_split_floats;
     sp.out = b.attn;
-    // V carried RoPE (K = V): the output's last rope_dim channels are rotated back by -angle
-    // at the query position, in the attention epilogue where every kernel takes the width
-    // (bitwise ops::rope(..., inverse) after the unfused call), else by ops::rope.
-    const bool fused_rope = rope_dim == attention::kSparseOutRopeDim;
-    sp.out_rope_inv_freq = fused_rope ? inv_freq : nullptr;
-    sp.out_rope_dim = fused_rope ? rope_dim : 0;
     attention::sparse_attention(sp, stream_);
-    if (!fused_rope)
-      ops::rope(b.attn, T, static_cast<int>(heads), static_cast<int>(hd), rope_dim, inv_freq, batch.positions, true,
-                stream_);
+    // V carried RoPE (K = V): rotate the output back by -angle at the query position.
+    ops::rope(b.attn, T, static_cast<int>(heads), static_cast<int>(hd), rope_dim, inv_freq, batch.positions, true,
+              stream_);
     profiler_.mark(stream_, "attn.core");
 
     // Grouped output projection: group g's heads (a contiguous slice of each row) through

@@ -43,11 +43,9 @@
 // (kSimple, kWgmma, kWgmmaShareP, kAuto on a shape only the FP32 kernel takes), a
 // misaligned q_bf16, kWgmmaPingPongPersistent without q_bf16; kWgmmaLocalP on head_dim 256
 // and without q_bf16.
-// Epilogue options (every case, every kernel family: kSimple, kWgmma, kWgmmaPingPong,
+// out_bf16 (every case, every kernel family: kSimple, kWgmma, kWgmmaPingPong,
 // kWgmmaPingPongPersistent, kWgmmaLocalP, each kv_splits of the case, so the split merge
-// too): out_rope_inv_freq (rope_dim 64) must equal the plain FP32 output followed by
-// ops::rope(inverse) bit for bit, and out_bf16 (with and without the rotation) the host
-// RNE of those FP32 values bit for bit.
+// too): the host RNE of the plain FP32 output bit for bit.
 // LayoutSingleCta: 1 token, 1..3 key tiles of structured values (nonzero-mean keys, logits
 // spread ~2: no near-cancelling output); on failure it prints
 // the first mismatching (head, channel) pairs so a fragment-layout bug is obvious.
@@ -65,7 +63,6 @@
 #include "attention/attention_test_util.h"
 #include "cuda/attention/attention.h"
 #include "cuda/attention/internal.h"
-#include "cuda/ops/ops.h"
 #include "dsv4/error.h"
 
 namespace dsv4::attention_test {
@@ -104,15 +101,10 @@ int position_with_keys(const WgmmaCase& c, int keys) {
   return -1;
 }
 
-// See run_wgmma_case: the out_bf16 / out_rope_inv_freq epilogue options of each kernel
-// against its plain FP32 output (+ ops::rope inverse, + host RNE), on every kv_splits of c.
-void check_epilogue_options(const WgmmaCase& c, cuda::attention::SparseAttentionParams p, int tokens,
-                            const float* d_q, const uint16_t* d_q_bf16) {
-  constexpr int kRopeDim = 64;
-  std::vector<float> inv_freq(kRopeDim / 2);
-  for (int i = 0; i < kRopeDim / 2; ++i) inv_freq[i] = std::pow(10000.0f, -2.0f * i / kRopeDim);
-  DeviceArray<float> d_inv_freq(inv_freq.size());
-  d_inv_freq.upload(inv_freq);
+// See run_wgmma_case: out_bf16 of each kernel against the host RNE of its plain FP32
+// output, on every kv_splits of c (NaN-filled first: a missing write shows).
+void check_out_bf16(const WgmmaCase& c, cuda::attention::SparseAttentionParams p, int tokens, const float* d_q,
+                    const uint16_t* d_q_bf16) {
   const size_t count = static_cast<size_t>(tokens) * c.heads * kDim;
   DeviceArray<float> d_out(count);
   DeviceArray<uint16_t> d_out_bf16(count);
@@ -124,7 +116,7 @@ void check_epilogue_options(const WgmmaCase& c, cuda::attention::SparseAttention
   for (Kernel kernel : kernels) {
     for (int splits : c.kv_splits) {
       if (kernel == Kernel::kSimple && splits != c.kv_splits.front()) continue;  // no split-KV there
-      SCOPED_TRACE("epilogue options, kernel " + std::to_string(static_cast<int>(kernel)) + ", kv_splits " +
+      SCOPED_TRACE("out_bf16, kernel " + std::to_string(static_cast<int>(kernel)) + ", kv_splits " +
                    std::to_string(splits));
       const bool needs_bf16_q = kernel == Kernel::kWgmmaPingPongPersistent || kernel == Kernel::kWgmmaLocalP;
       p.kernel = kernel;
@@ -135,40 +127,26 @@ void check_epilogue_options(const WgmmaCase& c, cuda::attention::SparseAttention
       p.kv_splits = kernel == Kernel::kSimple ? 1 : splits;
       p.split_workspace = p.kv_splits == 1 ? nullptr : workspace.get();
       p.split_workspace_floats = p.kv_splits == 1 ? 0 : floats;
-      auto run = [&](bool rope, bool bf16) {
+      auto run = [&](bool bf16) {
         p.out = bf16 ? nullptr : d_out.get();
         p.out_bf16 = bf16 ? d_out_bf16.get() : nullptr;
-        p.out_rope_inv_freq = rope ? d_inv_freq.get() : nullptr;
-        p.out_rope_dim = rope ? kRopeDim : 0;
         d_out.fill(kNaN);
         d_out_bf16.fill(0xffff);
         cuda::attention::sparse_attention(p, nullptr);
         DSV4_CUDA_CHECK(cudaDeviceSynchronize());
       };
-      run(false, false);
+      run(false);
       const std::vector<float> plain = d_out.download();
-      cuda::ops::rope(d_out.get(), tokens, c.heads, kDim, kRopeDim, d_inv_freq.get(), p.batch.positions, true, nullptr);
-      DSV4_CUDA_CHECK(cudaDeviceSynchronize());
-      const std::vector<float> rotated = d_out.download();
-      run(true, false);
-      const std::vector<float> fused = d_out.download();
-      const size_t same = count_identical_bits(fused, rotated);
-      EXPECT_EQ(same, count) << "out_rope_inv_freq vs the plain output + ops::rope(inverse): " << same << " of "
-                             << count << " elements bitwise identical";
-      for (bool rope : {false, true}) {
-        run(rope, true);
-        const std::vector<uint16_t> got = d_out_bf16.download();
-        const std::vector<float>& base = rope ? rotated : plain;
-        size_t same_bf16 = 0, first_bad = count;
-        for (size_t i = 0; i < count; ++i) {
-          const bool ok = got[i] == float_to_bf16(base[i]);
-          same_bf16 += ok;
-          if (!ok && first_bad == count) first_bad = i;
-        }
-        EXPECT_EQ(same_bf16, count) << "out_bf16" << (rope ? " + out_rope_inv_freq" : "")
-                                    << " vs the host RNE of the FP32 output: " << same_bf16 << " of " << count
-                                    << " identical; first difference at element " << first_bad;
+      run(true);
+      const std::vector<uint16_t> got = d_out_bf16.download();
+      size_t same = 0, first_bad = count;
+      for (size_t i = 0; i < count; ++i) {
+        const bool ok = got[i] == float_to_bf16(plain[i]);
+        same += ok;
+        if (!ok && first_bad == count) first_bad = i;
       }
+      EXPECT_EQ(same, count) << "out_bf16 vs the host RNE of the FP32 output: " << same << " of " << count
+                             << " identical; first difference at element " << first_bad;
       if (::testing::Test::HasFailure()) return;
     }
   }
@@ -367,11 +345,9 @@ void run_wgmma_case(const WgmmaCase& c, uint64_t seed) {
   DSV4_CUDA_CHECK(cudaDeviceSynchronize());
   expect_close("fp32 kernel", d_out.download().data(), want.data(), want.size(), 1e-4, 1e-4, where);
 
-  // Epilogue options, every kernel family (the FP32 kernel, kWgmma's store, the ring
-  // kernels' store_output, the split merge): with out_rope_inv_freq the output must equal
-  // the plain run followed by ops::rope(inverse) bit for bit; with out_bf16 (out = null) the
-  // host RNE of those values bit for bit (NaN-filled first: a missing write shows).
-  check_epilogue_options(c, p, tokens, d_q.get(), d_q_bf16.get());
+  // out_bf16, every kernel family (the FP32 kernel, kWgmma's store, the ring kernels'
+  // store_output, the split merge): the host RNE of the plain FP32 output bit for bit.
+  check_out_bf16(c, p, tokens, d_q.get(), d_q_bf16.get());
 
   // DSV4_TEST_SKIP_PIPELINED=1 leaves kWgmmaPipelined, kWgmmaPingPong and
   // kWgmmaPingPongPersistent out, DSV4_TEST_SKIP_PINGPONG=1 the two ping-pong kernels and
@@ -819,7 +795,7 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   p.head_dim = kDim;
   p.q_bf16 = nullptr;
   expect_error("local P without q_bf16", "kWgmmaLocalP requires q_bf16");
-  // Epilogue options: exactly one output, an aligned out_bf16, an even rope_dim in range.
+  // out_bf16: exactly one output, an aligned out_bf16.
   p.kernel = Kernel::kWgmma;
   alignas(16) static uint16_t fake_out_bf16[16] = {};
   p.out_bf16 = fake_out_bf16;
@@ -831,11 +807,6 @@ TEST(SparseAttentionWgmma, BadParamsNameTheProblem) {
   expect_error("misaligned out_bf16", "out_bf16 must be 16-byte aligned");
   p.out_bf16 = nullptr;
   p.out = fake_f;
-  p.out_rope_inv_freq = fake_f;
-  for (int bad : {0, 63, 514}) {
-    p.out_rope_dim = bad;
-    expect_error("bad out_rope_dim", "out_rope_dim " + std::to_string(bad) + " must be even");
-  }
 }
 
 }  // namespace
