@@ -34,7 +34,10 @@
 //   warpgroup, SS FP8 wgmma, persistent CTAs) and prefill_w4a8_ws (kPrefillW4A8Ws: producer
 //   warpgroup moving bytes through mbarriers, 2 converting consumer warpgroups, 128 x 256 tiles:
 //   its own 256-slot dispatch of the same top-k and the per-row references launch_w4a8_row_ref,
-//   both made before timing and not timed). --w4a8-config NAME prints only that W4A8 row.
+//   both made before timing and not timed), then prefill_w4a8_ws_ss (kPrefillW4A8WsSS:
+//   kPrefillW4A8Ws with the weight conversion in the producer warpgroup, SS FP8 wgmma; the same
+//   256-slot dispatch and row references; not yet run on a GPU). --w4a8-config NAME prints only
+//   that W4A8 row.
 // prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
@@ -172,6 +175,7 @@ const char* w4a8_config_name(cuda::moe::TileConfig c) {
     case cuda::moe::TileConfig::kPrefillW4A8Lut: return "prefill_w4a8_lut";
     case cuda::moe::TileConfig::kPrefillW4A8Producer: return "prefill_w4a8_producer";
     case cuda::moe::TileConfig::kPrefillW4A8Ws: return "prefill_w4a8_ws";
+    case cuda::moe::TileConfig::kPrefillW4A8WsSS: return "prefill_w4a8_ws_ss";
     default: return "prefill_w4a8_serial";
   }
 }
@@ -434,7 +438,7 @@ int run(int argc, char** argv) {
           for (const cuda::moe::TileConfig wconfig :
                {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
                 cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer,
-                cuda::moe::TileConfig::kPrefillW4A8Ws}) {
+                cuda::moe::TileConfig::kPrefillW4A8Ws, cuda::moe::TileConfig::kPrefillW4A8WsSS}) {
           if (!w4a8_only.empty() && w4a8_only != w4a8_config_name(wconfig)) continue;
           const char* wname = w4a8_config_name(wconfig);
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
@@ -443,10 +447,10 @@ int run(int argc, char** argv) {
           q1.act_scale = d_xs;
           q2.act8 = d_h8;
           q2.act_scale = d_hs;
-          // kPrefillW4A8Ws: 256-slot tiles (a second dispatch of the forward's top-k into its own
+          // kPrefillW4A8Ws / kPrefillW4A8WsSS: 256-slot tiles (a second dispatch of the forward's top-k into its own
           // slot arrays and tile list) and the per-row weight references of W13 / W2.
           std::vector<void*> ws_buffers;
-          if (wconfig == cuda::moe::TileConfig::kPrefillW4A8Ws) {
+          if (wconfig == cuda::moe::TileConfig::kPrefillW4A8Ws || wconfig == cuda::moe::TileConfig::kPrefillW4A8WsSS) {
             auto alloc = [&](size_t bytes) {
               void* ptr = nullptr;
               DSV4_CUDA_OK(cudaMalloc(&ptr, bytes));

@@ -116,8 +116,12 @@ enum class TileConfig : int {
   kPrefillW4A8Ws = 16,  // opt-in, MXFP4, launch_moe_l1 / l2 only (the fastest W4A8: 585 TFLOP/s, H200): warp-specialised W4A8 (producer warpgroup moving bytes
                         // through mbarriers, 2 converting consumer warpgroups), 128 x 256 tiles (tile_config_rows 256),
                         // per-row weight exponent reference (w4a8_row_ref). grouped_gemm_w4a8_ws.cu, docs/kernels/moe.md
+  kPrefillW4A8WsSS = 17,  // opt-in, MXFP4, launch_moe_l1 / l2 only (not yet run on a GPU): kPrefillW4A8Ws's inputs, tiles (256) and math
+                          // (expected bitwise equal) with the weights converted once per stage by the producer warpgroup into
+                          // shared memory, SS FP8 wgmma. grouped_gemm_w4a8_ws_ss.cu, docs/kernels/moe.md
 };
-// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide / kPrefillW4A8Ws, else 128.
+// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide / kPrefillW4A8Ws / kPrefillW4A8WsSS,
+// else 128.
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk,
 // kDecodePersistent).

@@ -15,6 +15,10 @@
 //   the same statistical bound; an extra layer with scale codes spread over 25 octaves runs
 //   its cvt-table path (d < -5) and the RN-rounded blocks (d < -8). RowRefMatchesCpu checks
 //   launch_w4a8_row_ref bit for bit; LauncherRejectsBadArguments covers it (null row_ref too).
+//   kPrefillW4A8WsSS (kPrefillW4A8Ws with the weight conversion in the producer warpgroup, SS
+//   wgmma, grouped_gemm_w4a8_ws_ss.cu) runs on the same 256-slot tile list in every layer: its
+//   output must equal kPrefillW4A8Ws's bit for bit, and it is checked against the same
+//   emulation and W4A16 bounds; LauncherRejectsBadArguments covers it.
 //   MoeW4a8.GemmL1L2MatchEmulation: kPrefillW4A8 (convert / wgmma overlap, K loop unrolled
 //     by 2), kPrefillW4A8Lut (the same with the PRMT table conversion: its output must equal
 //     kPrefillW4A8's bit for bit; the test scales span 11 octaves, so both the table-add
@@ -420,6 +424,22 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
     }
     const std::vector<uint16_t> got_ws =
         run_gpu(TileConfig::kPrefillW4A8Ws, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob256, 3, d_rr);
+    // kPrefillW4A8WsSS: the same E4M3 weight bytes (converted by the producer into shared
+    // memory), the same wgmma K order and promotion order, so the same output bits.
+    const std::vector<uint16_t> got_ws_ss =
+        run_gpu(TileConfig::kPrefillW4A8WsSS, layer.l1, n, k, d_w, d_s, d_f, d_act, d_act8, d_as, prob256, 3, d_rr);
+    {
+      int64_t differ = 0;
+      size_t first = 0;
+      for (size_t i = 0; i < got_ws_ss.size(); ++i)
+        if (got_ws_ss[i] != got_ws[i] && differ++ == 0) first = i;
+      const int cols_ss = layer.l1 ? n / 2 : n;
+      EXPECT_EQ(differ, 0) << "kPrefillW4A8WsSS != kPrefillW4A8Ws in " << differ << " elements, first slot "
+                           << first / cols_ss << " col " << first % cols_ss << ": " << got_ws_ss[first] << " vs "
+                           << got_ws[first];
+      std::printf("[moe_w4a8] ws_ss %s n=%d k=%d: %lld of %zu elements differ from kPrefillW4A8Ws\n",
+                  layer.l1 ? "l1" : "l2", n, k, static_cast<long long>(differ), got_ws_ss.size());
+    }
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
                       static_cast<void*>(d_act8), static_cast<void*>(d_as), static_cast<void*>(d_rr)})
       cudaFree(ptr);
@@ -457,21 +477,25 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
       max_row_all = std::max(max_row_all, emu_row_max[slot]);
     }
     EXPECT_GT(max_row_all, 0.0) << "emulated output all zero";
-    for (const int variant : {0, 1, 2, 3, 4}) {
+    for (const int variant : {0, 1, 2, 3, 4, 5}) {
       const char* vname = variant == 0   ? "serial"
                           : variant == 1 ? "overlap"
                           : variant == 2 ? "lut"
                           : variant == 3 ? "producer"
-                                         : "ws";
+                          : variant == 4 ? "ws"
+                                         : "ws_ss";
       SCOPED_TRACE(vname);
       const std::vector<uint16_t>& got = variant == 0   ? got_serial
                                          : variant == 1 ? got_overlap
                                          : variant == 2 ? got_lut
                                          : variant == 3 ? got_producer
-                                                        : got_ws;
-      // kPrefillW4A8Ws has its own emulation (row reference); the others share kPrefillW4A8's.
-      const std::vector<double>& emu_v = variant == 4 ? emu_ws : emu;
-      const std::vector<double>& emu_v_row_max = variant == 4 ? emu_ws_row_max : emu_row_max;
+                                         : variant == 4 ? got_ws
+                                                        : got_ws_ss;
+      // kPrefillW4A8Ws / kPrefillW4A8WsSS have their own emulation (row reference); the others
+      // share kPrefillW4A8's.
+      const bool row_ref_emu = variant >= 4;
+      const std::vector<double>& emu_v = row_ref_emu ? emu_ws : emu;
+      const std::vector<double>& emu_v_row_max = row_ref_emu ? emu_ws_row_max : emu_row_max;
       int64_t bad_emu = 0, bad_w16 = 0, identical = 0;
       double err2 = 0, ref2 = 0;
       std::string first_emu, first_w16;
@@ -525,9 +549,10 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   static float dummyf[4];
   p.act8 = dummy8;
   p.act_scale = dummyf;
-  p.w4a8_row_ref = dummy8;  // kPrefillW4A8Ws only (the others ignore it)
+  p.w4a8_row_ref = dummy8;  // kPrefillW4A8Ws / kPrefillW4A8WsSS only (the others ignore it)
   for (const TileConfig config : {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut,
-                                  TileConfig::kPrefillW4A8Producer, TileConfig::kPrefillW4A8Ws}) {
+                                  TileConfig::kPrefillW4A8Producer, TileConfig::kPrefillW4A8Ws,
+                                  TileConfig::kPrefillW4A8WsSS}) {
     p.config = config;
     cuda::moe::GroupedGemmParams q = p;
     q.format = ExpertFormat::kNVFP4;
@@ -545,16 +570,22 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
     q.max_tiles = 0;
     EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaSuccess);
   }
-  // kPrefillW4A8Ws: the row reference is required; 256-slot tiles; the pre-pass checks its arguments.
-  cuda::moe::GroupedGemmParams q = p;
-  q.config = TileConfig::kPrefillW4A8Ws;
-  q.w4a8_row_ref = nullptr;
-  EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
-  q.w4a8_row_ref = dummy8;
-  q.n = 192;  // n % 128
-  EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::moe::tile_config_rows(TileConfig::kPrefillW4A8Ws), 256);
+  // kPrefillW4A8Ws / kPrefillW4A8WsSS: the row reference is required; 256-slot tiles; the
+  // pre-pass checks its arguments.
+  for (const TileConfig config : {TileConfig::kPrefillW4A8Ws, TileConfig::kPrefillW4A8WsSS}) {
+    cuda::moe::GroupedGemmParams q = p;
+    q.config = config;
+    q.w4a8_row_ref = nullptr;
+    EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+    q.w4a8_row_ref = dummy8;
+    q.n = 192;  // n % 128
+    EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+    q.n = 128;
+    q.max_tiles = 65536;  // grid.y
+    EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::moe::tile_config_rows(config), 256);
+  }
   cuda::moe::W4a8RowRefParams rp;
   rp.scales = dummy8;
   rp.groups = 1;
