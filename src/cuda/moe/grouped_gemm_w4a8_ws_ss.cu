@@ -179,7 +179,8 @@ __device__ __forceinline__ uint32_t wss_cvt_factor(int d) {
 }
 
 // acc[64 h + 4 j + v] (+ 2: row g + 8) = slot 128 h + 8 j + 2 t + v: acc = fma(blk, act_scale[slot], acc)
-// (kPrefillW4A8Ws's expression and order).
+// (kPrefillW4A8Ws's expression and order). 8-byte scale loads (kPrefillW4A8Ws: 16-byte): with 16-byte
+// ones ptxas hoisted all 8 loads (32 registers) and the L1 two-half loop spilled at 216 registers.
 template <int kAcc>
 __device__ __forceinline__ void wss_promote(float (&acc)[kAcc], int h, const float (&blk)[64], uint32_t scale_addr) {
 #pragma unroll
@@ -328,18 +329,19 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
           }
       }
       const uint32_t a_stage = a_dst0 + slot * S::kABytes;
+      uint4 wq[4];  // wq[t] = the 4 packed words (k16 steps 0..3 of the block) of lane 4 g + t
+#pragma unroll
+      for (int t = 0; t < 4; ++t) wq[t] = wss_lds128(rw + t * (T::kProducerThreads * 16));  // conflict-free
 #pragma unroll
       for (int jb = 0; jb < 2; ++jb) {  // 32-block jb of the sub: k16 steps 2 jb, 2 jb + 1 of the block
-        uint2 wh[4];  // wh[t] = words 2 jb, 2 jb + 1 of lane 4 g + t (8-byte loads: 8 live registers, not 16)
-#pragma unroll
-        for (int t = 0; t < 4; ++t) wh[t] = wss_lds64(rw + t * (T::kProducerThreads * 16) + 8 * jb);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {  // k16 step c = 2 jb + h of the block = chunk 4 sub + c of the stage
           uint32_t ag[4], ag8[4];
 #pragma unroll
-          for (int t = 0; t < 4; ++t)
-            fp8_a_regs_lut(h ? wh[t].y : wh[t].x, lut[0][jb][0], lut[0][jb][1], lut[1][jb][0], lut[1][jb][1], ag[t],
-                           ag8[t]);
+          for (int t = 0; t < 4; ++t) {
+            const uint32_t w = jb == 0 ? (h ? wq[t].y : wq[t].x) : (h ? wq[t].w : wq[t].z);
+            fp8_a_regs_lut(w, lut[0][jb][0], lut[0][jb][1], lut[1][jb][0], lut[1][jb][1], ag[t], ag8[t]);
+          }
           const int cc = 4 * sub + 2 * jb + h;
           wss_sts128(a_stage + wgmma_act_offset(a_row, cc), ag[0], ag[1], ag[2], ag[3]);
           wss_sts128(a_stage + wgmma_act_offset(a_row + 8, cc), ag8[0], ag8[1], ag8[2], ag8[3]);
