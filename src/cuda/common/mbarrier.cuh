@@ -14,6 +14,18 @@ __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
 // Makes the initialised barriers visible to the other threads (and the async proxy);
 // follow with a CTA barrier.
 __device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+// A ring of `stages` full / empty barrier pairs (full[s] at full0 + 8 s, empty[s] at empty0 +
+// 8 s): thread 0 initialises them and fences; follow with a CTA barrier.
+__device__ __forceinline__ void mbar_init_ring(uint32_t full0, uint32_t empty0, int stages, int full_count,
+                                               int empty_count) {
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      mbar_init(full0 + s * 8, full_count);
+      mbar_init(empty0 + s * 8, empty_count);
+    }
+    mbar_init_fence();
+  }
+}
 // One arrival (release semantics at CTA scope).
 __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
   asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(bar) : "memory");

@@ -458,13 +458,7 @@ __global__ void __launch_bounds__(W4a8ProducerTile::kThreads, 1)
   uint32_t smem_addr;
   uint8_t* smem = align_dynamic_smem<S::kAlign>(smem_raw, smem_addr);
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(full0 + s * 8, kFullArrivals);
-      mbar_init(empty0 + s * 8, kEmptyArrivals);
-    }
-    mbar_init_fence();
-  }
+  mbar_init_ring(full0, empty0, T::kStages, kFullArrivals, kEmptyArrivals);
   __syncthreads();  // the only CTA-wide barrier
   const int n_blocks = p.n / T::BW;
   const int items = p.max_tiles * n_blocks;

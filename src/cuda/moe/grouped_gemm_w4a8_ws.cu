@@ -41,10 +41,8 @@
 #include "cuda/common/mbarrier.cuh"
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
+#include "cuda/moe/grouped_gemm_w4a8_ws_common.cuh"
 #include "cuda/moe/moe.h"
-
-#define DSV4_WS_ACC64(c) c(d[0]), c(d[1]), c(d[2]), c(d[3]), c(d[4]), c(d[5]), c(d[6]), c(d[7]), c(d[8]), c(d[9]), c(d[10]), c(d[11]), c(d[12]), c(d[13]), c(d[14]), c(d[15]), c(d[16]), c(d[17]), c(d[18]), c(d[19]), c(d[20]), c(d[21]), c(d[22]), c(d[23]), c(d[24]), c(d[25]), c(d[26]), c(d[27]), c(d[28]), c(d[29]), c(d[30]), c(d[31]), c(d[32]), c(d[33]), c(d[34]), c(d[35]), c(d[36]), c(d[37]), c(d[38]), c(d[39]), c(d[40]), c(d[41]), c(d[42]), c(d[43]), c(d[44]), c(d[45]), c(d[46]), c(d[47]), c(d[48]), c(d[49]), c(d[50]), c(d[51]), c(d[52]), c(d[53]), c(d[54]), c(d[55]), c(d[56]), c(d[57]), c(d[58]), c(d[59]), c(d[60]), c(d[61]), c(d[62]), c(d[63])
-#define DSV4_WS_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 namespace dsv4::cuda::moe {
 namespace detail {
@@ -63,7 +61,6 @@ struct WsTile {
   // 384 threads x 168 registers (__launch_bounds__(384, 1)) = 64512, re-dealt by setmaxnreg.
   static constexpr int kConsumerRegs = 232;
   static constexpr int kProducerRegs = 40;
-  static constexpr int kRefBias = 6;  // d = kc - row_ref + kRefBias: 6 * 2^6 = 384 <= 448, 6 * 2^7 is not
   static_assert(kConsumerThreads * kConsumerRegs + kProducerThreads * kProducerRegs <= kThreads * 168,
                 "setmaxnreg budget: the launch's registers");
   static_assert(kM16 == kConsumerThreads / 32, "one m16 tile per consumer warp");
@@ -100,29 +97,6 @@ struct WsSmem {
 constexpr int kFullArrivals = WsTile::kProducerThreads;   // one cp.async.mbarrier.arrive.noinc each
 constexpr int kEmptyArrivals = WsTile::kConsumerThreads;  // every consumer thread, after its reads
 
-__device__ __forceinline__ uint4 ws_lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ uint32_t ws_lds32(uint32_t a) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ void ws_sts32(uint32_t a, int v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory");
-}
-__device__ __forceinline__ void ws_cp16(uint32_t smem, const void* gmem, int src_size) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
-}
-__device__ __forceinline__ void ws_cp4(uint32_t smem, const void* gmem, int src_size) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
-}
-// Named barrier 1 over the 256 consumer threads, 2 over the 128 producer threads.
-__device__ __forceinline__ void ws_consumer_bar() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-__device__ __forceinline__ void ws_producer_bar() { asm volatile("bar.sync 2, 128;\n" ::: "memory"); }
-
 // D[64 x 128] (+)= A[64 x 32] E4M3 (registers) * B[32 x 128] E4M3 (descriptor, K-major).
 // kFirst: D = A B (scale-d false; D write-only, so the previous block's values are not
 // inputs and need not stay live into the stage); else D += A B.
@@ -144,14 +118,6 @@ __device__ __forceinline__ void ws_wgmma(float (&d)[64], const uint32_t (&a)[4],
   }
 #undef DSV4_WS_IN
 #undef DSV4_WS_OUT
-}
-
-// f16x2 factor 2^(14 + d) for the cvt table (d < -5 only; clamped to >= -24, where every
-// product rounds to E4M3 0 anyway).
-__device__ __forceinline__ uint32_t ws_cvt_factor(int d) {
-  d = d < -24 ? -24 : d;
-  const uint32_t bits = static_cast<uint32_t>(29 + d) << 10;
-  return bits | (bits << 16);
 }
 
 // Row constants of one lane (rows g, g + 8 of its m16 tile): the table bases of
@@ -193,7 +159,7 @@ __device__ __forceinline__ void ws_convert(uint32_t w_addr, uint32_t s_addr, con
     for (int hr = 0; hr < 2; ++hr)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int d = static_cast<int>(kc[hr][j]) - rc.ref[hr] + WsTile::kRefBias;
+        const int d = static_cast<int>(kc[hr][j]) - rc.ref[hr] + kWsRefBias;
         if (d < -5) w4a8_lut_cvt(ws_cvt_factor(d), lut[hr][j][0], lut[hr][j][1]);
       }
   }
@@ -237,11 +203,7 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
   const int K = p.k, k_tiles = K / T::BK, kb_count = K / kFragCols;
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
   const uint32_t row_table = smem_addr + S::kRowTableOffset;
-#pragma unroll
-  for (int r = pt; r < T::BT; r += T::kProducerThreads) {
-    const int row = r < rows ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
-    ws_sts32(row_table + ((r % 16) * 16 + r / 16) * 4, static_cast<int>(static_cast<uint32_t>(row) * static_cast<uint32_t>(K)));
-  }
+  ws_write_row_table<kL1, T::BT, T::kProducerThreads>(p, row_table, pt, slot0, rows);
   ws_producer_bar();  // the row table complete before any thread reads it
 
   const int b_cc = pt & 7, b_r0 = pt >> 3;
@@ -253,9 +215,8 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
   const int as_size0 = pt < rows ? 4 : 0, as_size1 = pt + T::kHalfSlots < rows ? 4 : 0;
   // Row byte offsets row * K (32-bit: act8 < 4 GiB, checked by the launcher's caller contract) / 128 =
   // row * (K / 128), the row's first activation scale.
-  const float* as_src0 = p.act_scale + (ws_lds32(row_table + ((pt % 16) * 16 + pt / 16) * 4) >> 7);
-  const int pt1 = pt + T::kHalfSlots;
-  const float* as_src1 = p.act_scale + (ws_lds32(row_table + ((pt1 % 16) * 16 + pt1 / 16) * 4) >> 7);
+  const float* as_src0 = p.act_scale + (ws_lds32(row_table + ws_row_table_index(pt) * 4) >> 7);
+  const float* as_src1 = p.act_scale + (ws_lds32(row_table + ws_row_table_index(pt + T::kHalfSlots) * 4) >> 7);
   const int64_t fb_row = static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows;  // first m16 tile
   const uint8_t* w_src = p.weights + ((fb_row + (pt >> 4)) * kb_count) * kFragBytes + (pt & 15) * 16;
   const uint32_t w_dst = smem_addr + S::kWeightOffset + (pt >> 4) * 1024 + (pt & 15) * 16;
@@ -265,18 +226,7 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
     mbar_wait(empty0 + slot * 8, ((kt / T::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
-    const uint32_t bd = b_dst0 + slot * S::kBBytes;
-    const uint8_t* bs = b_src0 + static_cast<int64_t>(kt) * T::BK;
-#pragma unroll
-    for (int i4 = 0; i4 < 4; ++i4) {
-      const uint4 r4 = ws_lds128(row_table + (b_r0 * 16 + 4 * i4) * 4);
-      const uint32_t off[4] = {r4.x, r4.y, r4.z, r4.w};
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        const int i = 4 * i4 + u;
-        ws_cp16(bd + i * 2048, bs + off[u], i < b_valid ? 16 : 0);
-      }
-    }
+    ws_copy_b_stage(row_table, b_r0, b_dst0 + slot * S::kBBytes, b_src0 + static_cast<int64_t>(kt) * T::BK, b_valid);
     const uint32_t wd = w_dst + slot * S::kWeightBytes;
     const uint8_t* ws = w_src + static_cast<int64_t>(kt) * 2 * kFragBytes;
 #pragma unroll
@@ -306,9 +256,7 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       rc.ref[hr] = ref[8 * hr];
-      const uint32_t shift = static_cast<uint32_t>(rc.ref[hr] - T::kRefBias);
-      rc.base_lo[hr] = 0x3C383000u - shift * 0x08080800u;
-      rc.base_hi[hr] = 0x4C484440u - shift * 0x08080808u;
+      ws_table_bases(rc.ref[hr], rc.base_lo[hr], rc.base_hi[hr]);
     }
   }
   const uint32_t w_addr0 = smem_addr + S::kWeightOffset + warp * 2 * kFragBytes + lane * 16;
@@ -351,9 +299,7 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
   // Epilogue over the B ring: every consumer past its last wgmma; the producer's last
   // copies landed (every full phase completed before its stage was read).
   ws_consumer_bar();
-  float rf[2];  // row factor 2^(row_ref - 259) (0 when it is below FP32's normal range)
-#pragma unroll
-  for (int hr = 0; hr < 2; ++hr) rf[hr] = rc.ref[hr] > 132 ? __uint_as_float(static_cast<uint32_t>(rc.ref[hr] - 132) << 23) : 0.0f;
+  const float rf[2] = {ws_row_factor(rc.ref[0]), ws_row_factor(rc.ref[1])};  // 2^(row_ref - 259)
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] *= rf[(i >> 1) & 1];
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem);  // [128 kHalves][kOutStride]
@@ -379,13 +325,7 @@ __global__ void __launch_bounds__(WsTile::kThreads, 1)
   uint32_t smem_addr;
   uint8_t* smem = align_dynamic_smem<S::kAlign>(smem_raw, smem_addr);
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(full0 + s * 8, kFullArrivals);
-      mbar_init(empty0 + s * 8, kEmptyArrivals);
-    }
-    mbar_init_fence();
-  }
+  mbar_init_ring(full0, empty0, T::kStages, kFullArrivals, kEmptyArrivals);
   __syncthreads();  // the only CTA-wide barrier
   if (threadIdx.x >= T::kConsumerThreads) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs));
@@ -431,11 +371,9 @@ __global__ void w4a8_row_ref_kernel(const W4a8RowRefParams p) {
 cudaError_t launch_w4a8_ws(const GroupedGemmParams& p, bool l1) {
   // MXFP4 only; act8 / act_scale from launch_act_quant_fp8, w4a8_row_ref from
   // launch_w4a8_row_ref; n % 128, k % 128; act8 [rows, k] under 4 GiB (32-bit row offsets).
-  if (p.format != ExpertFormat::kMXFP4 || p.act8 == nullptr || p.act_scale == nullptr || p.w4a8_row_ref == nullptr)
-    return cudaErrorInvalidValue;
-  if (p.n % WsTile::BW != 0 || p.k % WsTile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
-  if (p.max_tiles <= 0) return cudaSuccess;
-  if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
+  bool launch = false;
+  const cudaError_t err = w4a8_ws_check(p, WsTile::BW, WsTile::BK, &launch);
+  if (err != cudaSuccess || !launch) return err;
   return l1 ? launch_ws_impl<true>(p) : launch_ws_impl<false>(p);
 }
 

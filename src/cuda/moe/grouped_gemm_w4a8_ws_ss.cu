@@ -41,10 +41,8 @@
 
 #include "cuda/common/mbarrier.cuh"
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
+#include "cuda/moe/grouped_gemm_w4a8_ws_common.cuh"
 #include "cuda/moe/moe.h"
-
-#define DSV4_WSS_ACC64(c) c(d[0]), c(d[1]), c(d[2]), c(d[3]), c(d[4]), c(d[5]), c(d[6]), c(d[7]), c(d[8]), c(d[9]), c(d[10]), c(d[11]), c(d[12]), c(d[13]), c(d[14]), c(d[15]), c(d[16]), c(d[17]), c(d[18]), c(d[19]), c(d[20]), c(d[21]), c(d[22]), c(d[23]), c(d[24]), c(d[25]), c(d[26]), c(d[27]), c(d[28]), c(d[29]), c(d[30]), c(d[31]), c(d[32]), c(d[33]), c(d[34]), c(d[35]), c(d[36]), c(d[37]), c(d[38]), c(d[39]), c(d[40]), c(d[41]), c(d[42]), c(d[43]), c(d[44]), c(d[45]), c(d[46]), c(d[47]), c(d[48]), c(d[49]), c(d[50]), c(d[51]), c(d[52]), c(d[53]), c(d[54]), c(d[55]), c(d[56]), c(d[57]), c(d[58]), c(d[59]), c(d[60]), c(d[61]), c(d[62]), c(d[63])
-#define DSV4_WSS_REGS64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 namespace dsv4::cuda::moe {
 namespace detail {
@@ -64,7 +62,6 @@ struct WsSsTile {
   // 384 threads x 168 registers (__launch_bounds__(384, 1)) = 64512, re-dealt by setmaxnreg.
   static constexpr int kConsumerRegs = 216;
   static constexpr int kProducerRegs = 72;
-  static constexpr int kRefBias = 6;  // kPrefillW4A8Ws's: d = kc - row_ref + 6
   static_assert(kConsumerThreads * kConsumerRegs + kProducerThreads * kProducerRegs <= kThreads * 168,
                 "setmaxnreg budget: the launch's registers");
   static_assert(kConsumerRegs % 8 == 0 && kProducerRegs % 8 == 0, "setmaxnreg counts are multiples of 8");
@@ -107,48 +104,6 @@ struct WsSsSmem {
 constexpr int kFullArrivals = 2 * WsSsTile::kProducerThreads;  // per producer thread: cp.async noinc + A stores
 constexpr int kEmptyArrivals = WsSsTile::kConsumerThreads;     // every consumer thread, after its reads
 
-__device__ __forceinline__ uint4 wss_lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ uint2 wss_lds64(uint32_t a) {
-  uint2 v;
-  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ uint32_t wss_lds32(uint32_t a) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(a) : "memory");
-  return v;
-}
-__device__ __forceinline__ void wss_sts32(uint32_t a, int v) {
-  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(v) : "memory");
-}
-__device__ __forceinline__ void wss_sts128(uint32_t a, uint32_t x, uint32_t y, uint32_t z, uint32_t w) {
-  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(a), "r"(x), "r"(y), "r"(z), "r"(w) : "memory");
-}
-__device__ __forceinline__ void wss_cp16(uint32_t smem, const void* gmem, int src_size) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
-}
-// The raw weights: .ca (L1-allocating), because the four 16-byte copies of a thread read one
-// contiguous 64 bytes, so each copy instruction of a quarter-warp touches every other 16 B of
-// a 512-byte fragment block: the sectors are shared between a thread's four copies.
-__device__ __forceinline__ void wss_cp16_ca(uint32_t smem, const void* gmem) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void wss_cp4(uint32_t smem, const void* gmem, int src_size) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_size) : "memory");
-}
-__device__ __forceinline__ void wss_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wss_wait_group() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-// Named barrier 1 over the 256 consumer threads, 2 over the 128 producer threads.
-__device__ __forceinline__ void wss_consumer_bar() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
-__device__ __forceinline__ void wss_producer_bar() { asm volatile("bar.sync 2, 128;\n" ::: "memory"); }
-
 // D[64 x 128] (+)= A[64 x 32] E4M3 * B[32 x 128] E4M3, both from shared memory (K-major,
 // 128-byte swizzle descriptors). kFirst: D = A B (scale-d false, D write-only).
 template <bool kFirst>
@@ -158,24 +113,17 @@ __device__ __forceinline__ void wss_wgmma(float (&d)[64], uint64_t desc_a, uint6
   if constexpr (kFirst) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, 0, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WSS_REGS64 ", %64, %65, p, 1, 1;\n}\n"
-        : DSV4_WSS_ACC64(DSV4_WSS_OUT)
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WS_REGS64 ", %64, %65, p, 1, 1;\n}\n"
+        : DSV4_WS_ACC64(DSV4_WSS_OUT)
         : "l"(desc_a), "l"(desc_b));
   } else {
     asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WSS_REGS64 ", %64, %65, 1, 1, 1;\n"
-        : DSV4_WSS_ACC64(DSV4_WSS_IN)
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " DSV4_WS_REGS64 ", %64, %65, 1, 1, 1;\n"
+        : DSV4_WS_ACC64(DSV4_WSS_IN)
         : "l"(desc_a), "l"(desc_b));
   }
 #undef DSV4_WSS_IN
 #undef DSV4_WSS_OUT
-}
-
-// kPrefillW4A8Ws's f16x2 factor 2^(14 + d) of the cvt table (d < -5; clamped to >= -24).
-__device__ __forceinline__ uint32_t wss_cvt_factor(int d) {
-  d = d < -24 ? -24 : d;
-  const uint32_t bits = static_cast<uint32_t>(29 + d) << 10;
-  return bits | (bits << 16);
 }
 
 // acc[64 h + 4 j + v] (+ 2: row g + 8) = slot 128 h + 8 j + 2 t + v: acc = fma(blk, act_scale[slot], acc)
@@ -187,7 +135,7 @@ __device__ __forceinline__ void wss_promote(float (&acc)[kAcc], int h, const flo
   for (int jj = 0; jj < 8; ++jj) {
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const uint2 s2 = wss_lds64(scale_addr + 16 * jj + 8 * hh);  // slots 16 jj + 8 hh + 2t + {0, 1}
+      const uint2 s2 = ws_lds64(scale_addr + 16 * jj + 8 * hh);  // slots 16 jj + 8 hh + 2t + {0, 1}
       const int j = 2 * jj + hh, o = 64 * h + 4 * j;
       const float asx = __uint_as_float(s2.x), asy = __uint_as_float(s2.y);
       acc[o + 0] = fmaf(blk[4 * j + 0], asx, acc[o + 0]);
@@ -219,12 +167,7 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
   const int K = p.k, k_tiles = K / T::BK, kb_count = K / kFragCols;
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
   const uint32_t row_table = smem_addr + S::kRowTableOffset;
-#pragma unroll
-  for (int r = pt; r < T::BT; r += T::kProducerThreads) {
-    const int row = r < rows ? (kL1 ? p.slot_token[slot0 + r] : slot0 + r) : 0;
-    wss_sts32(row_table + ((r % 16) * 16 + r / 16) * 4,
-              static_cast<int>(static_cast<uint32_t>(row) * static_cast<uint32_t>(K)));
-  }
+  ws_write_row_table<kL1, T::BT, T::kProducerThreads>(p, row_table, pt, slot0, rows);
 
   // Raw ring: this thread's 64 bytes (lanes 4 g .. 4 g + 3) of fragment block (m16, 2 kt + sub)
   // and its scale word g. Fragment blocks of one m16 tile are contiguous over K (512 B each).
@@ -238,14 +181,14 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
       const uint8_t* w = p.weights + fb * kFragBytes + g * 64;
       const uint32_t dw = raw_w_dst + rslot * S::kRawWeightBytes;
 #pragma unroll
-      for (int q = 0; q < 4; ++q) wss_cp16_ca(dw + q * (T::kProducerThreads * 16), w + 16 * q);
-      wss_cp4(raw_s_dst + rslot * S::kRawScaleBytes, p.scales + fb * S::SB + g * 4, 4);
+      for (int q = 0; q < 4; ++q) ws_cp16_ca(dw + q * (T::kProducerThreads * 16), w + 16 * q);
+      ws_cp4(raw_s_dst + rslot * S::kRawScaleBytes, p.scales + fb * S::SB + g * 4, 4);
     }
-    wss_commit();
+    ws_commit();
   };
 #pragma unroll
   for (int r = 0; r < T::kRawStages; ++r) {
-    wss_commit();  // the empty group in place of a B group (the wait count below)
+    ws_commit();  // the empty group in place of a B group (the wait count below)
     issue_raw(r, r);
   }
 
@@ -258,14 +201,12 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
 #pragma unroll
     for (int hr = 0; hr < 2; ++hr) {
       ref[hr] = rr[8 * hr];
-      const uint32_t shift = static_cast<uint32_t>(ref[hr] - T::kRefBias);
-      base_lo[hr] = 0x3C383000u - shift * 0x08080800u;
-      base_hi[hr] = 0x4C484440u - shift * 0x08080808u;
+      ws_table_bases(ref[hr], base_lo[hr], base_hi[hr]);
     }
   }
   const int a_row = 16 * m16 + g;  // and a_row + 8
   const uint32_t a_dst0 = smem_addr + S::kAOffset;
-  wss_producer_bar();  // the row table complete before any thread reads it
+  ws_producer_bar();  // the row table complete before any thread reads it
 
   const int b_cc = pt & 7, b_r0 = pt >> 3;
   const uint32_t b_dst0 = smem_addr + S::kBOffset + wgmma_act_offset(b_r0, b_cc);
@@ -275,37 +216,26 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
   const uint32_t as_dst0 = smem_addr + S::kActScaleOffset + as_index * 4;  // slot pt; + kActScaleHalfBytes: pt + 128
   const int as_size0 = pt < rows ? 4 : 0, as_size1 = pt + T::kHalfSlots < rows ? 4 : 0;
   // Element offsets (row * K / 128: the rows' first activation scales), 32-bit (act8 < 4 GiB).
-  const uint32_t as_off0 = wss_lds32(row_table + ((pt % 16) * 16 + pt / 16) * 4) >> 7;
-  const int pt1 = pt + T::kHalfSlots;
-  const uint32_t as_off1 = wss_lds32(row_table + ((pt1 % 16) * 16 + pt1 / 16) * 4) >> 7;
+  const uint32_t as_off0 = ws_lds32(row_table + ws_row_table_index(pt) * 4) >> 7;
+  const uint32_t as_off1 = ws_lds32(row_table + ws_row_table_index(pt + T::kHalfSlots) * 4) >> 7;
 
   int rslot = 0;  // kt % kRawStages
   for (int kt = 0; kt < k_tiles; ++kt) {
     const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
     mbar_wait(empty0 + slot * 8, ((kt / T::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
     {  // B + activation scales (cp.async, tracked by the noinc arrival)
-      const uint32_t bd = b_dst0 + slot * S::kBBytes;
-      const uint8_t* bs = b_src0 + static_cast<int64_t>(kt) * T::BK;
-#pragma unroll
-      for (int i4 = 0; i4 < 4; ++i4) {
-        const uint4 r4 = wss_lds128(row_table + (b_r0 * 16 + 4 * i4) * 4);
-        const uint32_t off[4] = {r4.x, r4.y, r4.z, r4.w};
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const int i = 4 * i4 + u;
-          wss_cp16(bd + i * 2048, bs + off[u], i < b_valid ? 16 : 0);
-        }
-      }
+      ws_copy_b_stage(row_table, b_r0, b_dst0 + slot * S::kBBytes, b_src0 + static_cast<int64_t>(kt) * T::BK,
+                      b_valid);
       const uint32_t ad = as_dst0 + slot * S::kActScaleBytes;
-      wss_cp4(ad, p.act_scale + (as_off0 + kt), as_size0);
-      wss_cp4(ad + S::kActScaleHalfBytes, p.act_scale + (as_off1 + kt), as_size1);
+      ws_cp4(ad, p.act_scale + (as_off0 + kt), as_size0);
+      ws_cp4(ad + S::kActScaleHalfBytes, p.act_scale + (as_off1 + kt), as_size1);
       cp_async_mbar_arrive(full0 + slot * 8);
-      wss_commit();
+      ws_commit();
     }
-    wss_wait_group<2 * T::kRawStages - 1>();  // this thread's raw stage kt landed
+    ws_wait_group<2 * T::kRawStages - 1>();  // this thread's raw stage kt landed
     {  // A: convert and store
       const uint32_t rw = raw_w_dst + rslot * S::kRawWeightBytes;
-      const uint32_t sc = wss_lds32(raw_s_dst + rslot * S::kRawScaleBytes);
+      const uint32_t sc = ws_lds32(raw_s_dst + rslot * S::kRawScaleBytes);
       // Kernel scale codes kc[row half][32-block jb of the sub] (scale word: bytes [jb 2][row half 2]).
       uint32_t lut[2][2][2];  // [row half][jb][lo, hi]
       bool slow = false;
@@ -324,14 +254,14 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
 #pragma unroll
           for (int jb = 0; jb < 2; ++jb) {
             const int kc = static_cast<int>((sc >> (8 * (2 * jb + hr))) & 0xFFu);
-            const int d = kc - ref[hr] + T::kRefBias;
-            if (d < -5) w4a8_lut_cvt(wss_cvt_factor(d), lut[hr][jb][0], lut[hr][jb][1]);
+            const int d = kc - ref[hr] + kWsRefBias;
+            if (d < -5) w4a8_lut_cvt(ws_cvt_factor(d), lut[hr][jb][0], lut[hr][jb][1]);
           }
       }
       const uint32_t a_stage = a_dst0 + slot * S::kABytes;
       uint4 wq[4];  // wq[t] = the 4 packed words (k16 steps 0..3 of the block) of lane 4 g + t
 #pragma unroll
-      for (int t = 0; t < 4; ++t) wq[t] = wss_lds128(rw + t * (T::kProducerThreads * 16));  // conflict-free
+      for (int t = 0; t < 4; ++t) wq[t] = ws_lds128(rw + t * (T::kProducerThreads * 16));  // conflict-free
 #pragma unroll
       for (int jb = 0; jb < 2; ++jb) {  // 32-block jb of the sub: k16 steps 2 jb, 2 jb + 1 of the block
 #pragma unroll
@@ -343,8 +273,8 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
             fp8_a_regs_lut(w, lut[0][jb][0], lut[0][jb][1], lut[1][jb][0], lut[1][jb][1], ag[t], ag8[t]);
           }
           const int cc = 4 * sub + 2 * jb + h;
-          wss_sts128(a_stage + wgmma_act_offset(a_row, cc), ag[0], ag[1], ag[2], ag[3]);
-          wss_sts128(a_stage + wgmma_act_offset(a_row + 8, cc), ag8[0], ag8[1], ag8[2], ag8[3]);
+          ws_sts128(a_stage + wgmma_act_offset(a_row, cc), ag[0], ag[1], ag[2], ag[3]);
+          ws_sts128(a_stage + wgmma_act_offset(a_row + 8, cc), ag8[0], ag8[1], ag8[2], ag8[3]);
         }
       }
       fence_proxy_async_smem();  // the st.shared above (generic proxy) -> the consumers' wgmma (async proxy)
@@ -353,7 +283,7 @@ __device__ __forceinline__ void wss_produce(const GroupedGemmParams& p, uint32_t
     issue_raw(rslot, kt + T::kRawStages);  // the slot just read; only this thread reads it
     rslot = rslot + 1 == T::kRawStages ? 0 : rslot + 1;
   }
-  wss_wait_group<0>();  // nothing of this thread in flight at exit
+  ws_wait_group<0>();  // nothing of this thread in flight at exit
 }
 
 // ---- consumer warpgroups -----------------------------------------------------------------
@@ -404,7 +334,7 @@ __device__ __forceinline__ void wss_consume(const GroupedGemmParams& p, uint8_t*
   // Epilogue over the A + B rings: every consumer past its last wgmma; the producer's last
   // A stores and copies landed (every full phase completed before its stage was read), and it
   // writes neither ring after its last stage.
-  wss_consumer_bar();
+  ws_consumer_bar();
   const int tile = blockIdx.y;
   const int expert = p.tile_expert[tile], slot0 = p.tile_slot_begin[tile], rows = p.tile_row_count[tile];
   const int n0 = blockIdx.x * T::BW;
@@ -412,16 +342,13 @@ __device__ __forceinline__ void wss_consume(const GroupedGemmParams& p, uint8_t*
   {
     const uint8_t* rr = p.w4a8_row_ref + static_cast<int64_t>(expert) * p.n + n0 + 16 * warp + g;
 #pragma unroll
-    for (int hr = 0; hr < 2; ++hr) {
-      const int ref = rr[8 * hr];
-      rf[hr] = ref > 132 ? __uint_as_float(static_cast<uint32_t>(ref - 132) << 23) : 0.0f;
-    }
+    for (int hr = 0; hr < 2; ++hr) rf[hr] = ws_row_factor(rr[8 * hr]);
   }
 #pragma unroll
   for (int i = 0; i < kAcc; ++i) acc[i] *= rf[(i >> 1) & 1];
   __nv_bfloat16* s_out = reinterpret_cast<__nv_bfloat16*>(smem + S::kAOffset);  // [128 kHalves][kOutStride]
   wgmma_epilogue_to_smem<kL1, 128 * kHalves, S::kOutStride>(p, acc, s_out, expert, rows, slot0, warp, g, t);
-  wss_consumer_bar();
+  ws_consumer_bar();
   store_out_tile<kL1, 128 * kHalves, kL1 ? T::BW / 2 : T::BW, S::kOutStride>(p, s_out, rows, slot0, n0, tid,
                                                                               T::kConsumerThreads);
 }
@@ -442,13 +369,7 @@ __global__ void __launch_bounds__(WsSsTile::kThreads, 1)
   uint32_t smem_addr;
   uint8_t* smem = align_dynamic_smem<S::kAlign>(smem_raw, smem_addr);
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < T::kStages; ++s) {
-      mbar_init(full0 + s * 8, kFullArrivals);
-      mbar_init(empty0 + s * 8, kEmptyArrivals);
-    }
-    mbar_init_fence();
-  }
+  mbar_init_ring(full0, empty0, T::kStages, kFullArrivals, kEmptyArrivals);
   __syncthreads();  // the only CTA-wide barrier
   if (threadIdx.x >= T::kConsumerThreads) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs));
@@ -485,11 +406,9 @@ cudaError_t launch_ws_ss_impl(const GroupedGemmParams& p) {
 cudaError_t launch_w4a8_ws_ss(const GroupedGemmParams& p, bool l1) {
   // kPrefillW4A8Ws's contract: MXFP4 only; act8 / act_scale from launch_act_quant_fp8,
   // w4a8_row_ref from launch_w4a8_row_ref; n % 128, k % 128; act8 [rows, k] under 4 GiB.
-  if (p.format != ExpertFormat::kMXFP4 || p.act8 == nullptr || p.act_scale == nullptr || p.w4a8_row_ref == nullptr)
-    return cudaErrorInvalidValue;
-  if (p.n % WsSsTile::BW != 0 || p.k % WsSsTile::BK != 0 || p.n <= 0 || p.k <= 0) return cudaErrorInvalidValue;
-  if (p.max_tiles <= 0) return cudaSuccess;
-  if (p.max_tiles > 65535) return cudaErrorInvalidValue;  // grid.y
+  bool launch = false;
+  const cudaError_t err = w4a8_ws_check(p, WsSsTile::BW, WsSsTile::BK, &launch);
+  if (err != cudaSuccess || !launch) return err;
   return l1 ? launch_ws_ss_impl<true>(p) : launch_ws_ss_impl<false>(p);
 }
 
