@@ -3,7 +3,6 @@
 // throughout. Argument checks: embed_norm_rope.cpp.
 #include <cuda_bf16.h>
 
-#include "cuda/common/rope_pair.cuh"
 #include "cuda/ops/block_reduce.cuh"
 #include "cuda/ops/kernels.h"
 #include "cuda/ops/weight_decode.cuh"
@@ -45,6 +44,19 @@ __global__ void rms_norm_kernel(float* x, int64_t width, const float* weight, fl
   } else {
     for (int64_t i = threadIdx.x; i < width; i += blockDim.x) row[i] *= inv;
   }
+}
+
+// One RoPE pair (even, odd) rotated by +angle (inverse: by -angle), angle = inv_freq x position
+// (transformers: inv_freq (FP32) x float(position), cos / sin in FP32); shared by rope_kernel
+// and rms_norm_rope_kernel, so both give the same bits. Explicit round-to-nearest products
+// and sums: no FMA contraction that could differ between the two call sites.
+__device__ __forceinline__ float2 rope_rotate_pair(float even, float odd, float inv_freq, float position,
+                                                   bool inverse) {
+  float sine, cosine;
+  sincosf(inv_freq * position, &sine, &cosine);
+  if (inverse) sine = -sine;
+  return make_float2(__fsub_rn(__fmul_rn(even, cosine), __fmul_rn(odd, sine)),
+                     __fadd_rn(__fmul_rn(odd, cosine), __fmul_rn(even, sine)));
 }
 
 // One thread per (token, vector, pair). x: [tokens, vectors, width]; the rotated part is
