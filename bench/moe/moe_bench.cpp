@@ -36,8 +36,9 @@
 //   its own 256-slot dispatch of the same top-k and the per-row references launch_w4a8_row_ref,
 //   both made before timing and not timed), then prefill_w4a8_ws_ss (kPrefillW4A8WsSS:
 //   kPrefillW4A8Ws with the weight conversion in the producer warpgroup, SS FP8 wgmma; the same
-//   256-slot dispatch and row references; not yet run on a GPU). --w4a8-config NAME prints only
-//   that W4A8 row.
+//   256-slot dispatch and row references), then prefill_w4a8_ws_tma (kPrefillW4A8WsTma: the
+//   same consumers fed by TMA; its quant step quantizes x per slot, gathered, with transposed
+//   scales, as the TMA needs). --w4a8-config NAME prints only that W4A8 row.
 // prefill_wgmma_tma rows (TileConfig::kPrefillWgmmaTma, opt-in; > 512 tokens, only with --tma 1
 //   or --config prefill_wgmma_tma, so that a trapping first run cannot take the other rows
 //   with it): TMA producer warp + persistent CTAs; its gemm_ms includes L1's gather of x into
@@ -176,6 +177,7 @@ const char* w4a8_config_name(cuda::moe::TileConfig c) {
     case cuda::moe::TileConfig::kPrefillW4A8Producer: return "prefill_w4a8_producer";
     case cuda::moe::TileConfig::kPrefillW4A8Ws: return "prefill_w4a8_ws";
     case cuda::moe::TileConfig::kPrefillW4A8WsSS: return "prefill_w4a8_ws_ss";
+    case cuda::moe::TileConfig::kPrefillW4A8WsTma: return "prefill_w4a8_ws_tma";
     default: return "prefill_w4a8_serial";
   }
 }
@@ -438,7 +440,8 @@ int run(int argc, char** argv) {
           for (const cuda::moe::TileConfig wconfig :
                {cuda::moe::TileConfig::kPrefillW4A8Serial, cuda::moe::TileConfig::kPrefillW4A8,
                 cuda::moe::TileConfig::kPrefillW4A8Lut, cuda::moe::TileConfig::kPrefillW4A8Producer,
-                cuda::moe::TileConfig::kPrefillW4A8Ws, cuda::moe::TileConfig::kPrefillW4A8WsSS}) {
+                cuda::moe::TileConfig::kPrefillW4A8Ws, cuda::moe::TileConfig::kPrefillW4A8WsSS,
+                cuda::moe::TileConfig::kPrefillW4A8WsTma}) {
           if (!w4a8_only.empty() && w4a8_only != w4a8_config_name(wconfig)) continue;
           const char* wname = w4a8_config_name(wconfig);
           cuda::moe::GroupedGemmParams q1 = l1, q2 = l2;
@@ -450,7 +453,9 @@ int run(int argc, char** argv) {
           // kPrefillW4A8Ws / kPrefillW4A8WsSS: 256-slot tiles (a second dispatch of the forward's top-k into its own
           // slot arrays and tile list) and the per-row weight references of W13 / W2.
           std::vector<void*> ws_buffers;
-          if (wconfig == cuda::moe::TileConfig::kPrefillW4A8Ws || wconfig == cuda::moe::TileConfig::kPrefillW4A8WsSS) {
+          cuda::moe::ActQuantParams qx_run = qx, qh_run = qh;
+          const bool tile256 = cuda::moe::tile_config_rows(wconfig) == 256;
+          if (tile256) {
             auto alloc = [&](size_t bytes) {
               void* ptr = nullptr;
               DSV4_CUDA_OK(cudaMalloc(&ptr, bytes));
@@ -504,14 +509,35 @@ int run(int argc, char** argv) {
             q2.slot_weight = dp.slot_weight;
             q1.w4a8_row_ref = r13.row_ref;
             q2.w4a8_row_ref = r2.row_ref;
+            if (wconfig == cuda::moe::TileConfig::kPrefillW4A8WsTma) {
+              // TMA reads slot-ordered rows: x is quantized per slot (gathered through the 256-slot
+              // dispatch's slot_token, inside the timed quant step) and both scale sets transposed.
+              const int rows = static_cast<int>(pairs), stride = (rows + 3) / 4 * 4;
+              qx_run.gather = dp.slot_token;
+              qx_run.x_rows = tokens;
+              qx_run.rows = rows;
+              qx_run.x8 = static_cast<uint8_t*>(alloc(pairs * kHidden));
+              qx_run.scale = static_cast<float*>(alloc(static_cast<size_t>(kHidden / 128) * stride * 4));
+              qx_run.scale_stride = stride;
+              qx_run.error_flag = d_flag;
+              qh_run.scale = static_cast<float*>(alloc(static_cast<size_t>(kInter / 128) * stride * 4));
+              qh_run.scale_stride = stride;
+              q1.act8 = qx_run.x8;
+              q1.act_scale = qx_run.scale;
+              q2.act_scale = qh_run.scale;
+              for (cuda::moe::GroupedGemmParams* q : {&q1, &q2}) {
+                q->act_rows = rows;
+                q->act_scale_stride = stride;
+              }
+            }
           }
           cudaError_t err = cudaSuccess;
           auto keep = [&](cudaError_t e) { if (err == cudaSuccess) err = e; };
           const double w4a8_ms = timer.median_ms(
               [&] {
-                keep(cuda::moe::launch_act_quant_fp8(qx));
+                keep(cuda::moe::launch_act_quant_fp8(qx_run));
                 keep(cuda::moe::launch_moe_l1(q1));
-                keep(cuda::moe::launch_act_quant_fp8(qh));
+                keep(cuda::moe::launch_act_quant_fp8(qh_run));
                 keep(cuda::moe::launch_moe_l2(q2));
               },
               iters);

@@ -39,6 +39,8 @@
 #include <cuda_bf16.h>
 
 #include "cuda/common/mbarrier.cuh"
+#include "cuda/common/tensor_map.h"
+#include "cuda/common/tma.cuh"
 #include "cuda/moe/grouped_gemm_w4a8.cuh"
 #include "cuda/moe/grouped_gemm_w4a8_ws.cuh"
 #include "cuda/moe/grouped_gemm_w4a8_ws_common.cuh"
@@ -87,6 +89,10 @@ struct WsSmem {
   static constexpr int kOutBytes = T::BT * kOutStride * 2;
   static constexpr int kAlign = 1024;
   static constexpr int kBytes = kBarOffset + 2 * T::kStages * 8 + kAlign;
+  // kPrefillW4A8WsTma: bytes per full phase (B box, activation scales [256], weights, scales).
+  static constexpr int kStageTx = kBBytes + T::BT * 4 + kWeightBytes + kScaleBytes;
+  static_assert(T::BT * 4 <= kActScaleBytes && kActScaleBytes % 16 == 0 && kActScaleOffset % 128 == 0,
+                "the TMA activation-scale box fits its stage and stays 16-byte aligned");
   static_assert(kBHalfBytes == kWgmmaSubBytes, "one 128-byte swizzle row per slot, as wgmma_layout.h");
   static_assert(kBBytes % kAlign == 0, "swizzle atoms 1024-aligned");
   static_assert(kOutBytes <= kWeightOffset, "the output tile lies in the B ring");
@@ -124,6 +130,12 @@ __device__ __forceinline__ void ws_wgmma(float (&d)[64], const uint32_t (&a)[4],
 // w4a8_lut_fast folded with the reference (lo = kc * 0x08080800 + base_lo = 0x3C383000 + 8 d
 // per nonzero byte, d = kc - row_ref + 6; hi likewise), and the slow-path threshold
 // (kc < row_ref - 11 <=> d < -5: the table-add bytes would borrow).
+#ifndef DSV4_WS_ABLATE
+#define DSV4_WS_ABLATE 0
+#endif
+constexpr bool kAblNoConvert = (DSV4_WS_ABLATE & 1) != 0, kAblNoPromote = (DSV4_WS_ABLATE & 2) != 0,
+               kAblOneWait = (DSV4_WS_ABLATE & 4) != 0, kAblNoMma = (DSV4_WS_ABLATE & 8) != 0,
+               kAblNoFeed = (DSV4_WS_ABLATE & 16) != 0;
 struct WsRowConsts {
   uint32_t base_lo[2], base_hi[2];
   int ref[2];
@@ -172,11 +184,19 @@ __device__ __forceinline__ void ws_convert(uint32_t w_addr, uint32_t s_addr, con
 }
 
 // acc[64 h + 4 j + v] (+ 2: row g + 8) = slot 128 h + 8 j + 2 t + v: acc = fma(blk, act_scale[slot], acc).
-template <int kAcc>
+// scale_addr: the lane's first scale of half h (cp.async layout [t][36]: (4 h + t) * 36 floats;
+// kTma, plain [256] slots: 128 h + 2 t).
+template <bool kTma, int kAcc>
 __device__ __forceinline__ void ws_promote(float (&acc)[kAcc], int h, const float (&blk)[64], uint32_t scale_addr) {
 #pragma unroll
   for (int jj = 0; jj < 8; ++jj) {
-    const uint4 s4 = ws_lds128(scale_addr + 16 * jj);  // slots 16 jj + 2t + {0, 1}, 16 jj + 8 + 2t + {0, 1}
+    uint4 s4;  // slots 16 jj + 2t + {0, 1}, 16 jj + 8 + 2t + {0, 1}
+    if constexpr (kTma) {
+      const uint2 lo = ws_lds64(scale_addr + 64 * jj), hi = ws_lds64(scale_addr + 64 * jj + 32);
+      s4 = make_uint4(lo.x, lo.y, hi.x, hi.y);
+    } else {
+      s4 = ws_lds128(scale_addr + 16 * jj);
+    }
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
       const int j = 2 * jj + hh, o = 64 * h + 4 * j;
@@ -226,6 +246,7 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
     mbar_wait(empty0 + slot * 8, ((kt / T::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+    if constexpr (kAblNoFeed) { cp_async_mbar_arrive(full0 + slot * 8); continue; }
     ws_copy_b_stage(row_table, b_r0, b_dst0 + slot * S::kBBytes, b_src0 + static_cast<int64_t>(kt) * T::BK, b_valid);
     const uint32_t wd = w_dst + slot * S::kWeightBytes;
     const uint8_t* ws = w_src + static_cast<int64_t>(kt) * 2 * kFragBytes;
@@ -240,8 +261,43 @@ __device__ __forceinline__ void ws_produce(const GroupedGemmParams& p, uint32_t 
   asm volatile("cp.async.wait_all;\n" ::: "memory");  // nothing of this thread in flight at exit
 }
 
+// ---- TMA producer (kPrefillW4A8WsTma): one warp, one copy per lane and stage ------------
+// Per stage: lane 0 announces kStageTx bytes on full[stage]; lanes 0..7 bulk-copy m16 tile
+// m = lane's two fragment blocks (1 KB, contiguous in global memory), lanes 8..15 their scale
+// bytes (64 B), lane 16 the B box [256 slots][128 K] (act8 rows slot0.., the map's 128-byte
+// swizzle = wgmma_act_offset; rows past act_rows zero-filled), lane 17 the activation-scale box
+// [256 slots] of K block kt (transposed act_scale).
+__device__ __forceinline__ void ws_produce_tma(const GroupedGemmParams& p, uint32_t smem_addr,
+                                               const CUtensorMap* act_map, const CUtensorMap* scale_map, int expert,
+                                               int slot0, int n0) {
+  using T = WsTile;
+  using S = WsSmem;
+  const int lane = static_cast<int>(threadIdx.x) & 31, m = lane & 7;
+  const int K = p.k, k_tiles = K / T::BK, kb_count = K / kFragCols;
+  const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
+  const int64_t fb_row = static_cast<int64_t>(expert) * (p.n / kFragRows) + n0 / kFragRows;  // first m16 tile
+  const uint8_t* w_src = p.weights + (fb_row + m) * kb_count * kFragBytes;
+  const uint8_t* s_src = p.scales + (fb_row + m) * kb_count * S::SB;
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    const uint32_t slot = static_cast<uint32_t>(kt % T::kStages), full = full0 + slot * 8;
+    mbar_wait(empty0 + slot * 8, ((kt / T::kStages) & 1) ^ 1);  // a fresh barrier passes parity 1
+    if (lane == 0) mbar_arrive_expect_tx(full, S::kStageTx);
+    __syncwarp();
+    if (lane < 8)
+      bulk_g2s(smem_addr + S::kWeightOffset + slot * S::kWeightBytes + m * 2 * kFragBytes,
+               w_src + static_cast<int64_t>(kt) * 2 * kFragBytes, 2 * kFragBytes, full);
+    else if (lane < 16)
+      bulk_g2s(smem_addr + S::kScaleOffset + slot * S::kScaleBytes + m * 2 * S::SB,
+               s_src + static_cast<int64_t>(kt) * 2 * S::SB, 2 * S::SB, full);
+    else if (lane == 16)
+      tma_load_2d(smem_addr + S::kBOffset + slot * S::kBBytes, act_map, kt * T::BK, slot0, full);
+    else if (lane == 17)
+      tma_load_2d(smem_addr + S::kActScaleOffset + slot * S::kActScaleBytes, scale_map, slot0, kt, full);
+  }
+}
+
 // ---- consumer warpgroups -----------------------------------------------------------------
-template <bool kL1, int kHalves>
+template <bool kL1, int kHalves, bool kTma>
 __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* smem, uint32_t smem_addr, int expert,
                                            int slot0, int rows, int n0) {
   using T = WsTile;
@@ -261,7 +317,8 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
   }
   const uint32_t w_addr0 = smem_addr + S::kWeightOffset + warp * 2 * kFragBytes + lane * 16;
   const uint32_t s_addr0 = smem_addr + S::kScaleOffset + warp * 2 * S::SB + g * 4;
-  const uint32_t as_addr0 = smem_addr + S::kActScaleOffset + t * S::kActScaleStride * 4;
+  const uint32_t as_addr0 = smem_addr + S::kActScaleOffset + (kTma ? 2 * t : t * S::kActScaleStride) * 4;
+  const uint32_t as_half_bytes = kTma ? T::kHalfSlots * 4 : S::kActScaleHalfBytes;
   // B descriptor of stage 0, half 0; stage s adds 32 KB, half h 16 KB, k32 step j 32 bytes
   // (>> 4 in the start field; no carry: the window is < 256 KB).
   const uint64_t desc_b0 = wgmma_desc_sw128(smem_addr + S::kBOffset);
@@ -274,10 +331,20 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
   for (int kt = 0; kt < k_tiles; ++kt) {
     const uint32_t slot = static_cast<uint32_t>(kt % T::kStages);
     mbar_wait_no_trap(full0 + slot * 8, (kt / T::kStages) & 1);
-    fence_proxy_async_smem();  // the producer's cp.async writes (generic proxy) -> wgmma reads
+    if (!kTma) fence_proxy_async_smem();  // the producer's cp.async writes (generic proxy) -> wgmma reads
     uint32_t a[4][4];
-    ws_convert(w_addr0 + slot * S::kWeightBytes, s_addr0 + slot * S::kScaleBytes, rc, a);
+    if constexpr (kAblNoConvert) {
+      const uint4 w0 = ws_lds128(w_addr0 + slot * S::kWeightBytes), w1 = ws_lds128(w_addr0 + slot * S::kWeightBytes + kFragBytes);
+      const uint32_t words[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) a[j][0] = words[2 * j], a[j][1] = words[2 * j + 1], a[j][2] = words[j] ^ 1u, a[j][3] = words[j + 4] ^ 2u;
+    } else {
+      ws_convert(w_addr0 + slot * S::kWeightBytes, s_addr0 + slot * S::kScaleBytes, rc, a);
+    }
     const uint64_t db = desc_b0 + ((slot * S::kBBytes) >> 4);
+    if constexpr (kAblNoMma) {
+      wgmma_wait0_keep_a(a, never, smem_addr);
+    } else {
 #pragma unroll
     for (int h = 0; h < kHalves; ++h) {
       const uint64_t dh = db + ((h * S::kBHalfBytes) >> 4);
@@ -288,10 +355,15 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
       wgmma_commit();
       // The last half: wait, then read A again (predicated-off stores), so ptxas keeps the A
       // registers until the wait (grouped_gemm_w4a8.cuh, wgmma_wait0_keep_a).
-      if (h + 1 < kHalves) wgmma_wait<0>();
-      else wgmma_wait0_keep_a(a, never, smem_addr);
+      if (h + 1 < kHalves) {
+        if (!kAblOneWait) wgmma_wait<0>();
+      } else {
+        wgmma_wait0_keep_a(a, never, smem_addr);
+      }
       fence_acc(blk);
-      ws_promote(acc, h, blk, as_addr0 + slot * S::kActScaleBytes + h * S::kActScaleHalfBytes);
+      if (!kAblNoPromote || kt + 1 == k_tiles)
+        ws_promote<kTma>(acc, h, blk, as_addr0 + slot * S::kActScaleBytes + h * as_half_bytes);
+    }
     }
     mbar_arrive(empty0 + slot * 8);  // this thread's reads of the stage are done (wgmma waited)
   }
@@ -309,9 +381,11 @@ __device__ __forceinline__ void ws_consume(const GroupedGemmParams& p, uint8_t* 
                                                                               T::kConsumerThreads);
 }
 
-template <bool kL1>
-__global__ void __launch_bounds__(WsTile::kThreads, 1)
-    moe_grouped_gemm_w4a8_ws_kernel(const __grid_constant__ GroupedGemmParams p) {
+// The CTA of both kernels: kTma = false (kPrefillW4A8Ws) moves bytes with the whole producer
+// warpgroup's cp.async, kTma = true (kPrefillW4A8WsTma) with its first warp's TMA / bulk copies.
+template <bool kL1, bool kTma>
+__device__ __forceinline__ void ws_cta(const GroupedGemmParams& p, const CUtensorMap* act_map,
+                                       const CUtensorMap* scale_map) {
   using T = WsTile;
   using S = WsSmem;
   const int tile = blockIdx.y;
@@ -325,16 +399,34 @@ __global__ void __launch_bounds__(WsTile::kThreads, 1)
   uint32_t smem_addr;
   uint8_t* smem = align_dynamic_smem<S::kAlign>(smem_raw, smem_addr);
   const uint32_t full0 = smem_addr + S::kBarOffset, empty0 = full0 + T::kStages * 8;
-  mbar_init_ring(full0, empty0, T::kStages, kFullArrivals, kEmptyArrivals);
+  mbar_init_ring(full0, empty0, T::kStages, kTma ? 1 : kFullArrivals, kEmptyArrivals);
   __syncthreads();  // the only CTA-wide barrier
   if (threadIdx.x >= T::kConsumerThreads) {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(T::kProducerRegs));
-    ws_produce<kL1>(p, smem_addr, expert, slot0, rows, n0);
+    if constexpr (kTma) {
+      if (threadIdx.x < T::kConsumerThreads + 32) ws_produce_tma(p, smem_addr, act_map, scale_map, expert, slot0, n0);
+    } else {
+      ws_produce<kL1>(p, smem_addr, expert, slot0, rows, n0);
+    }
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(T::kConsumerRegs));
-  if (rows > T::kHalfSlots) ws_consume<kL1, 2>(p, smem, smem_addr, expert, slot0, rows, n0);
-  else ws_consume<kL1, 1>(p, smem, smem_addr, expert, slot0, rows, n0);
+  if (rows > T::kHalfSlots) ws_consume<kL1, 2, kTma>(p, smem, smem_addr, expert, slot0, rows, n0);
+  else ws_consume<kL1, 1, kTma>(p, smem, smem_addr, expert, slot0, rows, n0);
+}
+
+template <bool kL1>
+__global__ void __launch_bounds__(WsTile::kThreads, 1)
+    moe_grouped_gemm_w4a8_ws_kernel(const __grid_constant__ GroupedGemmParams p) {
+  ws_cta<kL1, false>(p, nullptr, nullptr);
+}
+
+template <bool kL1>
+__global__ void __launch_bounds__(WsTile::kThreads, 1)
+    moe_grouped_gemm_w4a8_ws_tma_kernel(const __grid_constant__ GroupedGemmParams p,
+                                        const __grid_constant__ CUtensorMap act_map,
+                                        const __grid_constant__ CUtensorMap scale_map) {
+  ws_cta<kL1, true>(p, &act_map, &scale_map);
 }
 
 template <bool kL1>
@@ -348,6 +440,28 @@ cudaError_t launch_ws_impl(const GroupedGemmParams& p) {
   }
   const dim3 grid(static_cast<unsigned>(p.n / WsTile::BW), static_cast<unsigned>(p.max_tiles));
   kernel<<<grid, WsTile::kThreads, WsSmem::kBytes, p.stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <bool kL1>
+cudaError_t launch_ws_tma_impl(const GroupedGemmParams& p) {
+  auto kernel = moe_grouped_gemm_w4a8_ws_tma_kernel<kL1>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, WsSmem::kBytes);  // once
+  if (attr != cudaSuccess) return attr;
+  CUtensorMap act_map, scale_map;
+  // act8 [act_rows][k] E4M3 in boxes [256 slots][128 B], 128-byte swizzle (the B stage layout).
+  cudaError_t err = encode_tensor_map_2d(&act_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, p.act8, static_cast<uint64_t>(p.k),
+                                         static_cast<uint64_t>(p.act_rows), static_cast<uint64_t>(p.k), WsTile::BK,
+                                         WsTile::BT, CU_TENSOR_MAP_SWIZZLE_128B);
+  if (err != cudaSuccess) return err;
+  // act_scale [k / 128][act_scale_stride] FP32 (first act_rows used) in boxes [1][256 slots].
+  err = encode_tensor_map_2d(&scale_map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.act_scale,
+                             static_cast<uint64_t>(p.act_rows), static_cast<uint64_t>(p.k / WsTile::BK),
+                             static_cast<uint64_t>(p.act_scale_stride) * 4, WsTile::BT, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(p.n / WsTile::BW), static_cast<unsigned>(p.max_tiles));
+  kernel<<<grid, WsTile::kThreads, WsSmem::kBytes, p.stream>>>(p, act_map, scale_map);
   return cudaGetLastError();
 }
 
@@ -375,6 +489,16 @@ cudaError_t launch_w4a8_ws(const GroupedGemmParams& p, bool l1) {
   const cudaError_t err = w4a8_ws_check(p, WsTile::BW, WsTile::BK, &launch);
   if (err != cudaSuccess || !launch) return err;
   return l1 ? launch_ws_impl<true>(p) : launch_ws_impl<false>(p);
+}
+
+cudaError_t launch_w4a8_ws_tma(const GroupedGemmParams& p, bool l1) {
+  // launch_w4a8_ws's contract, plus: act8 [act_rows, k] in slot order (L1 too), act_scale
+  // transposed [k / 128][act_scale_stride], act_scale_stride >= act_rows, % 4 (16-byte rows).
+  bool launch = false;
+  const cudaError_t err = w4a8_ws_check(p, WsTile::BW, WsTile::BK, &launch);
+  if (err != cudaSuccess || !launch) return err;
+  if (p.act_rows <= 0 || p.act_scale_stride < p.act_rows || p.act_scale_stride % 4 != 0) return cudaErrorInvalidValue;
+  return l1 ? launch_ws_tma_impl<true>(p) : launch_ws_tma_impl<false>(p);
 }
 
 }  // namespace detail

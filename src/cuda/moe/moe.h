@@ -119,9 +119,13 @@ enum class TileConfig : int {
   kPrefillW4A8WsSS = 17,  // opt-in, MXFP4, launch_moe_l1 / l2 only (not yet run on a GPU): kPrefillW4A8Ws's inputs, tiles (256) and math
                           // (expected bitwise equal) with the weights converted once per stage by the producer warpgroup into
                           // shared memory, SS FP8 wgmma. grouped_gemm_w4a8_ws_ss.cu, docs/kernels/moe.md
+  kPrefillW4A8WsTma = 18,  // opt-in, MXFP4, launch_moe_l1 / l2 only: kPrefillW4A8Ws's consumers and math (expected bitwise
+                           // equal) fed by TMA from ONE producer thread (B box, activation scales, weights, scales per stage)
+                           // instead of 128 threads of cp.async. Needs act8 in slot order (L1 too: launch_act_quant_fp8 with
+                           // gather = slot_token), act_rows, and transposed act_scale (act_scale_stride). grouped_gemm_w4a8_ws.cu
 };
-// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide / kPrefillW4A8Ws / kPrefillW4A8WsSS,
-// else 128.
+// Slots per tile-list entry: 8 for the decode configs, 256 for kPrefillWgmmaWide / kPrefillW4A8Ws / kPrefillW4A8WsSS /
+// kPrefillW4A8WsTma, else 128.
 int tile_config_rows(TileConfig config);
 // The 8-slot decode configs (kDecode, kDecodeKSplit, kDecodeSplitK, kDecodeStream, kDecodeStreamBulk,
 // kDecodePersistent).
@@ -188,8 +192,12 @@ struct GroupedGemmParams {
   // slot count, rows of act_perm and entries of slot_token; L2: rows of h); act_perm (L1):
   // workspace [act_rows, k] BF16 that the launch fills with x in slot order
   // (act_perm[s] = act[slot_token[s]] for the slots of the tile list) before the GEMM reads it.
+  // kPrefillW4A8WsTma also reads act_rows (rows of act8, in slot order for L1 and L2).
   int act_rows = 0;
   uint16_t* act_perm = nullptr;
+  // kPrefillW4A8WsTma only: act_scale is transposed, [k / 128][act_scale_stride] (block b of
+  // row r at b * act_scale_stride + r; launch_act_quant_fp8 with scale_stride), stride >= act_rows, % 4.
+  int act_scale_stride = 0;
   cudaStream_t stream = nullptr;
 };
 // L1: h = silu(min(g, limit)) * clamp(u, -limit, limit), g/u from the interleaved W13.
@@ -272,10 +280,18 @@ cudaError_t launch_moe_stream_repack(const StreamRepackParams& params);
 // 0 -> scale 0, x8 0); bytes of each 32-block in the packed-weight fragment K order
 // (act_quant_fp8.cu). L1: quantize x [tokens, H]; L2: quantize h [slots, I].
 struct ActQuantParams {
-  const uint16_t* x = nullptr;            // [rows, k] BF16
-  int rows = 0, k = 0;                    // k % 128 == 0
+  const uint16_t* x = nullptr;            // [x rows, k] BF16
+  int rows = 0, k = 0;                    // output rows; k % 128 == 0
   uint8_t* x8 = nullptr;                  // [rows, k] E4M3
-  float* scale = nullptr;                 // [rows, k / 128]
+  float* scale = nullptr;                 // [rows, k / 128], or [k / 128][scale_stride] (below)
+  // Optional (kPrefillW4A8WsTma, whose TMA reads rows in slot order): output row r quantizes
+  // x row gather[r] (L1: gather = slot_token, rows = the slot count), values in [0, x_rows).
+  const int32_t* gather = nullptr;
+  int x_rows = 0;                         // rows of x when gather is set
+  // > 0: scale transposed, scale[b * scale_stride + r] (block b of row r); scale_stride >= rows,
+  // % 4 == 0 (the rows of a 16-byte aligned TMA box).
+  int scale_stride = 0;
+  int32_t* error_flag = nullptr;          // gather: an out-of-range index sets it to 1 (row left 0)
   cudaStream_t stream = nullptr;
 };
 cudaError_t launch_act_quant_fp8(const ActQuantParams& params);

@@ -17,6 +17,7 @@ cudaError_t launch_w4a8(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8_producer(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8_ws(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_w4a8_ws_ss(const GroupedGemmParams& p, bool l1);
+cudaError_t launch_w4a8_ws_tma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_tma(const GroupedGemmParams& p, bool l1);
 cudaError_t launch_wgmma_wide(const GroupedGemmParams& p, bool l1);
 bool decode_pdl_enabled();  // dispatch.cu: DSV4_MOE_PDL=0 turns the decode path's PDL off
@@ -37,6 +38,7 @@ cudaError_t launch_gemm(const GroupedGemmParams& p, bool l1) {
   if (p.config == TileConfig::kPrefillW4A8Producer) return detail::launch_w4a8_producer(p, l1);  // opt-in W4A8
   if (p.config == TileConfig::kPrefillW4A8Ws) return detail::launch_w4a8_ws(p, l1);  // opt-in W4A8, 256-slot tiles
   if (p.config == TileConfig::kPrefillW4A8WsSS) return detail::launch_w4a8_ws_ss(p, l1);  // opt-in W4A8, 256-slot tiles
+  if (p.config == TileConfig::kPrefillW4A8WsTma) return detail::launch_w4a8_ws_tma(p, l1);  // opt-in W4A8, 256-slot tiles
   if (p.config == TileConfig::kPrefillWgmmaTma) return detail::launch_wgmma_tma(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmmaWide) return detail::launch_wgmma_wide(p, l1);  // opt-in
   if (p.config == TileConfig::kPrefillWgmma || p.config == TileConfig::kPrefillWgmmaPipe)
@@ -68,7 +70,7 @@ bool is_decode_tile_config(TileConfig config) {
 int tile_config_rows(TileConfig config) {
   if (is_decode_tile_config(config)) return 8;
   return config == TileConfig::kPrefillWgmmaWide || config == TileConfig::kPrefillW4A8Ws ||
-                 config == TileConfig::kPrefillW4A8WsSS
+                 config == TileConfig::kPrefillW4A8WsSS || config == TileConfig::kPrefillW4A8WsTma
              ? 256
              : 128;  // wgmma N = 256: one tile = one CTA's slots
 }

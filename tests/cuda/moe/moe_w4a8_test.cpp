@@ -326,7 +326,8 @@ double silu_ref(double v) { return v / (1.0 + std::exp(-v)); }
 // kPrefillW4A8Producer must stop at the first item past the count).
 std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t* d_w, uint8_t* d_s, float* d_f,
                               const uint16_t* d_act, const uint8_t* d_act8, const float* d_as, const Problem& prob,
-                              int spare = 0, const uint8_t* d_row_ref = nullptr) {
+                              int spare = 0, const uint8_t* d_row_ref = nullptr, int act_rows = 0,
+                              int act_scale_stride = 0) {
   int32_t* d_st = device_copy(prob.slot_token);
   float* d_sw = device_copy(prob.slot_weight);
   const DeviceTileList tiles(prob.tile_expert, prob.tile_begin, prob.tile_rows, spare);
@@ -338,6 +339,8 @@ std::vector<uint16_t> run_gpu(TileConfig config, bool l1, int n, int k, uint8_t*
   p.act8 = d_act8;
   p.act_scale = d_as;
   p.w4a8_row_ref = d_row_ref;
+  p.act_rows = act_rows;                  // kPrefillW4A8WsTma
+  p.act_scale_stride = act_scale_stride;  // kPrefillW4A8WsTma
   DSV4_CUDA_OK(l1 ? cuda::moe::launch_moe_l1(p) : cuda::moe::launch_moe_l2(p));
   DSV4_CUDA_OK(cudaDeviceSynchronize());
   DSV4_CUDA_OK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
@@ -439,6 +442,55 @@ TEST(MoeW4a8, GemmL1L2MatchEmulation) {
                            << got_ws[first];
       std::printf("[moe_w4a8] ws_ss %s n=%d k=%d: %lld of %zu elements differ from kPrefillW4A8Ws\n",
                   layer.l1 ? "l1" : "l2", n, k, static_cast<long long>(differ), got_ws_ss.size());
+    }
+    // kPrefillW4A8WsTma reads act8 in slot order and the scales transposed: the quantizer's
+    // gather (L1) / scale_stride options make both, bit for bit the slot-ordered copy of q;
+    // then the same consumers and math as kPrefillW4A8Ws, so the same output bits.
+    {
+      const int rows = prob256.slots, stride = (rows + 3) / 4 * 4 + 4, kb = k / 128;  // + 4: padding stays untouched
+      std::vector<uint8_t> want_x8(size_t(rows) * k);
+      std::vector<float> want_sc(size_t(kb) * stride, -2.0f);
+      for (int slot = 0; slot < rows; ++slot) {
+        const int src = layer.l1 ? prob256.slot_token[slot] : slot;
+        std::memcpy(&want_x8[size_t(slot) * k], &q.x8[size_t(src) * k], k);
+        for (int b = 0; b < kb; ++b) want_sc[size_t(b) * stride + slot] = q.scale[size_t(src) * kb + b];
+      }
+      uint8_t* d_x8s = device_copy(std::vector<uint8_t>(want_x8.size(), 0xAB));
+      float* d_sct = device_copy(std::vector<float>(want_sc.size(), -2.0f));
+      int32_t* d_gather = device_copy(prob256.slot_token);
+      cuda::moe::ActQuantParams qp;
+      qp.x = d_act;
+      qp.rows = rows;
+      qp.k = k;
+      qp.x8 = d_x8s;
+      qp.scale = d_sct;
+      qp.scale_stride = stride;
+      if (layer.l1) {
+        qp.gather = d_gather;
+        qp.x_rows = act_rows;
+      }
+      DSV4_CUDA_OK(cuda::moe::launch_act_quant_fp8(qp));
+      DSV4_CUDA_OK(cudaDeviceSynchronize());
+      std::vector<uint8_t> got_x8(want_x8.size());
+      std::vector<float> got_sc(want_sc.size());
+      DSV4_CUDA_OK(cudaMemcpy(got_x8.data(), d_x8s, got_x8.size(), cudaMemcpyDeviceToHost));
+      DSV4_CUDA_OK(cudaMemcpy(got_sc.data(), d_sct, got_sc.size() * 4, cudaMemcpyDeviceToHost));
+      EXPECT_TRUE(got_x8 == want_x8) << "slot-ordered act8 differs from the gathered copy of the quantizer's rows";
+      EXPECT_TRUE(std::memcmp(got_sc.data(), want_sc.data(), got_sc.size() * 4) == 0)
+          << "transposed scales differ (or the padding past the rows was written)";
+      const std::vector<uint16_t> got_tma = run_gpu(TileConfig::kPrefillW4A8WsTma, layer.l1, n, k, d_w, d_s, d_f, d_act,
+                                                    d_x8s, d_sct, prob256, 3, d_rr, rows, stride);
+      int64_t differ = 0;
+      size_t first = 0;
+      for (size_t i = 0; i < got_tma.size(); ++i)
+        if (got_tma[i] != got_ws[i] && differ++ == 0) first = i;
+      const int cols_t = layer.l1 ? n / 2 : n;
+      EXPECT_EQ(differ, 0) << "kPrefillW4A8WsTma != kPrefillW4A8Ws in " << differ << " elements, first slot "
+                           << first / cols_t << " col " << first % cols_t << ": " << got_tma[first] << " vs "
+                           << got_ws[first];
+      std::printf("[moe_w4a8] ws_tma %s n=%d k=%d: %lld of %zu elements differ from kPrefillW4A8Ws\n",
+                  layer.l1 ? "l1" : "l2", n, k, static_cast<long long>(differ), got_tma.size());
+      for (void* ptr : {static_cast<void*>(d_x8s), static_cast<void*>(d_sct), static_cast<void*>(d_gather)}) cudaFree(ptr);
     }
     for (void* ptr : {static_cast<void*>(d_w), static_cast<void*>(d_s), static_cast<void*>(d_f), static_cast<void*>(d_act),
                       static_cast<void*>(d_act8), static_cast<void*>(d_as), static_cast<void*>(d_rr)})
@@ -552,8 +604,10 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   p.w4a8_row_ref = dummy8;  // kPrefillW4A8Ws / kPrefillW4A8WsSS only (the others ignore it)
   for (const TileConfig config : {TileConfig::kPrefillW4A8, TileConfig::kPrefillW4A8Serial, TileConfig::kPrefillW4A8Lut,
                                   TileConfig::kPrefillW4A8Producer, TileConfig::kPrefillW4A8Ws,
-                                  TileConfig::kPrefillW4A8WsSS}) {
+                                  TileConfig::kPrefillW4A8WsSS, TileConfig::kPrefillW4A8WsTma}) {
     p.config = config;
+    p.act_rows = 1;          // kPrefillW4A8WsTma only
+    p.act_scale_stride = 4;  // kPrefillW4A8WsTma only
     cuda::moe::GroupedGemmParams q = p;
     q.format = ExpertFormat::kNVFP4;
     EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
@@ -572,7 +626,7 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
   }
   // kPrefillW4A8Ws / kPrefillW4A8WsSS: the row reference is required; 256-slot tiles; the
   // pre-pass checks its arguments.
-  for (const TileConfig config : {TileConfig::kPrefillW4A8Ws, TileConfig::kPrefillW4A8WsSS}) {
+  for (const TileConfig config : {TileConfig::kPrefillW4A8Ws, TileConfig::kPrefillW4A8WsSS, TileConfig::kPrefillW4A8WsTma}) {
     cuda::moe::GroupedGemmParams q = p;
     q.config = config;
     q.w4a8_row_ref = nullptr;
@@ -585,6 +639,34 @@ TEST(MoeW4a8, LauncherRejectsBadArguments) {
     q.max_tiles = 65536;  // grid.y
     EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
     EXPECT_EQ(cuda::moe::tile_config_rows(config), 256);
+  }
+  {  // kPrefillW4A8WsTma: the TMA needs the rows of act8 and a 16-byte transposed scale stride >= them
+    cuda::moe::GroupedGemmParams q = p;
+    q.config = TileConfig::kPrefillW4A8WsTma;
+    q.act_rows = 0;
+    EXPECT_EQ(cuda::moe::launch_moe_l1(q), cudaErrorInvalidValue);
+    q.act_rows = 8;
+    q.act_scale_stride = 4;  // < act_rows
+    EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+    q.act_scale_stride = 10;  // % 4
+    EXPECT_EQ(cuda::moe::launch_moe_l2(q), cudaErrorInvalidValue);
+  }
+  {  // the quantizer's gather / transposed-scale options
+    static uint16_t dummy16[128];
+    cuda::moe::ActQuantParams qp;
+    qp.x = dummy16;
+    qp.rows = 8;
+    qp.k = 128;
+    qp.x8 = dummy8;
+    qp.scale = dummyf;
+    qp.scale_stride = 6;  // % 4
+    EXPECT_EQ(cuda::moe::launch_act_quant_fp8(qp), cudaErrorInvalidValue);
+    qp.scale_stride = 4;  // < rows
+    EXPECT_EQ(cuda::moe::launch_act_quant_fp8(qp), cudaErrorInvalidValue);
+    qp.scale_stride = 0;
+    static int32_t gather[8];
+    qp.gather = gather;  // without x_rows
+    EXPECT_EQ(cuda::moe::launch_act_quant_fp8(qp), cudaErrorInvalidValue);
   }
   cuda::moe::W4a8RowRefParams rp;
   rp.scales = dummy8;
