@@ -6,6 +6,9 @@
 // (grouped_gemm_w4a8.cuh): logical position 16 h + 4 t + i holds physical column
 // 16 h + {2t, 2t+1, 8+2t, 9+2t}[i] (h = 0, 1; t, i = 0..3). One warp per (row, 128-block):
 // lane l writes logical bytes 4l .. 4l + 3.
+// Options for kPrefillW4A8WsTma (TMA reads whole row blocks): gather (output row r = x row
+// gather[r], L1's slot order) and scale_stride (scales transposed, [k / 128][scale_stride]).
+// Same values either way: only where they are stored changes.
 #include <cuda_bf16.h>
 #include <cuda_fp8.h>
 
