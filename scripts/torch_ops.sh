@@ -27,8 +27,9 @@ cuda=${DSV4_TORCH_CUDA:-1}
 if [[ $cuda == 0 ]] || ! command -v nvcc >/dev/null 2>&1; then
   args+=(-DDSV4_ENABLE_CUDA=OFF)
 fi
+mkdir -p "$build"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_TORCH_OPS=ON -DDSV4_BUILD_TESTS=OFF \
-  -DCMAKE_PREFIX_PATH="$prefix" "${args[@]}" >"$build.configure.log" 2>&1 || { tail -40 "$build.configure.log"; exit 1; }
+  -DCMAKE_PREFIX_PATH="$prefix" "${args[@]}" >"$build/configure.log" 2>&1 || { tail -40 "$build/configure.log"; exit 1; }
 # dsv4: the CLI whose `quantize` output the tests compare with.
 cmake --build "$build" -j"$(nproc)" --target dsv4_torch_ops dsv4
 export DSV4_TORCH_OPS_LIB=$PWD/$build/torch_ops/libdsv4_torch_ops.so DSV4_CLI=$PWD/$build/tools/dsv4
