@@ -519,8 +519,10 @@ def test_cuda_moe_forward_bad_inputs():
     expect_error(lambda: dsv4_torch.moe_forward(x.cpu(), ids, weights, *packed, swiglu_limit=1.0), "'x'",
                  "the device of 'w13_packed'")
     expect_error(lambda: dsv4_torch.moe_forward(x, ids, weights, *packed, swiglu_limit=0.0), "swiglu_limit")
-    expect_error(lambda: dsv4_torch.moe_forward(x, ids, weights, packed.w13_packed, packed.w13_packed_scales[..., :16],
+    expect_error(lambda: dsv4_torch.moe_forward(x, ids, weights, packed.w13_packed, packed.w13_packed_scales[..., :16].contiguous(),
                                                 *packed[2:], swiglu_limit=1.0), "'w13_packed_scales'", "64 (NVFP4)")
+    expect_error(lambda: dsv4_torch.moe_forward(x, ids, weights, packed.w13_packed[:, :, :1], *packed[1:],
+                                                swiglu_limit=1.0), "'w13_packed'", "a contiguous tensor")
     small = pack("nvfp4", make_layer("nvfp4", 3, 64, 64, seed=1, device="cuda"))
     expect_error(lambda: dsv4_torch.moe_forward(x[:, :64], ids, weights, *small, swiglu_limit=1.0),
                  "multiples of 128")
